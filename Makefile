@@ -1,0 +1,37 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`.
+# Both bootstrap uv into .tools/ and install the locked environment into .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+export UV_PYTHON := $(PYTHON)
+RUN := $(UV) run --frozen --no-sync
+
+.PHONY: demo test check bench lint typecheck clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --all-groups
+	touch $@
+
+demo: $(VENV)/.synced
+	$(RUN) offerloop demo --data-dir .offerloop-demo --fresh --json .offerloop-demo/demo.json
+
+check: $(VENV)/.synced
+	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench
+	$(RUN) mypy
+
+test: check
+	$(RUN) pytest
+
+bench: $(VENV)/.synced
+	$(RUN) python bench/run.py
+
+clean:
+	rm -rf $(TOOLS) $(VENV) .offerloop-demo .pytest_cache .mypy_cache .ruff_cache

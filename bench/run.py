@@ -1,0 +1,16 @@
+"""`make bench`: the benchmarks that exist so far; each prints its numbers (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHES = ["sim_ratios.py", "decide_latency.py"]
+
+if __name__ == "__main__":
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        sys.argv = [name]
+        runpy.run_path(str(HERE / name), run_name="__main__")

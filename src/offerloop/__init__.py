@@ -1,0 +1,37 @@
+"""offerloop: the promotion that earns the most from each player, delivered continuously."""
+
+__version__ = "0.1.0"
+
+from offerloop._clock import Clock, ManualClock, SystemClock, format_ts, parse_rfc3339
+from offerloop._errors import (
+    ArtifactCorrupt,
+    BackendUnavailable,
+    CampaignInvalid,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OfferloopError,
+    Problem,
+)
+from offerloop._settings import Settings, load_settings
+from offerloop._system import Offerloop
+
+__all__ = [
+    "ArtifactCorrupt",
+    "BackendUnavailable",
+    "CampaignInvalid",
+    "Clock",
+    "Conflict",
+    "InvalidInput",
+    "ManualClock",
+    "NotFound",
+    "Offerloop",
+    "OfferloopError",
+    "Problem",
+    "Settings",
+    "SystemClock",
+    "__version__",
+    "format_ts",
+    "load_settings",
+    "parse_rfc3339",
+]

@@ -1,0 +1,3 @@
+from offerloop.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""Time, injected: every component asks a :class:`Clock`, never ``datetime.now()`` directly.
+
+Timestamps inside offerloop are floats: seconds since the Unix epoch, UTC. The API speaks
+RFC 3339 and converts at the boundary (:func:`parse_rfc3339`, :func:`format_ts`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+__all__ = ["Clock", "ManualClock", "SystemClock", "format_ts", "parse_rfc3339"]
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (UTC)."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that only moves when told: simulated days run in seconds."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
+
+    def set(self, ts: float) -> None:
+        with self._lock:
+            self._now = float(ts)
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_rfc3339(text: str) -> float:
+    """Parse an RFC 3339 timestamp (a time zone is required); raise ValueError otherwise."""
+    if not _RFC3339.match(text):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-31T12:00:00Z"
+        )
+    norm = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
+    # Python's fromisoformat takes at most 6 fractional digits.
+    m = re.match(r"^(.*?\.\d{6})\d+(.*)$", norm)
+    if m:
+        norm = m.group(1) + m.group(2)
+    try:
+        return datetime.fromisoformat(norm).timestamp()
+    except ValueError as exc:
+        raise ValueError(f"not a valid date or time: {exc}") from exc
+
+
+def format_ts(ts: float) -> str:
+    """Format epoch seconds as RFC 3339 UTC with millisecond precision."""
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )

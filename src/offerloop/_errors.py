@@ -1,0 +1,85 @@
+"""One exception tree for offerloop, with messages meant for the person who called.
+
+    OfferloopError                 base; ``str(exc)`` is a one-line user-facing message
+    ├── InvalidInput               the caller sent something wrong (HTTP 422, CLI exit 2)
+    │   └── CampaignInvalid        a campaign file failed validation (every problem listed)
+    ├── NotFound                   a named thing does not exist (HTTP 404)
+    ├── Conflict                   valid request, but the current state forbids it (HTTP 409)
+    ├── ArtifactCorrupt            a stored model artifact failed its sha256 check (HTTP 500)
+    └── BackendUnavailable         a store we depend on did not answer (HTTP 503)
+
+Errors from libraries underneath (sqlite3, numpy, ...) are translated once, where they are
+caught, with ``raise Mapped(msg) from exc``. The HTTP mapping lives in
+``offerloop.serving._errors``; the CLI mapping in ``offerloop.cli``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ArtifactCorrupt",
+    "BackendUnavailable",
+    "CampaignInvalid",
+    "Conflict",
+    "InvalidInput",
+    "NotFound",
+    "OfferloopError",
+    "Problem",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a dotted/indexed path) and what."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class OfferloopError(Exception):
+    """Base of every error offerloop raises on purpose."""
+
+    headline = "offerloop error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(OfferloopError):
+    """The caller's input is wrong; ``problems`` names each field and what is wrong with it."""
+
+    headline = "invalid input"
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        self.problems = list(problems) or [Problem("", message)]
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> InvalidInput:
+        return cls("; ".join(str(p) for p in problems), problems)
+
+
+class CampaignInvalid(InvalidInput):
+    headline = "invalid campaign"
+
+
+class NotFound(OfferloopError):
+    headline = "not found"
+
+
+class Conflict(OfferloopError):
+    headline = "conflict"
+
+
+class ArtifactCorrupt(OfferloopError):
+    headline = "corrupt model artifact"
+
+
+class BackendUnavailable(OfferloopError):
+    headline = "backend unavailable"

@@ -1,0 +1,176 @@
+"""Settings, declared once as data.
+
+Each field of :class:`Settings` is one setting: its name, type, default and help text. Values
+come from, in order of precedence: explicit overrides (CLI flags) > ``OFFERLOOP_<NAME>``
+environment variables > ``offerloop.toml`` (top-level keys) > the default here.
+``docs/settings.md`` documents every setting and a test checks that it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offerloop._errors import InvalidInput, Problem
+
+__all__ = ["Settings", "load_settings"]
+
+
+def _s(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = _s(
+        "offerloop-data",
+        "Directory of the embedded backend: SQLite database and model artifacts.",
+    )
+    campaigns: tuple[str, ...] = _s(
+        (),
+        "Campaign TOML files to serve. Empty: the default campaign shipped for the simulated game.",
+    )
+    default_campaign: str = _s(
+        "", "Campaign used when a decision request names none. Empty: the first campaign loaded."
+    )
+    attribution_window_hours: float = _s(
+        24.0, "A purchase counts as a decision's reward if it happens within this many hours."
+    )
+    max_batch_events: int = _s(1000, "Largest number of events accepted in one POST /v1/events.")
+    max_future_seconds: float = _s(
+        300.0, "Events stamped further than this into the future (clock skew) are rejected."
+    )
+    epsilon: float = _s(
+        0.1, "Exploration share of learned policies: every offer keeps at least epsilon/n_offers."
+    )
+    durability: str = _s(
+        "full",
+        "SQLite synchronous mode: 'full' fsyncs every commit (survives power loss); "
+        "'normal' survives a crash of the process but may lose the last commits on power loss.",
+    )
+    decision_seed: int = _s(
+        -1, "Seed of the random draws of decisions; -1 draws a fresh seed at start."
+    )
+    min_training_decisions: int = _s(
+        200, "Retraining is skipped with fewer decisions whose reward is final."
+    )
+    release_margin: float = _s(
+        0.0,
+        "Auto-release (demo, retrain --release-if-better) needs the 95% lower bound of the "
+        "candidate's doubly robust uplift over the release to exceed this (revenue/decision).",
+    )
+    ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
+    deployment_refresh_seconds: float = _s(
+        0.2, "How often a running service re-reads the deployment state (releases, shadows)."
+    )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Settings))
+
+
+def _coerce(name: str, raw: Any, default: Any, source: str) -> Any:
+    kind = type(default)
+    try:
+        if kind is tuple:
+            if isinstance(raw, str):
+                return tuple(p.strip() for p in raw.split(",") if p.strip())
+            if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+                return tuple(raw)
+            raise TypeError("expected a list of strings")
+        if kind is bool:
+            if isinstance(raw, str):
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if raw.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise TypeError("expected true or false")
+            return bool(raw)
+        if kind is int and isinstance(raw, float):
+            raise TypeError("expected an integer")
+        if isinstance(raw, bool) and kind is not bool:
+            raise TypeError(f"expected {kind.__name__}")
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput.of(
+            [Problem(f"{source}: {name}", f"invalid value {raw!r}: {exc}")]
+        ) from exc
+
+
+def load_settings(
+    config: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from overrides > env > TOML file > defaults.
+
+    ``config`` defaults to ``$OFFERLOOP_CONFIG`` or ``./offerloop.toml`` if it exists.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    defaults = {f.name: f.default for f in setting_fields()}
+    path = Path(config) if config else Path(env.get("OFFERLOOP_CONFIG", "offerloop.toml"))
+    if config and not path.exists():
+        raise InvalidInput(f"config file {path} does not exist")
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{path}: not valid TOML: {exc}") from exc
+        unknown = sorted(set(data) - set(defaults))
+        if unknown:
+            raise InvalidInput.of([Problem(f"{path}: {k}", "unknown setting") for k in unknown])
+        for k, v in data.items():
+            values[k] = _coerce(k, v, defaults[k], str(path))
+    for name, default in defaults.items():
+        key = f"OFFERLOOP_{name.upper()}"
+        if key in env:
+            values[name] = _coerce(name, env[key], default, key)
+    for name, value in overrides.items():
+        if name not in defaults:
+            raise InvalidInput(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = _coerce(name, value, defaults[name], "override")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    problems = []
+    if s.attribution_window_hours <= 0:
+        problems.append(Problem("attribution_window_hours", "must be > 0"))
+    if not 0 < s.max_batch_events <= 100_000:
+        problems.append(Problem("max_batch_events", "must be between 1 and 100000"))
+    if not 0 <= s.epsilon <= 1:
+        problems.append(Problem("epsilon", "must be between 0 and 1"))
+    if s.durability not in ("full", "normal"):
+        problems.append(Problem("durability", "must be 'full' or 'normal'"))
+    if s.deployment_refresh_seconds < 0:
+        problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
+    if problems:
+        raise InvalidInput.of(problems)
+
+
+def settings_markdown() -> str:
+    """The settings table of docs/settings.md, generated from the declaration above."""
+    lines = ["| setting | env | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in setting_fields():
+        default = f.default
+        shown = "[]" if default == () else repr(default).replace("'", '"')
+        lines.append(
+            f"| `{f.name}` | `OFFERLOOP_{f.name.upper()}` | `{shown}` | {f.metadata['help']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,127 @@
+"""The thin façade that wires one offerloop: settings, clock, backend, campaigns, registry,
+deployments, decisions and metrics. Each concern lives in its own module; this only joins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from offerloop._clock import Clock, SystemClock
+from offerloop._errors import NotFound
+from offerloop._settings import Settings
+from offerloop.backends import Backend, DecisionRecord, TransitionRecord, open_backend
+from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
+from offerloop.events import EventIn, IngestResult, Reward, attribute, ingest
+from offerloop.features import feature_names
+from offerloop.monitoring import Metrics
+from offerloop.policies import RandomPolicy, RulesPolicy
+from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
+from offerloop.serving._decide import Decider, Decision
+
+__all__ = ["Offerloop"]
+
+
+class Offerloop:
+    """One offerloop instance over one backend. Thread-safe for serving."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, backend: Backend | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        paths = settings.campaigns or (str(default_campaign_path()),)
+        self.campaigns: dict[str, Campaign] = load_campaigns(paths, features=feature_names())
+        self.default_campaign = settings.default_campaign or next(iter(self.campaigns))
+        if self.default_campaign not in self.campaigns:
+            raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
+        self.backend = backend or open_backend(settings)
+        self.metrics = Metrics()
+        self.registry = Registry(self.backend, self.clock)
+        self.deployments = Deployments(self.backend, self.registry, self.clock)
+        self.decider = Decider(
+            self.backend,
+            self.campaigns,
+            self.registry,
+            self.deployments,
+            self.clock,
+            self.metrics,
+            refresh_seconds=settings.deployment_refresh_seconds,
+            seed=None if settings.decision_seed < 0 else settings.decision_seed,
+        )
+
+    def close(self) -> None:
+        self.backend.close()
+
+    @property
+    def window_seconds(self) -> float:
+        return self.settings.attribution_window_hours * 3600.0
+
+    def campaign(self, campaign_id: str | None) -> Campaign:
+        return self.decider.campaign(campaign_id or self.default_campaign)
+
+    # -- day one -------------------------------------------------------------------------
+    def bootstrap(self, actor: str = "bootstrap") -> None:
+        """For a campaign never deployed: register ``random`` (released) and ``rules`` (shadow)."""
+        for c in self.campaigns.values():
+            if self.backend.transitions(c.id):
+                continue
+            reason = "day one: random explores, rules run in shadow"
+            rnd = self.registry.register(c.id, RandomPolicy(c.offer_ids), {"source": "bootstrap"})
+            rules = self.registry.register(
+                c.id, RulesPolicy.from_campaign(c), {"source": "bootstrap"}
+            )
+            self.deployments.release(rnd.version, actor=actor, reason=reason)
+            self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
+        self.decider.invalidate()
+
+    # -- events and decisions ------------------------------------------------------------
+    def ingest(self, events: Sequence[EventIn]) -> IngestResult:
+        result = ingest(
+            self.backend,
+            events,
+            self.clock,
+            self.settings.max_batch_events,
+            self.settings.max_future_seconds,
+        )
+        self.metrics.events.labels("accepted").inc(result.accepted)
+        self.metrics.events.labels("duplicate").inc(result.duplicates)
+        return result
+
+    def decide(
+        self, player_id: str, campaign: str | None = None, context: Mapping[str, Any] | None = None
+    ) -> Decision:
+        return self.decider.decide(player_id, campaign or self.default_campaign, context)
+
+    def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
+        record = self.backend.get_decision(decision_id)
+        if record is None:
+            raise NotFound(f"decision {decision_id!r} does not exist")
+        reward = attribute(self.backend, [record], self.window_seconds, self.clock.now())
+        return record, reward[decision_id]
+
+    # -- deployment ----------------------------------------------------------------------
+    def deploy(self, version: str, mode: str = SHADOW, *, actor: str, reason: str = "") -> None:
+        self.deployments.deploy(version, mode, actor=actor, reason=reason)
+        self._changed(version, "release" if mode == RELEASED else "deploy")
+
+    def release(self, version: str, *, actor: str, reason: str = "") -> None:
+        self.deployments.release(version, actor=actor, reason=reason)
+        self._changed(version, "release")
+
+    def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
+        self.deployments.undeploy(version, actor=actor, reason=reason)
+        self._changed(version, "undeploy")
+
+    def rollback(self, campaign: str | None = None, *, actor: str, reason: str = "") -> str:
+        c = self.campaign(campaign)
+        target = self.deployments.rollback(c.id, actor=actor, reason=reason)
+        self.metrics.transitions.labels(c.id, "rollback").inc()
+        self.decider.invalidate()
+        return target
+
+    def history(self, campaign: str | None = None) -> list[TransitionRecord]:
+        return self.deployments.history(self.campaign(campaign).id)
+
+    def _changed(self, version: str, action: str) -> None:
+        self.metrics.transitions.labels(self.registry.get(version).campaign, action).inc()
+        self.decider.invalidate()

@@ -1,0 +1,95 @@
+"""The backend contract: small protocols; the semantics built on them live above.
+
+A backend stores rows and bytes. Idempotency is the one rule it must enforce itself, because
+only the store can make it atomic: ``append_events`` stores a batch all-or-nothing and skips
+event ids it already has. Attribution windows, feature folds, release stacks and the like are
+computed in the layers above, once, for every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from offerloop.backends._records import (
+    DecisionRecord,
+    DeploymentRecord,
+    EventRecord,
+    ModelRecord,
+    TransitionRecord,
+)
+
+__all__ = ["ArtifactStore", "Backend", "DecisionLog", "DeploymentStore", "EventLog", "ModelStore"]
+
+
+class EventLog(Protocol):
+    def append_events(self, events: Sequence[EventRecord]) -> int:
+        """Store the batch atomically; return how many were new (known ids are skipped)."""
+        ...
+
+    def player_events(self, player_id: str, until: float) -> list[EventRecord]:
+        """One player's events with ``ts <= until``, oldest first."""
+        ...
+
+    def purchases_for(self, decision_ids: Sequence[str]) -> list[EventRecord]:
+        """Purchase events that name one of these decisions."""
+        ...
+
+
+class DecisionLog(Protocol):
+    def append_decision(self, decision: DecisionRecord) -> None: ...
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    def decisions(self, campaign: str, start: float, end: float) -> list[DecisionRecord]:
+        """Decisions of a campaign with ``start <= ts < end``, oldest first."""
+        ...
+
+
+class ModelStore(Protocol):
+    def next_model_number(self) -> int:
+        """A number never returned before (names new versions)."""
+        ...
+
+    def put_model(self, model: ModelRecord) -> None: ...
+
+    def get_model(self, version: str) -> ModelRecord | None: ...
+
+    def list_models(self) -> list[ModelRecord]: ...
+
+
+class ArtifactStore(Protocol):
+    def put_artifact(self, name: str, data: bytes) -> None: ...
+
+    def get_artifact(self, name: str) -> bytes | None: ...
+
+
+class DeploymentStore(Protocol):
+    def deployments(self, campaign: str) -> list[DeploymentRecord]: ...
+
+    def replace_deployments(
+        self,
+        campaign: str,
+        expected_generation: int,
+        deployments: Sequence[DeploymentRecord],
+        transitions: Sequence[TransitionRecord],
+    ) -> bool:
+        """Atomically swap a campaign's deployments and record transitions.
+
+        Returns False (and changes nothing) if the generation moved since it was read.
+        """
+        ...
+
+    def transitions(self, campaign: str) -> list[TransitionRecord]:
+        """Every recorded transition of a campaign, oldest first."""
+        ...
+
+    def generation(self) -> int:
+        """A counter that moves whenever any deployment changes."""
+        ...
+
+
+class Backend(EventLog, DecisionLog, ModelStore, ArtifactStore, DeploymentStore, Protocol):
+    name: str
+
+    def close(self) -> None: ...

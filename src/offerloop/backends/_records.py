@@ -1,0 +1,96 @@
+"""The rows offerloop stores: plain frozen dataclasses shared by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DecisionRecord",
+    "DeploymentRecord",
+    "EventRecord",
+    "ModelRecord",
+    "ShadowChoice",
+    "TransitionRecord",
+]
+
+JSON = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    player_id: str
+    type: str
+    ts: float
+    properties: JSON = field(default_factory=dict)
+    received_at: float = 0.0
+
+    @property
+    def decision_id(self) -> str | None:
+        d = self.properties.get("decision_id") if self.type == "purchase" else None
+        return d if isinstance(d, str) else None
+
+    @property
+    def amount(self) -> float:
+        a = self.properties.get("amount", 0.0) if self.type == "purchase" else 0.0
+        return float(a) if isinstance(a, int | float) else 0.0
+
+
+@dataclass(frozen=True)
+class ShadowChoice:
+    """What a shadow version would have done for a decision."""
+
+    version: str
+    offer_id: str
+    propensity: float  # its probability of the offer it would have chosen
+    logged_offer_probability: float  # its probability of the offer actually shown
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    decision_id: str
+    ts: float
+    player_id: str
+    campaign: str
+    offer_id: str
+    model_version: str
+    mode: str
+    propensity: float
+    features: JSON = field(default_factory=dict)
+    context: JSON = field(default_factory=dict)
+    shadows: tuple[ShadowChoice, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    version: str
+    campaign: str
+    kind: str
+    created_at: float
+    artifact: str  # name of the artifact blob
+    sha256: str
+    params: JSON = field(default_factory=dict)
+    lineage: JSON = field(default_factory=dict)  # data window, rows, feature names, code version
+    metrics: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    campaign: str
+    version: str
+    mode: str  # "released" | "shadow"
+    since: float
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    ts: float
+    campaign: str
+    action: str  # "deploy" | "release" | "rollback" | "undeploy"
+    version: str
+    from_mode: str  # "" when the version was not deployed
+    to_mode: str  # "" when it leaves deployment
+    reason: str
+    actor: str

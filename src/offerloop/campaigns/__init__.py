@@ -1,0 +1,22 @@
+"""Campaigns: bundles × messages = offers, plus rules; loaded from TOML and validated."""
+
+from offerloop.campaigns._load import (
+    default_campaign_path,
+    load_campaign,
+    load_campaigns,
+    parse_campaign,
+)
+from offerloop.campaigns._model import Bundle, Campaign, Condition, Message, Offer, Rule
+
+__all__ = [
+    "Bundle",
+    "Campaign",
+    "Condition",
+    "Message",
+    "Offer",
+    "Rule",
+    "default_campaign_path",
+    "load_campaign",
+    "load_campaigns",
+    "parse_campaign",
+]

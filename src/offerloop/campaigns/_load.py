@@ -1,0 +1,260 @@
+"""Load and validate campaign TOML files, reporting every problem with its location."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Collection, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from offerloop._errors import CampaignInvalid, Problem
+from offerloop.campaigns._model import (
+    OPERATORS,
+    Bundle,
+    Campaign,
+    Condition,
+    Message,
+    Rule,
+    offer_id,
+)
+
+__all__ = ["default_campaign_path", "load_campaign", "load_campaigns", "parse_campaign"]
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+_COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(==|!=|>=|<=|>|<)\s*(.+?)\s*$")
+
+
+def default_campaign_path() -> Path:
+    return Path(str(resources.files("offerloop.campaigns") / "default.toml"))
+
+
+def load_campaign(path: str | Path, features: Collection[str] | None = None) -> Campaign:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CampaignInvalid(f"{path}: cannot read campaign file: {exc.strerror}") from exc
+    return parse_campaign(text, source=path.name, features=features)
+
+
+def load_campaigns(
+    paths: Iterable[str | Path], features: Collection[str] | None = None
+) -> dict[str, Campaign]:
+    campaigns: dict[str, Campaign] = {}
+    for p in paths:
+        c = load_campaign(p, features)
+        if c.id in campaigns:
+            raise CampaignInvalid(f"{p}: campaign id {c.id!r} is defined twice")
+        campaigns[c.id] = c
+    return campaigns
+
+
+def parse_campaign(
+    text: str, source: str = "campaign.toml", features: Collection[str] | None = None
+) -> Campaign:
+    """Parse campaign TOML; ``features`` (if given) are the names rules may test."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignInvalid(f"{source}: not valid TOML: {exc}") from exc
+    v = _Validator(source)
+    result = v.campaign(data, features)
+    if v.problems or result is None:
+        raise CampaignInvalid.of(v.problems)
+    return result
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def bad(self, loc: str, msg: str) -> None:
+        self.problems.append(Problem(f"{self.source}: {loc}" if loc else self.source, msg))
+
+    def ident(self, data: dict[str, Any], key: str, loc: str) -> str | None:
+        value = data.get(key)
+        if value is None:
+            self.bad(f"{loc}{key}", "is required")
+            return None
+        if not isinstance(value, str) or not _ID.match(value):
+            self.bad(
+                f"{loc}{key}",
+                "must be a lowercase identifier (letters, digits, _ and -, at most 64)",
+            )
+            return None
+        return value
+
+    def unknown_keys(self, data: dict[str, Any], allowed: set[str], loc: str) -> None:
+        for k in sorted(set(data) - allowed):
+            self.bad(f"{loc}{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def table_list(self, data: dict[str, Any], key: str) -> list[Any]:
+        items = data.get(key)
+        if items is None:
+            if key != "rules":
+                self.bad(key, "is required (a list of tables)")
+            return []
+        if not isinstance(items, list):
+            self.bad(key, "must be a list of tables ([[" + key + "]])")
+            return []
+        return items
+
+    def campaign(self, data: dict[str, Any], features: Collection[str] | None) -> Campaign | None:
+        self.unknown_keys(data, {"id", "name", "bundles", "messages", "rules", "default_offer"}, "")
+        cid = self.ident(data, "id", "")
+        name = data.get("name", cid or "")
+        if not isinstance(name, str):
+            self.bad("name", "must be a string")
+        bundles = self.unique(
+            [self.bundle(b, i) for i, b in enumerate(self.table_list(data, "bundles"))],
+            "bundles",
+        )
+        messages = self.unique(
+            [self.message(m, i) for i, m in enumerate(self.table_list(data, "messages"))],
+            "messages",
+        )
+        if not bundles and "bundles" in data:
+            self.bad("bundles", "needs at least one bundle")
+        if not messages and "messages" in data:
+            self.bad("messages", "needs at least one message")
+        offer_ids = {offer_id(b.id, m.id) for b in bundles for m in messages}
+        rules = [
+            self.rule(r, i, offer_ids, features)
+            for i, r in enumerate(self.table_list(data, "rules"))
+        ]
+        default = data.get("default_offer")
+        if default is None and bundles and messages:
+            default = offer_id(bundles[0].id, messages[0].id)
+        if not isinstance(default, str) or (offer_ids and default not in offer_ids):
+            self.bad("default_offer", f"{default!r} is not an offer of this campaign")
+        if self.problems or cid is None:
+            return None
+        assert isinstance(default, str)
+        return Campaign(
+            id=cid,
+            name=str(name),
+            bundles=tuple(bundles),
+            messages=tuple(messages),
+            rules=tuple(r for r in rules if r is not None),
+            default_offer=default,
+        )
+
+    def unique(self, items: list[Any], key: str) -> list[Any]:
+        seen: set[str] = set()
+        out = []
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            if item.id in seen:
+                self.bad(f"{key}[{i}].id", f"duplicate id {item.id!r}")
+                continue
+            seen.add(item.id)
+            out.append(item)
+        return out
+
+    def bundle(self, b: Any, i: int) -> Bundle | None:
+        loc = f"bundles[{i}]."
+        if not isinstance(b, dict):
+            self.bad(f"bundles[{i}]", "must be a table")
+            return None
+        self.unknown_keys(b, {"id", "products", "price"}, loc)
+        bid = self.ident(b, "id", loc)
+        price = b.get("price")
+        ok = True
+        if price is None:
+            self.bad(f"{loc}price", "is required")
+            ok = False
+        elif isinstance(price, bool) or not isinstance(price, int | float):
+            self.bad(f"{loc}price", "must be a number")
+            ok = False
+        elif not price > 0:
+            self.bad(f"{loc}price", "must be > 0")
+            ok = False
+        products = b.get("products")
+        if not isinstance(products, dict) or not products:
+            self.bad(f"{loc}products", "must be a non-empty table of product = quantity")
+            ok = False
+        else:
+            for k, q in products.items():
+                if isinstance(q, bool) or not isinstance(q, int) or q <= 0:
+                    self.bad(f"{loc}products.{k}", "quantity must be a positive integer")
+                    ok = False
+        if not ok or bid is None:
+            return None
+        assert isinstance(products, dict)
+        assert isinstance(price, int | float)
+        return Bundle(bid, dict(products), float(price))
+
+    def message(self, m: Any, i: int) -> Message | None:
+        loc = f"messages[{i}]."
+        if not isinstance(m, dict):
+            self.bad(f"messages[{i}]", "must be a table")
+            return None
+        self.unknown_keys(m, {"id", "text"}, loc)
+        mid = self.ident(m, "id", loc)
+        text = m.get("text")
+        if not isinstance(text, str) or not text.strip():
+            self.bad(f"{loc}text", "must be a non-empty string")
+            return None
+        return Message(mid, text) if mid else None
+
+    def rule(
+        self, r: Any, i: int, offer_ids: set[str], features: Collection[str] | None
+    ) -> Rule | None:
+        loc = f"rules[{i}]."
+        if not isinstance(r, dict):
+            self.bad(f"rules[{i}]", "must be a table")
+            return None
+        self.unknown_keys(r, {"offer", "when"}, loc)
+        offer = r.get("offer")
+        ok = True
+        if not isinstance(offer, str) or (offer_ids and offer not in offer_ids):
+            self.bad(f"{loc}offer", f"{offer!r} is not an offer of this campaign")
+            ok = False
+        when = r.get("when", [])
+        if isinstance(when, str):
+            when = [when]
+        if not isinstance(when, list):
+            self.bad(f"{loc}when", "must be a condition string or a list of them")
+            return None
+        conds = []
+        for j, text in enumerate(when):
+            cond = self.condition(text, f"{loc}when[{j}]", features)
+            if cond is None:
+                ok = False
+            else:
+                conds.append(cond)
+        return Rule(str(offer), tuple(conds)) if ok else None
+
+    def condition(self, text: Any, loc: str, features: Collection[str] | None) -> Condition | None:
+        m = _COND.match(text) if isinstance(text, str) else None
+        if m is None:
+            self.bad(
+                loc, f"{text!r} is not a condition like 'level >= 10' or 'platform == \"ios\"'"
+            )
+            return None
+        name, op, raw = m.groups()
+        assert op in OPERATORS
+        if features is not None and name not in features and not name.startswith("ctx_"):
+            self.bad(
+                loc,
+                f"unknown feature {name!r} (known: {', '.join(sorted(features))}, or ctx_<key> "
+                "for request context)",
+            )
+            return None
+        value: float | str
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+            value = raw[1:-1]
+            if op not in ("==", "!="):
+                self.bad(loc, f"operator {op} needs a number, not a string")
+                return None
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                self.bad(loc, f"{raw!r} is neither a number nor a quoted string")
+                return None
+        return Condition(name, op, value)

@@ -1,0 +1,108 @@
+"""What a campaign is: bundles × messages = offers, plus the rules of the rule-based policy."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Bundle", "Campaign", "Condition", "Message", "Offer", "Rule"]
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    id: str
+    products: Mapping[str, int]
+    price: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    bundle: Bundle
+    message: Message
+
+    @property
+    def price(self) -> float:
+        return self.bundle.price
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``feature op value``, e.g. ``level >= 10`` or ``platform == "ios"``."""
+
+    feature: str
+    op: str
+    value: float | str
+
+    def holds(self, features: Mapping[str, Any]) -> bool:
+        actual = features.get(self.feature)
+        if actual is None:
+            return False
+        if isinstance(self.value, str) != isinstance(actual, str):
+            return False
+        return OPERATORS[self.op](actual, self.value)
+
+    def __str__(self) -> str:
+        value = f'"{self.value}"' if isinstance(self.value, str) else f"{self.value:g}"
+        return f"{self.feature} {self.op} {value}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Show ``offer`` when every condition holds; rules are tried in file order."""
+
+    offer: str
+    when: tuple[Condition, ...]
+
+    def matches(self, features: Mapping[str, Any]) -> bool:
+        return all(c.holds(features) for c in self.when)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    name: str
+    bundles: tuple[Bundle, ...]
+    messages: tuple[Message, ...]
+    rules: tuple[Rule, ...]
+    default_offer: str
+    offers: tuple[Offer, ...] = field(init=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        offers = tuple(
+            Offer(offer_id(b.id, m.id), b, m) for b in self.bundles for m in self.messages
+        )
+        object.__setattr__(self, "offers", offers)
+        object.__setattr__(self, "_index", {o.id: i for i, o in enumerate(offers)})
+
+    @property
+    def offer_ids(self) -> list[str]:
+        return [o.id for o in self.offers]
+
+    def index(self, offer: str) -> int:
+        return self._index[offer]
+
+    def has_offer(self, offer: str) -> bool:
+        return offer in self._index
+
+
+def offer_id(bundle_id: str, message_id: str) -> str:
+    return f"{bundle_id}:{message_id}"

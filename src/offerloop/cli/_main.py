@@ -1,0 +1,360 @@
+"""The ``offerloop`` command line."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from offerloop._clock import format_ts, parse_rfc3339
+from offerloop._errors import InvalidInput, OfferloopError
+from offerloop._settings import Settings, load_settings
+from offerloop._system import Offerloop
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="offerloop",
+    help="Personalised promotions, delivered continuously.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    str | None, typer.Option("--data-dir", help="Data directory (setting data_dir).")
+]
+Config = Annotated[
+    Path | None, typer.Option("--config", help="Settings file (default ./offerloop.toml).")
+]
+CampaignOpt = Annotated[
+    str | None, typer.Option("--campaign", help="Campaign id (default: the default campaign).")
+]
+Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the history.")]
+Actor = Annotated[str | None, typer.Option("--actor", help="Who; default: the OS user.")]
+
+
+def _settings(data_dir: str | None, config: Path | None) -> Settings:
+    return load_settings(config, data_dir=data_dir)
+
+
+def _open(data_dir: str | None, config: Path | None) -> Offerloop:
+    system = Offerloop(_settings(data_dir, config))
+    system.bootstrap(actor="cli")
+    return system
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Run the HTTP service (decisions, events, metrics)."""
+    import uvicorn
+
+    from offerloop.serving import create_app
+
+    system = _open(data_dir, config)
+    try:
+        uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
+    finally:
+        system.close()
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 14,
+    players: Annotated[int, typer.Option(min=10, max=100_000, help="Simulated players.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed of the world and of decisions.")] = 7,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the table as JSON here.")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Delete the data directory first.")] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Play the whole loop on a simulated game: random first, then learned releases."""
+    from offerloop.sim._demo import DemoConfig, run_demo
+
+    settings = _settings(data_dir or "offerloop-demo", config)
+    table = Table(title=f"offerloop demo: {players} players, {days} days (revenue per decision)")
+    for col in ("day", "decisions", "released", "random", "oracle", "realised", "versions live"):
+        table.add_column(col, justify="right" if col not in ("versions live",) else "left")
+    rows = []
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("simulating days", total=days)
+
+        def on_day(s: object) -> None:
+            progress.advance(task)
+
+        result = run_demo(settings, DemoConfig(days, players, seed, fresh), on_day=on_day)
+    for s in result:
+        j = s.as_json()
+        rows.append(j)
+        table.add_row(
+            str(j["day"]),
+            str(j["decisions"]),
+            f"{j['released']:.3f}",
+            f"{j['random']:.3f}",
+            f"{j['oracle']:.3f}",
+            f"{j['realised']:.3f}",
+            ", ".join(j["released_versions"]),
+        )
+    out.print(table)
+    for j in rows:
+        out.print(f"night {j['day']}: {j['night']}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=2))
+        out.print(f"table written to {json_out}")
+
+
+@app.command("retrain")
+def retrain_cmd(
+    campaign: CampaignOpt = None,
+    release_if_better: Annotated[
+        bool, typer.Option(help="Release when the lower bound beats the release.")
+    ] = False,
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Train on decisions with final rewards, register, deploy in shadow."""
+    from offerloop.pipeline import retrain
+
+    system = _open(data_dir, config)
+    try:
+        r = retrain(system, campaign, actor=_actor(actor), release_if_better=release_if_better)
+    finally:
+        system.close()
+    out.print(f"registered {r.version} from {r.rows} decisions; deployed in shadow")
+    out.print(
+        f"offline estimate {r.candidate.value:.4f} per decision "
+        f"(95% CI {r.candidate.lower:.4f}..{r.candidate.upper:.4f}, ESS {r.candidate.ess:.0f})"
+    )
+    if r.release is not None:
+        out.print(f"release {r.release_version}: {r.release.value:.4f} per decision")
+    for reason in r.reasons:
+        out.print(("released: " if r.released else "") + reason)
+
+
+@app.command()
+def deploy(
+    version: str,
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="Deploy in shadow (the default).")
+    ] = True,
+    reason: Reason = "",
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Deploy a version in shadow: scored and logged on live traffic, never shown."""
+    if not shadow:
+        raise InvalidInput("only --shadow deployment exists; use `offerloop release` to release")
+    system = _open(data_dir, config)
+    try:
+        system.deploy(version, "shadow", actor=_actor(actor), reason=reason)
+    finally:
+        system.close()
+    out.print(f"{version} deployed in shadow")
+
+
+@app.command()
+def release(
+    version: str,
+    reason: Reason = "",
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Release a version: it serves its campaign's players from now on."""
+    system = _open(data_dir, config)
+    try:
+        system.release(version, actor=_actor(actor), reason=reason)
+    finally:
+        system.close()
+    out.print(f"{version} released")
+
+
+@app.command()
+def rollback(
+    campaign: CampaignOpt = None,
+    reason: Reason = "",
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Release again the version released before the current one."""
+    system = _open(data_dir, config)
+    try:
+        target = system.rollback(campaign, actor=_actor(actor), reason=reason)
+    finally:
+        system.close()
+    out.print(f"rolled back: {target} released")
+
+
+@app.command()
+def undeploy(
+    version: str,
+    reason: Reason = "",
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Stop scoring a shadow version."""
+    system = _open(data_dir, config)
+    try:
+        system.undeploy(version, actor=_actor(actor), reason=reason)
+    finally:
+        system.close()
+    out.print(f"{version} undeployed")
+
+
+@app.command()
+def status(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
+    """What is released and what runs in shadow."""
+    system = _open(data_dir, config)
+    try:
+        st = system.deployments.state(system.campaign(campaign).id)
+    finally:
+        system.close()
+    out.print(
+        f"campaign {st.campaign}: released {st.released}; shadow {', '.join(st.shadows) or '-'}"
+    )
+
+
+@app.command()
+def history(
+    campaign: CampaignOpt = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="RFC 3339 time: which version was live then.")
+    ] = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Every deployment transition (or the version live at --at)."""
+    system = _open(data_dir, config)
+    try:
+        c = system.campaign(campaign).id
+        if at is not None:
+            try:
+                ts = parse_rfc3339(at)
+            except ValueError as exc:
+                raise InvalidInput(f"--at: {exc}") from exc
+            out.print(system.deployments.live_at(c, ts) or "no version was released then")
+            return
+        table = Table(title=f"deployment history of {c}")
+        for col in ("when", "action", "version", "from", "to", "actor", "reason"):
+            table.add_column(col)
+        for t in system.history(c):
+            table.add_row(
+                format_ts(t.ts),
+                t.action,
+                t.version,
+                t.from_mode or "-",
+                t.to_mode or "-",
+                t.actor,
+                t.reason,
+            )
+        out.print(table)
+    finally:
+        system.close()
+
+
+@app.command()
+def models(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
+    """Registered versions with their lineage and offline estimates."""
+    system = _open(data_dir, config)
+    try:
+        table = Table(title="model registry")
+        for col in ("version", "campaign", "created", "rows", "OPE value", "sha256"):
+            table.add_column(col)
+        for m in system.registry.list(campaign):
+            ope = m.metrics.get("ope_snips", {})
+            table.add_row(
+                m.version,
+                m.campaign,
+                format_ts(m.created_at),
+                str(m.lineage.get("rows", "-")),
+                f"{ope['value']:.4f}" if ope else "-",
+                m.sha256[:12],
+            )
+        out.print(table)
+    finally:
+        system.close()
+
+
+@app.command("settings")
+def settings_cmd(
+    markdown: Annotated[bool, typer.Option(help="Print the docs table of all settings.")] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Show the effective settings (overrides > OFFERLOOP_* env > offerloop.toml > default)."""
+    from dataclasses import asdict
+
+    from offerloop._settings import settings_markdown
+
+    if markdown:
+        sys.stdout.write(settings_markdown())
+        return
+    for k, v in asdict(_settings(data_dir, config)).items():
+        out.print(f"{k} = {v!r}", highlight=False)
+
+
+@app.command("check-campaign")
+def check_campaign(path: Path) -> None:
+    """Validate a campaign file and list its offers."""
+    from offerloop.campaigns import load_campaign
+    from offerloop.features import feature_names
+
+    c = load_campaign(path, features=feature_names())
+    out.print(
+        f"{path}: campaign {c.id} is valid: {len(c.bundles)} bundles × "
+        f"{len(c.messages)} messages = {len(c.offers)} offers, {len(c.rules)} rules"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit non-zero, without a traceback."""
+    try:
+        app()
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.headline}: {exc.message}", highlight=False)
+        sys.exit(2)
+    except OfferloopError as exc:
+        err.print(f"[red]error:[/red] {exc.headline}: {exc.message}", highlight=False)
+        sys.exit(1)
+    except Exception:
+        err.print("[red]internal error[/red] (a bug in offerloop; please report it):")
+        traceback.print_exc()
+        sys.exit(70)

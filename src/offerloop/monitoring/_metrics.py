@@ -1,0 +1,84 @@
+"""Prometheus metrics, one registry per running system (no global state between instances).
+
+Names follow Prometheus conventions: base units (seconds), ``_total`` counters, and no
+high-cardinality labels (never a player id; routes are templates, not raw paths).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+# Seconds; 0.005 is the decision latency budget.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "offerloop_http_requests",
+            "HTTP requests answered.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "offerloop_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "offerloop_decisions",
+            "Decisions served.",
+            ["campaign", "model_version", "mode", "offer"],
+            registry=r,
+        )
+        self.shadow_scores = Counter(
+            "offerloop_shadow_scores",
+            "Decisions scored by a shadow version (never shown).",
+            ["campaign", "model_version"],
+            registry=r,
+        )
+        self.decision_duration = Histogram(
+            "offerloop_decision_duration_seconds",
+            "Server-side time of a decision: features, policies and durable log.",
+            ["campaign"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_duration = Histogram(
+            "offerloop_feature_lookup_duration_seconds",
+            "Time to compute a player's features.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.events = Counter(
+            "offerloop_events",
+            "Events received, by outcome (accepted, duplicate).",
+            ["outcome"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "offerloop_errors",
+            "Errors by kind (client errors and backend faults).",
+            ["kind"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "offerloop_deployment_transitions",
+            "Deployment changes applied.",
+            ["campaign", "action"],
+            registry=r,
+        )
+        self.released_info = Gauge(
+            "offerloop_deployed_version",
+            "1 for each deployed version, by mode.",
+            ["campaign", "model_version", "mode"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

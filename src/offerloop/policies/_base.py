@@ -1,0 +1,117 @@
+"""The one contract every policy follows.
+
+* The constructor only stores parameters (``get_params()`` returns them; ``clone()`` makes an
+  unfitted copy), so re-training on new data is ``policy.clone().fit(data)``.
+* ``fit(data)`` learns from logged bandit data (features, shown offer, reward, propensity).
+* ``act(features)`` returns a probability for every offer of the campaign, in campaign order;
+  they are non-negative and sum to 1. The probability of the offer shown is the propensity
+  logged with the decision.
+* ``state()`` returns the fitted state as JSON-able data; with ``get_params()`` it is the whole
+  artifact (see ``offerloop.policies._artifact``), never a pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel"]
+
+FeatureRow = Mapping[str, Any]
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class LoggedData:
+    """Logged bandit feedback: one row per decision whose reward is final."""
+
+    features: Sequence[FeatureRow]
+    offers: Sequence[str]  # the offer shown
+    rewards: Floats
+    propensities: Floats
+    ts: Floats
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        if not (
+            len(self.offers) == len(self.rewards) == len(self.propensities) == len(self.ts) == n
+        ):
+            raise ValueError("LoggedData columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def take(self, index: Sequence[int] | NDArray[np.int64]) -> LoggedData:
+        idx = np.asarray(index, dtype=np.int64)
+        return LoggedData(
+            features=[self.features[i] for i in idx],
+            offers=[self.offers[i] for i in idx],
+            rewards=self.rewards[idx],
+            propensities=self.propensities[idx],
+            ts=self.ts[idx],
+        )
+
+
+class Policy:
+    """Base class: parameters in, probabilities over ``offers`` out."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, offers: Sequence[str]) -> None:
+        self.offers = list(offers)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"offers": list(self.offers)}
+
+    def clone(self) -> Self:
+        return type(self)(**self.get_params())
+
+    def fit(self, data: LoggedData) -> Self:
+        return self
+
+    def act(self, features: FeatureRow) -> Floats:
+        raise NotImplementedError
+
+    def act_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        """Probabilities for many rows: shape (len(rows), len(offers))."""
+        if not rows:
+            return np.zeros((0, len(self.offers)))
+        return np.vstack([self.act(r) for r in rows])
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state()`` returned (fitted values)."""
+
+
+class RewardModel:
+    """Predicts the expected reward of every offer; exploration wrappers turn it into a policy."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, offers: Sequence[str]) -> None:
+        self.offers = list(offers)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"offers": list(self.offers)}
+
+    def fit(self, data: LoggedData) -> Self:
+        raise NotImplementedError
+
+    def predict_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def predict(self, features: FeatureRow) -> Floats:
+        out: Floats = self.predict_batch([features])[0]
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError

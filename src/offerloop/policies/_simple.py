@@ -1,0 +1,87 @@
+"""Policies that need no training data: uniform random and rules from the campaign file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from offerloop.campaigns import Campaign, Condition, Rule
+from offerloop.policies._base import FeatureRow, Floats, Policy
+
+__all__ = ["RandomPolicy", "RulesPolicy"]
+
+
+class RandomPolicy(Policy):
+    """Every offer with the same probability: the exploration that yields the first data."""
+
+    kind = "random"
+
+    def __init__(self, offers: Sequence[str]) -> None:
+        super().__init__(offers)
+        self._p = np.full(len(self.offers), 1.0 / len(self.offers))
+
+    def act(self, features: FeatureRow) -> Floats:
+        return self._p.copy()
+
+
+class RulesPolicy(Policy):
+    """The first rule whose conditions all hold picks the offer; otherwise ``default_offer``.
+
+    Deterministic: the chosen offer has probability 1 (so its decisions carry no exploration).
+    """
+
+    kind = "rules"
+
+    def __init__(
+        self,
+        offers: Sequence[str],
+        rules: Sequence[Mapping[str, Any]] = (),
+        default_offer: str = "",
+    ) -> None:
+        super().__init__(offers)
+        self.rules = [dict(r) for r in rules]
+        self.default_offer = default_offer or self.offers[0]
+        self._rules = [
+            Rule(
+                offer=str(r["offer"]),
+                when=tuple(Condition(str(c[0]), str(c[1]), c[2]) for c in r.get("when", ())),
+            )
+            for r in self.rules
+        ]
+        self._index = {o: i for i, o in enumerate(self.offers)}
+        unknown = [r.offer for r in self._rules if r.offer not in self._index]
+        if self.default_offer not in self._index:
+            unknown.append(self.default_offer)
+        if unknown:
+            raise ValueError(f"rules name offers not in the campaign: {unknown}")
+
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> RulesPolicy:
+        return cls(
+            offers=campaign.offer_ids,
+            rules=[
+                {"offer": r.offer, "when": [[c.feature, c.op, c.value] for c in r.when]}
+                for r in campaign.rules
+            ],
+            default_offer=campaign.default_offer,
+        )
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "offers": list(self.offers),
+            "rules": self.rules,
+            "default_offer": self.default_offer,
+        }
+
+    def choose(self, features: FeatureRow) -> str:
+        for rule in self._rules:
+            if rule.matches(features):
+                return rule.offer
+        return self.default_offer
+
+    def act(self, features: FeatureRow) -> Floats:
+        p = np.zeros(len(self.offers))
+        p[self._index[self.choose(features)]] = 1.0
+        return p

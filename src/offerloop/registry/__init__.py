@@ -1,0 +1,22 @@
+"""Model registry (versions, artifacts, lineage) and deployments (released, shadow, history)."""
+
+from offerloop.registry._deployments import (
+    MODES,
+    RELEASED,
+    SHADOW,
+    Deployments,
+    DeploymentState,
+    release_stack,
+)
+from offerloop.registry._registry import Registry, version_label
+
+__all__ = [
+    "MODES",
+    "RELEASED",
+    "SHADOW",
+    "DeploymentState",
+    "Deployments",
+    "Registry",
+    "release_stack",
+    "version_label",
+]

@@ -1,0 +1,176 @@
+"""Deployment is not release: which versions serve (released) or only score (shadow).
+
+Every change is a transition recorded with when, what, from which mode to which, why and by
+whom. The release history is a stack derived from those records: ``release`` pushes,
+``rollback`` pops back to the previous release; ``live_at`` replays them to answer which
+version was released at any past moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from offerloop._clock import Clock
+from offerloop._errors import Conflict, InvalidInput
+from offerloop.backends import Backend, DeploymentRecord, TransitionRecord
+from offerloop.registry._registry import Registry
+
+__all__ = ["DeploymentState", "Deployments"]
+
+Move = tuple[str, str, str, str]  # (action, version, from_mode, to_mode)
+RELEASED = "released"
+SHADOW = "shadow"
+MODES = (RELEASED, SHADOW)
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    campaign: str
+    released: str | None
+    shadows: tuple[str, ...]
+    generation: int
+
+    def mode_of(self, version: str) -> str:
+        if version == self.released:
+            return RELEASED
+        return SHADOW if version in self.shadows else ""
+
+
+class Deployments:
+    def __init__(self, backend: Backend, registry: Registry, clock: Clock) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.clock = clock
+
+    def state(self, campaign: str) -> DeploymentState:
+        gen = self.backend.generation()
+        rows = self.backend.deployments(campaign)
+        released = next((d.version for d in rows if d.mode == RELEASED), None)
+        shadows = tuple(d.version for d in rows if d.mode == SHADOW)
+        return DeploymentState(campaign, released, shadows, gen)
+
+    # -- transitions ---------------------------------------------------------------------
+    def deploy(self, version: str, mode: str = SHADOW, *, actor: str, reason: str = "") -> None:
+        """Put a version in shadow (or release it: same as :meth:`release`)."""
+        if mode == RELEASED:
+            self.release(version, actor=actor, reason=reason)
+            return
+        if mode != SHADOW:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        campaign = self.registry.get(version).campaign
+
+        def change(st: DeploymentState) -> list[Move]:
+            if st.mode_of(version) == SHADOW:
+                return []
+            if st.mode_of(version) == RELEASED:
+                raise Conflict(f"{version} is the released version; roll back or release another")
+            return [("deploy", version, "", SHADOW)]
+
+        self._apply(campaign, change, actor, reason)
+
+    def release(self, version: str, *, actor: str, reason: str = "") -> None:
+        campaign = self.registry.get(version).campaign
+        self.registry.load(version)  # refuse to release what cannot be loaded
+
+        def change(st: DeploymentState) -> list[Move]:
+            if st.released == version:
+                return []
+            moves = [("release", version, st.mode_of(version), RELEASED)]
+            if st.released:
+                moves.append(("release", st.released, RELEASED, ""))
+            return moves
+
+        self._apply(campaign, change, actor, reason)
+
+    def rollback(self, campaign: str, *, actor: str, reason: str = "") -> str:
+        """Release the version released before the current one; return it."""
+        target: list[str] = []
+
+        def change(st: DeploymentState) -> list[Move]:
+            stack = release_stack(self.backend.transitions(campaign))
+            if len(stack) < 2 or st.released != stack[-1]:
+                raise Conflict(f"campaign {campaign!r} has no previous release to roll back to")
+            target[:] = [stack[-2]]
+            return [
+                ("rollback", stack[-2], st.mode_of(stack[-2]), RELEASED),
+                ("rollback", stack[-1], RELEASED, ""),
+            ]
+
+        self._apply(campaign, change, actor, reason)
+        return target[0]
+
+    def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
+        campaign = self.registry.get(version).campaign
+
+        def change(st: DeploymentState) -> list[Move]:
+            mode = st.mode_of(version)
+            if mode == RELEASED:
+                raise Conflict(f"{version} is released; release another version or roll back")
+            return [("undeploy", version, mode, "")] if mode else []
+
+        self._apply(campaign, change, actor, reason)
+
+    def _apply(
+        self,
+        campaign: str,
+        change: Callable[[DeploymentState], list[Move]],
+        actor: str,
+        reason: str,
+    ) -> None:
+        """Compute moves from the current state and swap them in, retrying if it changed."""
+        for _ in range(20):
+            st = self.state(campaign)
+            moves = change(st)
+            if not moves:
+                return
+            now = self.clock.now()
+            modes = {d.version: d for d in self.backend.deployments(campaign)}
+            for _action, version, _src, dst in moves:
+                if dst:
+                    since = (
+                        modes[version].since
+                        if version in modes and modes[version].mode == dst
+                        else now
+                    )
+                    modes[version] = DeploymentRecord(campaign, version, dst, since)
+                else:
+                    modes.pop(version, None)
+            transitions = [
+                TransitionRecord(now, campaign, action, version, src, dst, reason, actor)
+                for action, version, src, dst in moves
+            ]
+            if self.backend.replace_deployments(
+                campaign, st.generation, list(modes.values()), transitions
+            ):
+                return
+        raise Conflict("the deployment state kept changing underneath; try again")
+
+    # -- history -------------------------------------------------------------------------
+    def history(self, campaign: str) -> list[TransitionRecord]:
+        return self.backend.transitions(campaign)
+
+    def live_at(self, campaign: str, ts: float) -> str | None:
+        """The version released at time ``ts`` (None before the first release)."""
+        live = None
+        for t in self.backend.transitions(campaign):
+            if t.ts > ts:
+                break
+            if t.to_mode == RELEASED:
+                live = t.version
+            elif t.from_mode == RELEASED and live == t.version:
+                live = None
+        return live
+
+
+def release_stack(transitions: Sequence[TransitionRecord]) -> list[str]:
+    stack: list[str] = []
+    for t in transitions:
+        if t.to_mode != RELEASED:
+            continue
+        if t.action == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(t.version)
+    return stack

@@ -1,0 +1,91 @@
+"""The model registry: every version's artifact, checksum, parameters and lineage."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from offerloop._clock import Clock
+from offerloop._errors import NotFound
+from offerloop.backends import Backend, ModelRecord
+from offerloop.policies import EpsilonGreedy, Policy, dump_policy, load_policy, sha256
+
+__all__ = ["Registry", "version_label"]
+
+
+def version_label(policy: Policy) -> str:
+    """The readable part of a version name: the learner behind the policy."""
+    if isinstance(policy, EpsilonGreedy):
+        return policy.model.kind
+    return policy.kind
+
+
+class Registry:
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.backend = backend
+        self.clock = clock
+        self._cache: dict[str, Policy] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        campaign: str,
+        policy: Policy,
+        lineage: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Store the artifact (content-addressed) and a new version record pointing at it."""
+        data = dump_policy(policy)
+        digest = sha256(data)
+        name = f"{digest}.json"
+        if self.backend.get_artifact(name) is None:
+            self.backend.put_artifact(name, data)
+        version = f"{version_label(policy)}-{self.backend.next_model_number()}"
+        record = ModelRecord(
+            version=version,
+            campaign=campaign,
+            kind=policy.kind if not isinstance(policy, EpsilonGreedy) else version_label(policy),
+            created_at=self.clock.now(),
+            artifact=name,
+            sha256=digest,
+            params={k: v for k, v in dump_params(policy).items() if k != "offers"},
+            lineage=dict(lineage or {}),
+            metrics=dict(metrics or {}),
+        )
+        self.backend.put_model(record)
+        return record
+
+    def get(self, version: str) -> ModelRecord:
+        record = self.backend.get_model(version)
+        if record is None:
+            raise NotFound(f"model version {version!r} does not exist")
+        return record
+
+    def list(self, campaign: str | None = None) -> list[ModelRecord]:
+        return [m for m in self.backend.list_models() if campaign in (None, m.campaign)]
+
+    def load(self, version: str) -> Policy:
+        """The version's policy, verified against its recorded sha256 (cached once verified)."""
+        with self._lock:
+            cached = self._cache.get(version)
+        if cached is not None:
+            return cached
+        record = self.get(version)
+        data = self.backend.get_artifact(record.artifact)
+        if data is None:
+            raise NotFound(f"artifact {record.artifact} of version {version} is missing")
+        policy = load_policy(data, record.sha256, name=f"artifact of {version}")
+        with self._lock:
+            self._cache[version] = policy
+        return policy
+
+
+def dump_params(policy: Policy) -> dict[str, Any]:
+    if isinstance(policy, EpsilonGreedy):
+        return {
+            "epsilon": policy.epsilon,
+            "model": policy.model.kind,
+            **{f"model.{k}": v for k, v in policy.model.get_params().items() if k != "offers"},
+        }
+    return policy.get_params()

@@ -1,0 +1,75 @@
+"""Request and response bodies of the HTTP API (v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+__all__ = [
+    "DecideIn",
+    "DecideOut",
+    "DecisionOut",
+    "IngestOut",
+    "ShadowOut",
+]
+
+_ID = r"^\S(.*\S)?$"
+ContextValue = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class DecideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    player_id: StrictStr = Field(min_length=1, max_length=128, pattern=_ID)
+    campaign: StrictStr | None = Field(
+        default=None, description="Campaign id; the default campaign when omitted."
+    )
+    context: dict[StrictStr, ContextValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Request context (e.g. platform, local_hour); policies see it as ctx_<key>.",
+    )
+
+
+class DecideOut(BaseModel):
+    decision_id: str
+    campaign: str
+    offer_id: str
+    bundle_id: str
+    message_id: str
+    price: float
+    message: str
+    model_version: str
+    propensity: float
+    mode: str
+
+
+class IngestOut(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class ShadowOut(BaseModel):
+    version: str
+    offer_id: str
+    propensity: float
+    logged_offer_probability: float
+
+
+class DecisionOut(BaseModel):
+    decision_id: str
+    ts: str
+    player_id: str
+    campaign: str
+    offer_id: str
+    model_version: str
+    mode: str
+    propensity: float
+    features: dict[str, Any]
+    context: dict[str, Any]
+    shadows: list[ShadowOut]
+    revenue: float = Field(description="Revenue attributed so far (within the window).")
+    purchases: int
+    reward_final: bool = Field(description="True once the attribution window has closed.")
+    window_closes_at: str

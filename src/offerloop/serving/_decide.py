@@ -1,0 +1,161 @@
+"""The decision path: features → released policy (draw an offer) → shadows → durable log."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from offerloop._clock import Clock
+from offerloop._errors import Conflict, NotFound
+from offerloop.backends import Backend, DecisionRecord, ShadowChoice
+from offerloop.campaigns import Campaign, Offer
+from offerloop.features import FeatureValue, player_features
+from offerloop.monitoring import Metrics
+from offerloop.policies import Policy
+from offerloop.registry import RELEASED, Deployments, Registry
+
+__all__ = ["Decider", "Decision", "feature_row", "new_decision_id"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    record: DecisionRecord
+    offer: Offer
+
+
+@dataclass(frozen=True)
+class _Live:
+    generation: int
+    released: tuple[str, Policy] | None
+    shadows: tuple[tuple[str, Policy], ...]
+    checked_at: float
+
+
+def new_decision_id(ts: float) -> str:
+    """Time-ordered and unique across processes: milliseconds + 64 random bits."""
+    return f"d{int(ts * 1000):013x}{secrets.token_hex(8)}"
+
+
+def feature_row(features: Mapping[str, FeatureValue], context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a policy sees: player features plus request context as ``ctx_<key>``."""
+    row: dict[str, Any] = dict(features)
+    row.update({f"ctx_{k}": v for k, v in context.items()})
+    return row
+
+
+class Decider:
+    def __init__(
+        self,
+        backend: Backend,
+        campaigns: Mapping[str, Campaign],
+        registry: Registry,
+        deployments: Deployments,
+        clock: Clock,
+        metrics: Metrics,
+        refresh_seconds: float = 0.2,
+        seed: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.campaigns = campaigns
+        self.registry = registry
+        self.deployments = deployments
+        self.clock = clock
+        self.metrics = metrics
+        self.refresh_seconds = refresh_seconds
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        try:
+            return self.campaigns[campaign_id]
+        except KeyError:
+            raise NotFound(
+                f"unknown campaign {campaign_id!r} (known: {', '.join(sorted(self.campaigns))})"
+            ) from None
+
+    def invalidate(self) -> None:
+        """Forget the cached deployment state (the next decision re-reads it)."""
+        self._live.clear()
+
+    def live(self, campaign: str) -> _Live:
+        """Deployment state, re-read at most every ``refresh_seconds`` of real time."""
+        cur = self._live.get(campaign)
+        mono = time.monotonic()
+        if cur is not None and mono - cur.checked_at < self.refresh_seconds:
+            return cur
+        gen = self.backend.generation()
+        if cur is not None and cur.generation == gen:
+            cur = _Live(gen, cur.released, cur.shadows, mono)
+        else:
+            st = self.deployments.state(campaign)
+            released = (st.released, self.registry.load(st.released)) if st.released else None
+            shadows = tuple((v, self.registry.load(v)) for v in st.shadows)
+            cur = _Live(st.generation, released, shadows, mono)
+        self._live[campaign] = cur
+        return cur
+
+    def _draw(self, p: np.ndarray[Any, np.dtype[np.float64]]) -> int:
+        with self._rng_lock:
+            return int(self._rng.choice(len(p), p=p))
+
+    def decide(
+        self, player_id: str, campaign_id: str, context: Mapping[str, Any] | None = None
+    ) -> Decision:
+        started = time.perf_counter()
+        campaign = self.campaign(campaign_id)
+        context = dict(context or {})
+        now = self.clock.now()
+        t0 = time.perf_counter()
+        feats = player_features(self.backend.player_events(player_id, now), now)
+        self.metrics.feature_duration.observe(time.perf_counter() - t0)
+        row = feature_row(feats, context)
+        live = self.live(campaign.id)
+        if live.released is None:
+            raise Conflict(f"campaign {campaign.id!r} has no released version")
+        version, policy = live.released
+        p = _checked(policy.act(row), len(campaign.offers), version)
+        idx = self._draw(p)
+        shadows = []
+        for sv, sp in live.shadows:
+            q = _checked(sp.act(row), len(campaign.offers), sv)
+            j = self._draw(q)
+            shadows.append(ShadowChoice(sv, campaign.offers[j].id, float(q[j]), float(q[idx])))
+            self.metrics.shadow_scores.labels(campaign.id, sv).inc()
+        offer = campaign.offers[idx]
+        record = DecisionRecord(
+            decision_id=new_decision_id(now),
+            ts=now,
+            player_id=player_id,
+            campaign=campaign.id,
+            offer_id=offer.id,
+            model_version=version,
+            mode=RELEASED,
+            propensity=float(p[idx]),
+            features=row,
+            context=context,
+            shadows=tuple(shadows),
+        )
+        self.backend.append_decision(record)
+        self.metrics.decisions.labels(campaign.id, version, RELEASED, offer.id).inc()
+        self.metrics.decision_duration.labels(campaign.id).observe(time.perf_counter() - started)
+        return Decision(record, offer)
+
+
+def _checked(
+    p: np.ndarray[Any, np.dtype[np.float64]], k: int, version: str
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A policy's output must be k non-negative finite probabilities summing to 1."""
+    p = np.asarray(p, dtype=np.float64)
+    total = float(p.sum()) if p.shape == (k,) else math.nan
+    if not (math.isfinite(total) and abs(total - 1.0) < 1e-6 and (p >= 0).all()):
+        raise Conflict(f"version {version} returned invalid probabilities; it cannot serve")
+    out: np.ndarray[Any, np.dtype[np.float64]] = p / total
+    return out

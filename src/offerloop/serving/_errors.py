@@ -1,0 +1,91 @@
+"""The one place where errors become HTTP answers: a status and a JSON body naming the problem.
+
+Body: ``{"error": {"type": ..., "message": ..., "problems": [{"location", "message"}]}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from offerloop._errors import (
+    ArtifactCorrupt,
+    BackendUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OfferloopError,
+    Problem,
+)
+from offerloop.monitoring import Metrics
+
+__all__ = ["STATUS", "install_error_handlers", "location"]
+
+STATUS: tuple[tuple[type[OfferloopError], int, str], ...] = (
+    (InvalidInput, 422, "invalid_input"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (BackendUnavailable, 503, "backend_unavailable"),
+    (ArtifactCorrupt, 500, "artifact_corrupt"),
+    (OfferloopError, 500, "error"),
+)
+
+
+def location(loc: Sequence[int | str]) -> str:
+    """("body", "events", 3, "ts") → "events[3].ts"."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def _body(kind: str, message: str, problems: Sequence[Problem]) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": kind,
+            "message": message,
+            "problems": [{"location": p.location, "message": p.message} for p in problems],
+        }
+    }
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        status = 422
+        for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                status = 400
+                problems.append(Problem("body", f"malformed JSON: {err.get('msg', '')}"))
+            elif err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",):
+                status = 400
+                problems.append(Problem("body", "a JSON body is required"))
+            else:
+                problems.append(Problem(location(err.get("loc", ())), str(err.get("msg", ""))))
+        metrics.errors.labels("client").inc()
+        message = "; ".join(str(p) for p in problems)
+        kind = "malformed_request" if status == 400 else "invalid_input"
+        return JSONResponse(_body(kind, message, problems), status_code=status)
+
+    async def on_offerloop(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OfferloopError)
+        status, kind = next((st, k) for cls, st, k in STATUS if isinstance(exc, cls))
+        problems = exc.problems if isinstance(exc, InvalidInput) else [Problem("", exc.message)]
+        metrics.errors.labels("client" if status < 500 else kind).inc()
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse(_body(kind, exc.message, problems), status_code=status, headers=headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        metrics.errors.labels("internal").inc()
+        return JSONResponse(
+            _body("internal_error", "internal error; see the service log", []), status_code=500
+        )
+
+    app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(OfferloopError, on_offerloop)
+    app.add_exception_handler(Exception, on_unexpected)

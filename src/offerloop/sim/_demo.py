@@ -1,0 +1,69 @@
+"""The demo: the whole loop on the embedded backend, day by day, from random to learned."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from offerloop._clock import ManualClock, parse_rfc3339
+from offerloop._errors import Conflict
+from offerloop._settings import Settings
+from offerloop._system import Offerloop
+from offerloop.pipeline import retrain
+from offerloop.serving import InProcessClient, create_app
+from offerloop.sim._runner import DayStats, GameSimulation
+from offerloop.sim._world import World
+
+__all__ = ["DEMO_START", "DemoConfig", "run_demo"]
+
+DEMO_START = parse_rfc3339("2026-03-02T00:00:00Z")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    days: int = 14
+    players: int = 1500
+    seed: int = 7
+    fresh: bool = False
+
+
+def run_demo(
+    settings: Settings,
+    config: DemoConfig,
+    on_day: Callable[[DayStats], None] | None = None,
+    on_decision: Callable[[], None] | None = None,
+) -> list[DayStats]:
+    """Day 0: ``random`` released, ``rules`` in shadow. Each night: retrain; release the new
+    version when its off-policy lower bound beats the release."""
+    data = Path(settings.data_dir)
+    if config.fresh and data.exists():
+        shutil.rmtree(data)
+    settings = settings.replace(decision_seed=config.seed, deployment_refresh_seconds=0.0)
+    clock = ManualClock(DEMO_START)
+    system = Offerloop(settings, clock)
+    if system.backend.transitions(system.default_campaign):
+        system.close()
+        raise Conflict(f"{data} already holds a deployment history; use --fresh or another dir")
+    system.bootstrap(actor="demo")
+    world = World(system.campaign(None), seed=config.seed)
+    days: list[DayStats] = []
+    try:
+        with InProcessClient(create_app(system)) as client:
+            sim = GameSimulation(client, world, clock, config.players, system.default_campaign)
+            sim.seed_history()
+            for day in range(config.days):
+                stats = sim.play_day(day, on_decision)
+                try:
+                    result = retrain(system, actor="nightly", release_if_better=True)
+                    verdict = "released" if result.released else "shadow"
+                    stats.night = f"{result.version} {verdict}: " + "; ".join(result.reasons)
+                except Conflict as exc:
+                    stats.night = f"no retrain: {exc.message}"
+                days.append(stats)
+                if on_day:
+                    on_day(stats)
+    finally:
+        system.close()
+    return days

@@ -1,0 +1,152 @@
+"""The backend conformance suite: every backend must pass it.
+
+Subclass :class:`BackendConformance` in a test module and provide a ``backend`` fixture that
+yields a fresh, empty backend::
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def backend(self, tmp_path): ...
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from offerloop._errors import Conflict
+from offerloop.backends import (
+    Backend,
+    DecisionRecord,
+    DeploymentRecord,
+    EventRecord,
+    ModelRecord,
+    ShadowChoice,
+    TransitionRecord,
+)
+
+__all__ = ["BackendConformance"]
+
+
+def _ev(i: int, player: str = "p1", ts: float = 100.0, **props: object) -> EventRecord:
+    kind = "purchase" if "amount" in props else "session_start"
+    return EventRecord(f"e{i}", player, kind, ts + i, dict(props), received_at=ts)
+
+
+def _decision(i: int, ts: float, campaign: str = "c") -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=f"d{i}",
+        ts=ts,
+        player_id="p1",
+        campaign=campaign,
+        offer_id="a:b",
+        model_version="random-1",
+        mode="released",
+        propensity=0.25,
+        features={"level": 3.0, "country": "us"},
+        context={"platform": "ios"},
+        shadows=(ShadowChoice("rules-2", "a:c", 1.0, 0.0),),
+    )
+
+
+class BackendConformance:
+    """Behaviour every backend shares; the semantics above the backend rely on it."""
+
+    def test_append_events_is_idempotent_and_counts_new(self, backend: Backend) -> None:
+        assert backend.append_events([_ev(1), _ev(2)]) == 2
+        assert backend.append_events([_ev(2), _ev(3)]) == 1
+        assert backend.append_events([_ev(4), _ev(4)]) == 1
+        assert [e.event_id for e in backend.player_events("p1", 1e9)] == ["e1", "e2", "e3", "e4"]
+
+    def test_player_events_are_point_in_time_and_ordered(self, backend: Backend) -> None:
+        backend.append_events([_ev(3), _ev(1), _ev(2, player="p2")])
+        got = backend.player_events("p1", until=101.0)
+        assert [e.event_id for e in got] == ["e1"]
+        assert [e.ts for e in backend.player_events("p1", 1e9)] == [101.0, 103.0]
+
+    def test_event_properties_round_trip(self, backend: Backend) -> None:
+        e = _ev(1, amount=4.99, decision_id="d9", note="ünïcode")
+        backend.append_events([e])
+        (got,) = backend.player_events("p1", 1e9)
+        assert got == e
+        assert got.decision_id == "d9"
+        assert got.amount == 4.99
+
+    def test_purchases_for_decisions(self, backend: Backend) -> None:
+        backend.append_events(
+            [_ev(1, amount=1.0, decision_id="d1"), _ev(2, amount=2.0, decision_id="d2"), _ev(3)]
+        )
+        got = backend.purchases_for(["d2", "d1", "d404"])
+        assert sorted(e.event_id for e in got) == ["e1", "e2"]
+        assert backend.purchases_for([]) == []
+
+    def test_decisions_round_trip_and_range(self, backend: Backend) -> None:
+        for i in range(5):
+            backend.append_decision(_decision(i, 10.0 * i))
+        backend.append_decision(_decision(9, 15.0, campaign="other"))
+        assert backend.get_decision("d3") == _decision(3, 30.0)
+        assert backend.get_decision("nope") is None
+        got = backend.decisions("c", 10.0, 40.0)
+        assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
+
+    def test_duplicate_decision_id_is_a_conflict(self, backend: Backend) -> None:
+        backend.append_decision(_decision(1, 1.0))
+        with pytest.raises(Conflict):
+            backend.append_decision(_decision(1, 2.0))
+        assert backend.get_decision("d1") == _decision(1, 1.0)
+
+    def test_models_and_numbers(self, backend: Backend) -> None:
+        numbers = {backend.next_model_number() for _ in range(5)}
+        assert len(numbers) == 5
+        m = ModelRecord(
+            "linear-1",
+            "c",
+            "linear",
+            5.0,
+            "abc.json",
+            "abc",
+            {"alpha": 1.0},
+            {"rows": 10},
+            {"ope": {"value": 1.0}},
+        )
+        backend.put_model(m)
+        assert backend.get_model("linear-1") == m
+        assert backend.get_model("x") is None
+        assert backend.list_models() == [m]
+        with pytest.raises(Conflict):
+            backend.put_model(m)
+
+    def test_model_numbers_are_unique_across_threads(self, backend: Backend) -> None:
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def take() -> None:
+            for _ in range(20):
+                n = backend.next_model_number()
+                with lock:
+                    got.append(n)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(got)) == 80
+
+    def test_artifacts(self, backend: Backend) -> None:
+        assert backend.get_artifact("a.json") is None
+        backend.put_artifact("a.json", b"{}")
+        backend.put_artifact("a.json", b'{"x":1}')
+        assert backend.get_artifact("a.json") == b'{"x":1}'
+
+    def test_deployments_swap_atomically_with_generation_check(self, backend: Backend) -> None:
+        g0 = backend.generation()
+        d = [DeploymentRecord("c", "v1", "released", 1.0)]
+        t = [TransitionRecord(1.0, "c", "release", "v1", "", "released", "why", "me")]
+        assert backend.replace_deployments("c", g0, d, t)
+        assert backend.generation() != g0
+        assert backend.deployments("c") == d
+        assert not backend.replace_deployments("c", g0, [], t)  # stale generation
+        assert backend.deployments("c") == d
+        assert backend.transitions("c") == t
+        assert backend.deployments("other") == []

@@ -1,0 +1,25 @@
+"""Training sets from logged decisions, and off-policy evaluation."""
+
+from offerloop.training._dataset import TrainingSet, build_training_set, split_by_time
+from offerloop.training._ope import (
+    Estimate,
+    compare,
+    doubly_robust,
+    dr_terms,
+    evaluate,
+    snips,
+    target_probabilities,
+)
+
+__all__ = [
+    "Estimate",
+    "TrainingSet",
+    "build_training_set",
+    "compare",
+    "doubly_robust",
+    "dr_terms",
+    "evaluate",
+    "snips",
+    "split_by_time",
+    "target_probabilities",
+]

@@ -1,0 +1,76 @@
+"""The CLI: commands change a data directory; user errors are one line and non-zero."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "offerloop", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_deploy_release_rollback_history(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path / "data")]
+    st = run("status", *d, cwd=tmp_path)
+    assert st.returncode == 0, st.stderr
+    assert "released random-1; shadow rules-2" in st.stdout
+    r = run("release", "rules-2", "--reason", "try it", "--actor", "alice", *d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "released rules-2" in run("status", *d, cwd=tmp_path).stdout
+    r = run("deploy", "random-1", "--shadow", *d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("rollback", "--reason", "oops", *d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "random-1 released" in r.stdout
+    h = run("history", *d, cwd=tmp_path)
+    assert "alice" in h.stdout
+    assert "try it" in h.stdout
+    assert "oops" in h.stdout
+    at = run("history", "--at", "2000-01-01T00:00:00Z", *d, cwd=tmp_path)
+    assert "no version was released then" in at.stdout
+    models = run("models", *d, cwd=tmp_path)
+    assert "random-1" in models.stdout
+    assert "rules-2" in models.stdout
+
+
+def _one_line_error(p: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines, p.stderr
+    assert text in " ".join(lines), p.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path / "data")]
+    _one_line_error(run("release", "linear-99", *d, cwd=tmp_path), 1, "does not exist")
+    _one_line_error(run("rollback", *d, cwd=tmp_path), 1, "no previous release")
+    _one_line_error(run("retrain", *d, cwd=tmp_path), 1, "retraining needs")
+    _one_line_error(run("history", "--at", "yesterday", *d, cwd=tmp_path), 2, "RFC 3339")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('id = "c"\n[[bundles]]\nid = "b"\nproducts = {x = 1}\nprice = 0\n')
+    _one_line_error(
+        run("check-campaign", str(bad), cwd=tmp_path), 2, "bad.toml: bundles[0].price: must be > 0"
+    )
+    (tmp_path / "offerloop.toml").write_text("epsilon = 7\n")
+    _one_line_error(run("status", *d, cwd=tmp_path), 2, "epsilon")
+
+
+def test_check_campaign_accepts_the_default(tmp_path: Path) -> None:
+    from offerloop.campaigns import default_campaign_path
+
+    p = run("check-campaign", str(default_campaign_path()), cwd=tmp_path)
+    assert p.returncode == 0
+    assert "6 bundles × 4 messages = 24 offers" in p.stdout

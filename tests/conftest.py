@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from offerloop import ManualClock, Offerloop, Settings, load_settings, parse_rfc3339
+from offerloop.serving import create_app
+
+T0 = parse_rfc3339("2026-03-02T12:00:00Z")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(env={}, data_dir=str(tmp_path / "data"), decision_seed=1)
+
+
+@pytest.fixture
+def system(settings: Settings, clock: ManualClock) -> Iterator[Offerloop]:
+    s = Offerloop(settings, clock)
+    s.bootstrap(actor="test")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(system: Offerloop) -> Iterator[TestClient]:
+    with TestClient(create_app(system)) as c:
+        yield c
+
+
+def event(
+    i: int,
+    player: str = "p1",
+    kind: str = "session_start",
+    ts: str = "2026-03-02T11:00:00Z",
+    **props: object,
+) -> dict[str, object]:
+    return {"event_id": f"e{i}", "player_id": player, "type": kind, "ts": ts, "properties": props}

@@ -1,0 +1,86 @@
+"""Every policy class passes the same conformance suite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from offerloop import ArtifactCorrupt
+from offerloop.policies import (
+    EpsilonGreedy,
+    LinearRevenue,
+    LoggedData,
+    Policy,
+    RandomPolicy,
+    RulesPolicy,
+    dump_policy,
+    load_policy,
+    sha256,
+)
+from offerloop.testing import PolicyConformance
+from tests.helpers import campaign, logged_data
+
+
+@pytest.fixture(scope="module")
+def logged() -> LoggedData:
+    return logged_data(600, seed=3)[0]
+
+
+class TestRandom(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        return RandomPolicy(campaign().offer_ids)
+
+
+class TestRules(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        return RulesPolicy.from_campaign(campaign())
+
+
+class TestLinearEpsilonGreedy(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        offers = campaign().offer_ids
+        return EpsilonGreedy(offers, LinearRevenue(offers, alpha=2.0), epsilon=0.2)
+
+
+def test_epsilon_greedy_keeps_a_floor_for_every_offer(logged: LoggedData) -> None:
+    offers = campaign().offer_ids
+    p = EpsilonGreedy(offers, LinearRevenue(offers), epsilon=0.1).fit(logged)
+    probs = p.act_batch(logged.features)
+    assert probs.min() >= 0.1 / len(offers) - 1e-12
+    assert np.allclose(probs.max(axis=1), 0.9 + 0.1 / len(offers))
+
+
+def test_unfitted_linear_policy_is_uniform() -> None:
+    offers = campaign().offer_ids
+    p = EpsilonGreedy(offers, LinearRevenue(offers), epsilon=0.1)
+    np.testing.assert_allclose(p.act({}), 1 / len(offers))
+
+
+def test_linear_policy_learns_to_beat_random() -> None:
+    data, _, _world = logged_data(6000, seed=11)
+    offers = campaign().offer_ids
+    policy = EpsilonGreedy(offers, LinearRevenue(offers), epsilon=0.0).fit(data)
+    test, expected, _ = logged_data(3000, seed=12)
+    value = (policy.act_batch(test.features) * expected).sum(axis=1).mean()
+    assert value > 2.0 * expected.mean()
+
+
+def test_tampered_artifact_is_refused() -> None:
+    data = dump_policy(RandomPolicy(campaign().offer_ids))
+    digest = sha256(data)
+    with pytest.raises(ArtifactCorrupt, match="sha256"):
+        load_policy(data.replace(b"random", b"rules_"), digest)
+    bad = b'{"format": "offerloop.policy/1", "kind": "pickle"}'
+    with pytest.raises(ArtifactCorrupt, match="not a valid policy artifact"):
+        load_policy(bad, sha256(bad))
+
+
+def test_rules_first_match_wins() -> None:
+    p = RulesPolicy.from_campaign(campaign())
+    assert p.choose({"is_payer": 1.0, "total_spend": 80.0, "level": 30.0}) == "mega:urgency"
+    assert p.choose({"is_payer": 1.0, "total_spend": 5.0}) == "gems:discount"
+    assert p.choose({"is_payer": 0.0, "level": 25.0}) == "boosters:progress"
+    assert p.choose({}) == "starter:discount"

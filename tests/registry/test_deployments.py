@@ -1,0 +1,118 @@
+"""Deployment is not release: shadow, release, rollback, and the history of it all."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from offerloop import Conflict, ManualClock, NotFound, Offerloop, Settings
+from offerloop.policies import RulesPolicy
+
+
+def _state(system: Offerloop) -> tuple[str | None, tuple[str, ...]]:
+    st = system.deployments.state(system.default_campaign)
+    return st.released, st.shadows
+
+
+def _register_rules(system: Offerloop) -> str:
+    c = system.campaign(None)
+    return system.registry.register(c.id, RulesPolicy.from_campaign(c)).version
+
+
+def test_day_one_random_released_rules_in_shadow(system: Offerloop) -> None:
+    released, shadows = _state(system)
+    assert released is not None
+    assert released.startswith("random-")
+    assert len(shadows) == 1
+    assert shadows[0].startswith("rules-")
+
+
+def test_bootstrap_is_idempotent(system: Offerloop) -> None:
+    before = system.history()
+    system.bootstrap()
+    assert system.history() == before
+    assert len(system.registry.list()) == 2
+
+
+def test_release_and_rollback_switch_what_decides(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    random_v, (rules_v,) = _state(system)
+    t_release = clock.advance(60)
+    system.release(rules_v, actor="alice", reason="try rules")
+    assert _state(system) == (rules_v, ())
+    d = client.post("/v1/decide", json={"player_id": "p"}).json()
+    assert d["model_version"] == rules_v
+    assert d["propensity"] == 1.0
+    t_rollback = clock.advance(60)
+    assert system.rollback(actor="bob", reason="revenue dropped") == random_v
+    assert _state(system) == (random_v, ())
+    assert client.post("/v1/decide", json={"player_id": "p"}).json()["model_version"] == random_v
+    # history: who, when, what, why; and which version was live at any time
+    last = system.history()[-2:]
+    assert [(t.action, t.version, t.from_mode, t.to_mode, t.actor) for t in last] == [
+        ("rollback", random_v, "", "released", "bob"),
+        ("rollback", rules_v, "released", "", "bob"),
+    ]
+    assert system.deployments.live_at(system.default_campaign, t_release - 1) == random_v
+    assert system.deployments.live_at(system.default_campaign, t_release + 1) == rules_v
+    assert system.deployments.live_at(system.default_campaign, t_rollback + 1) == random_v
+    assert system.deployments.live_at(system.default_campaign, 0) is None
+
+
+def test_rollback_walks_back_the_release_stack(system: Offerloop) -> None:
+    v1, _ = _state(system)
+    v2, v3 = _register_rules(system), _register_rules(system)
+    system.release(v2, actor="t")
+    system.release(v3, actor="t")
+    assert system.rollback(actor="t") == v2
+    assert system.rollback(actor="t") == v1
+    with pytest.raises(Conflict, match="no previous release"):
+        system.rollback(actor="t")
+
+
+def test_shadow_deploy_and_undeploy(system: Offerloop) -> None:
+    v = _register_rules(system)
+    system.deploy(v, actor="t")
+    system.deploy(v, actor="t")  # idempotent
+    assert v in _state(system)[1]
+    system.undeploy(v, actor="t")
+    assert v not in _state(system)[1]
+    released, _ = _state(system)
+    assert released is not None
+    with pytest.raises(Conflict):
+        system.undeploy(released, actor="t")
+    with pytest.raises(Conflict):
+        system.deploy(released, actor="t")
+
+
+def test_unknown_version_is_not_found(system: Offerloop) -> None:
+    with pytest.raises(NotFound):
+        system.release("linear-999", actor="t")
+
+
+def test_a_running_service_follows_another_process_within_a_second(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """The CLI is another handle on the same data directory; the service must follow it."""
+    service = Offerloop(settings.replace(deployment_refresh_seconds=0.2), clock)
+    service.bootstrap()
+    cli = Offerloop(settings, clock)
+    try:
+        first = service.decide("p").record.model_version
+        (rules_v,) = cli.deployments.state(cli.default_campaign).shadows
+        cli.release(rules_v, actor="cli")
+        deadline = time.monotonic() + 1.0
+        seen = first
+        while seen != rules_v and time.monotonic() < deadline:
+            seen = service.decide("p").record.model_version
+            time.sleep(0.02)
+        assert seen == rules_v
+        cli.rollback(actor="cli")
+        time.sleep(0.25)
+        assert service.decide("p").record.model_version == first
+    finally:
+        service.close()
+        cli.close()

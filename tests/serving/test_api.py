@@ -1,0 +1,127 @@
+"""The HTTP API contract, in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+from starlette.testclient import TestClient
+
+from offerloop import ManualClock, Offerloop
+from tests.conftest import event
+
+DECIDE_KEYS = {
+    "decision_id",
+    "campaign",
+    "offer_id",
+    "bundle_id",
+    "message_id",
+    "price",
+    "message",
+    "model_version",
+    "propensity",
+    "mode",
+}
+
+
+def test_openapi_lists_the_v1_routes(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    for path in ("/v1/events", "/v1/decide", "/v1/decisions/{decision_id}", "/healthz"):
+        assert path in doc["paths"]
+
+
+def test_healthz(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+def test_ingest_counts_accepted_and_duplicates(client: TestClient) -> None:
+    batch = {"events": [event(1), event(2, kind="level_up", level=3)]}
+    assert client.post("/v1/events", json=batch).json() == {"accepted": 2, "duplicates": 0}
+    # the client retries the same batch: nothing is counted twice
+    assert client.post("/v1/events", json=batch).json() == {"accepted": 0, "duplicates": 2}
+    mixed = {"events": [event(2, kind="level_up", level=3), event(3), event(3)]}
+    assert client.post("/v1/events", json=mixed).json() == {"accepted": 1, "duplicates": 2}
+
+
+def test_decide_answers_the_contract(client: TestClient, system: Offerloop) -> None:
+    r = client.post("/v1/decide", json={"player_id": "p1"})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == DECIDE_KEYS
+    c = system.campaign(None)
+    assert body["campaign"] == c.id
+    assert body["offer_id"] == f"{body['bundle_id']}:{body['message_id']}"
+    offer = c.offers[c.index(body["offer_id"])]
+    assert body["price"] == offer.price
+    assert body["message"] == offer.message.text
+    assert body["model_version"].startswith("random-")
+    assert body["mode"] == "released"
+    assert abs(body["propensity"] - 1 / len(c.offers)) < 1e-12
+
+
+def test_decision_is_logged_with_features_shadows_and_propensity(
+    client: TestClient, system: Offerloop
+) -> None:
+    client.post(
+        "/v1/events",
+        json={
+            "events": [
+                event(1, kind="player_profile", platform="ios", country="US"),
+                event(2, kind="level_up", level=30),
+                event(3, kind="purchase", amount=60.0),
+            ]
+        },
+    )
+    d = client.post("/v1/decide", json={"player_id": "p1", "context": {"local_hour": 20}}).json()
+    got = client.get(f"/v1/decisions/{d['decision_id']}").json()
+    assert got["offer_id"] == d["offer_id"]
+    assert got["propensity"] == d["propensity"]
+    assert got["model_version"] == d["model_version"]
+    assert got["features"]["level"] == 30
+    assert got["features"]["country"] == "us"
+    assert got["features"]["total_spend"] == 60
+    assert got["features"]["ctx_local_hour"] == 20
+    assert got["context"] == {"local_hour": 20}
+    # day one: rules run in shadow; a payer who spent 60 gets the whale rule's offer
+    (shadow,) = got["shadows"]
+    assert shadow["version"].startswith("rules-")
+    assert shadow["offer_id"] == "mega:urgency"
+    assert shadow["propensity"] == 1.0
+    assert got["revenue"] == 0
+    assert got["reward_final"] is False
+
+
+def test_logged_propensity_is_the_released_policys_probability(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    """Release the rules policy: each logged propensity must equal its act() probability."""
+    rules = system.deployments.state(system.default_campaign).shadows[0]
+    system.release(rules, actor="test")
+    policy = system.registry.load(rules)
+    for i in range(20):
+        d = client.post("/v1/decide", json={"player_id": f"q{i}"}).json()
+        logged = system.backend.get_decision(d["decision_id"])
+        assert logged is not None
+        p = policy.act(logged.features)
+        c = system.campaign(None)
+        assert np.isclose(p[c.index(d["offer_id"])], d["propensity"])
+        assert d["model_version"] == rules
+
+
+def test_metrics_expose_requests_and_decisions(client: TestClient) -> None:
+    client.post("/v1/decide", json={"player_id": "p1"})
+    text = client.get("/metrics").text
+    assert (
+        'offerloop_http_requests_total{method="POST",route="/v1/decide",status="200"} 1.0' in text
+    )
+    assert "offerloop_http_request_duration_seconds_bucket" in text
+    assert 'le="0.005"' in text
+    assert 'offerloop_decisions_total{campaign="spring_sale"' in text
+    assert 'mode="released"' in text
+    assert 'offerloop_deployed_version{campaign="spring_sale",mode="shadow"' in text
+
+
+def test_unknown_decision_is_404(client: TestClient) -> None:
+    r = client.get("/v1/decisions/nope")
+    assert r.status_code == 404
+    assert "nope" in r.json()["error"]["message"]

@@ -1,0 +1,22 @@
+"""A short simulation through the real service path: random first, then a learned model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offerloop import load_settings
+from offerloop.sim._demo import DemoConfig, run_demo
+
+
+def test_short_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    settings = load_settings(env={}, data_dir=str(tmp_path / "demo"))
+    days = run_demo(settings, DemoConfig(days=4, players=400, seed=3))
+    assert [d.day for d in days] == [0, 1, 2, 3]
+    assert all(d.decisions > 100 for d in days)
+    assert days[0].released_versions == ["random-1"]
+    assert days[0].night.startswith("no retrain")  # no reward is final after one day
+    assert days[1].night.startswith("linear-3")  # first model from day 0's final rewards
+    for d in days:
+        j = d.as_json()
+        assert {"day", "decisions", "released_version", "released", "random", "oracle"} <= set(j)
+        assert j["oracle"] >= j["random"] > 0
