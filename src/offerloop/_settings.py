@@ -61,8 +61,13 @@ class Settings:
     )
     release_margin: float = _s(
         0.0,
-        "Auto-release (demo, retrain --release-if-better) needs the 95% lower bound of the "
+        "Auto-release (demo, retrain --release-if-better) needs the lower bound of the "
         "candidate's doubly robust uplift over the release to exceed this (revenue/decision).",
+    )
+    release_confidence: float = _s(
+        0.95,
+        "Two-sided confidence level of the interval whose lower bound gates auto-release "
+        "(0.95: the uplift is positive with 97.5% one-sided confidence).",
     )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     deployment_refresh_seconds: float = _s(
@@ -156,6 +161,8 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("max_batch_events", "must be between 1 and 100000"))
     if not 0 <= s.epsilon <= 1:
         problems.append(Problem("epsilon", "must be between 0 and 1"))
+    if not 0.5 <= s.release_confidence < 1:
+        problems.append(Problem("release_confidence", "must be in [0.5, 1)"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
     if s.deployment_refresh_seconds < 0:

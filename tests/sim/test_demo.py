@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from offerloop import load_settings
 from offerloop.sim._demo import DemoConfig, run_demo
 
@@ -20,3 +22,15 @@ def test_short_demo_runs_the_whole_loop(tmp_path: Path) -> None:
         j = d.as_json()
         assert {"day", "decisions", "released_version", "released", "random", "oracle"} <= set(j)
         assert j["oracle"] >= j["random"] > 0
+
+
+def test_fresh_refuses_to_delete_a_directory_the_demo_did_not_create(tmp_path: Path) -> None:
+    from offerloop import Conflict
+
+    precious = tmp_path / "prod"
+    precious.mkdir()
+    (precious / "offerloop.db").write_text("not a demo")
+    settings = load_settings(env={}, data_dir=str(precious))
+    with pytest.raises(Conflict, match="refusing"):
+        run_demo(settings, DemoConfig(days=1, players=10, fresh=True))
+    assert (precious / "offerloop.db").read_text() == "not a demo"

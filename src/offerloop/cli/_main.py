@@ -6,6 +6,8 @@ import getpass
 import json
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -48,10 +50,15 @@ def _settings(data_dir: str | None, config: Path | None) -> Settings:
     return load_settings(config, data_dir=data_dir)
 
 
-def _open(data_dir: str | None, config: Path | None) -> Offerloop:
+@contextmanager
+def _opened(data_dir: str | None, config: Path | None) -> Iterator[Offerloop]:
+    """The data directory's offerloop, bootstrapped on first use, closed afterwards."""
     system = Offerloop(_settings(data_dir, config))
-    system.bootstrap(actor="cli")
-    return system
+    try:
+        system.bootstrap(actor="cli")
+        yield system
+    finally:
+        system.close()
 
 
 def _actor(actor: str | None) -> str:
@@ -75,17 +82,14 @@ def serve(
 
     from offerloop.serving import create_app
 
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
-    finally:
-        system.close()
 
 
 @app.command()
 def demo(
     days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 14,
-    players: Annotated[int, typer.Option(min=10, max=100_000, help="Simulated players.")] = 1500,
+    players: Annotated[int, typer.Option(min=10, max=100_000, help="Simulated players.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the world and of decisions.")] = 7,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the table as JSON here.")
@@ -150,11 +154,8 @@ def retrain_cmd(
     """Train on decisions with final rewards, register, deploy in shadow."""
     from offerloop.pipeline import retrain
 
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         r = retrain(system, campaign, actor=_actor(actor), release_if_better=release_if_better)
-    finally:
-        system.close()
     out.print(f"registered {r.version} from {r.rows} decisions; deployed in shadow")
     out.print(
         f"offline estimate {r.candidate.value:.4f} per decision "
@@ -180,11 +181,8 @@ def deploy(
     """Deploy a version in shadow: scored and logged on live traffic, never shown."""
     if not shadow:
         raise InvalidInput("only --shadow deployment exists; use `offerloop release` to release")
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         system.deploy(version, "shadow", actor=_actor(actor), reason=reason)
-    finally:
-        system.close()
     out.print(f"{version} deployed in shadow")
 
 
@@ -197,11 +195,8 @@ def release(
     config: Config = None,
 ) -> None:
     """Release a version: it serves its campaign's players from now on."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         system.release(version, actor=_actor(actor), reason=reason)
-    finally:
-        system.close()
     out.print(f"{version} released")
 
 
@@ -214,11 +209,8 @@ def rollback(
     config: Config = None,
 ) -> None:
     """Release again the version released before the current one."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         target = system.rollback(campaign, actor=_actor(actor), reason=reason)
-    finally:
-        system.close()
     out.print(f"rolled back: {target} released")
 
 
@@ -231,22 +223,16 @@ def undeploy(
     config: Config = None,
 ) -> None:
     """Stop scoring a shadow version."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         system.undeploy(version, actor=_actor(actor), reason=reason)
-    finally:
-        system.close()
     out.print(f"{version} undeployed")
 
 
 @app.command()
 def status(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
     """What is released and what runs in shadow."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         st = system.deployments.state(system.campaign(campaign).id)
-    finally:
-        system.close()
     out.print(
         f"campaign {st.campaign}: released {st.released}; shadow {', '.join(st.shadows) or '-'}"
     )
@@ -262,8 +248,7 @@ def history(
     config: Config = None,
 ) -> None:
     """Every deployment transition (or the version live at --at)."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         c = system.campaign(campaign).id
         if at is not None:
             try:
@@ -286,15 +271,12 @@ def history(
                 t.reason,
             )
         out.print(table)
-    finally:
-        system.close()
 
 
 @app.command()
 def models(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
     """Registered versions with their lineage and offline estimates."""
-    system = _open(data_dir, config)
-    try:
+    with _opened(data_dir, config) as system:
         table = Table(title="model registry")
         for col in ("version", "campaign", "created", "rows", "OPE value", "sha256"):
             table.add_column(col)
@@ -309,8 +291,6 @@ def models(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Confi
                 m.sha256[:12],
             )
         out.print(table)
-    finally:
-        system.close()
 
 
 @app.command("settings")

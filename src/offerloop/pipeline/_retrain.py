@@ -41,8 +41,8 @@ def retrain(
     release are both evaluated on it with the doubly robust estimator (the candidate's reward
     model, fitted on the older rows, as the direct-method part), and so is their paired
     difference. The candidate is registered with its lineage and estimates and deployed in
-    shadow. With ``release_if_better`` it is released when the 95 % lower bound of its uplift
-    over the release exceeds ``release_margin``.
+    shadow. With ``release_if_better`` it is released when the lower bound of its uplift over
+    the release (two-sided ``release_confidence`` interval) exceeds ``release_margin``.
     """
     c = system.campaign(campaign)
     s = system.settings
@@ -89,20 +89,22 @@ def retrain(
             system.undeploy(old, actor=actor, reason=f"superseded by {record.version}")
     reasons: list[str] = []
     released = False
+    conf = f"{s.release_confidence:.0%}"
     if diff is None:
         reasons.append("no release to compare with")
-    elif diff.lower > s.release_margin:
+    elif (low := diff.lower_bound(s.release_confidence)) > s.release_margin:
         reasons.append(
-            f"uplift over {state.released} {diff.value:+.4f} per decision, 95% lower bound "
-            f"{diff.lower:+.4f} > margin {s.release_margin:g}"
+            f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "
+            f"{low:+.4f} > margin {s.release_margin:g}"
         )
         if release_if_better:
             system.release(record.version, actor=actor, reason=reasons[-1])
             released = True
     else:
         reasons.append(
-            f"uplift over {state.released} {diff.value:+.4f} per decision, 95% lower bound "
-            f"{diff.lower:+.4f} <= margin {s.release_margin:g}: kept in shadow"
+            f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "
+            f"{diff.lower_bound(s.release_confidence):+.4f} <= margin {s.release_margin:g}: "
+            "kept in shadow"
         )
     return RetrainResult(
         c.id, record.version, n, cand, state.released, rel, diff, released, reasons

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,15 +38,31 @@ Floats = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Estimate:
+    """A value per decision with its standard error; ``lower``/``upper`` bound a 95 % interval."""
+
     value: float
-    lower: float
-    upper: float
+    se: float
     ess: float
     n: int
+
+    @property
+    def lower(self) -> float:
+        return self.value - Z95 * self.se
+
+    @property
+    def upper(self) -> float:
+        return self.value + Z95 * self.se
+
+    def lower_bound(self, confidence: float = 0.95) -> float:
+        """Lower end of the two-sided ``confidence`` interval (normal approximation)."""
+        if not 0.0 < confidence < 1.0:
+            raise ValueError("confidence must be strictly between 0 and 1")
+        return self.value - NormalDist().inv_cdf(0.5 + confidence / 2.0) * self.se
 
     def as_dict(self) -> dict[str, float]:
         return {
             "value": self.value,
+            "se": self.se,
             "lower": self.lower,
             "upper": self.upper,
             "ess": self.ess,
@@ -89,7 +106,7 @@ def _mean_ci(terms: Floats, w: Floats) -> Estimate:
     n = len(terms)
     value = float(terms.mean())
     se = float(terms.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
-    return Estimate(value, value - Z95 * se, value + Z95 * se, _ess(w), n)
+    return Estimate(value, se, _ess(w), n)
 
 
 def snips(target: Floats, propensities: Floats, rewards: Floats) -> Estimate:
@@ -98,10 +115,10 @@ def snips(target: Floats, propensities: Floats, rewards: Floats) -> Estimate:
     w = np.asarray(target, dtype=np.float64) / p
     total = float(w.sum())
     if total <= 0:
-        return Estimate(0.0, 0.0, 0.0, 0.0, n)
+        return Estimate(0.0, math.inf, 0.0, n)
     value = float(np.dot(w, rewards) / total)
     se = math.sqrt(float(np.sum((w * (rewards - value)) ** 2))) / total
-    return Estimate(value, value - Z95 * se, value + Z95 * se, _ess(w), n)
+    return Estimate(value, se, _ess(w), n)
 
 
 def dr_terms(policy: Policy, model: RewardModel, data: LoggedData) -> tuple[Floats, Floats]:

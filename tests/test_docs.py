@@ -1,0 +1,41 @@
+"""Docs are checked against the code: the README's commands and endpoints exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.main import get_command
+
+from offerloop.cli import app
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_keeps_the_two_setup_commands() -> None:
+    assert "make demo" in README
+    assert "make test" in README
+
+
+def test_every_cli_command_is_in_the_readme_and_exists() -> None:
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    mentioned = set(re.findall(r"`offerloop ([a-z-]+)", README))
+    mentioned |= set(re.findall(r"/ `([a-z-]+)(?: \[|`)", README))
+    assert mentioned <= commands, mentioned - commands
+    assert commands <= mentioned, commands - mentioned
+
+
+def test_readme_endpoints_exist(tmp_path: Path) -> None:
+    from offerloop import Offerloop, load_settings
+    from offerloop.serving import create_app
+
+    system = Offerloop(load_settings(env={}, data_dir=str(tmp_path)))
+    try:
+        paths = set(create_app(system).openapi()["paths"])
+    finally:
+        system.close()
+    for path in set(re.findall(r"localhost:8000(/[a-z0-9/]+)", README)):
+        if path.startswith("/v1/decisions/"):
+            path = "/v1/decisions/{decision_id}"
+        assert path in paths or path == "/openapi.json", path
