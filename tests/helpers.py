@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from offerloop.backends import EventRecord
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaign
-from offerloop.features import FeatureValue
+from offerloop.features import FeatureValue, load_features, reference_features
 from offerloop.policies import LoggedData
 from offerloop.sim import Player, World
 
+FEATURES = load_features()
 
-def player_row(p: Player) -> dict[str, FeatureValue]:
-    """What the event log would say about a simulated player (no recency: fresh history)."""
-    return {
-        "level": float(p.level),
-        "is_payer": 1.0 if p.spend else 0.0,
-        "total_spend": p.spend,
-        "purchases": float(len(p.history)),
-        "days_since_last_purchase": 365.0,
-        "sessions_7d": 5.0,
-        "days_since_install": 30.0,
-        "platform": p.platform,
-        "country": p.country,
-    }
+
+def player_row(p: Player, now: float = 0.0) -> dict[str, FeatureValue]:
+    """The default features of a simulated player, from the events its state implies."""
+    events = [
+        EventRecord(
+            f"{p.id}-profile",
+            p.id,
+            "player_profile",
+            p.install_ts,
+            {"platform": p.platform, "country": p.country},
+            p.install_ts,
+        ),
+        EventRecord(f"{p.id}-level", p.id, "level_up", now - 3600, {"level": p.level}, now - 3600),
+    ]
+    events += [
+        EventRecord(f"{p.id}-buy{i}", p.id, "purchase", ts, {"amount": amount}, ts)
+        for i, (ts, amount) in enumerate(p.history)
+    ]
+    return reference_features(FEATURES, events, now)
 
 
 def campaign() -> Campaign:

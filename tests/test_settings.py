@@ -56,4 +56,4 @@ def test_every_setting_is_documented() -> None:
     text = DOCS.read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
     assert documented == {f.name for f in setting_fields()}
-    assert settings_markdown() in text, "regenerate: python -m offerloop settings --markdown"
+    assert settings_markdown() in text, "regenerate: python scripts/regen_docs.py"

@@ -31,6 +31,16 @@ class Settings:
         "offerloop-data",
         "Directory of the embedded backend: SQLite database and model artifacts.",
     )
+    features: str = _s(
+        "",
+        "Feature definitions: a module name (mygame.features) or a .py file defining "
+        "FEATURES. Empty: offerloop.features.default, the simulated game's.",
+    )
+    feature_delay_seconds: float = _s(
+        0.0,
+        "Serve features as of this many seconds ago (to measure what stale features cost); "
+        "0 serves them fresh.",
+    )
     campaigns: tuple[str, ...] = _s(
         (),
         "Campaign TOML files to serve. Empty: the default campaign shipped for the simulated game.",
@@ -163,6 +173,8 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("epsilon", "must be between 0 and 1"))
     if not 0.5 <= s.release_confidence < 1:
         problems.append(Problem("release_confidence", "must be in [0.5, 1)"))
+    if s.feature_delay_seconds < 0:
+        problems.append(Problem("feature_delay_seconds", "must be >= 0"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
     if s.deployment_refresh_seconds < 0:

@@ -24,7 +24,7 @@ def test_two_handles_on_one_directory_see_each_other(tmp_path: Path) -> None:
     try:
         a.append_events([EventRecord("e1", "p", "session_start", 1.0)])
         assert [e.event_id for e in b.player_events("p", 10.0)] == ["e1"]
-        assert b.append_events([EventRecord("e1", "p", "session_start", 1.0)]) == 0
+        assert b.append_events([EventRecord("e1", "p", "session_start", 1.0)]) == []
     finally:
         a.close()
         b.close()

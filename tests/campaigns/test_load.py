@@ -6,7 +6,7 @@ import pytest
 
 from offerloop import CampaignInvalid
 from offerloop.campaigns import default_campaign_path, load_campaign, parse_campaign
-from offerloop.features import feature_names
+from offerloop.features import load_features
 
 GOOD = """
 id = "c1"
@@ -28,7 +28,7 @@ offer = "b2:m1"
 
 
 def test_default_campaign_is_valid_and_large_enough() -> None:
-    c = load_campaign(default_campaign_path(), features=feature_names())
+    c = load_campaign(default_campaign_path(), features=load_features().names)
     assert len(c.bundles) >= 6
     assert len(c.messages) >= 4
     assert len(c.offers) == len(c.bundles) * len(c.messages)
@@ -36,7 +36,7 @@ def test_default_campaign_is_valid_and_large_enough() -> None:
 
 
 def test_offers_are_bundle_times_message() -> None:
-    c = parse_campaign(GOOD, features=feature_names())
+    c = parse_campaign(GOOD, features=load_features().names)
     assert c.offer_ids == ["b1:m1", "b2:m1"]
     assert c.default_offer == "b1:m1"
     assert c.rules[0].matches({"level": 12.0, "platform": "ios"})
@@ -48,7 +48,7 @@ def test_every_problem_is_reported_with_its_location() -> None:
     bad = GOOD.replace("price = 3", "price = -1").replace('text = "hello"', "text = 3")
     bad = bad.replace('"level >= 10"', '"levle >= 10"') + '\n[[bundles]]\nid = "b1"\n'
     with pytest.raises(CampaignInvalid) as info:
-        parse_campaign(bad, source="campaign.toml", features=feature_names())
+        parse_campaign(bad, source="campaign.toml", features=load_features().names)
     msgs = [str(p) for p in info.value.problems]
     assert "campaign.toml: bundles[1].price: must be > 0" in msgs
     assert "campaign.toml: messages[0].text: must be a non-empty string" in msgs
@@ -72,7 +72,7 @@ def test_every_problem_is_reported_with_its_location() -> None:
 )
 def test_specific_problems(text: str, where: str) -> None:
     with pytest.raises(CampaignInvalid) as info:
-        parse_campaign(text, features=feature_names())
+        parse_campaign(text, features=load_features().names)
     assert where in str(info.value)
 
 

@@ -80,7 +80,7 @@ def test_tampered_artifact_is_refused() -> None:
 
 def test_rules_first_match_wins() -> None:
     p = RulesPolicy.from_campaign(campaign())
-    assert p.choose({"is_payer": 1.0, "total_spend": 80.0, "level": 30.0}) == "mega:urgency"
-    assert p.choose({"is_payer": 1.0, "total_spend": 5.0}) == "gems:discount"
-    assert p.choose({"is_payer": 0.0, "level": 25.0}) == "boosters:progress"
+    assert p.choose({"purchases_total": 2, "spend_total": 80.0, "level": 30}) == "mega:urgency"
+    assert p.choose({"purchases_total": 1, "spend_total": 5.0}) == "gems:discount"
+    assert p.choose({"purchases_total": 0, "level": 25}) == "boosters:progress"
     assert p.choose({}) == "starter:discount"

@@ -66,7 +66,7 @@ def test_decision_is_logged_with_features_shadows_and_propensity(
         "/v1/events",
         json={
             "events": [
-                event(1, kind="player_profile", platform="ios", country="US"),
+                event(1, kind="player_profile", platform="ios", country="us"),
                 event(2, kind="level_up", level=30),
                 event(3, kind="purchase", amount=60.0),
             ]
@@ -79,8 +79,8 @@ def test_decision_is_logged_with_features_shadows_and_propensity(
     assert got["model_version"] == d["model_version"]
     assert got["features"]["level"] == 30
     assert got["features"]["country"] == "us"
-    assert got["features"]["total_spend"] == 60
-    assert got["features"]["ctx_local_hour"] == 20
+    assert got["features"]["spend_total"] == 60
+    assert got["features"]["local_hour"] == 20
     assert got["context"] == {"local_hour": 20}
     # day one: rules run in shadow; a payer who spent 60 gets the whale rule's offer
     (shadow,) = got["shadows"]

@@ -8,7 +8,7 @@ computed in the layers above, once, for every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from offerloop.backends._records import (
@@ -23,8 +23,15 @@ __all__ = ["ArtifactStore", "Backend", "DecisionLog", "DeploymentStore", "EventL
 
 
 class EventLog(Protocol):
-    def append_events(self, events: Sequence[EventRecord]) -> int:
-        """Store the batch atomically; return how many were new (known ids are skipped)."""
+    def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
+        """Store the batch atomically; return the events that were new, in batch order.
+
+        Event ids already stored (or repeated within the batch) are skipped.
+        """
+        ...
+
+    def iter_events(self, batch: int = 10_000) -> Iterator[EventRecord]:
+        """Every stored event, in the order they were stored."""
         ...
 
     def player_events(self, player_id: str, until: float) -> list[EventRecord]:

@@ -167,23 +167,50 @@ class SQLiteBackend:
         self._local = threading.local()
 
     # -- events --------------------------------------------------------------------------
-    def append_events(self, events: Sequence[EventRecord]) -> int:
-        rows = [
-            (
-                e.event_id,
-                e.player_id,
-                e.type,
-                e.ts,
-                _dumps(dict(e.properties)),
-                e.received_at,
-                e.decision_id,
-            )
-            for e in events
-        ]
+    def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
         with self._write() as c:
-            before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", rows)
-            return c.total_changes - before
+            known: set[str] = set()
+            ids = list(dict.fromkeys(e.event_id for e in events))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = c.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+                known.update(r[0] for r in rows)
+            new: list[EventRecord] = []
+            for e in events:
+                if e.event_id not in known:
+                    known.add(e.event_id)
+                    new.append(e)
+            c.executemany(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.event_id,
+                        e.player_id,
+                        e.type,
+                        e.ts,
+                        _dumps(dict(e.properties)),
+                        e.received_at,
+                        e.decision_id,
+                    )
+                    for e in new
+                ],
+            )
+            return new
+
+    def iter_events(self, batch: int = 10_000) -> Iterator[EventRecord]:
+        last = 0
+        while True:
+            rows = self._read(
+                "SELECT rowid, event_id, player_id, type, ts, properties, received_at FROM events "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            for r in rows:
+                yield self._event(r[1:])
 
     @staticmethod
     def _event(row: Sequence[Any]) -> EventRecord:

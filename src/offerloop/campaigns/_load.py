@@ -238,12 +238,8 @@ class _Validator:
             return None
         name, op, raw = m.groups()
         assert op in OPERATORS
-        if features is not None and name not in features and not name.startswith("ctx_"):
-            self.bad(
-                loc,
-                f"unknown feature {name!r} (known: {', '.join(sorted(features))}, or ctx_<key> "
-                "for request context)",
-            )
+        if features is not None and name not in features:
+            self.bad(loc, f"unknown feature {name!r} (known: {', '.join(sorted(features))})")
             return None
         value: float | str
         if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":

@@ -53,7 +53,7 @@ class Condition:
 
     def holds(self, features: Mapping[str, Any]) -> bool:
         actual = features.get(self.feature)
-        if actual is None:
+        if actual is None or isinstance(actual, bool):
             return False
         if isinstance(self.value, str) != isinstance(actual, str):
             return False

@@ -315,9 +315,9 @@ def settings_cmd(
 def check_campaign(path: Path) -> None:
     """Validate a campaign file and list its offers."""
     from offerloop.campaigns import load_campaign
-    from offerloop.features import feature_names
+    from offerloop.features import load_features
 
-    c = load_campaign(path, features=feature_names())
+    c = load_campaign(path, features=load_features(_settings(None, None).features).names)
     out.print(
         f"{path}: campaign {c.id} is valid: {len(c.bundles)} bundles × "
         f"{len(c.messages)} messages = {len(c.offers)} offers, {len(c.rules)} rules"

@@ -17,6 +17,7 @@ __all__ = ["IngestResult", "ingest"]
 class IngestResult:
     accepted: int
     duplicates: int
+    stored: tuple[EventRecord, ...] = ()  # the new events, for the online feature state
 
 
 def ingest(
@@ -46,4 +47,4 @@ def ingest(
     if problems:
         raise InvalidInput.of(problems)
     stored = log.append_events(records)
-    return IngestResult(accepted=stored, duplicates=len(records) - stored)
+    return IngestResult(len(stored), len(records) - len(stored), tuple(stored))

@@ -1,21 +1,66 @@
-"""Features: one definition per feature, computed point-in-time from the event log."""
+"""Features: defined once, computed online (fresh within milliseconds) and offline
+(point-in-time, in DuckDB) with the same values by construction."""
 
-from offerloop.features._player import (
-    FEATURES,
-    FeatureSpec,
+from offerloop.features._defs import (
+    AGGREGATIONS,
+    Aggregate,
+    Batch,
+    Context,
+    EventSchema,
+    Feature,
+    FeatureSet,
     FeatureValue,
-    encode,
-    encoded_names,
-    feature_names,
-    player_features,
+    Profile,
+    SinceLast,
+    Sql,
+    aggregate,
+    batch,
+    context,
+    parse_duration,
+    profile,
+    since_last,
+    sql,
 )
+from offerloop.features._encode import Encoder
+from offerloop.features._load import DEFAULT_FEATURES, load_features
+from offerloop.features._offline import OfflineEngine, QueryRows
+from offerloop.features._online import (
+    FeatureReading,
+    InMemoryOnlineStore,
+    OnlineFeatures,
+    OnlineStore,
+    PlayerState,
+)
+from offerloop.features._reference import reference_features
 
 __all__ = [
-    "FEATURES",
-    "FeatureSpec",
+    "AGGREGATIONS",
+    "DEFAULT_FEATURES",
+    "Aggregate",
+    "Batch",
+    "Context",
+    "Encoder",
+    "EventSchema",
+    "Feature",
+    "FeatureReading",
+    "FeatureSet",
     "FeatureValue",
-    "encode",
-    "encoded_names",
-    "feature_names",
-    "player_features",
+    "InMemoryOnlineStore",
+    "OfflineEngine",
+    "OnlineFeatures",
+    "OnlineStore",
+    "PlayerState",
+    "Profile",
+    "QueryRows",
+    "SinceLast",
+    "Sql",
+    "aggregate",
+    "batch",
+    "context",
+    "load_features",
+    "parse_duration",
+    "profile",
+    "reference_features",
+    "since_last",
+    "sql",
 ]

@@ -55,6 +55,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.feature_update_duration = Histogram(
+            "offerloop_feature_update_duration_seconds",
+            "Time to fold an ingested batch into the online feature state (after the commit).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.events = Counter(
             "offerloop_events",
             "Events received, by outcome (accepted, duplicate).",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from offerloop import __version__
 from offerloop._errors import Conflict
 from offerloop._system import Offerloop
-from offerloop.features import encoded_names
+from offerloop.features import Encoder
 from offerloop.policies import EpsilonGreedy, LinearRevenue
 from offerloop.registry import SHADOW
 from offerloop.training import Estimate, build_training_set, compare, doubly_robust, split_by_time
@@ -55,9 +55,9 @@ def retrain(
             f"({ts.open_excluded} still open); retraining needs {s.min_training_decisions}"
         )
     train, valid = split_by_time(ts.data)
-    policy = EpsilonGreedy(
-        c.offer_ids, LinearRevenue(c.offer_ids, alpha=s.ridge_alpha), epsilon=s.epsilon
-    ).fit(train)
+    encoder = Encoder.of(system.features)
+    model = LinearRevenue(c.offer_ids, alpha=s.ridge_alpha, encoder=encoder.spec())
+    policy = EpsilonGreedy(c.offer_ids, model, epsilon=s.epsilon).fit(train)
     state = system.deployments.state(c.id)
     rel: Estimate | None = None
     diff: Estimate | None = None
@@ -73,7 +73,8 @@ def retrain(
         "train_rows": len(train),
         "valid_rows": len(valid),
         "open_excluded": ts.open_excluded,
-        "features": encoded_names(),
+        "features": encoder.feature_names,
+        "encoded_features": encoder.names,
         "code_version": __version__,
         "trained_at": now,
     }

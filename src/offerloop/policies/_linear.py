@@ -19,7 +19,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from offerloop.features import encode, encoded_names
+from offerloop.features import Encoder, load_features
 from offerloop.policies._base import FeatureRow, LoggedData, RewardModel
 
 __all__ = ["LinearRevenue"]
@@ -30,26 +30,30 @@ Matrix = NDArray[np.float64]
 class LinearRevenue(RewardModel):
     kind = "linear"
 
-    def __init__(self, offers: Sequence[str], alpha: float = 1.0) -> None:
+    def __init__(
+        self,
+        offers: Sequence[str],
+        alpha: float = 1.0,
+        encoder: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         super().__init__(offers)
         self.alpha = float(alpha)
+        self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
         self.bundles = sorted({o.split(":", 1)[0] for o in self.offers})
         self.messages = sorted({o.split(":", 1)[1] for o in self.offers})
         self._b = np.array([self.bundles.index(o.split(":", 1)[0]) for o in self.offers])
         self._m = np.array([self.messages.index(o.split(":", 1)[1]) for o in self.offers])
-        self.feature_names = encoded_names()
+        self.feature_names = self.encoder.names
         d = len(self.feature_names) + 1
         self.w = np.zeros(len(self.offers))
         self.U = np.zeros((len(self.bundles), d))
         self.V = np.zeros((len(self.messages), d))
 
     def get_params(self) -> dict[str, Any]:
-        return {"offers": list(self.offers), "alpha": self.alpha}
+        return {"offers": list(self.offers), "alpha": self.alpha, "encoder": self.encoder.spec()}
 
-    @staticmethod
-    def _x(rows: Sequence[FeatureRow]) -> Matrix:
-        x = np.array([encode(r) for r in rows], dtype=np.float64).reshape(len(rows), -1)
-        return np.hstack([np.ones((len(rows), 1)), x])
+    def _x(self, rows: Sequence[FeatureRow]) -> Matrix:
+        return np.hstack([np.ones((len(rows), 1)), self.encoder.matrix(rows)])
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
         n, d = x.shape

@@ -6,7 +6,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,14 @@ from offerloop._clock import Clock
 from offerloop._errors import Conflict, NotFound
 from offerloop.backends import Backend, DecisionRecord, ShadowChoice
 from offerloop.campaigns import Campaign, Offer
-from offerloop.features import FeatureValue, player_features
+from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
 from offerloop.registry import RELEASED, Deployments, Registry
 
-__all__ = ["Decider", "Decision", "feature_row", "new_decision_id"]
+__all__ = ["Decider", "Decision", "FeatureSource", "new_decision_id"]
+
+FeatureSource = Callable[[str, float, Mapping[str, Any]], dict[str, FeatureValue]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Decider:
     def __init__(
         self,
         backend: Backend,
+        features: FeatureSource,
         campaigns: Mapping[str, Campaign],
         registry: Registry,
         deployments: Deployments,
@@ -63,6 +66,7 @@ class Decider:
         seed: int | None = None,
     ) -> None:
         self.backend = backend
+        self.features = features
         self.campaigns = campaigns
         self.registry = registry
         self.deployments = deployments
@@ -114,9 +118,8 @@ class Decider:
         context = dict(context or {})
         now = self.clock.now()
         t0 = time.perf_counter()
-        feats = player_features(self.backend.player_events(player_id, now), now)
+        row = self.features(player_id, now, context)
         self.metrics.feature_duration.observe(time.perf_counter() - t0)
-        row = feature_row(feats, context)
         live = self.live(campaign.id)
         if live.released is None:
             raise Conflict(f"campaign {campaign.id!r} has no released version")

@@ -53,10 +53,16 @@ class BackendConformance:
     """Behaviour every backend shares; the semantics above the backend rely on it."""
 
     def test_append_events_is_idempotent_and_counts_new(self, backend: Backend) -> None:
-        assert backend.append_events([_ev(1), _ev(2)]) == 2
-        assert backend.append_events([_ev(2), _ev(3)]) == 1
-        assert backend.append_events([_ev(4), _ev(4)]) == 1
+        assert backend.append_events([_ev(1), _ev(2)]) == [_ev(1), _ev(2)]
+        assert backend.append_events([_ev(2), _ev(3)]) == [_ev(3)]
+        assert backend.append_events([_ev(4), _ev(4)]) == [_ev(4)]
         assert [e.event_id for e in backend.player_events("p1", 1e9)] == ["e1", "e2", "e3", "e4"]
+
+    def test_iter_events_in_storage_order(self, backend: Backend) -> None:
+        backend.append_events([_ev(3), _ev(1)])
+        backend.append_events([_ev(2, player="p2")])
+        got = [e.event_id for e in backend.iter_events(batch=2)]
+        assert got == ["e3", "e1", "e2"]
 
     def test_player_events_are_point_in_time_and_ordered(self, backend: Backend) -> None:
         backend.append_events([_ev(3), _ev(1), _ev(2, player="p2")])

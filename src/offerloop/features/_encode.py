@@ -1,0 +1,65 @@
+"""How a model sees a feature row: numbers (optionally log1p, scaled) and one-hot categories.
+
+An :class:`Encoder` is plain data, stored inside each model artifact, so a model keeps
+encoding rows the way it was trained even after the feature definitions change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from offerloop.features._defs import Feature, FeatureSet
+
+__all__ = ["Encoder"]
+
+
+class Encoder:
+    def __init__(self, spec: Sequence[Mapping[str, Any]]) -> None:
+        self._features = [
+            Feature(
+                name=str(s["name"]),
+                type=str(s["type"]),
+                default=s["default"],
+                categories=tuple(s.get("categories", ())),
+                transform=str(s.get("transform", "identity")),
+                scale=float(s.get("scale", 1.0)),
+            )
+            for s in spec
+        ]
+        self.names = [n for f in self._features for n in f.encoded_names()]
+
+    @classmethod
+    def of(cls, features: FeatureSet) -> Encoder:
+        return cls([_spec(f) for f in features])
+
+    def spec(self) -> list[dict[str, Any]]:
+        return [_spec(f) for f in self._features]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self._features]
+
+    def encode(self, row: Mapping[str, object]) -> list[float]:
+        out: list[float] = []
+        for f in self._features:
+            f.encode_into(row.get(f.name, f.default), out)
+        return out
+
+    def matrix(self, rows: Sequence[Mapping[str, object]]) -> NDArray[np.float64]:
+        return np.array([self.encode(r) for r in rows], dtype=np.float64).reshape(
+            len(rows), len(self.names)
+        )
+
+
+def _spec(f: Feature) -> dict[str, Any]:
+    d = asdict(f)
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in d.items()
+        if k in ("name", "type", "default", "categories", "transform", "scale")
+    }

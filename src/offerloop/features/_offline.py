@@ -1,0 +1,328 @@
+"""The offline engine: every feature as of many (player, time) rows at once, in DuckDB.
+
+The same definitions and the same "known at t" rule as the online engine:
+
+* finite windows: a range join of the query rows with each stream's events
+  (``t - w <= ts <= t`` and ``received_at <= t``), all windows of a stream in one pass;
+* lifetime aggregates, profile attributes and time-since-last: a running window over the
+  stream's events and the query rows, ordered by the moment each event became known,
+  ``max(ts, received_at)`` — an event counts at ``t`` exactly when that moment is ``<= t``.
+
+Events come from the embedded backend's SQLite file (through the bundled ``sqlite_scanner``
+extension) or from records in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+from numpy.typing import NDArray
+
+from offerloop._errors import BackendUnavailable
+from offerloop.backends import EventRecord
+from offerloop.campaigns import Condition
+from offerloop.features._defs import (
+    _UNITS,
+    Aggregate,
+    Context,
+    Feature,
+    FeatureSet,
+    FeatureValue,
+    Profile,
+    SinceLast,
+)
+
+__all__ = ["OfflineEngine", "QueryRows"]
+
+NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
+StreamKey = tuple[str, tuple[Condition, ...]]
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """The (player, time) pairs to compute features for, plus each row's request context."""
+
+    player_ids: Sequence[str]
+    ts: NDArray[np.float64]
+    contexts: Sequence[Mapping[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.player_ids)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _prop(name: str) -> str:
+    return _sql_str(f'$."{name}"')
+
+
+def _where_sql(conds: Sequence[Condition]) -> str:
+    parts = []
+    for c in conds:
+        p = _prop(c.feature)
+        if isinstance(c.value, str):
+            parts.append(
+                f"(json_type(properties, {p}) = 'VARCHAR' AND "
+                f"json_extract_string(properties, {p}) {c.op} {_sql_str(c.value)})"
+            )
+        else:
+            parts.append(
+                f"(json_type(properties, {p}) IN {NUMERIC} AND "
+                f"CAST(json_extract(properties, {p}) AS DOUBLE) {c.op} {float(c.value)!r})"
+            )
+    return " AND ".join(parts) if parts else "TRUE"
+
+
+def _sqlite_scanner() -> str | None:
+    try:
+        import duckdb_ext  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    base = Path(next(iter(duckdb_ext.__path__))) / "extensions"
+    found = sorted(base.glob(f"v{duckdb.__version__}/*/sqlite_scanner.duckdb_extension"))
+    return str(found[0]) if found else None
+
+
+class OfflineEngine:
+    """Point-in-time feature values for many rows, exactly as the online engine serves them."""
+
+    def __init__(self, features: FeatureSet, threads: int | None = None) -> None:
+        self.features = features
+        self.con = duckdb.connect()
+        self.con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+        self._streams: dict[StreamKey, list[str]] = {}
+        for f in features:
+            key = _stream(f)
+            if key is None:
+                continue
+            props = self._streams.setdefault(key, [])
+            p = f.property if isinstance(f, Aggregate) else getattr(f, "attribute", None)
+            if p and p not in props:
+                props.append(p)
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- event sources -------------------------------------------------------------------
+    def use_sqlite(self, path: str | Path) -> None:
+        """Read events from an embedded backend's SQLite database."""
+        ext = _sqlite_scanner()
+        if ext is None:
+            raise BackendUnavailable(
+                "DuckDB's sqlite_scanner (package duckdb-ext-sqlite) is missing"
+            )
+        self.con.execute(f"LOAD {_sql_str(ext)}")
+        self.con.execute(
+            "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
+            f"received_at FROM sqlite_scan({_sql_str(str(path))}, 'events')"
+        )
+
+    def use_records(self, events: Sequence[EventRecord]) -> None:
+        """Read events from memory (tests, small jobs)."""
+        import json
+
+        cols = {
+            "event_id": np.array([e.event_id for e in events], dtype=object),
+            "player_id": np.array([e.player_id for e in events], dtype=object),
+            "type": np.array([e.type for e in events], dtype=object),
+            "ts": np.array([e.ts for e in events], dtype=np.float64),
+            "properties": np.array([json.dumps(dict(e.properties)) for e in events], dtype=object),
+            "received_at": np.array([e.received_at for e in events], dtype=np.float64),
+        }
+        if not events:
+            self.con.execute(
+                "CREATE OR REPLACE TABLE events (event_id VARCHAR, player_id VARCHAR, type VARCHAR,"
+                " ts DOUBLE, properties VARCHAR, received_at DOUBLE)"
+            )
+            return
+        self.con.register("_events_in", cols)
+        self.con.execute("CREATE OR REPLACE TABLE events AS SELECT * FROM _events_in")
+        self.con.unregister("_events_in")
+
+    # -- computation ---------------------------------------------------------------------
+    def compute(
+        self, rows: QueryRows, external: Mapping[str, Sequence[FeatureValue]] | None = None
+    ) -> dict[str, NDArray[Any]]:
+        """Columns of feature values (one array per feature, in row order)."""
+        n = len(rows)
+        self.con.register(
+            "_q",
+            {
+                "row_id": np.arange(n, dtype=np.int64),
+                "player_id": np.asarray(rows.player_ids, dtype=object),
+                "t": np.asarray(rows.ts, dtype=np.float64),
+            },
+        )
+        self.con.execute("CREATE OR REPLACE TEMP TABLE q AS SELECT * FROM _q")
+        self.con.unregister("_q")
+        raw: dict[str, NDArray[Any]] = {}
+        for i, (key, props) in enumerate(self._streams.items()):
+            raw.update(self._stream_columns(i, key, props, n))
+        t = np.asarray(rows.ts, dtype=np.float64)
+        out: dict[str, NDArray[Any]] = {}
+        for f in self.features:
+            if isinstance(f, Context):
+                ctxs = rows.contexts or [{}] * n
+                out[f.name] = np.array([f.coerce(c.get(f.key)) for c in ctxs], dtype=_dtype(f))
+            elif isinstance(f, SinceLast):
+                last = raw[f.name]
+                val = np.where(np.isnan(last), f.default, (t - last) / _UNITS[f.unit])
+                out[f.name] = val.astype(np.float64)
+            elif f.name in raw:
+                out[f.name] = _finish(f, raw[f.name])
+            else:
+                ext = (external or {}).get(f.name)
+                vals = ext if ext is not None else [f.default] * n
+                out[f.name] = np.array([f.coerce(v) for v in vals], dtype=_dtype(f))
+        return out
+
+    def rows(self, columns: Mapping[str, NDArray[Any]]) -> list[dict[str, FeatureValue]]:
+        """Columns → one dict per row, with plain Python values."""
+        names = [f.name for f in self.features]
+        lists = [columns[nm].tolist() for nm in names]
+        return [dict(zip(names, vals, strict=True)) for vals in zip(*lists, strict=True)]
+
+    def _stream_columns(
+        self, i: int, key: StreamKey, props: list[str], n: int
+    ) -> dict[str, NDArray[Any]]:
+        event, where = key
+        cols = []
+        for j, p in enumerate(props):
+            jp = _prop(p)
+            cols.append(
+                f"CASE WHEN json_type(properties, {jp}) IN {NUMERIC} "
+                f"THEN CAST(json_extract(properties, {jp}) AS DOUBLE) END AS n{j}"
+            )
+            cols.append(
+                f"CASE WHEN json_type(properties, {jp}) = 'VARCHAR' "
+                f"THEN json_extract_string(properties, {jp}) END AS s{j}"
+            )
+        extra = (", " + ", ".join(cols)) if cols else ""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE s{i} AS SELECT player_id, ts, event_id, received_at, "
+            f"greatest(ts, received_at) AS v{extra} FROM events "
+            f"WHERE type = {_sql_str(event)} AND {_where_sql(where)}"
+        )
+        feats = [f for f in self.features if _stream(f) == key]
+        windowed = [f for f in feats if isinstance(f, Aggregate) and not math.isinf(f.seconds)]
+        running = [f for f in feats if f not in windowed]
+        out: dict[str, NDArray[Any]] = {}
+        if windowed:
+            wmax = max(f.seconds for f in windowed)
+            aggs = ", ".join(
+                _agg_sql(f, props, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
+                for f in windowed
+            )
+            sql = (
+                f"SELECT q.row_id, {aggs} FROM q JOIN s{i} s ON s.player_id = q.player_id "
+                f"AND s.ts <= q.t AND s.received_at <= q.t AND s.ts >= q.t - {wmax!r} "
+                "GROUP BY q.row_id"
+            )
+            out.update(self._fetch(sql, windowed, n))
+        if running:
+            aggs = ", ".join(
+                (_agg_sql(f, props, None) if isinstance(f, Aggregate) else _running_sql(f, props))
+                + " OVER w AS "
+                + _col(f)
+                for f in running
+            )
+            base_cols = ", ".join(["ts", "event_id"] + [f"n{j}, s{j}" for j in range(len(props))])
+            nulls = ", ".join(
+                ["NULL AS ts", "NULL AS event_id"]
+                + [f"NULL AS n{j}, NULL AS s{j}" for j in range(len(props))]
+            )
+            sql = (
+                f"WITH u AS (SELECT player_id, v AS ord, 0 AS is_q, NULL AS row_id, {base_cols} "
+                f"FROM s{i} UNION ALL SELECT player_id, t AS ord, 1 AS is_q, row_id, {nulls} "
+                f"FROM q) SELECT row_id, {aggs} FROM u "
+                "WINDOW w AS (PARTITION BY player_id ORDER BY ord, is_q "
+                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) QUALIFY is_q = 1"
+            )
+            out.update(self._fetch(sql, running, n))
+        return out
+
+    def _fetch(self, sql: str, feats: Sequence[Feature], n: int) -> dict[str, NDArray[Any]]:
+        res = self.con.execute(sql).fetchnumpy()
+        idx = np.asarray(res["row_id"], dtype=np.int64)
+        out: dict[str, NDArray[Any]] = {}
+        for f in feats:
+            col = res[f"f_{f.name}"]
+            numeric = not (isinstance(f, Aggregate | Profile) and _is_str(f))
+            full: NDArray[Any] = np.full(n, np.nan) if numeric else np.full(n, None, dtype=object)
+            mask = np.ma.getmaskarray(col)
+            values = np.array(np.ma.getdata(col), dtype=np.float64 if numeric else object)
+            values[mask] = np.nan if numeric else None
+            full[idx] = values
+            out[f.name] = full
+        return out
+
+
+def _stream(f: Feature) -> StreamKey | None:
+    if isinstance(f, Aggregate | SinceLast):
+        return (f.event, f.where)
+    if isinstance(f, Profile):
+        return ("player_profile", ())
+    return None
+
+
+def _col(f: Feature) -> str:
+    return f'"f_{f.name}"'
+
+
+def _is_str(f: Feature) -> bool:
+    if isinstance(f, Profile):
+        return f.type == "category"
+    return isinstance(f, Aggregate) and f.agg == "last" and f.type == "category"
+
+
+def _agg_sql(f: Aggregate, props: list[str], window: str | None) -> str:
+    cond = window or "TRUE"
+    if f.agg == "count":
+        return f"count(ts) FILTER (WHERE {cond})" if window else "count(ts)"
+    j = props.index(f.property or "")
+    n, s = f"n{j}", f"s{j}"
+    if f.agg == "distinct_count":
+        arg = f"CASE WHEN {n} IS NOT NULL OR {s} IS NOT NULL THEN {{'n': {n}, 's': {s}}} END"
+        return f"count(DISTINCT {arg}) FILTER (WHERE {cond})"
+    if f.agg == "last":
+        col = s if f.type == "category" else n
+        key = f"CASE WHEN {col} IS NOT NULL THEN {{'ts': ts, 'id': event_id}} END"
+        return f"arg_max({col}, {key}) FILTER (WHERE {cond} AND {col} IS NOT NULL)"
+    fn = {"sum": "sum", "mean": "avg", "min": "min", "max": "max"}[f.agg]
+    return f"{fn}({n}) FILTER (WHERE {cond})"
+
+
+def _running_sql(f: Feature, props: list[str]) -> str:
+    if isinstance(f, SinceLast):
+        return "max(ts)"
+    assert isinstance(f, Profile)
+    j = props.index(f.attribute)
+    col = f"s{j}" if f.type == "category" else f"n{j}"
+    key = f"CASE WHEN {col} IS NOT NULL THEN {{'ts': ts, 'id': event_id}} END"
+    return f"arg_max({col}, {key})"
+
+
+def _dtype(f: Feature) -> Any:
+    return object if f.type == "category" else (np.int64 if f.type == "int" else np.float64)
+
+
+def _finish(f: Feature, col: NDArray[Any]) -> NDArray[Any]:
+    """Raw SQL results → typed values, with the default where there was nothing to aggregate."""
+    if f.type == "category":
+        return np.array([v if isinstance(v, str) else f.default for v in col], dtype=object)
+    empty = np.isnan(col)
+    if isinstance(f, Aggregate) and f.agg in ("count", "distinct_count"):
+        empty |= col == 0
+    if f.type == "int":
+        ok = ~empty & (np.floor(np.where(empty, 0, col)) == np.where(empty, 0, col))
+        return np.where(ok, np.where(empty, 0, col), f.default).astype(np.int64)
+    return np.where(empty, float(f.default), col).astype(np.float64)

@@ -1,0 +1,381 @@
+"""The online engine: per-player state updated as events are ingested, read in microseconds.
+
+For each *stream* (an event type plus a filter) a player keeps
+
+* a buffer of recent events, sorted by (ts, event_id), holding only the properties features
+  read: windowed features aggregate over it at read time, so windows slide exactly;
+* a summary of older events (count, sums, min, max, last value, distinct values, newest ts):
+  lifetime features combine it with the buffer.
+
+An event moves from the buffer into the summary once it is older than the stream's retention
+(its longest finite window plus a margin), which bounds memory per player. Reads are as of
+"now", which must not go backwards; the value read at ``t`` reflects exactly the events known
+at ``t``, like the offline engine's.
+
+The state lives behind :class:`OnlineStore` (get / put / delete / clear), so another store
+(Redis) implements only that; this module holds the logic once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from offerloop.backends import EventRecord
+from offerloop.campaigns import Condition
+from offerloop.features._defs import (
+    _UNITS,
+    Aggregate,
+    Context,
+    Feature,
+    FeatureSet,
+    FeatureValue,
+    Profile,
+    SinceLast,
+)
+from offerloop.features._values import as_number, as_string, distinct_key, matches
+
+__all__ = [
+    "FeatureReading",
+    "InMemoryOnlineStore",
+    "OnlineFeatures",
+    "OnlineStore",
+    "PlayerState",
+]
+
+StreamKey = tuple[str, tuple[Condition, ...]]
+Entry = tuple[float, str, tuple[Any, ...]]  # (ts, event_id, values of the stream's properties)
+MARGIN = 3600.0  # retention beyond the longest window; covers future-stamped events
+
+
+@dataclass
+class _Summary:
+    """Aggregates of the events compacted out of a stream's buffer."""
+
+    count: int = 0
+    max_ts: float | None = None
+    n: list[int] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    lo: list[float] = field(default_factory=list)
+    hi: list[float] = field(default_factory=list)
+    last_num: list[tuple[tuple[float, str], float] | None] = field(default_factory=list)
+    last_str: list[tuple[tuple[float, str], str] | None] = field(default_factory=list)
+    distinct: list[set[tuple[float | None, str | None]]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, width: int) -> _Summary:
+        return cls(
+            0,
+            None,
+            [0] * width,
+            [0.0] * width,
+            [math.inf] * width,
+            [-math.inf] * width,
+            [None] * width,
+            [None] * width,
+            [set() for _ in range(width)],
+        )
+
+    def add(self, e: Entry) -> None:
+        ts, eid, values = e
+        self.count += 1
+        self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+        key = (ts, eid)
+        for i, v in enumerate(values):
+            x = as_number(v)
+            if x is not None:
+                self.n[i] += 1
+                self.total[i] += x
+                self.lo[i] = min(self.lo[i], x)
+                self.hi[i] = max(self.hi[i], x)
+                ln = self.last_num[i]
+                if ln is None or key > ln[0]:
+                    self.last_num[i] = (key, x)
+            s = as_string(v)
+            if s is not None:
+                ls = self.last_str[i]
+                if ls is None or key > ls[0]:
+                    self.last_str[i] = (key, s)
+            k = distinct_key(v)
+            if k is not None:
+                self.distinct[i].add(k)
+
+
+@dataclass
+class _Stream:
+    buf: list[Entry]
+    summary: _Summary
+
+
+@dataclass
+class PlayerState:
+    streams: dict[StreamKey, _Stream] = field(default_factory=dict)
+    newest_received: float = -math.inf
+
+
+class OnlineStore(Protocol):
+    """Where per-player state lives. The embedded default is a dict in the process."""
+
+    def get(self, player_id: str) -> PlayerState | None: ...
+
+    def put(self, player_id: str, state: PlayerState) -> None: ...
+
+    def delete(self, player_id: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class InMemoryOnlineStore:
+    def __init__(self) -> None:
+        self._states: dict[str, PlayerState] = {}
+
+    def get(self, player_id: str) -> PlayerState | None:
+        return self._states.get(player_id)
+
+    def put(self, player_id: str, state: PlayerState) -> None:
+        self._states[player_id] = state
+
+    def delete(self, player_id: str) -> None:
+        self._states.pop(player_id, None)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    key: StreamKey
+    properties: tuple[str, ...]
+    retention: float
+
+
+@dataclass(frozen=True)
+class FeatureReading:
+    value: FeatureValue
+    newest_event_ts: float | None  # event time of the newest event the value reflects
+
+
+class OnlineFeatures:
+    """Applies events to per-player state and reads feature vectors from it."""
+
+    def __init__(self, features: FeatureSet, store: OnlineStore | None = None) -> None:
+        self.features = features
+        self.store: OnlineStore = store or InMemoryOnlineStore()
+        self._lock = threading.RLock()
+        props: dict[StreamKey, list[str]] = {}
+        windows: dict[StreamKey, float] = {}
+        self._feature_stream: dict[str, StreamKey] = {}
+        for f in features:
+            key = _stream_of(f)
+            if key is None:
+                continue
+            self._feature_stream[f.name] = key
+            props.setdefault(key, [])
+            prop = _property_of(f)
+            if prop is not None and prop not in props[key]:
+                props[key].append(prop)
+            w = f.seconds if isinstance(f, Aggregate) else 0.0
+            windows[key] = max(windows.get(key, 0.0), 0.0 if math.isinf(w) else w)
+        self._plans = {k: _Plan(k, tuple(v), windows[k] + MARGIN) for k, v in props.items()}
+        self._by_type: dict[str, list[_Plan]] = {}
+        for plan in self._plans.values():
+            self._by_type.setdefault(plan.key[0], []).append(plan)
+
+    # -- writes --------------------------------------------------------------------------
+    def apply(self, events: Iterable[EventRecord], now: float) -> None:
+        """Fold newly stored events (never duplicates) into their players' state."""
+        with self._lock:
+            touched: dict[str, PlayerState] = {}
+            for e in events:
+                plans = self._by_type.get(e.type)
+                if not plans:
+                    continue
+                st = touched.get(e.player_id) or self.store.get(e.player_id) or PlayerState()
+                touched[e.player_id] = st
+                st.newest_received = max(st.newest_received, e.received_at)
+                for plan in plans:
+                    if plan.key[1] and not matches(e.properties, plan.key[1]):
+                        continue
+                    s = st.streams.get(plan.key)
+                    if s is None:
+                        s = st.streams[plan.key] = _Stream([], _Summary.empty(len(plan.properties)))
+                    entry = (e.ts, e.event_id, tuple(e.properties.get(p) for p in plan.properties))
+                    horizon = now - plan.retention
+                    if e.ts < horizon:
+                        s.summary.add(entry)  # late: outside every window from now on
+                    else:
+                        _insort(s.buf, entry)
+                    _compact(s, horizon)
+            for pid, st in touched.items():
+                self.store.put(pid, st)
+
+    def rebuild(self, events: Iterable[EventRecord], now: float, batch: int = 10_000) -> int:
+        """Drop all state and replay ``events`` (the whole log); returns how many were read."""
+        with self._lock:
+            self.store.clear()
+            n = 0
+            chunk: list[EventRecord] = []
+            for e in events:
+                chunk.append(e)
+                if len(chunk) >= batch:
+                    self.apply(chunk, now)
+                    n += len(chunk)
+                    chunk = []
+            self.apply(chunk, now)
+            return n + len(chunk)
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(
+        self,
+        player_id: str,
+        as_of: float,
+        context: Mapping[str, Any] | None = None,
+        external: Mapping[str, FeatureValue] | None = None,
+    ) -> dict[str, FeatureValue]:
+        return {
+            k: r.value for k, r in self.read_detailed(player_id, as_of, context, external).items()
+        }
+
+    def read_detailed(
+        self,
+        player_id: str,
+        as_of: float,
+        context: Mapping[str, Any] | None = None,
+        external: Mapping[str, FeatureValue] | None = None,
+    ) -> dict[str, FeatureReading]:
+        st = self.store.get(player_id)
+        context = context or {}
+        external = external or {}
+        out: dict[str, FeatureReading] = {}
+        for f in self.features:
+            if isinstance(f, Context):
+                out[f.name] = FeatureReading(f.coerce(context.get(f.key)), None)
+                continue
+            key = self._feature_stream.get(f.name)
+            if key is None:  # sql / batch: supplied by their sources
+                out[f.name] = FeatureReading(f.coerce(external.get(f.name)), None)
+                continue
+            s = st.streams.get(key) if st is not None else None
+            if s is None:
+                out[f.name] = FeatureReading(f.default, None)
+                continue
+            plan = self._plans[key]
+            out[f.name] = _read(f, s, plan, as_of)
+        return out
+
+
+def _stream_of(f: Feature) -> StreamKey | None:
+    if isinstance(f, Aggregate | SinceLast):
+        return (f.event, f.where)
+    if isinstance(f, Profile):
+        return ("player_profile", ())
+    return None
+
+
+def _property_of(f: Feature) -> str | None:
+    if isinstance(f, Aggregate):
+        return f.property
+    if isinstance(f, Profile):
+        return f.attribute
+    return None
+
+
+def _insort(buf: list[Entry], entry: Entry) -> None:
+    if not buf or entry[:2] >= buf[-1][:2]:
+        buf.append(entry)
+        return
+    lo, hi = 0, len(buf)
+    key = entry[:2]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if buf[mid][:2] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    buf.insert(lo, entry)
+
+
+def _compact(s: _Stream, horizon: float) -> None:
+    buf = s.buf
+    i = 0
+    while i < len(buf) and buf[i][0] < horizon:
+        s.summary.add(buf[i])
+        i += 1
+    if i:
+        del buf[:i]
+
+
+def _read(f: Feature, s: _Stream, plan: _Plan, as_of: float) -> FeatureReading:
+    buf = s.buf
+    # entries known at as_of: ts <= as_of (all stored entries were received by now >= as_of)
+    end = len(buf)
+    while end and buf[end - 1][0] > as_of:
+        end -= 1
+    if isinstance(f, SinceLast):
+        last = buf[end - 1][0] if end else s.summary.max_ts
+        if last is None:
+            return FeatureReading(f.default, None)
+        return FeatureReading((as_of - last) / _UNITS[f.unit], last)
+    if isinstance(f, Profile):
+        idx = plan.properties.index(f.attribute)
+        pick = as_string if f.type == "category" else as_number
+        for j in range(end - 1, -1, -1):
+            v = pick(buf[j][2][idx])
+            if v is not None:
+                return FeatureReading(f.coerce(v), buf[j][0])
+        sl = s.summary.last_str[idx] if f.type == "category" else s.summary.last_num[idx]
+        return FeatureReading(f.coerce(sl[1]), sl[0][0]) if sl else FeatureReading(f.default, None)
+    assert isinstance(f, Aggregate)
+    w = f.seconds
+    lifetime = math.isinf(w)
+    start = 0
+    if not lifetime:
+        lo = as_of - w
+        start = end
+        while start and buf[start - 1][0] >= lo:
+            start -= 1
+    rows = buf[start:end]
+    newest = rows[-1][0] if rows else (s.summary.max_ts if lifetime else None)
+    value = _aggregate(f, rows, plan, s.summary if lifetime else None)
+    if value is None:
+        return FeatureReading(f.default, None)
+    return FeatureReading(f.coerce(value), newest)
+
+
+def _aggregate(f: Aggregate, rows: Sequence[Entry], plan: _Plan, summ: _Summary | None) -> Any:
+    if f.agg == "count":
+        n = len(rows) + (summ.count if summ else 0)
+        return n or None
+    i = plan.properties.index(f.property or "")
+    raw = [r[2][i] for r in rows]
+    if f.agg == "distinct_count":
+        keys = {k for k in map(distinct_key, raw) if k is not None}
+        if summ:
+            keys |= summ.distinct[i]
+        return len(keys) or None
+    if f.agg == "last":
+        pick = as_string if f.type == "category" else as_number
+        for v in reversed(raw):
+            x = pick(v)
+            if x is not None:
+                return x
+        if summ:
+            sl = summ.last_str[i] if f.type == "category" else summ.last_num[i]
+            return sl[1] if sl else None
+        return None
+    nums = [x for x in map(as_number, raw) if x is not None]
+    n = len(nums) + (summ.n[i] if summ else 0)
+    if not n:
+        return None
+    if f.agg in ("sum", "mean"):
+        total = sum(nums) + (summ.total[i] if summ else 0.0)
+        return total if f.agg == "sum" else total / n
+    if f.agg == "min":
+        return min(nums + ([summ.lo[i]] if summ and summ.n[i] else []))
+    return max(nums + ([summ.hi[i]] if summ and summ.n[i] else []))
