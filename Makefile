@@ -23,8 +23,8 @@ demo: $(VENV)/.synced
 	$(RUN) offerloop demo --data-dir .offerloop-demo --fresh --json .offerloop-demo/demo.json
 
 check: $(VENV)/.synced
-	$(RUN) ruff check src tests bench
-	$(RUN) ruff format --check src tests bench
+	$(RUN) ruff check src tests bench scripts
+	$(RUN) ruff format --check src tests bench scripts
 	$(RUN) mypy
 
 test: check

@@ -8,8 +8,8 @@ computed in the layers above, once, for every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from offerloop.backends._records import (
     DecisionRecord,
@@ -50,6 +50,10 @@ class DecisionLog(Protocol):
 
     def decisions(self, campaign: str, start: float, end: float) -> list[DecisionRecord]:
         """Decisions of a campaign with ``start <= ts < end``, oldest first."""
+        ...
+
+    def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:
+        """Merge backfilled feature values into decisions (by id); returns how many changed."""
         ...
 
 

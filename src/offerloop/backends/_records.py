@@ -61,6 +61,13 @@ class DecisionRecord:
     features: JSON = field(default_factory=dict)
     context: JSON = field(default_factory=dict)
     shadows: tuple[ShadowChoice, ...] = ()
+    backfilled: JSON = field(default_factory=dict)  # features added later, computed offline
+
+    @property
+    def training_row(self) -> dict[str, Any]:
+        """The feature row to train on: logged values, plus backfilled ones for features
+        that did not exist when the decision was made (logged values always win)."""
+        return {**self.backfilled, **self.features}
 
 
 @dataclass(frozen=True)

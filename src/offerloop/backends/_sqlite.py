@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('generation', 0), ('model_number', 0);
 """
+# Each entry migrates the schema one version up; never edit one that has shipped.
+_MIGRATIONS = (
+    _SCHEMA,
+    "ALTER TABLE decisions ADD COLUMN backfilled TEXT NOT NULL DEFAULT '{}'",
+)
 
 
 def _dumps(obj: Any) -> str:
@@ -112,9 +117,26 @@ class SQLiteBackend:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         try:
-            self._conn().executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Apply schema migrations newer than the file's ``user_version``, idempotently."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for number, script in enumerate(_MIGRATIONS, start=1):
+                if number > version:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # -- connections ---------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -245,7 +267,7 @@ class SQLiteBackend:
         with self._write() as c:
             try:
                 c.execute(
-                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         d.decision_id,
                         d.ts,
@@ -258,6 +280,7 @@ class SQLiteBackend:
                         _dumps(dict(d.features)),
                         _dumps(dict(d.context)),
                         _dumps(shadows),
+                        _dumps(dict(d.backfilled)),
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -277,6 +300,7 @@ class SQLiteBackend:
             features=json.loads(r[8]),
             context=json.loads(r[9]),
             shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
+            backfilled=json.loads(r[11]),
         )
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
@@ -290,6 +314,23 @@ class SQLiteBackend:
             (campaign, start, end),
         )
         return [self._decision(r) for r in rows]
+
+    def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:
+        changed = 0
+        with self._write() as c:
+            for did, vals in values.items():
+                row = c.execute(
+                    "SELECT backfilled FROM decisions WHERE decision_id = ?", (did,)
+                ).fetchone()
+                if row is None:
+                    continue
+                merged = {**json.loads(row[0]), **vals}
+                c.execute(
+                    "UPDATE decisions SET backfilled = ? WHERE decision_id = ?",
+                    (_dumps(merged), did),
+                )
+                changed += 1
+        return changed
 
     # -- models and artifacts ------------------------------------------------------------
     def next_model_number(self) -> int:

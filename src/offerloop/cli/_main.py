@@ -311,6 +311,117 @@ def settings_cmd(
         out.print(f"{k} = {v!r}", highlight=False)
 
 
+features_app = typer.Typer(help="Feature definitions, backfill and skew.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+Since = Annotated[str | None, typer.Option("--since", help="RFC 3339: from this time.")]
+Until = Annotated[str | None, typer.Option("--until", help="RFC 3339: up to this time.")]
+
+
+def _time(opt: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{opt}: {exc}") from exc
+
+
+@features_app.command("list")
+def features_list(data_dir: DataDir = None, config: Config = None) -> None:
+    """The feature definitions in force, with their kind, type and default."""
+    from offerloop.features import load_features
+
+    fs = load_features(_settings(data_dir, config).features)
+    table = Table(title=f"features ({fs.source})")
+    for col in ("name", "kind", "type", "default", "definition"):
+        table.add_column(col)
+    for f in fs:
+        spec = {
+            k: v
+            for k, v in vars(f).items()
+            if k not in ("name", "type", "default", "help", "categories", "transform", "scale")
+            and v not in ((), None, "")
+        }
+        table.add_row(
+            f.name, f.kind, f.type, repr(f.default), ", ".join(f"{k}={v}" for k, v in spec.items())
+        )
+    out.print(table)
+
+
+@features_app.command("show")
+def features_show(player_id: str, data_dir: DataDir = None, config: Config = None) -> None:
+    """A player's feature vector as served now."""
+    with _opened(data_dir, config) as system:
+        now = system.clock.now()
+        for name, r in system.online.read_detailed(player_id, now).items():
+            newest = format_ts(r.newest_event_ts) if r.newest_event_ts is not None else "-"
+            out.print(f"{name} = {r.value!r}  (newest event {newest})", highlight=False)
+
+
+@features_app.command("backfill")
+def features_backfill(
+    campaign: CampaignOpt = None,
+    since: Since = None,
+    until: Until = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="Only these features (repeatable).")
+    ] = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Compute point-in-time the features that logged decisions lack (added since)."""
+    import math
+
+    from offerloop.pipeline import backfill
+
+    with _opened(data_dir, config) as system:
+        r = backfill(
+            system,
+            campaign,
+            _time("--since", since, 0.0),
+            _time("--until", until, math.inf),
+            feature or (),
+        )
+    for w in r.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    out.print(
+        f"backfilled {r.updated} of {r.decisions} decisions lacking some of: "
+        f"{', '.join(r.features) or '-'}"
+    )
+
+
+@features_app.command("skew")
+def features_skew(
+    campaign: CampaignOpt = None,
+    since: Since = None,
+    until: Until = None,
+    fail: Annotated[bool, typer.Option(help="Exit 1 when any feature disagrees.")] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Compare the values served (logged) with an offline recomputation, per feature."""
+    import math
+
+    from offerloop.pipeline import skew_report
+
+    with _opened(data_dir, config) as system:
+        r = skew_report(
+            system, campaign, _time("--since", since, 0.0), _time("--until", until, math.inf)
+        )
+    table = Table(title=f"training/serving skew over {r.decisions} decisions")
+    for col in ("feature", "compared", "mismatches", "example (decision: served vs offline)"):
+        table.add_column(col)
+    for name, n in r.compared.items():
+        bad = r.mismatches[name]
+        example = f"{bad[0][0]}: {bad[0][1]!r} vs {bad[0][2]!r}" if bad else ""
+        table.add_row(name, str(n), str(len(bad)), example)
+    out.print(table)
+    out.print("no skew" if r.ok else "SKEW: served values differ from offline recomputation")
+    if fail and not r.ok:
+        raise typer.Exit(1)
+
+
 @app.command("check-campaign")
 def check_campaign(path: Path) -> None:
     """Validate a campaign file and list its offers."""

@@ -190,6 +190,16 @@ class Batch(Feature):
     kind = "batch"
 
 
+def _fits(type_: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if type_ == "category":
+        return isinstance(value, str)
+    if type_ == "int":
+        return isinstance(value, int)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def _conditions(where: str | Sequence[str]) -> tuple[Condition, ...]:
     items = [where] if isinstance(where, str) else list(where)
     out = []
@@ -418,7 +428,7 @@ class FeatureSet:
             if f.type not in TYPES:
                 bad(f"type must be one of {', '.join(TYPES)}, not {f.type!r}")
                 continue
-            if f.coerce(f.default) != f.default or isinstance(f.default, bool):
+            if not _fits(f.type, f.default):
                 bad(f"default {f.default!r} is not of type {f.type}")
             if f.type != "category" and f.categories:
                 bad("categories apply to category features only")

@@ -10,6 +10,8 @@ __all__ = [
     "DecideIn",
     "DecideOut",
     "DecisionOut",
+    "FeatureOut",
+    "PlayerFeaturesOut",
     "IngestOut",
     "ShadowOut",
 ]
@@ -43,6 +45,20 @@ class DecideOut(BaseModel):
     model_version: str
     propensity: float
     mode: str
+
+
+class FeatureOut(BaseModel):
+    value: float | int | str
+    newest_event_ts: str | None = Field(
+        description="Event time of the newest event the value reflects (null: none, or not "
+        "event-based)."
+    )
+
+
+class PlayerFeaturesOut(BaseModel):
+    player_id: str
+    as_of: str
+    features: dict[str, FeatureOut]
 
 
 class IngestOut(BaseModel):

@@ -14,7 +14,15 @@ from offerloop import __version__
 from offerloop._clock import format_ts
 from offerloop.events import EventBatch
 from offerloop.monitoring import Metrics
-from offerloop.serving._api import DecideIn, DecideOut, DecisionOut, IngestOut, ShadowOut
+from offerloop.serving._api import (
+    DecideIn,
+    DecideOut,
+    DecisionOut,
+    FeatureOut,
+    IngestOut,
+    PlayerFeaturesOut,
+    ShadowOut,
+)
 from offerloop.serving._errors import install_error_handlers
 
 if TYPE_CHECKING:
@@ -135,6 +143,29 @@ def create_app(system: Offerloop) -> FastAPI:
             purchases=reward.purchases,
             reward_final=reward.final,
             window_closes_at=format_ts(r.ts + system.window_seconds),
+        )
+
+    @app.get(
+        "/v1/players/{player_id}/features", response_model=PlayerFeaturesOut, tags=["features"]
+    )
+    async def get_player_features(
+        player_id: str = Path(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$"),
+    ) -> PlayerFeaturesOut:
+        """Every feature's value as served now, and the newest event behind it."""
+        now = system.clock.now()
+        readings = system.online.read_detailed(player_id, now)
+        return PlayerFeaturesOut(
+            player_id=player_id,
+            as_of=format_ts(now),
+            features={
+                name: FeatureOut(
+                    value=r.value,
+                    newest_event_ts=None
+                    if r.newest_event_ts is None
+                    else format_ts(r.newest_event_ts),
+                )
+                for name, r in readings.items()
+            },
         )
 
     @app.get("/healthz", tags=["operations"])

@@ -95,6 +95,16 @@ class BackendConformance:
         got = backend.decisions("c", 10.0, 40.0)
         assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
 
+    def test_backfill_merges_without_touching_logged_values(self, backend: Backend) -> None:
+        backend.append_decision(_decision(1, 1.0))
+        assert backend.add_backfill({"d1": {"new": 1.5}, "nope": {"new": 2}}) == 1
+        assert backend.add_backfill({"d1": {"other": "x"}}) == 1
+        got = backend.get_decision("d1")
+        assert got is not None
+        assert got.features == _decision(1, 1.0).features
+        assert got.backfilled == {"new": 1.5, "other": "x"}
+        assert got.training_row == {"new": 1.5, "other": "x", **got.features}
+
     def test_duplicate_decision_id_is_a_conflict(self, backend: Backend) -> None:
         backend.append_decision(_decision(1, 1.0))
         with pytest.raises(Conflict):

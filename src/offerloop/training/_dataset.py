@@ -35,7 +35,7 @@ def build_training_set(
     rewards = attribute(backend, decisions, window_seconds, now)
     assert all(r.final for r in rewards.values())
     data = LoggedData(
-        features=[d.features for d in decisions],
+        features=[d.training_row for d in decisions],
         offers=[d.offer_id for d in decisions],
         rewards=np.array([rewards[d.decision_id].revenue for d in decisions], dtype=np.float64),
         propensities=np.array([d.propensity for d in decisions], dtype=np.float64),

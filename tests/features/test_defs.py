@@ -1,0 +1,108 @@
+"""Feature definitions fail at load time with a message naming the feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from offerloop import InvalidInput
+from offerloop.features import (
+    EventSchema,
+    FeatureSet,
+    aggregate,
+    context,
+    load_features,
+    parse_duration,
+    profile,
+    since_last,
+    sql,
+)
+
+
+def test_default_set_loads_with_about_twenty_features() -> None:
+    fs = load_features()
+    assert len(fs) >= 20
+    assert len(fs.encoded_names()) > len(fs)
+
+
+@pytest.mark.parametrize(
+    ("feature", "text"),
+    [
+        (aggregate("x", "purchse", "count"), "x: unknown event type 'purchse'"),
+        (aggregate("x", "purchase", "sum", property="amout"), "x: unknown property 'amout'"),
+        (aggregate("x", "purchase", "sum", "fortnight", property="amount"), "x: bad window"),
+        (aggregate("x", "purchase", "sum", "-1h", property="amount"), "x: bad window"),
+        (aggregate("x", "purchase", "median", property="amount"), "x: aggregation must be"),
+        (aggregate("x", "purchase", "sum", property="decision_id"), "x: sum needs a numeric"),
+        (aggregate("x", "purchase", "count", property="amount"), "x: count takes no property"),
+        (aggregate("x", "purchase", "sum"), "x: sum needs a property"),
+        (
+            aggregate("x", "purchase", "sum", property="amount", type="category"),
+            "x: sum gives a number",
+        ),
+        (
+            aggregate("x", "purchase", "count", where="colour == 'red'"),
+            "x: filter on unknown property 'colour'",
+        ),
+        (since_last("x", "purchase", unit="fortnights"), "x: unit must be"),
+        (profile("x", type="int", default="a"), "x: default 'a' is not of type int"),
+        (profile("Bad Name"), "Bad Name: name must be lower_snake_case"),
+        (sql("x", "mysql://h/db", "select 1"), "x: url must start with"),
+        (context("x", type="decimal"), "x: type must be one of"),
+    ],
+)
+def test_invalid_definitions_name_the_feature(feature: object, text: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        FeatureSet([feature], source="mine.py")  # type: ignore[list-item]
+    assert f"mine.py: {text}" in str(info.value)
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="n: is defined twice"):
+        FeatureSet([aggregate("n", "purchase", "count"), aggregate("n", "level_up", "count")])
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(InvalidInput) as info:
+        FeatureSet([aggregate("a", "nope", "count"), aggregate("b", "purchase", "avg")])
+    assert len(info.value.problems) == 2
+
+
+def test_custom_event_types_are_declared() -> None:
+    ads = EventSchema("ad_watched", {"network": "category", "reward": "float"})
+    fs = FeatureSet(
+        [
+            aggregate("ads_24h", "ad_watched", "count", "24h", where="network == 'x'"),
+            aggregate("ad_reward", "ad_watched", "sum", property="reward"),
+        ],
+        events=[ads],
+    )
+    assert fs.names == ["ads_24h", "ad_reward"]
+
+
+def test_bad_filter_syntax_fails_when_defined() -> None:
+    with pytest.raises(ValueError, match="is not a filter"):
+        aggregate("x", "purchase", "count", where="amount is big")
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("24h") == parse_duration("1d") == 86400
+    assert parse_duration("lifetime") == float("inf")
+
+
+def test_load_from_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "feats.py"
+    f.write_text(
+        "from offerloop.features import FeatureSet, aggregate\n"
+        "FEATURES = FeatureSet([aggregate('n_buys', 'purchase', 'count')])\n"
+    )
+    assert load_features(str(f)).names == ["n_buys"]
+    (tmp_path / "bad.py").write_text("FEATURES = 3\n")
+    with pytest.raises(InvalidInput, match="must define FEATURES"):
+        load_features(str(tmp_path / "bad.py"))
+    with pytest.raises(InvalidInput, match="does not exist"):
+        load_features(str(tmp_path / "none.py"))
+    with pytest.raises(InvalidInput, match="cannot import"):
+        load_features("no.such.module")
