@@ -11,8 +11,8 @@ __all__ = [
     "DecideOut",
     "DecisionOut",
     "FeatureOut",
-    "PlayerFeaturesOut",
     "IngestOut",
+    "PlayerFeaturesOut",
     "ShadowOut",
 ]
 
