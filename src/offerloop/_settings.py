@@ -41,6 +41,9 @@ class Settings:
         "Serve features as of this many seconds ago (to measure what stale features cost); "
         "0 serves them fresh.",
     )
+    batch_poll_seconds: float = _s(
+        5.0, "How often the service looks for newly landed batch-source files."
+    )
     campaigns: tuple[str, ...] = _s(
         (),
         "Campaign TOML files to serve. Empty: the default campaign shipped for the simulated game.",

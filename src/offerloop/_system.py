@@ -13,7 +13,17 @@ from offerloop._settings import Settings
 from offerloop.backends import Backend, DecisionRecord, TransitionRecord, open_backend
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.events import EventIn, IngestResult, Reward, attribute, ingest
-from offerloop.features import FeatureValue, OnlineFeatures, load_features, reference_features
+from offerloop.features import (
+    Batch,
+    FeatureReading,
+    FeatureValue,
+    OnlineFeatures,
+    Sql,
+    load_features,
+    reference_features,
+)
+from offerloop.features._batch_source import BatchSources
+from offerloop.features._sql_source import SqlSources
 from offerloop.monitoring import Metrics
 from offerloop.policies import RandomPolicy, RulesPolicy
 from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
@@ -41,6 +51,13 @@ class Offerloop:
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(self.backend, self.registry, self.clock)
         self.online = OnlineFeatures(self.features)
+        self.sql_sources = SqlSources(
+            self.features.of_kind(Sql),
+            on_fallback=lambda src, why: self.metrics.feature_fallbacks.labels(src, why).inc(),
+        )
+        self.batch_sources = BatchSources(self.features.of_kind(Batch), self.backend)
+        self._next_poll = 0.0
+        self.poll_batches()
         started = time.perf_counter()
         self.rebuilt_events = self.online.rebuild(self.backend.iter_events(), self.clock.now())
         self.rebuild_seconds = time.perf_counter() - started
@@ -57,7 +74,13 @@ class Offerloop:
         )
 
     def close(self) -> None:
+        self.sql_sources.close()
         self.backend.close()
+
+    def poll_batches(self) -> int:
+        """Load batch-source files that landed since the last poll."""
+        self._next_poll = time.monotonic() + self.settings.batch_poll_seconds
+        return self.batch_sources.poll(self.clock.now()) if self.batch_sources.sources else 0
 
     @property
     def window_seconds(self) -> float:
@@ -108,8 +131,27 @@ class Offerloop:
         delay = self.settings.feature_delay_seconds
         if delay > 0:
             events = self.backend.player_events(player_id, as_of - delay)
-            return reference_features(self.features, events, as_of - delay, context)
-        return self.online.read(player_id, as_of, context)
+            external = self._external(player_id, as_of - delay)
+            return reference_features(self.features, events, as_of - delay, context, external)
+        return self.online.read(player_id, as_of, context, self._external(player_id, as_of))
+
+    def player_readings(
+        self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
+    ) -> dict[str, FeatureReading]:
+        """Like :meth:`player_features`, with the event time behind each value."""
+        return self.online.read_detailed(
+            player_id, as_of, context, self._external(player_id, as_of)
+        )
+
+    def _external(self, player_id: str, as_of: float) -> dict[str, FeatureValue]:
+        out: dict[str, FeatureValue] = {}
+        if self.sql_sources.sources:
+            out.update(self.sql_sources.lookup(player_id))
+        if self.batch_sources.sources:
+            if time.monotonic() >= self._next_poll:
+                self.poll_batches()
+            out.update(self.batch_sources.lookup(player_id, as_of))
+        return out
 
     def decide(
         self, player_id: str, campaign: str | None = None, context: Mapping[str, Any] | None = None

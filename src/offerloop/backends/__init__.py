@@ -17,6 +17,7 @@ from offerloop.backends._protocols import (
     DecisionLog,
     DeploymentStore,
     EventLog,
+    LoadLog,
     ModelStore,
 )
 from offerloop.backends._records import (
@@ -38,6 +39,7 @@ __all__ = [
     "DeploymentStore",
     "EventLog",
     "EventRecord",
+    "LoadLog",
     "ModelRecord",
     "ModelStore",
     "ShadowChoice",

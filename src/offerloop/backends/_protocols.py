@@ -19,7 +19,15 @@ from offerloop.backends._records import (
     TransitionRecord,
 )
 
-__all__ = ["ArtifactStore", "Backend", "DecisionLog", "DeploymentStore", "EventLog", "ModelStore"]
+__all__ = [
+    "ArtifactStore",
+    "Backend",
+    "DecisionLog",
+    "DeploymentStore",
+    "EventLog",
+    "LoadLog",
+    "ModelStore",
+]
 
 
 class EventLog(Protocol):
@@ -100,7 +108,17 @@ class DeploymentStore(Protocol):
         ...
 
 
-class Backend(EventLog, DecisionLog, ModelStore, ArtifactStore, DeploymentStore, Protocol):
+class LoadLog(Protocol):
+    def record_load(self, source: str, file_key: str, loaded_at: float) -> float:
+        """Record when a batch file was first loaded; return the recorded time (idempotent)."""
+        ...
+
+    def loads(self, source: str) -> list[tuple[str, float]]:
+        """(file key, loaded at) of a batch source, in load order."""
+        ...
+
+
+class Backend(EventLog, DecisionLog, ModelStore, ArtifactStore, DeploymentStore, LoadLog, Protocol):
     name: str
 
     def close(self) -> None: ...

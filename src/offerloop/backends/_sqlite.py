@@ -92,6 +92,8 @@ INSERT OR IGNORE INTO counters VALUES ('generation', 0), ('model_number', 0);
 _MIGRATIONS = (
     _SCHEMA,
     "ALTER TABLE decisions ADD COLUMN backfilled TEXT NOT NULL DEFAULT '{}'",
+    "CREATE TABLE batch_loads (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, "
+    "file_key TEXT NOT NULL, loaded_at REAL NOT NULL, UNIQUE (source, file_key))",
 )
 
 
@@ -447,6 +449,24 @@ class SQLiteBackend:
             (campaign,),
         )
         return [TransitionRecord(*r) for r in rows]
+
+    def record_load(self, source: str, file_key: str, loaded_at: float) -> float:
+        with self._write() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO batch_loads (source, file_key, loaded_at) VALUES (?,?,?)",
+                (source, file_key, loaded_at),
+            )
+            (got,) = c.execute(
+                "SELECT loaded_at FROM batch_loads WHERE source = ? AND file_key = ?",
+                (source, file_key),
+            ).fetchone()
+            return float(got)
+
+    def loads(self, source: str) -> list[tuple[str, float]]:
+        rows = self._read(
+            "SELECT file_key, loaded_at FROM batch_loads WHERE source = ? ORDER BY seq", (source,)
+        )
+        return [(r[0], float(r[1])) for r in rows]
 
     def generation(self) -> int:
         (row,) = self._read("SELECT value FROM counters WHERE name = 'generation'")

@@ -354,7 +354,7 @@ def features_show(player_id: str, data_dir: DataDir = None, config: Config = Non
     """A player's feature vector as served now."""
     with _opened(data_dir, config) as system:
         now = system.clock.now()
-        for name, r in system.online.read_detailed(player_id, now).items():
+        for name, r in system.player_readings(player_id, now).items():
             newest = format_ts(r.newest_event_ts) if r.newest_event_ts is not None else "-"
             out.print(f"{name} = {r.value!r}  (newest event {newest})", highlight=False)
 

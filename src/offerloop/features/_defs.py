@@ -190,6 +190,12 @@ class Batch(Feature):
     kind = "batch"
 
 
+def _default_for(type_: str, default: FeatureValue | None) -> FeatureValue:
+    if default is not None:
+        return default
+    return "unknown" if type_ == "category" else (0 if type_ == "int" else 0.0)
+
+
 def _fits(type_: str, value: object) -> bool:
     if isinstance(value, bool):
         return False
@@ -227,14 +233,21 @@ def profile(
     attribute: str | None = None,
     *,
     type: str = "category",
-    default: FeatureValue = "unknown",
+    default: FeatureValue | None = None,
     categories: Sequence[str] = (),
     help: str = "",
     scale: float = 1.0,
 ) -> Profile:
     """The latest (by event time) value of a ``player_profile`` attribute."""
     return Profile(
-        name, type, default, help, tuple(categories), "identity", scale, attribute or name
+        name,
+        type,
+        _default_for(type, default),
+        help,
+        tuple(categories),
+        "identity",
+        scale,
+        attribute or name,
     )
 
 
@@ -256,12 +269,11 @@ def aggregate(
     """An aggregation of ``event``'s ``property`` over ``window`` (events matching ``where``)."""
     if type is None:
         type = "int" if agg in ("count", "distinct_count") else "float"
-    if default is None:
-        default = "unknown" if type == "category" else (0 if type == "int" else 0.0)
+    default = _default_for(type, default)
     return Aggregate(
         name,
         type,
-        default,
+        _default_for(type, default),
         help,
         tuple(categories),
         transform or _auto_transform("aggregate", agg, type),
@@ -295,13 +307,22 @@ def context(
     key: str | None = None,
     *,
     type: str = "float",
-    default: FeatureValue = 0.0,
+    default: FeatureValue | None = None,
     categories: Sequence[str] = (),
     help: str = "",
     scale: float = 1.0,
 ) -> Context:
     """A value sent with ``POST /v1/decide`` in ``context[key]``."""
-    return Context(name, type, default, help, tuple(categories), "identity", scale, key or name)
+    return Context(
+        name,
+        type,
+        _default_for(type, default),
+        help,
+        tuple(categories),
+        "identity",
+        scale,
+        key or name,
+    )
 
 
 def sql(
@@ -311,7 +332,7 @@ def sql(
     column: str | None = None,
     *,
     type: str = "float",
-    default: FeatureValue = 0.0,
+    default: FeatureValue | None = None,
     cache_seconds: float = 60.0,
     timeout_ms: float = 5.0,
     categories: Sequence[str] = (),
@@ -323,7 +344,7 @@ def sql(
     return Sql(
         name,
         type,
-        default,
+        _default_for(type, default),
         help,
         tuple(categories),
         "identity",
@@ -344,7 +365,7 @@ def batch(
     player_column: str = "player_id",
     ts_column: str = "ts",
     type: str = "float",
-    default: FeatureValue = 0.0,
+    default: FeatureValue | None = None,
     categories: Sequence[str] = (),
     help: str = "",
     scale: float = 1.0,
@@ -353,7 +374,7 @@ def batch(
     return Batch(
         name,
         type,
-        default,
+        _default_for(type, default),
         help,
         tuple(categories),
         "identity",

@@ -100,6 +100,7 @@ class OfflineEngine:
         self.con = duckdb.connect()
         self.con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
         self._streams: dict[StreamKey, list[str]] = {}
+        self._batch_sources: list[Any] = []
         for f in features:
             key = _stream(f)
             if key is None:
@@ -125,6 +126,11 @@ class OfflineEngine:
             "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
             f"received_at FROM sqlite_scan({_sql_str(str(path))}, 'events')"
         )
+
+    def use_batches(self, sources: Sequence[Any]) -> None:
+        """Batch sources (``BatchSource``) whose loaded rows serve their features: a row
+        counts at ``t`` when its timestamp and its file's load time are ``<= t``."""
+        self._batch_sources = list(sources)
 
     def use_records(self, events: Sequence[EventRecord]) -> None:
         """Read events from memory (tests, small jobs)."""
@@ -167,6 +173,7 @@ class OfflineEngine:
         raw: dict[str, NDArray[Any]] = {}
         for i, (key, props) in enumerate(self._streams.items()):
             raw.update(self._stream_columns(i, key, props, n))
+        batch_raw = self._batch_columns(rows)
         t = np.asarray(rows.ts, dtype=np.float64)
         out: dict[str, NDArray[Any]] = {}
         for f in self.features:
@@ -179,10 +186,22 @@ class OfflineEngine:
                 out[f.name] = val.astype(np.float64)
             elif f.name in raw:
                 out[f.name] = _finish(f, raw[f.name])
+            elif f.name in batch_raw:
+                out[f.name] = np.array([f.coerce(v) for v in batch_raw[f.name]], dtype=_dtype(f))
             else:
                 ext = (external or {}).get(f.name)
                 vals = ext if ext is not None else [f.default] * n
                 out[f.name] = np.array([f.coerce(v) for v in vals], dtype=_dtype(f))
+        return out
+
+    def _batch_columns(self, rows: QueryRows) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for src in self._batch_sources:
+            looked = [
+                src.lookup(p, float(t)) for p, t in zip(rows.player_ids, rows.ts, strict=True)
+            ]
+            for f in src.features:
+                out[f.name] = [v[f.name] for v in looked]
         return out
 
     def rows(self, columns: Mapping[str, NDArray[Any]]) -> list[dict[str, FeatureValue]]:

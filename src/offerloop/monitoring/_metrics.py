@@ -61,6 +61,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.feature_fallbacks = Counter(
+            "offerloop_feature_fallbacks",
+            "Feature source lookups answered from the last value or the default, by reason.",
+            ["source", "reason"],
+            registry=r,
+        )
         self.events = Counter(
             "offerloop_events",
             "Events received, by outcome (accepted, duplicate).",

@@ -19,6 +19,7 @@ __all__ = ["BackfillResult", "SkewReport", "backfill", "offline_engine", "skew_r
 def offline_engine(system: Offerloop) -> OfflineEngine:
     """A DuckDB engine reading this system's event log."""
     engine = OfflineEngine(system.features)
+    engine.use_batches(system.batch_sources.sources)
     path = getattr(system.backend, "path", None)
     if path is None:
         engine.use_records(list(system.backend.iter_events()))

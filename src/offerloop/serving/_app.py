@@ -153,7 +153,7 @@ def create_app(system: Offerloop) -> FastAPI:
     ) -> PlayerFeaturesOut:
         """Every feature's value as served now, and the newest event behind it."""
         now = system.clock.now()
-        readings = system.online.read_detailed(player_id, now)
+        readings = system.player_readings(player_id, now)
         return PlayerFeaturesOut(
             player_id=player_id,
             as_of=format_ts(now),

@@ -105,6 +105,13 @@ class BackendConformance:
         assert got.backfilled == {"new": 1.5, "other": "x"}
         assert got.training_row == {"new": 1.5, "other": "x", **got.features}
 
+    def test_load_log_keeps_the_first_load_time(self, backend: Backend) -> None:
+        assert backend.record_load("s", "f1", 10.0) == 10.0
+        assert backend.record_load("s", "f1", 20.0) == 10.0
+        assert backend.record_load("s", "f2", 30.0) == 30.0
+        assert backend.loads("s") == [("f1", 10.0), ("f2", 30.0)]
+        assert backend.loads("other") == []
+
     def test_duplicate_decision_id_is_a_conflict(self, backend: Backend) -> None:
         backend.append_decision(_decision(1, 1.0))
         with pytest.raises(Conflict):
