@@ -13,6 +13,7 @@ with each decision, and backfill refuses to copy today's values into the past.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -48,10 +49,9 @@ class SqlSource:
         """Close the worker's connection (after any query in flight) and stop the worker."""
         done = self._pool.submit(self._disconnect)
         self._pool.shutdown(wait=False)
-        try:
+        # a query still running: the worker closes the connection when it finishes
+        with contextlib.suppress(Exception):
             done.result(timeout=2.0)
-        except Exception:  # a query still running: the thread closes it when it finishes
-            pass
 
     def _disconnect(self) -> None:
         conn = getattr(self._local, "conn", None)
