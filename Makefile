@@ -16,7 +16,14 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen
+	rm -f $(VENV)/.bench-synced
+	touch $@
+
+# Benchmarks also need the peers (Feast), kept out of the test and demo environment.
+$(VENV)/.bench-synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --group bench
+	rm -f $(VENV)/.synced
 	touch $@
 
 demo: $(VENV)/.synced
@@ -30,7 +37,7 @@ check: $(VENV)/.synced
 test: check
 	$(RUN) pytest
 
-bench: $(VENV)/.synced
+bench: $(VENV)/.bench-synced
 	$(RUN) python bench/run.py
 
 clean:

@@ -39,3 +39,15 @@ def test_readme_endpoints_exist(tmp_path: Path) -> None:
         if path.startswith("/v1/decisions/"):
             path = "/v1/decisions/{decision_id}"
         assert path in paths or path == "/openapi.json", path
+
+
+def test_the_feature_definition_example_in_the_docs_loads(tmp_path: Path) -> None:
+    from offerloop.features import load_features
+
+    text = (ROOT / "docs" / "features.md").read_text()
+    block = re.search(r"```python\n(# mygame/features.py.*?)```", text, flags=re.S)
+    assert block is not None
+    path = tmp_path / "features_example.py"
+    path.write_text(block.group(1))
+    fs = load_features(str(path))
+    assert {"rewarded_ads_24h", "vip_tier", "predicted_ltv", "language"} <= set(fs.names)

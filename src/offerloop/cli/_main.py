@@ -95,13 +95,24 @@ def demo(
         Path | None, typer.Option("--json", help="Also write the table as JSON here.")
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Delete the data directory first.")] = False,
+    feature_delay: Annotated[
+        str | None,
+        typer.Option(help="Serve features this stale (e.g. 24h), to measure what it costs."),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
     """Play the whole loop on a simulated game: random first, then learned releases."""
+    from offerloop.features import parse_duration
     from offerloop.sim._demo import DemoConfig, run_demo
 
     settings = _settings(data_dir or "offerloop-demo", config)
+    if feature_delay is not None:
+        try:
+            delay = parse_duration(feature_delay)
+        except ValueError as exc:
+            raise InvalidInput(f"--feature-delay: {exc}") from exc
+        settings = settings.replace(feature_delay_seconds=delay)
     table = Table(title=f"offerloop demo: {players} players, {days} days (revenue per decision)")
     for col in ("day", "decisions", "released", "random", "oracle", "realised", "versions live"):
         table.add_column(col, justify="right" if col not in ("versions live",) else "left")

@@ -21,6 +21,7 @@ __all__ = ["SEGMENTS", "Player", "Segment", "World"]
 DAY = 86400.0
 COUNTRIES = ("us", "gb", "de", "jp", "fr", "br", "in", "mx")
 TIER1 = frozenset({"us", "gb", "de", "jp", "fr"})
+RECENT_HOURS = 36.0  # how long a purchase damps the next one (what stale features miss)
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,12 @@ class World:
             for b in self._bundles
         ]
         if p.last_purchase is not None:
-            days = (now - p.last_purchase) / DAY
-            logit += -1.0 if days < 1 else (0.4 if days < 7 else 0.0)
+            hours = (now - p.last_purchase) / 3600.0
+            if hours < RECENT_HOURS:
+                # a player who just spent is short of budget: expensive bundles lose most
+                logit += -1.0 - 1.2 * self._log_price
+            elif hours < 7 * 24:
+                logit += 0.4
         rich = (0.3 if p.platform == "ios" else 0.0) + (0.3 if p.country in TIER1 else 0.0)
         logit += np.where(self._expensive, rich, 0.0)
         out: np.ndarray = 1.0 / (1.0 + np.exp(-logit))
