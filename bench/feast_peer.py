@@ -61,7 +61,7 @@ def main() -> None:
     engine = OfflineEngine(fs)
     engine.use_sqlite(db_dir / "offerloop.db")
     t = time.perf_counter()
-    ours = engine.compute(rows)
+    engine.compute(rows)
     ours_offline = time.perf_counter() - t
     print(
         f"offerloop offline: {len(rows):,} rows x {len(fs)} features from raw events "

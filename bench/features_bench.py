@@ -68,7 +68,8 @@ def generate(n_events: int, n_decisions: int) -> tuple[Path, Path]:
                   ([0.99, 2.99, 4.99, 9.99, 49.99])[CAST(1 + (h2 // 100) % 5 AS BIGINT)] || '}}'
                 WHEN 'level_up' THEN '{{"level": ' || (1 + (h2 // 100) % 80) || '}}'
                 WHEN 'player_profile' THEN '{{"country": "' ||
-                  (['us', 'de', 'jp', 'br'])[CAST(1 + (h2 // 100) % 4 AS BIGINT)] || '", "platform": "' ||
+                  (['us', 'de', 'jp', 'br'])[CAST(1 + (h2 // 100) % 4 AS BIGINT)] ||
+                  '", "platform": "' ||
                   (['ios', 'android'])[CAST(1 + (h2 // 1000) % 2 AS BIGINT)] || '"}}'
                 ELSE '{{}}' END,
               ts + CASE WHEN h2 % 1000 < 10 THEN 3600 * (1 + (h2 // 1000) % 48)
