@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["sim_ratios.py", "decide_latency.py"]
+sys.path.insert(0, str(HERE.parent))  # bench.* imports
+BENCHES = ["sim_ratios.py", "decide_latency.py", "features_bench.py", "feast_peer.py"]
 
 if __name__ == "__main__":
     for name in BENCHES:

@@ -170,6 +170,12 @@ class OfflineEngine:
         )
         self.con.execute("CREATE OR REPLACE TEMP TABLE q AS SELECT * FROM _q")
         self.con.unregister("_q")
+        # one pass over the log (SQLite scans are the slow part), only the types we read
+        types = ", ".join(sorted({_sql_str(k[0]) for k in self._streams})) or "NULL"
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ev AS SELECT player_id, type, ts, event_id, "
+            f"received_at, properties FROM events WHERE type IN ({types})"
+        )
         raw: dict[str, NDArray[Any]] = {}
         for i, (key, props) in enumerate(self._streams.items()):
             raw.update(self._stream_columns(i, key, props, n))
@@ -228,7 +234,7 @@ class OfflineEngine:
         extra = (", " + ", ".join(cols)) if cols else ""
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE s{i} AS SELECT player_id, ts, event_id, received_at, "
-            f"greatest(ts, received_at) AS v{extra} FROM events "
+            f"greatest(ts, received_at) AS v{extra} FROM ev "
             f"WHERE type = {_sql_str(event)} AND {_where_sql(where)}"
         )
         feats = [f for f in self.features if _stream(f) == key]

@@ -30,7 +30,7 @@ class DecideIn(BaseModel):
     context: dict[StrictStr, ContextValue] = Field(
         default_factory=dict,
         max_length=32,
-        description="Request context (e.g. platform, local_hour); policies see it as ctx_<key>.",
+        description="Request context (e.g. local_hour), read by context features.",
     )
 
 

@@ -45,13 +45,6 @@ def new_decision_id(ts: float) -> str:
     return f"d{int(ts * 1000):013x}{secrets.token_hex(8)}"
 
 
-def feature_row(features: Mapping[str, FeatureValue], context: Mapping[str, Any]) -> dict[str, Any]:
-    """What a policy sees: player features plus request context as ``ctx_<key>``."""
-    row: dict[str, Any] = dict(features)
-    row.update({f"ctx_{k}": v for k, v in context.items()})
-    return row
-
-
 class Decider:
     def __init__(
         self,
