@@ -83,6 +83,19 @@ class Settings:
         "(0.95: the uplift is positive with 97.5% one-sided confidence).",
     )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
+    learners: tuple[str, ...] = _s(
+        ("linear", "gbt", "purchase_gbt"),
+        "Learners retrain trains and compares: linear (ridge, player × offer interactions), "
+        "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price).",
+    )
+    exploration: str = _s(
+        "epsilon_greedy",
+        "How learned policies explore: epsilon_greedy, or softmax (temperature "
+        "softmax_temperature); both keep every offer at least epsilon/n_offers.",
+    )
+    softmax_temperature: float = _s(
+        0.2, "Temperature of softmax exploration, in revenue per decision."
+    )
     deployment_refresh_seconds: float = _s(
         0.2, "How often a running service re-reads the deployment state (releases, shadows)."
     )
@@ -178,6 +191,13 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("release_confidence", "must be in [0.5, 1)"))
     if s.feature_delay_seconds < 0:
         problems.append(Problem("feature_delay_seconds", "must be >= 0"))
+    if s.exploration not in ("epsilon_greedy", "softmax"):
+        problems.append(Problem("exploration", "must be epsilon_greedy or softmax"))
+    if s.softmax_temperature <= 0:
+        problems.append(Problem("softmax_temperature", "must be > 0"))
+    unknown = [x for x in s.learners if x not in ("linear", "gbt", "purchase_gbt")]
+    if unknown or not s.learners:
+        problems.append(Problem("learners", "must name some of linear, gbt, purchase_gbt"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
     if s.deployment_refresh_seconds < 0:

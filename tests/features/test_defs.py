@@ -106,3 +106,17 @@ def test_load_from_a_file(tmp_path: Path) -> None:
         load_features(str(tmp_path / "none.py"))
     with pytest.raises(InvalidInput, match="cannot import"):
         load_features("no.such.module")
+
+
+def test_encoder_matrix_equals_row_by_row_encoding() -> None:
+    from offerloop.features import Encoder
+
+    enc = Encoder.of(load_features())
+    rows = [
+        {"country": "us", "platform": "ios", "spend_total": 12.5, "level": 7},
+        {"country": "zz", "spend_total": float("nan"), "level": True, "local_hour": "x"},
+        {},
+    ]
+    import numpy as np
+
+    np.testing.assert_allclose(enc.matrix(rows), np.array([enc.encode(r) for r in rows]))

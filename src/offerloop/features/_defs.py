@@ -422,6 +422,13 @@ class FeatureSet:
     def encoded_names(self) -> list[str]:
         return [n for f in self.features for n in f.encoded_names()]
 
+    def digest(self) -> str:
+        """sha256 of the definitions (what lineage records as "the features")."""
+        import hashlib
+
+        text = repr([(type(f).__name__, sorted(vars(f).items())) for f in self.features])
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def encode(self, row: Mapping[str, object]) -> list[float]:
         out: list[float] = []
         for f in self.features:

@@ -6,6 +6,7 @@ encoding rows the way it was trained even after the feature definitions change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -51,9 +52,33 @@ class Encoder:
         return out
 
     def matrix(self, rows: Sequence[Mapping[str, object]]) -> NDArray[np.float64]:
-        return np.array([self.encode(r) for r in rows], dtype=np.float64).reshape(
-            len(rows), len(self.names)
-        )
+        """Encode many rows at once, a column at a time (same values as :meth:`encode`)."""
+        if len(rows) <= 8:  # a decision's row: per-row is faster than numpy per column
+            return np.array([self.encode(r) for r in rows], dtype=np.float64).reshape(
+                len(rows), len(self.names)
+            )
+        out = np.zeros((len(rows), len(self.names)), dtype=np.float64)
+        j = 0
+        for f in self._features:
+            vals = [r.get(f.name, f.default) for r in rows]
+            if f.type == "category":
+                for c in f.categories:
+                    out[:, j] = [1.0 if v == c else 0.0 for v in vals]
+                    j += 1
+                continue
+            x = np.array([_number(v) for v in vals], dtype=np.float64)
+            if f.transform == "log1p":
+                x = np.log1p(np.maximum(x, 0.0))
+            out[:, j] = x / f.scale
+            j += 1
+        return out
+
+
+def _number(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return 0.0
+    x = float(v)
+    return x if math.isfinite(x) else 0.0
 
 
 def _spec(f: Feature) -> dict[str, Any]:

@@ -8,13 +8,22 @@ from offerloop.pipeline._features import (
     offline_engine,
     skew_report,
 )
-from offerloop.pipeline._retrain import RetrainResult, retrain
+from offerloop.pipeline._retrain import (
+    LEARNERS,
+    Candidate,
+    RetrainResult,
+    make_policy,
+    retrain,
+)
 
 __all__ = [
+    "LEARNERS",
     "BackfillResult",
+    "Candidate",
     "RetrainResult",
     "SkewReport",
     "backfill",
+    "make_policy",
     "offline_engine",
     "retrain",
     "skew_report",

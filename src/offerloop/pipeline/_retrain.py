@@ -1,24 +1,46 @@
-"""Retraining: logged decisions → learned policy → registry → shadow (→ release on evidence)."""
+"""Retraining: logged decisions → every configured learner → off-policy evaluation against the
+release → registry → the best one in shadow (→ released on evidence)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from offerloop import __version__
-from offerloop._errors import Conflict
+from offerloop._errors import Conflict, InvalidInput
+from offerloop._settings import Settings
 from offerloop._system import Offerloop
+from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
-from offerloop.policies import EpsilonGreedy, LinearRevenue
-from offerloop.registry import SHADOW
-from offerloop.training import Estimate, build_training_set, compare, doubly_robust, split_by_time
+from offerloop.policies import (
+    REWARD_MODELS,
+    EpsilonGreedy,
+    GBTPurchase,
+    LinearRevenue,
+    Policy,
+    RewardModel,
+    Softmax,
+)
+from offerloop.registry import SHADOW, code_version
+from offerloop.training import Estimate, build_training_set, compare, split_by_time
 
-__all__ = ["RetrainResult", "retrain"]
+__all__ = ["LEARNERS", "Candidate", "RetrainResult", "make_policy", "retrain"]
+
+LEARNERS = tuple(REWARD_MODELS)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: str
+    learner: str
+    estimate: Estimate  # doubly robust value per decision on the held-out rows
+    uplift: Estimate | None  # paired difference against the release
 
 
 @dataclass(frozen=True)
 class RetrainResult:
     campaign: str
-    version: str
+    version: str  # the best candidate
     rows: int
     candidate: Estimate
     release_version: str | None
@@ -26,6 +48,26 @@ class RetrainResult:
     uplift: Estimate | None
     released: bool
     reasons: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def make_model(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> RewardModel:
+    if learner not in REWARD_MODELS:
+        raise InvalidInput(f"unknown learner {learner!r} (known: {', '.join(REWARD_MODELS)})")
+    params: dict[str, Any] = {"offers": c.offer_ids, "encoder": encoder.spec()}
+    if learner == LinearRevenue.kind:
+        params["alpha"] = s.ridge_alpha
+    else:
+        params["prices"] = [o.price for o in c.offers]
+    return REWARD_MODELS[learner](**params)
+
+
+def make_policy(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> EpsilonGreedy:
+    """A learner wrapped in the configured exploration (every offer keeps a known floor)."""
+    model = make_model(learner, c, encoder, s)
+    if s.exploration == "softmax":
+        return Softmax(c.offer_ids, model, s.softmax_temperature, s.epsilon / len(c.offers))
+    return EpsilonGreedy(c.offer_ids, model, epsilon=s.epsilon)
 
 
 def retrain(
@@ -34,18 +76,21 @@ def retrain(
     *,
     actor: str = "retrain",
     release_if_better: bool = False,
+    learners: Sequence[str] | None = None,
 ) -> RetrainResult:
-    """Train the linear policy on every decision whose reward is final.
+    """Train every configured learner on the decisions whose reward is final.
 
-    The newest quarter of the data (by time) is held out; the candidate and the current
-    release are both evaluated on it with the doubly robust estimator (the candidate's reward
-    model, fitted on the older rows, as the direct-method part), and so is their paired
-    difference. The candidate is registered with its lineage and estimates and deployed in
-    shadow. With ``release_if_better`` it is released when the lower bound of its uplift over
-    the release (two-sided ``release_confidence`` interval) exceeds ``release_margin``.
+    The newest quarter of the data (by time) is held out. Each candidate and the current
+    release are evaluated on it with the doubly robust estimator, all with the same reward
+    model (a purchase-probability × price model fitted on the older rows), and so is each
+    candidate's paired difference against the release. Every candidate is registered with its
+    lineage and estimates; the best is deployed in shadow, replacing earlier candidates. With
+    ``release_if_better`` it is released when the lower bound of its uplift (two-sided
+    ``release_confidence`` interval) exceeds ``release_margin``.
     """
     c = system.campaign(campaign)
     s = system.settings
+    learners = list(learners or s.learners)
     now = system.clock.now()
     ts = build_training_set(system.backend, c.id, now, system.window_seconds)
     n = len(ts.data)
@@ -56,15 +101,9 @@ def retrain(
         )
     train, valid = split_by_time(ts.data)
     encoder = Encoder.of(system.features)
-    model = LinearRevenue(c.offer_ids, alpha=s.ridge_alpha, encoder=encoder.spec())
-    policy = EpsilonGreedy(c.offer_ids, model, epsilon=s.epsilon).fit(train)
+    judge = make_model(GBTPurchase.kind, c, encoder, s).fit(train)
     state = system.deployments.state(c.id)
-    rel: Estimate | None = None
-    diff: Estimate | None = None
-    if state.released:
-        cand, rel, diff = compare(policy, system.registry.load(state.released), policy.model, valid)
-    else:
-        cand = doubly_robust(policy, policy.model, valid)
+    release: Policy | None = system.registry.load(state.released) if state.released else None
     lineage = {
         "campaign": c.id,
         "data_start": ts.start,
@@ -74,22 +113,42 @@ def retrain(
         "valid_rows": len(valid),
         "open_excluded": ts.open_excluded,
         "features": encoder.feature_names,
-        "encoded_features": encoder.names,
-        "code_version": __version__,
+        "features_sha256": system.features.digest(),
+        "code_version": code_version(),
         "trained_at": now,
     }
-    metrics: dict[str, object] = {"ope_dr": cand.as_dict()}
-    if rel is not None and diff is not None:
-        metrics.update(
-            release_version=state.released, release_dr=rel.as_dict(), uplift_dr=diff.as_dict()
-        )
-    record = system.registry.register(c.id, policy, lineage, metrics)
-    system.deploy(record.version, SHADOW, actor=actor, reason="retrained; scoring in shadow")
-    for old in state.shadows:  # the newest candidate of a learner replaces older ones
-        if system.registry.get(old).kind == record.kind:
-            system.undeploy(old, actor=actor, reason=f"superseded by {record.version}")
+    trained: list[tuple[str, EpsilonGreedy, Estimate, Estimate | None, Estimate | None]] = []
+    for learner in learners:
+        policy = make_policy(learner, c, encoder, s).fit(train)
+        if release is not None:
+            est, rel, diff = compare(policy, release, judge, valid)
+        else:
+            est, rel, diff = compare(policy, policy, judge, valid)[0], None, None
+        trained.append((learner, policy, est, rel, diff))
+    best = max(range(len(trained)), key=lambda i: trained[i][2].value)
+    candidates: list[Candidate] = []
+    records = []
+    for i, (learner, policy, est, rel, diff) in enumerate(trained):
+        metrics: dict[str, object] = {
+            "ope_dr": est.as_dict(),
+            "evaluated_with": f"doubly robust, judge {judge.kind} fitted on train rows",
+            "verdict": "best candidate" if i == best else "not the best candidate",
+        }
+        if rel is not None and diff is not None:
+            metrics.update(
+                release_version=state.released, release_dr=rel.as_dict(), uplift_dr=diff.as_dict()
+            )
+        record = system.registry.register(c.id, policy, {**lineage, "learner": learner}, metrics)
+        records.append(record)
+        candidates.append(Candidate(record.version, learner, est, diff))
+    winner = candidates[best]
+    system.deploy(winner.version, SHADOW, actor=actor, reason="best retrained candidate")
+    for old in state.shadows:  # the newest best candidate replaces earlier ones
+        if system.registry.get(old).kind in LEARNERS:
+            system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
     reasons: list[str] = []
     released = False
+    diff = winner.uplift
     conf = f"{s.release_confidence:.0%}"
     if diff is None:
         reasons.append("no release to compare with")
@@ -99,7 +158,7 @@ def retrain(
             f"{low:+.4f} > margin {s.release_margin:g}"
         )
         if release_if_better:
-            system.release(record.version, actor=actor, reason=reasons[-1])
+            system.release(winner.version, actor=actor, reason=reasons[-1])
             released = True
     else:
         reasons.append(
@@ -108,5 +167,14 @@ def retrain(
             "kept in shadow"
         )
     return RetrainResult(
-        c.id, record.version, n, cand, state.released, rel, diff, released, reasons
+        campaign=c.id,
+        version=winner.version,
+        rows=n,
+        candidate=winner.estimate,
+        release_version=state.released,
+        release=trained[best][3],
+        uplift=diff,
+        released=released,
+        reasons=reasons,
+        candidates=candidates,
     )

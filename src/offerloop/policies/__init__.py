@@ -1,20 +1,26 @@
 """Policies: for a player's features, a probability for every offer (one contract for all)."""
 
-from offerloop.policies._artifact import dump_policy, load_policy, sha256
+from offerloop.policies._artifact import REWARD_MODELS, dump_policy, load_policy, sha256
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
-from offerloop.policies._explore import EpsilonGreedy
+from offerloop.policies._explore import EpsilonGreedy, Softmax
+from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
-from offerloop.policies._simple import RandomPolicy, RulesPolicy
+from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
 
 __all__ = [
+    "REWARD_MODELS",
     "EpsilonGreedy",
     "FeatureRow",
+    "FixedPolicy",
+    "GBTPurchase",
+    "GBTRevenue",
     "LinearRevenue",
     "LoggedData",
     "Policy",
     "RandomPolicy",
     "RewardModel",
     "RulesPolicy",
+    "Softmax",
     "dump_policy",
     "load_policy",
     "sha256",

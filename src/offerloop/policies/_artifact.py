@@ -11,18 +11,28 @@ from typing import Any
 
 from offerloop._errors import ArtifactCorrupt
 from offerloop.policies._base import Policy, RewardModel
-from offerloop.policies._explore import EpsilonGreedy
+from offerloop.policies._explore import EpsilonGreedy, Softmax
+from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
-from offerloop.policies._simple import RandomPolicy, RulesPolicy
+from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
 
-__all__ = ["FORMAT", "dump_policy", "load_policy", "sha256"]
+__all__ = ["FORMAT", "REWARD_MODELS", "dump_policy", "load_policy", "sha256"]
 
 FORMAT = "offerloop.policy/1"
 _POLICIES: dict[str, type[Policy]] = {
     RandomPolicy.kind: RandomPolicy,
     RulesPolicy.kind: RulesPolicy,
+    FixedPolicy.kind: FixedPolicy,
 }
-_MODELS: dict[str, type[RewardModel]] = {LinearRevenue.kind: LinearRevenue}
+_WRAPPERS: dict[str, type[EpsilonGreedy]] = {
+    EpsilonGreedy.kind: EpsilonGreedy,
+    Softmax.kind: Softmax,
+}
+REWARD_MODELS: dict[str, type[RewardModel]] = {
+    LinearRevenue.kind: LinearRevenue,
+    GBTRevenue.kind: GBTRevenue,
+    GBTPurchase.kind: GBTPurchase,
+}
 
 
 def sha256(data: bytes) -> str:
@@ -32,7 +42,7 @@ def sha256(data: bytes) -> str:
 def dump_policy(policy: Policy) -> bytes:
     params = policy.get_params()
     if isinstance(policy, EpsilonGreedy):
-        params = {"offers": policy.offers, "epsilon": policy.epsilon}
+        params = {k: v for k, v in params.items() if k != "model"}
     doc = {"format": FORMAT, "kind": policy.kind, "params": params, "state": policy.state()}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
@@ -55,10 +65,9 @@ def load_policy(data: bytes, expected_sha256: str, name: str = "artifact") -> Po
 
 def _build(doc: dict[str, Any]) -> Policy:
     kind, params, state = doc["kind"], doc["params"], doc["state"]
-    if kind == EpsilonGreedy.kind:
-        model_cls = _MODELS[state["model_kind"]]
-        model = model_cls(**state["model_params"])
-        policy: Policy = EpsilonGreedy(model=model, **params)
+    if kind in _WRAPPERS:
+        model = REWARD_MODELS[state["model_kind"]](**state["model_params"])
+        policy: Policy = _WRAPPERS[kind](model=model, **params)
     else:
         policy = _POLICIES[kind](**params)
     policy.load_state(state)

@@ -10,7 +10,7 @@ import numpy as np
 from offerloop.campaigns import Campaign, Condition, Rule
 from offerloop.policies._base import FeatureRow, Floats, Policy
 
-__all__ = ["RandomPolicy", "RulesPolicy"]
+__all__ = ["FixedPolicy", "RandomPolicy", "RulesPolicy"]
 
 
 class RandomPolicy(Policy):
@@ -85,3 +85,23 @@ class RulesPolicy(Policy):
         p = np.zeros(len(self.offers))
         p[self._index[self.choose(features)]] = 1.0
         return p
+
+
+class FixedPolicy(Policy):
+    """The same distribution over offers for everyone (e.g. "always the best single offer")."""
+
+    kind = "fixed"
+
+    def __init__(self, offers: Sequence[str], probabilities: Sequence[float]) -> None:
+        super().__init__(offers)
+        p = np.asarray(probabilities, dtype=np.float64)
+        if p.shape != (len(self.offers),) or (p < 0).any() or abs(p.sum() - 1.0) > 1e-9:
+            raise ValueError("probabilities must be one non-negative number per offer, sum 1")
+        self.probabilities = p.tolist()
+        self._p = p
+
+    def get_params(self) -> dict[str, Any]:
+        return {"offers": list(self.offers), "probabilities": list(self.probabilities)}
+
+    def act(self, features: FeatureRow) -> Floats:
+        return self._p.copy()

@@ -8,7 +8,7 @@ from offerloop.registry._deployments import (
     DeploymentState,
     release_stack,
 )
-from offerloop.registry._registry import Registry, version_label
+from offerloop.registry._registry import Registry, code_version, dump_params, version_label
 
 __all__ = [
     "MODES",
@@ -17,6 +17,8 @@ __all__ = [
     "DeploymentState",
     "Deployments",
     "Registry",
+    "code_version",
+    "dump_params",
     "release_stack",
     "version_label",
 ]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from offerloop import __version__
 from offerloop._clock import Clock
 from offerloop._errors import NotFound
 from offerloop.backends import Backend, ModelRecord
 from offerloop.policies import EpsilonGreedy, Policy, dump_policy, load_policy, sha256
 
-__all__ = ["Registry", "version_label"]
+__all__ = ["Registry", "code_version", "dump_params", "version_label"]
 
 
 def version_label(policy: Policy) -> str:
@@ -49,7 +53,7 @@ class Registry:
             created_at=self.clock.now(),
             artifact=name,
             sha256=digest,
-            params={k: v for k, v in dump_params(policy).items() if k != "offers"},
+            params=dump_params(policy),
             lineage=dict(lineage or {}),
             metrics=dict(metrics or {}),
         )
@@ -81,11 +85,40 @@ class Registry:
         return policy
 
 
+_BULKY = ("offers", "encoder", "prices", "rules")
+
+
 def dump_params(policy: Policy) -> dict[str, Any]:
+    """Hyper-parameters worth showing (the artifact holds everything)."""
+    params = {k: v for k, v in policy.get_params().items() if k not in (*_BULKY, "model")}
     if isinstance(policy, EpsilonGreedy):
-        return {
-            "epsilon": policy.epsilon,
-            "model": policy.model.kind,
-            **{f"model.{k}": v for k, v in policy.model.get_params().items() if k != "offers"},
-        }
-    return policy.get_params()
+        params["exploration"] = policy.kind
+        params["model"] = policy.model.kind
+        params.update(
+            {f"model.{k}": v for k, v in policy.model.get_params().items() if k not in _BULKY}
+        )
+    return params
+
+
+@functools.cache
+def code_version() -> str:
+    """The git commit of the running code when it runs from a checkout, else the version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", str(here)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{out}{'.dirty' if dirty else ''}"
