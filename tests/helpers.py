@@ -33,6 +33,13 @@ def player_row(p: Player, now: float = 0.0) -> dict[str, FeatureValue]:
     return reference_features(FEATURES, events, now)
 
 
+def fresh_row(p: Player) -> dict[str, FeatureValue]:
+    """:func:`player_row` for a player with no purchases yet, without the event fold (fast)."""
+    row = dict(FEATURES.defaults)
+    row.update(country=p.country, platform=p.platform, level=p.level)
+    return row
+
+
 def campaign() -> Campaign:
     return load_campaign(default_campaign_path())
 
@@ -55,7 +62,7 @@ def logged_data(
         e = world.expected_revenue(p, 0.0)
         a = int(rng.choice(k, p=probs))
         buy = rng.random() < world.purchase_probabilities(p, 0.0)[a]
-        feats.append(player_row(p))
+        feats.append(fresh_row(p) if not p.history else player_row(p))
         offers.append(c.offers[a].id)
         rewards.append(c.offers[a].price if buy else 0.0)
         props.append(probs[a])

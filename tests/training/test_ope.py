@@ -59,3 +59,43 @@ def test_split_by_time_has_no_look_ahead() -> None:
     assert len(train) == 75
     assert len(valid) == 25
     assert train.ts.max() < valid.ts.min()
+
+
+def test_ips_and_snips_by_hand() -> None:
+    from offerloop.training import ips
+
+    target = np.array([1.0, 0.0, 0.5])
+    p = np.array([0.5, 0.5, 0.25])
+    r = np.array([2.0, 3.0, 4.0])
+    est = ips(target, p, r)  # weights 2, 0, 2 → terms 4, 0, 8
+    assert est.value == pytest.approx(4.0)
+    assert est.ess == pytest.approx(2.0)  # (2+0+2)² / (4+0+4)
+    assert est.se == pytest.approx(np.std([4.0, 0.0, 8.0], ddof=1) / np.sqrt(3))
+    assert snips(target, p, r).value == pytest.approx(3.0)  # (4 + 8) / (2 + 2)
+
+
+def test_doubly_robust_by_hand() -> None:
+    from offerloop.policies import FixedPolicy, RewardModel
+
+    class Constant(RewardModel):
+        def predict_batch(self, rows: object) -> np.ndarray:
+            return np.tile([1.0, 2.0], (len(rows), 1))  # type: ignore[arg-type]
+
+    offers = ["a:x", "b:x"]
+    data = LoggedData(
+        features=[{}, {}, {}],
+        offers=["a:x", "b:x", "a:x"],
+        rewards=np.array([2.0, 0.0, 0.0]),
+        propensities=np.array([0.5, 0.5, 0.5]),
+        ts=np.arange(3.0),
+    )
+    est = doubly_robust(FixedPolicy(offers, [0.75, 0.25]), Constant(offers), data)
+    # direct part 1.25; weights 1.5, 0.5, 1.5; residuals 1, -2, -1 → terms 2.75, 0.25, -0.25
+    assert est.value == pytest.approx(2.75 / 3)
+    assert est.n == 3
+
+
+def test_missing_propensity_is_a_clear_error() -> None:
+    p = np.array([0.5, None, 0.5], dtype=object).astype(float)  # missing → nan
+    with pytest.raises(InvalidInput, match="propensity of row 1"):
+        snips(np.ones(3), p, np.zeros(3))

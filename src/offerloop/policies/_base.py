@@ -110,6 +110,10 @@ class RewardModel:
         out: Floats = self.predict_batch([features])[0]
         return out
 
+    def reward_variance(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64] | None:
+        """Conditional variance of each offer's reward, if the model knows it (else None)."""
+        return None
+
     def state(self) -> dict[str, Any]:
         return {}
 

@@ -163,3 +163,11 @@ class GBTPurchase(_GBT):
 
     def purchase_probabilities(self, rows: Sequence[FeatureRow]) -> Matrix:
         return self._raw(rows)
+
+    def reward_variance(self, rows: Sequence[FeatureRow]) -> Matrix | None:
+        """Revenue is price × Bernoulli(p): variance price² p (1 − p)."""
+        if self.booster is None:
+            return None
+        p = self._raw(rows)
+        out: Matrix = (np.asarray(self.prices)[None, :] ** 2) * p * (1.0 - p)
+        return out

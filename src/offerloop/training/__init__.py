@@ -7,6 +7,7 @@ from offerloop.training._ope import (
     doubly_robust,
     dr_terms,
     evaluate,
+    ips,
     snips,
     target_probabilities,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "doubly_robust",
     "dr_terms",
     "evaluate",
+    "ips",
     "snips",
     "split_by_time",
     "target_probabilities",

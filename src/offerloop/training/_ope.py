@@ -28,6 +28,7 @@ __all__ = [
     "doubly_robust",
     "dr_terms",
     "evaluate",
+    "ips",
     "snips",
     "target_probabilities",
 ]
@@ -109,7 +110,15 @@ def _mean_ci(terms: Floats, w: Floats) -> Estimate:
     return Estimate(value, se, _ess(w), n)
 
 
+def ips(target: Floats, propensities: Floats, rewards: Floats) -> Estimate:
+    """Inverse propensity scoring: mean of (target / logged propensity) × reward."""
+    p = _check_propensities(propensities)
+    w = np.asarray(target, dtype=np.float64) / p
+    return _mean_ci(w * np.asarray(rewards, dtype=np.float64), w)
+
+
 def snips(target: Floats, propensities: Floats, rewards: Floats) -> Estimate:
+    """Self-normalised IPS: the weighted mean of rewards (weights sum to one)."""
     p = _check_propensities(propensities)
     n = len(p)
     w = np.asarray(target, dtype=np.float64) / p
@@ -121,30 +130,75 @@ def snips(target: Floats, propensities: Floats, rewards: Floats) -> Estimate:
     return Estimate(value, se, _ess(w), n)
 
 
-def dr_terms(policy: Policy, model: RewardModel, data: LoggedData) -> tuple[Floats, Floats]:
-    """Per-row doubly robust terms and importance weights of ``policy``."""
+@dataclass(frozen=True)
+class _DRParts:
+    direct: Floats  # sum over offers of policy probability × model reward
+    weight: Floats  # policy probability of the logged offer / logged propensity
+    residual: Floats  # reward − model reward of the logged offer
+    variance: Floats | None  # model's conditional variance of the logged offer's reward
+
+
+def _dr_parts(policy: Policy, model: RewardModel, data: LoggedData) -> _DRParts:
     p = _check_propensities(data.propensities)
     probs = policy.act_batch(data.features)
     q = model.predict_batch(data.features)
     rows = np.arange(len(p))
     cols = _offer_columns(policy.offers, list(data.offers))
-    w = probs[rows, cols] / p
-    terms: Floats = (probs * q).sum(axis=1) + w * (data.rewards - q[rows, cols])
-    return terms, w
+    var = model.reward_variance(data.features)
+    return _DRParts(
+        direct=(probs * q).sum(axis=1),
+        weight=probs[rows, cols] / p,
+        residual=np.asarray(data.rewards, dtype=np.float64) - q[rows, cols],
+        variance=None if var is None else var[rows, cols],
+    )
+
+
+def _dr_estimate(
+    direct: Floats, coef: Floats, residual: Floats, variance: Floats | None, w: Floats
+) -> Estimate:
+    """Mean of ``direct + coef × residual`` with a 95 % interval.
+
+    When the reward model knows the conditional variance of rewards (revenue = price ×
+    purchase), each row's correction term is given at least the variance the model expects
+    of it, not only the residual observed: with rare, large rewards a sample that happened to
+    miss them would otherwise report a tight interval around a low value.
+    """
+    n = len(direct)
+    corr = coef * residual
+    terms = direct + corr
+    value = float(terms.mean())
+    if n < 2:
+        return Estimate(value, math.inf, _ess(w), n)
+    if variance is None:
+        se = float(terms.std(ddof=1)) / math.sqrt(n)
+    else:
+        spread = np.maximum((corr - corr.mean()) ** 2, coef**2 * np.maximum(variance, 0.0))
+        se = math.sqrt(float(np.sum((direct - direct.mean()) ** 2) + np.sum(spread))) / n
+    return Estimate(value, se, _ess(w), n)
+
+
+def dr_terms(policy: Policy, model: RewardModel, data: LoggedData) -> tuple[Floats, Floats]:
+    """Per-row doubly robust terms and importance weights of ``policy``."""
+    d = _dr_parts(policy, model, data)
+    return d.direct + d.weight * d.residual, d.weight
 
 
 def doubly_robust(policy: Policy, model: RewardModel, data: LoggedData) -> Estimate:
-    terms, w = dr_terms(policy, model, data)
-    return _mean_ci(terms, w)
+    d = _dr_parts(policy, model, data)
+    return _dr_estimate(d.direct, d.weight, d.residual, d.variance, d.weight)
 
 
 def compare(
     candidate: Policy, baseline: Policy, model: RewardModel, data: LoggedData
 ) -> tuple[Estimate, Estimate, Estimate]:
     """Doubly robust estimates of both policies and of their paired difference (cand − base)."""
-    tc, wc = dr_terms(candidate, model, data)
-    tb, wb = dr_terms(baseline, model, data)
-    return _mean_ci(tc, wc), _mean_ci(tb, wb), _mean_ci(tc - tb, wc)
+    c = _dr_parts(candidate, model, data)
+    b = _dr_parts(baseline, model, data)
+    return (
+        _dr_estimate(c.direct, c.weight, c.residual, c.variance, c.weight),
+        _dr_estimate(b.direct, b.weight, b.residual, b.variance, b.weight),
+        _dr_estimate(c.direct - b.direct, c.weight - b.weight, c.residual, c.variance, c.weight),
+    )
 
 
 def evaluate(policy: Policy, data: LoggedData) -> Estimate:
