@@ -36,8 +36,14 @@ def test_readme_endpoints_exist(tmp_path: Path) -> None:
     finally:
         system.close()
     for path in set(re.findall(r"localhost:8000(/[a-z0-9/]+)", README)):
-        if path.startswith("/v1/decisions/"):
-            path = "/v1/decisions/{decision_id}"
+        templates = {
+            "/v1/decisions/": "/v1/decisions/{decision_id}",
+            "/v1/models/": "/v1/models/{version}",
+            "/v1/players/": "/v1/players/{player_id}/features",
+        }
+        for prefix, template in templates.items():
+            if path.startswith(prefix):
+                path = template
         assert path in paths or path == "/openapi.json", path
 
 

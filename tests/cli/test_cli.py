@@ -40,7 +40,7 @@ def test_deploy_release_rollback_history(tmp_path: Path) -> None:
     assert "oops" in h.stdout
     at = run("history", "--at", "2000-01-01T00:00:00Z", *d, cwd=tmp_path)
     assert "no version was released then" in at.stdout
-    models = run("models", *d, cwd=tmp_path)
+    models = run("models", "list", *d, cwd=tmp_path)
     assert "random-1" in models.stdout
     assert "rules-2" in models.stdout
 

@@ -125,3 +125,12 @@ def test_unknown_decision_is_404(client: TestClient) -> None:
     r = client.get("/v1/decisions/nope")
     assert r.status_code == 404
     assert "nope" in r.json()["error"]["message"]
+
+
+def test_models_endpoints(client: TestClient, system: Offerloop) -> None:
+    models = client.get("/v1/models").json()["models"]
+    assert [m["mode"] for m in models] == ["released", "shadow"]
+    one = client.get(f"/v1/models/{models[0]['version']}").json()
+    assert one["sha256"] == system.registry.get(models[0]["version"]).sha256
+    assert client.get("/v1/models/nope-1").status_code == 404
+    assert client.get("/v1/models", params={"campaign": "nope"}).status_code == 404

@@ -284,24 +284,64 @@ def history(
         out.print(table)
 
 
-@app.command()
-def models(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
-    """Registered versions with their lineage and offline estimates."""
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None
+) -> None:
+    """Registered versions with their data, offline estimate and deployment."""
     with _opened(data_dir, config) as system:
         table = Table(title="model registry")
-        for col in ("version", "campaign", "created", "rows", "OPE value", "sha256"):
+        for col in (
+            "version",
+            "campaign",
+            "created",
+            "rows",
+            "OPE (DR)",
+            "uplift",
+            "mode",
+            "sha256",
+        ):
             table.add_column(col)
         for m in system.registry.list(campaign):
-            ope = m.metrics.get("ope_snips", {})
+            ope = m.metrics.get("ope_dr", {})
+            up = m.metrics.get("uplift_dr", {})
+            mode = system.deployments.state(m.campaign).mode_of(m.version) or "-"
             table.add_row(
                 m.version,
                 m.campaign,
                 format_ts(m.created_at),
                 str(m.lineage.get("rows", "-")),
-                f"{ope['value']:.4f}" if ope else "-",
+                f"{ope['value']:.4f} ±{1.96 * ope['se']:.4f}" if ope else "-",
+                f"{up['value']:+.4f}" if up else "-",
+                mode,
                 m.sha256[:12],
             )
         out.print(table)
+
+
+@models_app.command("show")
+def models_show(version: str, data_dir: DataDir = None, config: Config = None) -> None:
+    """Everything the registry knows about one version: lineage, parameters, estimates."""
+    with _opened(data_dir, config) as system:
+        m = system.registry.get(version)
+        mode = system.deployments.state(m.campaign).mode_of(m.version) or "not deployed"
+    doc = {
+        "version": m.version,
+        "campaign": m.campaign,
+        "kind": m.kind,
+        "created_at": format_ts(m.created_at),
+        "mode": mode,
+        "artifact": m.artifact,
+        "sha256": m.sha256,
+        "params": dict(m.params),
+        "lineage": dict(m.lineage),
+        "metrics": dict(m.metrics),
+    }
+    out.print_json(json.dumps(doc, default=str))
 
 
 @app.command("settings")

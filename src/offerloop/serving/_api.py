@@ -12,6 +12,8 @@ __all__ = [
     "DecisionOut",
     "FeatureOut",
     "IngestOut",
+    "ModelOut",
+    "ModelsOut",
     "PlayerFeaturesOut",
     "ShadowOut",
 ]
@@ -59,6 +61,22 @@ class PlayerFeaturesOut(BaseModel):
     player_id: str
     as_of: str
     features: dict[str, FeatureOut]
+
+
+class ModelOut(BaseModel):
+    version: str
+    campaign: str
+    kind: str
+    created_at: str
+    mode: str = Field(description="released, shadow, or empty when not deployed")
+    sha256: str
+    params: dict[str, Any]
+    lineage: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
 
 
 class IngestOut(BaseModel):

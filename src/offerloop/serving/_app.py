@@ -20,6 +20,8 @@ from offerloop.serving._api import (
     DecisionOut,
     FeatureOut,
     IngestOut,
+    ModelOut,
+    ModelsOut,
     PlayerFeaturesOut,
     ShadowOut,
 )
@@ -167,6 +169,33 @@ def create_app(system: Offerloop) -> FastAPI:
                 for name, r in readings.items()
             },
         )
+
+    def model_out(version: str) -> ModelOut:
+        m = system.registry.get(version)
+        return ModelOut(
+            version=m.version,
+            campaign=m.campaign,
+            kind=m.kind,
+            created_at=format_ts(m.created_at),
+            mode=system.deployments.state(m.campaign).mode_of(m.version),
+            sha256=m.sha256,
+            params=dict(m.params),
+            lineage=dict(m.lineage),
+            metrics=dict(m.metrics),
+        )
+
+    @app.get("/v1/models", response_model=ModelsOut, tags=["models"])
+    async def list_models(campaign: str | None = None) -> ModelsOut:
+        """Every registered version (optionally of one campaign), oldest first."""
+        if campaign is not None:
+            system.campaign(campaign)  # 404 for an unknown campaign
+        return ModelsOut(models=[model_out(m.version) for m in system.registry.list(campaign)])
+
+    @app.get("/v1/models/{version}", response_model=ModelOut, tags=["models"])
+    async def get_model(version: str = Path(min_length=1, max_length=128)) -> ModelOut:
+        """One version: lineage (data window, rows, features hash, code), parameters, and
+        offline estimates against the release."""
+        return model_out(version)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:
