@@ -20,6 +20,7 @@ from offerloop._clock import format_ts, parse_rfc3339
 from offerloop._errors import InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
+from offerloop.features import Encoder
 
 __all__ = ["app", "main"]
 
@@ -471,6 +472,127 @@ def features_skew(
     out.print("no skew" if r.ok else "SKEW: served values differ from offline recomputation")
     if fail and not r.ok:
         raise typer.Exit(1)
+
+
+logs_app = typer.Typer(help="Logged bandit data from other systems.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+
+
+def _cols(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+@logs_app.command("import")
+def logs_import(
+    path: Path,
+    name: Annotated[str, typer.Option(help="Name to store the log under.")],
+    ts_col: Annotated[str, typer.Option(help="Timestamp column (epoch s or RFC 3339).")] = "ts",
+    action_col: Annotated[str, typer.Option(help="Action (offer) column.")] = "action",
+    reward_col: Annotated[str, typer.Option(help="Reward column.")] = "reward",
+    propensity_col: Annotated[str, typer.Option(help="Propensity column.")] = "propensity",
+    numeric: Annotated[str | None, typer.Option(help="Numeric feature columns, a,b.")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Categorical columns.")] = None,
+    hashed: Annotated[str | None, typer.Option(help="String columns to hash.")] = None,
+    hash_buckets: Annotated[int, typer.Option(min=2, max=4096)] = 16,
+    replace: Annotated[bool, typer.Option(help="Overwrite a log of that name.")] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Import a CSV or Parquet file of (timestamp, features, action, reward, propensity)."""
+    from offerloop.training import ImportSpec, import_log
+
+    spec = ImportSpec(
+        ts_col,
+        action_col,
+        reward_col,
+        propensity_col,
+        _cols(numeric),
+        _cols(categorical),
+        _cols(hashed),
+        hash_buckets,
+    )
+    log = import_log(_settings(data_dir, config).data_dir, name, path, spec, replace)
+    out.print(
+        f"imported {len(log.data)} decisions with {len(log.actions)} actions and "
+        f"{len(log.encoder.feature_names)} features as log {name!r}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="A registry version, 'random', or a learner (linear, gbt, purchase_gbt) trained "
+            "on the older 75% of the log and judged on the rest."
+        ),
+    ],
+    logs: Annotated[str, typer.Option(help="An imported log, or 'native' (decision log).")],
+    campaign: CampaignOpt = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Off-policy estimates (IPS, SNIPS, DR) of a policy on logged data."""
+    from offerloop.pipeline import LEARNERS, make_policy
+    from offerloop.policies import (
+        EpsilonGreedy,
+        GBTPurchase,
+        GBTRevenue,
+        LinearRevenue,
+        Policy,
+        RandomPolicy,
+        RewardModel,
+    )
+    from offerloop.training import build_training_set, evaluate_all, load_log, split_by_time
+
+    with _opened(data_dir, config) as system:
+        s = system.settings
+        judge: RewardModel
+        if logs == "native":
+            c = system.campaign(campaign)
+            data = build_training_set(
+                system.backend, c.id, system.clock.now(), system.window_seconds
+            ).data
+            train, valid = split_by_time(data)
+            actions = c.offer_ids
+            encoder = Encoder.of(system.features)
+            if policy in LEARNERS:
+                candidate: Policy = make_policy(policy, c, encoder, s)
+            judge = GBTPurchase(actions, [o.price for o in c.offers], encoder.spec())
+        else:
+            log = load_log(s.data_dir, logs)
+            train, valid = split_by_time(log.data)
+            actions, spec = log.actions, log.encoder.spec()
+            models: dict[str, RewardModel] = {
+                "linear": LinearRevenue(actions, s.ridge_alpha, spec),
+                "gbt": GBTRevenue(actions, encoder=spec),
+                "purchase_gbt": GBTPurchase(actions, encoder=spec),
+            }
+            if policy in models:
+                candidate = EpsilonGreedy(actions, models[policy], s.epsilon)
+            judge = GBTRevenue(actions, encoder=spec)
+        if len(train) < 10 or len(valid) < 10:
+            raise InvalidInput(f"log {logs!r} has too few decisions to evaluate on")
+        if policy in LEARNERS:
+            candidate.fit(train)
+            data = valid
+        elif policy == "random":
+            candidate, data = RandomPolicy(actions), valid
+        else:
+            candidate, data = system.registry.load(policy), valid
+            if list(candidate.offers) != list(actions):
+                raise InvalidInput(f"{policy} chooses among other offers than log {logs!r}")
+        judge.fit(train)
+        results = evaluate_all(candidate, data, judge)
+    table = Table(
+        title=f"{policy} on {logs}: {len(data)} held-out decisions "
+        f"(logged policy earned {float(data.rewards.mean()):.4f})"
+    )
+    for col in ("estimator", "value per decision", "95% interval", "ESS"):
+        table.add_column(col)
+    for name, e in results.items():
+        table.add_row(name, f"{e.value:.4f}", f"{e.lower:.4f} .. {e.upper:.4f}", f"{e.ess:.0f}")
+    out.print(table)
 
 
 @app.command("check-campaign")

@@ -119,3 +119,14 @@ class RewardModel:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
+
+
+def _bundle(offer: str) -> str:
+    """The bundle part of an offer id ``bundle:message`` (the whole id for other actions)."""
+    return offer.split(":", 1)[0]
+
+
+def _message(offer: str) -> str:
+    """The message part of an offer id; "-" for actions that are not bundle × message."""
+    parts = offer.split(":", 1)
+    return parts[1] if len(parts) == 2 else "-"

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offerloop.features import Encoder, load_features
-from offerloop.policies._base import FeatureRow, LoggedData, RewardModel
+from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
 
 __all__ = ["GBTPurchase", "GBTRevenue"]
 
@@ -62,13 +62,13 @@ class _GBT(RewardModel):
         self.max_weight = float(max_weight)
         self.seed = int(seed)
         self.booster: lgb.Booster | None = None
-        bundles = sorted({o.split(":", 1)[0] for o in self.offers})
-        messages = sorted({o.split(":", 1)[1] for o in self.offers})
+        bundles = sorted({_bundle(o) for o in self.offers})
+        messages = sorted({_message(o) for o in self.offers})
         k = len(self.offers)
         # per offer: bundle one-hot, message one-hot, price, log price
         self._offer_x = np.zeros((k, len(bundles) + len(messages) + 2))
         for i, o in enumerate(self.offers):
-            b, m = o.split(":", 1)
+            b, m = _bundle(o), _message(o)
             self._offer_x[i, bundles.index(b)] = 1.0
             self._offer_x[i, len(bundles) + messages.index(m)] = 1.0
             self._offer_x[i, -2] = self.prices[i]

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offerloop.features import Encoder, load_features
-from offerloop.policies._base import FeatureRow, LoggedData, RewardModel
+from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
 
 __all__ = ["LinearRevenue"]
 
@@ -39,10 +39,10 @@ class LinearRevenue(RewardModel):
         super().__init__(offers)
         self.alpha = float(alpha)
         self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
-        self.bundles = sorted({o.split(":", 1)[0] for o in self.offers})
-        self.messages = sorted({o.split(":", 1)[1] for o in self.offers})
-        self._b = np.array([self.bundles.index(o.split(":", 1)[0]) for o in self.offers])
-        self._m = np.array([self.messages.index(o.split(":", 1)[1]) for o in self.offers])
+        self.bundles = sorted({_bundle(o) for o in self.offers})
+        self.messages = sorted({_message(o) for o in self.offers})
+        self._b = np.array([self.bundles.index(_bundle(o)) for o in self.offers])
+        self._m = np.array([self.messages.index(_message(o)) for o in self.offers])
         self.feature_names = self.encoder.names
         d = len(self.feature_names) + 1
         self.w = np.zeros(len(self.offers))
