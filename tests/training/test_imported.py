@@ -120,7 +120,8 @@ def test_cli_import_and_evaluate(tmp_path: Path) -> None:
     assert "imported 800 decisions" in r.stdout
     r = run("evaluate", "--policy", "linear", "--logs", "legacy", *d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "snips" in r.stdout and "dr" in r.stdout
+    assert "snips" in r.stdout
+    assert "dr" in r.stdout
     r = run("evaluate", "--policy", "random", "--logs", "nope", *d, cwd=tmp_path)
     assert r.returncode == 1
     assert "no imported log 'nope'" in r.stderr
