@@ -8,7 +8,13 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))  # bench.* imports
-BENCHES = ["sim_ratios.py", "decide_latency.py", "features_bench.py", "feast_peer.py"]
+BENCHES = [
+    "sim_ratios.py",
+    "decide_latency.py",
+    "features_bench.py",
+    "feast_peer.py",
+    "learners_vs_vw.py",
+]
 
 if __name__ == "__main__":
     for name in BENCHES:

@@ -84,3 +84,66 @@ def test_rules_first_match_wins() -> None:
     assert p.choose({"purchases_total": 1, "spend_total": 5.0}) == "gems:discount"
     assert p.choose({"purchases_total": 0, "level": 25}) == "boosters:progress"
     assert p.choose({}) == "starter:discount"
+
+
+def _enc() -> list[dict[str, object]]:
+    from offerloop.features import Encoder, load_features
+
+    return Encoder.of(load_features()).spec()
+
+
+class TestGBTRevenueEpsilonGreedy(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        from offerloop.policies import GBTRevenue
+
+        c = campaign()
+        model = GBTRevenue(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
+        return EpsilonGreedy(c.offer_ids, model, 0.1)
+
+
+class TestGBTPurchaseSoftmax(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        from offerloop.policies import GBTPurchase, Softmax
+
+        c = campaign()
+        model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
+        return Softmax(c.offer_ids, model, temperature=0.3, floor=0.004)
+
+
+class TestFixed(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        from offerloop.policies import FixedPolicy
+
+        offers = campaign().offer_ids
+        return FixedPolicy(offers, [1.0] + [0.0] * (len(offers) - 1))
+
+
+def test_softmax_keeps_its_floor(logged: LoggedData) -> None:
+    from offerloop.policies import GBTPurchase, Softmax
+
+    c = campaign()
+    model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
+    probs = Softmax(c.offer_ids, model, 0.05, floor=0.004).fit(logged).act_batch(logged.features)
+    assert probs.min() >= 0.004 - 1e-12
+
+
+def test_changed_artifact_on_disk_refuses_to_load(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from offerloop import ManualClock, Offerloop, load_settings
+
+    system = Offerloop(load_settings(env={}, data_dir=str(tmp_path)), ManualClock(0.0))
+    try:
+        c = system.campaign(None)
+        rec = system.registry.register(c.id, RulesPolicy.from_campaign(c))
+        path = Path(str(tmp_path)) / "artifacts" / rec.artifact
+        path.write_bytes(path.read_bytes().replace(b"mega:urgency", b"coins:social"))
+        with pytest.raises(ArtifactCorrupt, match=f"artifact of {rec.version}: sha256"):
+            system.registry.load(rec.version)
+        with pytest.raises(ArtifactCorrupt):
+            system.release(rec.version, actor="t")  # never released either
+    finally:
+        system.close()

@@ -125,3 +125,35 @@ def test_cli_import_and_evaluate(tmp_path: Path) -> None:
     r = run("evaluate", "--policy", "random", "--logs", "nope", *d, cwd=tmp_path)
     assert r.returncode == 1
     assert "no imported log 'nope'" in r.stderr
+
+
+def test_cli_evaluates_per_decision_probabilities_from_a_file(tmp_path: Path) -> None:
+    src = tmp_path / "old.csv"
+    _write_csv(src, n=200)
+    d = ["--data-dir", str(tmp_path / "data")]
+    run(
+        "logs",
+        "import",
+        str(src),
+        "--name",
+        "legacy",
+        "--ts-col",
+        "time",
+        "--action-col",
+        "arm",
+        "--reward-col",
+        "revenue",
+        "--propensity-col",
+        "p",
+        *d,
+        cwd=tmp_path,
+    )
+    probs = tmp_path / "probs.csv"
+    probs.write_text("probability\n" + "\n".join(["0.5"] * 200) + "\n")
+    r = run("evaluate", "--probabilities", str(probs), "--logs", "legacy", *d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "snips" in r.stdout
+    probs.write_text("probability\n0.5\n")
+    r = run("evaluate", "--probabilities", str(probs), "--logs", "legacy", *d, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "needs 200 probabilities" in r.stderr

@@ -520,14 +520,22 @@ def logs_import(
 
 @app.command("evaluate")
 def evaluate_cmd(
+    logs: Annotated[str, typer.Option(help="An imported log, or 'native' (decision log).")],
     policy: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="A registry version, 'random', or a learner (linear, gbt, purchase_gbt) trained "
             "on the older 75% of the log and judged on the rest."
         ),
-    ],
-    logs: Annotated[str, typer.Option(help="An imported log, or 'native' (decision log).")],
+    ] = None,
+    probabilities: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of --policy: a CSV/Parquet file whose column 'probability' gives, for "
+            "every decision of the log in order, the evaluated policy's probability of the "
+            "logged offer (IPS and SNIPS)."
+        ),
+    ] = None,
     campaign: CampaignOpt = None,
     data_dir: DataDir = None,
     config: Config = None,
@@ -545,9 +553,15 @@ def evaluate_cmd(
     )
     from offerloop.training import build_training_set, evaluate_all, load_log, split_by_time
 
+    if (policy is None) == (probabilities is None):
+        raise InvalidInput("give exactly one of --policy and --probabilities")
     with _opened(data_dir, config) as system:
         s = system.settings
         judge: RewardModel
+        if probabilities is not None:
+            _evaluate_file(system, logs, probabilities, campaign)
+            return
+        assert policy is not None
         if logs == "native":
             c = system.campaign(campaign)
             data = build_training_set(
@@ -591,6 +605,43 @@ def evaluate_cmd(
     for col in ("estimator", "value per decision", "95% interval", "ESS"):
         table.add_column(col)
     for name, e in results.items():
+        table.add_row(name, f"{e.value:.4f}", f"{e.lower:.4f} .. {e.upper:.4f}", f"{e.ess:.0f}")
+    out.print(table)
+
+
+def _evaluate_file(system: Offerloop, logs: str, path: Path, campaign: str | None) -> None:
+    import duckdb
+    import numpy as np
+
+    from offerloop.training import build_training_set, ips, load_log, snips
+
+    if logs == "native":
+        c = system.campaign(campaign)
+        data = build_training_set(
+            system.backend, c.id, system.clock.now(), system.window_seconds
+        ).data
+    else:
+        data = load_log(system.settings.data_dir, logs).data
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
+    try:
+        with duckdb.connect() as con:
+            lit = str(path).replace("'", "''")
+            col = con.execute(f"SELECT probability FROM {reader}('{lit}')").fetchnumpy()
+    except duckdb.Error as exc:
+        raise InvalidInput(f"{path}: cannot read a 'probability' column: {exc}") from exc
+    target = np.asarray(col["probability"], dtype=np.float64)
+    if len(target) != len(data) or not np.all((target >= 0) & (target <= 1)):
+        raise InvalidInput(
+            f"{path}: needs {len(data)} probabilities in [0, 1], one per "
+            f"decision of {logs!r} in order; found {len(target)}"
+        )
+    table = Table(title=f"{path.name} on {logs}: {len(data)} decisions")
+    for col_name in ("estimator", "value per decision", "95% interval", "ESS"):
+        table.add_column(col_name)
+    for name, e in (
+        ("ips", ips(target, data.propensities, data.rewards)),
+        ("snips", snips(target, data.propensities, data.rewards)),
+    ):
         table.add_row(name, f"{e.value:.4f}", f"{e.lower:.4f} .. {e.upper:.4f}", f"{e.ess:.0f}")
     out.print(table)
 

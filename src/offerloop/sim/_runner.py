@@ -81,6 +81,8 @@ class GameSimulation:
         self._seq = itertools.count()
         self._buffer: list[dict[str, Any]] = []
         self._pending: set[str] = set()
+        self.record = False  # keep (decision id, expected revenue of every offer) per decision
+        self.observations: dict[str, np.ndarray] = {}
 
     # -- events --------------------------------------------------------------------------
     def _event(self, p: Player, kind: str, ts: float, **props: Any) -> None:
@@ -188,6 +190,8 @@ class GameSimulation:
         w = self.world
         expected = w.expected_revenue(p, ts)
         k = self.world.campaign.index(d["offer_id"])
+        if self.record:
+            self.observations[d["decision_id"]] = expected
         stats.decisions += 1
         stats.expected_released += float(expected[k])
         stats.expected_random += float(expected.mean())
