@@ -89,35 +89,33 @@ def test_learners_train_and_are_judged_on_imported_logs(tmp_path: Path) -> None:
     assert learned["dr"].lower <= truth <= learned["dr"].upper
 
 
-def test_cli_import_and_evaluate(tmp_path: Path) -> None:
+COLUMNS = (
+    "--ts-col",
+    "time",
+    "--action-col",
+    "arm",
+    "--reward-col",
+    "revenue",
+    "--propensity-col",
+    "p",
+)
+
+
+def _cli_import(tmp_path: Path, n: int, *extra: str) -> tuple[str, ...]:
+    """Write a CSV of ``n`` decisions, import it as log 'legacy'; returns --data-dir args."""
     src = tmp_path / "old.csv"
-    _write_csv(src, n=800)
-    d = ["--data-dir", str(tmp_path / "data")]
-    r = run(
-        "logs",
-        "import",
-        str(src),
-        "--name",
-        "legacy",
-        "--ts-col",
-        "time",
-        "--action-col",
-        "arm",
-        "--reward-col",
-        "revenue",
-        "--propensity-col",
-        "p",
-        "--numeric",
-        "level",
-        "--categorical",
-        "country",
-        "--hashed",
-        "device_id",
-        *d,
-        cwd=tmp_path,
-    )
+    _write_csv(src, n=n)
+    d = ("--data-dir", str(tmp_path / "data"))
+    r = run("logs", "import", str(src), "--name", "legacy", *COLUMNS, *extra, *d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "imported 800 decisions" in r.stdout
+    assert f"imported {n} decisions" in r.stdout
+    return d
+
+
+def test_cli_import_and_evaluate(tmp_path: Path) -> None:
+    d = _cli_import(
+        tmp_path, 800, "--numeric", "level", "--categorical", "country", "--hashed", "device_id"
+    )
     r = run("evaluate", "--policy", "linear", "--logs", "legacy", *d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "snips" in r.stdout
@@ -128,26 +126,7 @@ def test_cli_import_and_evaluate(tmp_path: Path) -> None:
 
 
 def test_cli_evaluates_per_decision_probabilities_from_a_file(tmp_path: Path) -> None:
-    src = tmp_path / "old.csv"
-    _write_csv(src, n=200)
-    d = ["--data-dir", str(tmp_path / "data")]
-    run(
-        "logs",
-        "import",
-        str(src),
-        "--name",
-        "legacy",
-        "--ts-col",
-        "time",
-        "--action-col",
-        "arm",
-        "--reward-col",
-        "revenue",
-        "--propensity-col",
-        "p",
-        *d,
-        cwd=tmp_path,
-    )
+    d = _cli_import(tmp_path, 200)
     probs = tmp_path / "probs.csv"
     probs.write_text("probability\n" + "\n".join(["0.5"] * 200) + "\n")
     r = run("evaluate", "--probabilities", str(probs), "--logs", "legacy", *d, cwd=tmp_path)

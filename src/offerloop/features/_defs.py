@@ -190,6 +190,27 @@ class Batch(Feature):
     kind = "batch"
 
 
+StreamKey = tuple[str, tuple[Condition, ...]]
+
+
+def stream_of(f: Feature) -> StreamKey | None:
+    """The event stream (type and filter) a feature reads, or None (context, sql, batch)."""
+    if isinstance(f, Aggregate | SinceLast):
+        return (f.event, f.where)
+    if isinstance(f, Profile):
+        return ("player_profile", ())
+    return None
+
+
+def property_of(f: Feature) -> str | None:
+    """The event property a feature reads from its stream, if any."""
+    if isinstance(f, Aggregate):
+        return f.property
+    if isinstance(f, Profile):
+        return f.attribute
+    return None
+
+
 def _default_for(type_: str, default: FeatureValue | None) -> FeatureValue:
     if default is not None:
         return default

@@ -37,12 +37,14 @@ from offerloop.features._defs import (
     FeatureValue,
     Profile,
     SinceLast,
+    StreamKey,
+    property_of,
+    stream_of,
 )
 
 __all__ = ["OfflineEngine", "QueryRows"]
 
 NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
-StreamKey = tuple[str, tuple[Condition, ...]]
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,11 @@ class OfflineEngine:
         self._streams: dict[StreamKey, list[str]] = {}
         self._batch_sources: list[Any] = []
         for f in features:
-            key = _stream(f)
+            key = stream_of(f)
             if key is None:
                 continue
             props = self._streams.setdefault(key, [])
-            p = f.property if isinstance(f, Aggregate) else getattr(f, "attribute", None)
+            p = property_of(f)
             if p and p not in props:
                 props.append(p)
 
@@ -237,7 +239,7 @@ class OfflineEngine:
             f"greatest(ts, received_at) AS v{extra} FROM ev "
             f"WHERE type = {_sql_str(event)} AND {_where_sql(where)}"
         )
-        feats = [f for f in self.features if _stream(f) == key]
+        feats = [f for f in self.features if stream_of(f) == key]
         windowed = [f for f in feats if isinstance(f, Aggregate) and not math.isinf(f.seconds)]
         running = [f for f in feats if f not in windowed]
         out: dict[str, NDArray[Any]] = {}
@@ -289,14 +291,6 @@ class OfflineEngine:
             full[idx] = values
             out[f.name] = full
         return out
-
-
-def _stream(f: Feature) -> StreamKey | None:
-    if isinstance(f, Aggregate | SinceLast):
-        return (f.event, f.where)
-    if isinstance(f, Profile):
-        return ("player_profile", ())
-    return None
 
 
 def _col(f: Feature) -> str:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from offerloop.backends import EventRecord
-from offerloop.campaigns import Condition
 from offerloop.features._defs import (
     _UNITS,
     Aggregate,
@@ -35,6 +34,9 @@ from offerloop.features._defs import (
     FeatureValue,
     Profile,
     SinceLast,
+    StreamKey,
+    property_of,
+    stream_of,
 )
 from offerloop.features._values import as_number, as_string, distinct_key, matches
 
@@ -46,7 +48,6 @@ __all__ = [
     "PlayerState",
 ]
 
-StreamKey = tuple[str, tuple[Condition, ...]]
 Entry = tuple[float, str, tuple[Any, ...]]  # (ts, event_id, values of the stream's properties)
 MARGIN = 3600.0  # retention beyond the longest window; covers future-stamped events
 
@@ -172,12 +173,12 @@ class OnlineFeatures:
         windows: dict[StreamKey, float] = {}
         self._feature_stream: dict[str, StreamKey] = {}
         for f in features:
-            key = _stream_of(f)
+            key = stream_of(f)
             if key is None:
                 continue
             self._feature_stream[f.name] = key
             props.setdefault(key, [])
-            prop = _property_of(f)
+            prop = property_of(f)
             if prop is not None and prop not in props[key]:
                 props[key].append(prop)
             w = f.seconds if isinstance(f, Aggregate) else 0.0
@@ -268,22 +269,6 @@ class OnlineFeatures:
             plan = self._plans[key]
             out[f.name] = _read(f, s, plan, as_of)
         return out
-
-
-def _stream_of(f: Feature) -> StreamKey | None:
-    if isinstance(f, Aggregate | SinceLast):
-        return (f.event, f.where)
-    if isinstance(f, Profile):
-        return ("player_profile", ())
-    return None
-
-
-def _property_of(f: Feature) -> str | None:
-    if isinstance(f, Aggregate):
-        return f.property
-    if isinstance(f, Profile):
-        return f.attribute
-    return None
 
 
 def _insort(buf: list[Entry], entry: Entry) -> None:
