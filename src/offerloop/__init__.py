@@ -8,10 +8,12 @@ from offerloop._errors import (
     BackendUnavailable,
     CampaignInvalid,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     OfferloopError,
     Problem,
+    Unauthenticated,
 )
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
@@ -22,6 +24,7 @@ __all__ = [
     "CampaignInvalid",
     "Clock",
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "ManualClock",
     "NotFound",
@@ -30,6 +33,7 @@ __all__ = [
     "Problem",
     "Settings",
     "SystemClock",
+    "Unauthenticated",
     "__version__",
     "format_ts",
     "load_settings",

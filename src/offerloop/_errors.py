@@ -3,6 +3,8 @@
     OfferloopError                 base; ``str(exc)`` is a one-line user-facing message
     ├── InvalidInput               the caller sent something wrong (HTTP 422, CLI exit 2)
     │   └── CampaignInvalid        a campaign file failed validation (every problem listed)
+    ├── Unauthenticated            no credentials where they are required (HTTP 401)
+    ├── Forbidden                  wrong credentials, or the operation is disabled (HTTP 403)
     ├── NotFound                   a named thing does not exist (HTTP 404)
     ├── Conflict                   valid request, but the current state forbids it (HTTP 409)
     ├── ArtifactCorrupt            a stored model artifact failed its sha256 check (HTTP 500)
@@ -23,10 +25,12 @@ __all__ = [
     "BackendUnavailable",
     "CampaignInvalid",
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "NotFound",
     "OfferloopError",
     "Problem",
+    "Unauthenticated",
 ]
 
 
@@ -67,6 +71,14 @@ class InvalidInput(OfferloopError):
 
 class CampaignInvalid(InvalidInput):
     headline = "invalid campaign"
+
+
+class Unauthenticated(OfferloopError):
+    headline = "unauthenticated"
+
+
+class Forbidden(OfferloopError):
+    headline = "forbidden"
 
 
 class NotFound(OfferloopError):

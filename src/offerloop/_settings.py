@@ -96,6 +96,11 @@ class Settings:
     softmax_temperature: float = _s(
         0.2, "Temperature of softmax exploration, in revenue per decision."
     )
+    admin_token: str = _s(
+        "",
+        "Bearer token of the admin HTTP API (/v1/admin/...). Empty: the admin API refuses "
+        "every call (403); the decision and event endpoints are unaffected.",
+    )
     deployment_refresh_seconds: float = _s(
         0.2, "How often a running service re-reads the deployment state (releases, shadows)."
     )

@@ -174,6 +174,10 @@ class Offerloop:
         self.deployments.release(version, actor=actor, reason=reason)
         self._changed(version, "release")
 
+    def canary(self, version: str, share: float, *, actor: str, reason: str = "") -> None:
+        self.deployments.canary(version, share, actor=actor, reason=reason)
+        self._changed(version, "canary")
+
     def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
         self.deployments.undeploy(version, actor=actor, reason=reason)
         self._changed(version, "undeploy")

@@ -25,7 +25,7 @@ def test_deploy_release_rollback_history(tmp_path: Path) -> None:
     d = ["--data-dir", str(tmp_path / "data")]
     st = run("status", *d, cwd=tmp_path)
     assert st.returncode == 0, st.stderr
-    assert "released random-1; shadow rules-2" in st.stdout
+    assert "released random-1; canary -; shadow rules-2" in st.stdout
     r = run("release", "rules-2", "--reason", "try it", "--actor", "alice", *d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "released rules-2" in run("status", *d, cwd=tmp_path).stdout

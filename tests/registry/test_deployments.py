@@ -116,3 +116,32 @@ def test_a_running_service_follows_another_process_within_a_second(
     finally:
         service.close()
         cli.close()
+
+
+def test_canary_serves_a_stable_share_of_players(system: Offerloop) -> None:
+    from offerloop.serving import canary_bucket
+
+    random_v, (rules_v,) = _state(system)
+    system.canary(rules_v, 0.2, actor="t")
+    st = system.deployments.state(system.default_campaign)
+    assert (st.released, st.canary, st.canary_share) == (random_v, rules_v, 0.2)
+    first = {f"q{i}": system.decide(f"q{i}").record for i in range(400)}
+    in_canary = {p for p, d in first.items() if d.mode == "canary"}
+    assert all(first[p].model_version == rules_v for p in in_canary)
+    assert 0.13 < len(in_canary) / 400 < 0.27
+    assert in_canary == {p for p in first if canary_bucket(p, system.default_campaign) < 0.2}
+    again = {p for p in first if system.decide(p).record.mode == "canary"}
+    assert again == in_canary  # the same players keep the same arm
+    system.canary(rules_v, 0.4, actor="t")
+    wider = {p for p in first if system.decide(p).record.mode == "canary"}
+    assert in_canary < wider  # growing the share keeps everyone already in
+    with pytest.raises(Conflict):
+        system.canary(random_v, 0.1, actor="t")
+    from offerloop import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        system.canary(rules_v, 1.0, actor="t")
+    system.release(rules_v, actor="t", reason="canary held")
+    st = system.deployments.state(system.default_campaign)
+    assert (st.released, st.canary) == (rules_v, None)
+    assert system.history()[-2].from_mode == "canary"

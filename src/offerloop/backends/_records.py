@@ -87,8 +87,9 @@ class ModelRecord:
 class DeploymentRecord:
     campaign: str
     version: str
-    mode: str  # "released" | "shadow"
+    mode: str  # "released" | "canary" | "shadow"
     since: float
+    share: float = 0.0  # canary: the share of players it serves
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ _MIGRATIONS = (
     "ALTER TABLE decisions ADD COLUMN backfilled TEXT NOT NULL DEFAULT '{}'",
     "CREATE TABLE batch_loads (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, "
     "file_key TEXT NOT NULL, loaded_at REAL NOT NULL, UNIQUE (source, file_key))",
+    "ALTER TABLE deployments ADD COLUMN share REAL NOT NULL DEFAULT 0",
 )
 
 
@@ -400,7 +401,7 @@ class SQLiteBackend:
     # -- deployments ---------------------------------------------------------------------
     def deployments(self, campaign: str) -> list[DeploymentRecord]:
         rows = self._read(
-            "SELECT campaign, version, mode, since FROM deployments WHERE campaign = ? "
+            "SELECT campaign, version, mode, since, share FROM deployments WHERE campaign = ? "
             "ORDER BY since, version",
             (campaign,),
         )
@@ -419,8 +420,9 @@ class SQLiteBackend:
                 return False
             c.execute("DELETE FROM deployments WHERE campaign = ?", (campaign,))
             c.executemany(
-                "INSERT INTO deployments VALUES (?,?,?,?)",
-                [(d.campaign, d.version, d.mode, d.since) for d in deployments],
+                "INSERT INTO deployments (campaign, version, mode, since, share) "
+                "VALUES (?,?,?,?,?)",
+                [(d.campaign, d.version, d.mode, d.since, d.share) for d in deployments],
             )
             c.executemany(
                 "INSERT INTO transitions (ts, campaign, action, version, from_mode, to_mode, "

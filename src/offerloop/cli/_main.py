@@ -213,6 +213,21 @@ def release(
 
 
 @app.command()
+def canary(
+    version: str,
+    share: Annotated[float, typer.Option(help="Share of players it serves, e.g. 0.1.")],
+    reason: Reason = "",
+    actor: Actor = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Serve a version to a stable share of players (the rest keep the release)."""
+    with _opened(data_dir, config) as system:
+        system.canary(version, share, actor=_actor(actor), reason=reason)
+    out.print(f"{version} is the canary for {share:.0%} of players")
+
+
+@app.command()
 def rollback(
     campaign: CampaignOpt = None,
     reason: Reason = "",
@@ -242,11 +257,13 @@ def undeploy(
 
 @app.command()
 def status(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
-    """What is released and what runs in shadow."""
+    """What is released, which canary serves which share, and what runs in shadow."""
     with _opened(data_dir, config) as system:
         st = system.deployments.state(system.campaign(campaign).id)
+    canary = f"{st.canary} at {st.canary_share:.0%}" if st.canary else "-"
     out.print(
-        f"campaign {st.campaign}: released {st.released}; shadow {', '.join(st.shadows) or '-'}"
+        f"campaign {st.campaign}: released {st.released}; canary {canary}; "
+        f"shadow {', '.join(st.shadows) or '-'}"
     )
 
 

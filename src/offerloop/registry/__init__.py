@@ -1,6 +1,7 @@
 """Model registry (versions, artifacts, lineage) and deployments (released, shadow, history)."""
 
 from offerloop.registry._deployments import (
+    CANARY,
     MODES,
     RELEASED,
     SHADOW,
@@ -11,6 +12,7 @@ from offerloop.registry._deployments import (
 from offerloop.registry._registry import Registry, code_version, dump_params, version_label
 
 __all__ = [
+    "CANARY",
     "MODES",
     "RELEASED",
     "SHADOW",

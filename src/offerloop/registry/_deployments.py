@@ -20,8 +20,9 @@ __all__ = ["DeploymentState", "Deployments"]
 
 Move = tuple[str, str, str, str]  # (action, version, from_mode, to_mode)
 RELEASED = "released"
+CANARY = "canary"
 SHADOW = "shadow"
-MODES = (RELEASED, SHADOW)
+MODES = (RELEASED, CANARY, SHADOW)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class DeploymentState:
     released: str | None
     shadows: tuple[str, ...]
     generation: int
+    canary: str | None = None
+    canary_share: float = 0.0
 
     def mode_of(self, version: str) -> str:
         if version == self.released:
             return RELEASED
+        if version == self.canary:
+            return CANARY
         return SHADOW if version in self.shadows else ""
 
 
@@ -48,7 +53,15 @@ class Deployments:
         rows = self.backend.deployments(campaign)
         released = next((d.version for d in rows if d.mode == RELEASED), None)
         shadows = tuple(d.version for d in rows if d.mode == SHADOW)
-        return DeploymentState(campaign, released, shadows, gen)
+        canary = next((d for d in rows if d.mode == CANARY), None)
+        return DeploymentState(
+            campaign,
+            released,
+            shadows,
+            gen,
+            canary.version if canary else None,
+            canary.share if canary else 0.0,
+        )
 
     # -- transitions ---------------------------------------------------------------------
     def deploy(self, version: str, mode: str = SHADOW, *, actor: str, reason: str = "") -> None:
@@ -56,6 +69,8 @@ class Deployments:
         if mode == RELEASED:
             self.release(version, actor=actor, reason=reason)
             return
+        if mode == CANARY:
+            raise InvalidInput("a canary needs a share: use canary(version, share)")
         if mode != SHADOW:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         campaign = self.registry.get(version).campaign
@@ -82,6 +97,26 @@ class Deployments:
             return moves
 
         self._apply(campaign, change, actor, reason)
+
+    def canary(self, version: str, share: float, *, actor: str, reason: str = "") -> None:
+        """Serve ``version`` to a stable ``share`` of players (replacing any other canary)."""
+        if not 0.0 < share < 1.0:
+            raise InvalidInput(f"share must be between 0 and 1 (exclusive), not {share}")
+        campaign = self.registry.get(version).campaign
+        self.registry.load(version)
+
+        def change(st: DeploymentState) -> list[Move]:
+            if st.released == version:
+                raise Conflict(f"{version} is the released version; it cannot be a canary")
+            if st.canary == version and st.canary_share == share:
+                return []
+            moves: list[Move] = []
+            if st.canary and st.canary != version:
+                moves.append(("undeploy", st.canary, CANARY, ""))
+            moves.append(("canary", version, st.mode_of(version), CANARY))
+            return moves
+
+        self._apply(campaign, change, actor, reason or f"canary at {share:.0%}", share)
 
     def rollback(self, campaign: str, *, actor: str, reason: str = "") -> str:
         """Release the version released before the current one; return it."""
@@ -117,6 +152,7 @@ class Deployments:
         change: Callable[[DeploymentState], list[Move]],
         actor: str,
         reason: str,
+        share: float = 0.0,
     ) -> None:
         """Compute moves from the current state and swap them in, retrying if it changed."""
         for _ in range(20):
@@ -133,7 +169,9 @@ class Deployments:
                         if version in modes and modes[version].mode == dst
                         else now
                     )
-                    modes[version] = DeploymentRecord(campaign, version, dst, since)
+                    modes[version] = DeploymentRecord(
+                        campaign, version, dst, since, share if dst == CANARY else 0.0
+                    )
                 else:
                     modes.pop(version, None)
             transitions = [

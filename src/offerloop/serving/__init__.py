@@ -1,7 +1,13 @@
 """Serving: the decision path and the HTTP API."""
 
 from offerloop.serving._app import MAX_BODY_BYTES, create_app
-from offerloop.serving._decide import Decider, Decision, FeatureSource, new_decision_id
+from offerloop.serving._decide import (
+    Decider,
+    Decision,
+    FeatureSource,
+    canary_bucket,
+    new_decision_id,
+)
 from offerloop.serving._inprocess import InProcessClient
 
 __all__ = [
@@ -10,6 +16,7 @@ __all__ = [
     "Decision",
     "FeatureSource",
     "InProcessClient",
+    "canary_bucket",
     "create_app",
     "new_decision_id",
 ]

@@ -14,6 +14,7 @@ from offerloop import __version__
 from offerloop._clock import format_ts
 from offerloop.events import EventBatch
 from offerloop.monitoring import Metrics
+from offerloop.serving._admin import admin_router
 from offerloop.serving._api import (
     DecideIn,
     DecideOut,
@@ -197,6 +198,8 @@ def create_app(system: Offerloop) -> FastAPI:
         offline estimates against the release."""
         return model_out(version)
 
+    app.include_router(admin_router(system))
+
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:
         system.backend.generation()  # raises BackendUnavailable (503) if the store is gone
@@ -222,3 +225,5 @@ def _refresh_deployment_gauge(system: Offerloop) -> None:
             gauge.labels(c.id, st.released, "released").set(1)
         for v in st.shadows:
             gauge.labels(c.id, v, "shadow").set(1)
+        if st.canary:
+            gauge.labels(c.id, st.canary, "canary").set(st.canary_share)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import threading
@@ -19,9 +20,9 @@ from offerloop.campaigns import Campaign, Offer
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
-from offerloop.registry import RELEASED, Deployments, Registry
+from offerloop.registry import CANARY, RELEASED, Deployments, Registry
 
-__all__ = ["Decider", "Decision", "FeatureSource", "new_decision_id"]
+__all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
 FeatureSource = Callable[[str, float, Mapping[str, Any]], dict[str, FeatureValue]]
 
@@ -38,6 +39,15 @@ class _Live:
     released: tuple[str, Policy] | None
     shadows: tuple[tuple[str, Policy], ...]
     checked_at: float
+    canary: tuple[str, Policy, float] | None = None
+
+
+def canary_bucket(player_id: str, campaign: str) -> float:
+    """A player's stable position in [0, 1) for a campaign: the canary serves players below
+    its share, so a player keeps the same arm while the share is unchanged (and a player in
+    a 10 % canary stays in it when the share grows to 20 %)."""
+    digest = hashlib.sha256(f"{campaign}\x00{player_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def new_decision_id(ts: float) -> str:
@@ -90,12 +100,15 @@ class Decider:
             return cur
         gen = self.backend.generation()
         if cur is not None and cur.generation == gen:
-            cur = _Live(gen, cur.released, cur.shadows, mono)
+            cur = _Live(gen, cur.released, cur.shadows, mono, cur.canary)
         else:
             st = self.deployments.state(campaign)
             released = (st.released, self.registry.load(st.released)) if st.released else None
             shadows = tuple((v, self.registry.load(v)) for v in st.shadows)
-            cur = _Live(st.generation, released, shadows, mono)
+            canary = (
+                (st.canary, self.registry.load(st.canary), st.canary_share) if st.canary else None
+            )
+            cur = _Live(st.generation, released, shadows, mono, canary)
         self._live[campaign] = cur
         return cur
 
@@ -117,6 +130,9 @@ class Decider:
         if live.released is None:
             raise Conflict(f"campaign {campaign.id!r} has no released version")
         version, policy = live.released
+        mode = RELEASED
+        if live.canary is not None and canary_bucket(player_id, campaign.id) < live.canary[2]:
+            version, policy, mode = live.canary[0], live.canary[1], CANARY
         p = _checked(policy.act(row), len(campaign.offers), version)
         idx = self._draw(p)
         shadows = []
@@ -133,14 +149,14 @@ class Decider:
             campaign=campaign.id,
             offer_id=offer.id,
             model_version=version,
-            mode=RELEASED,
+            mode=mode,
             propensity=float(p[idx]),
             features=row,
             context=context,
             shadows=tuple(shadows),
         )
         self.backend.append_decision(record)
-        self.metrics.decisions.labels(campaign.id, version, RELEASED, offer.id).inc()
+        self.metrics.decisions.labels(campaign.id, version, mode, offer.id).inc()
         self.metrics.decision_duration.labels(campaign.id).observe(time.perf_counter() - started)
         return Decision(record, offer)
 

@@ -16,10 +16,12 @@ from offerloop._errors import (
     ArtifactCorrupt,
     BackendUnavailable,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     OfferloopError,
     Problem,
+    Unauthenticated,
 )
 from offerloop.monitoring import Metrics
 
@@ -27,6 +29,8 @@ __all__ = ["STATUS", "install_error_handlers", "location"]
 
 STATUS: tuple[tuple[type[OfferloopError], int, str], ...] = (
     (InvalidInput, 422, "invalid_input"),
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (BackendUnavailable, 503, "backend_unavailable"),
@@ -78,6 +82,8 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         problems = exc.problems if isinstance(exc, InvalidInput) else [Problem("", exc.message)]
         metrics.errors.labels("client" if status < 500 else kind).inc()
         headers = {"Retry-After": "1"} if status == 503 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="offerloop-admin"'}
         return JSONResponse(_body(kind, exc.message, problems), status_code=status, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

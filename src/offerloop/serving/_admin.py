@@ -1,0 +1,136 @@
+"""The admin HTTP API: deployment transitions behind a bearer token.
+
+Every call needs ``Authorization: Bearer <admin_token>``; the token is compared in constant
+time. No header: 401. A wrong token: 403. No token configured: every call is refused (403),
+so the admin API is never open by accident. A refused call changes nothing. The decision
+and event endpoints do not depend on any of this.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from offerloop._clock import format_ts, parse_rfc3339
+from offerloop._errors import Forbidden, InvalidInput, Unauthenticated
+
+if TYPE_CHECKING:
+    from offerloop._system import Offerloop
+
+__all__ = ["admin_router"]
+
+
+class VersionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=1000)
+
+
+class CanaryIn(VersionIn):
+    share: float = Field(gt=0.0, lt=1.0, description="Share of players the canary serves.")
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    campaign: str | None = None
+    reason: str = Field(default="", max_length=1000)
+
+
+def admin_router(system: Offerloop) -> APIRouter:
+    def actor(
+        authorization: str | None = Header(default=None),
+        x_offerloop_actor: str | None = Header(default=None, max_length=128),
+    ) -> str:
+        expected = system.settings.admin_token
+        if not expected:
+            raise Forbidden("the admin API is disabled: set admin_token (OFFERLOOP_ADMIN_TOKEN)")
+        if not authorization:
+            raise Unauthenticated("admin calls need the header Authorization: Bearer <token>")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            raise Forbidden("wrong admin token")
+        return f"api:{x_offerloop_actor}" if x_offerloop_actor else "api"
+
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+    def state(campaign: str | None) -> dict[str, Any]:
+        st = system.deployments.state(system.campaign(campaign).id)
+        return {
+            "campaign": st.campaign,
+            "released": st.released,
+            "canary": st.canary,
+            "canary_share": st.canary_share if st.canary else None,
+            "shadows": list(st.shadows),
+        }
+
+    @router.get("/deployments")
+    async def deployments(campaign: str | None = None, who: str = Depends(actor)) -> Any:
+        """The deployment state of a campaign."""
+        return state(campaign)
+
+    @router.post("/deploy")
+    async def deploy(body: VersionIn, who: str = Depends(actor)) -> Any:
+        """Deploy a version in shadow."""
+        system.deploy(body.version, "shadow", actor=who, reason=body.reason)
+        return state(system.registry.get(body.version).campaign)
+
+    @router.post("/canary")
+    async def canary(body: CanaryIn, who: str = Depends(actor)) -> Any:
+        """Serve a version to a stable share of players."""
+        system.canary(body.version, body.share, actor=who, reason=body.reason)
+        return state(system.registry.get(body.version).campaign)
+
+    @router.post("/release")
+    async def release(body: VersionIn, who: str = Depends(actor)) -> Any:
+        """Release a version."""
+        system.release(body.version, actor=who, reason=body.reason)
+        return state(system.registry.get(body.version).campaign)
+
+    @router.post("/undeploy")
+    async def undeploy(body: VersionIn, who: str = Depends(actor)) -> Any:
+        """Stop a shadow or a canary."""
+        system.undeploy(body.version, actor=who, reason=body.reason)
+        return state(system.registry.get(body.version).campaign)
+
+    @router.post("/rollback")
+    async def rollback(body: RollbackIn, who: str = Depends(actor)) -> Any:
+        """Release again the previous release."""
+        system.rollback(body.campaign, actor=who, reason=body.reason)
+        return state(body.campaign)
+
+    @router.get("/history")
+    async def history(
+        campaign: str | None = None,
+        at: str | None = Query(default=None, description="RFC 3339: the version live then."),
+        who: str = Depends(actor),
+    ) -> Any:
+        """Every transition, or which version was released at time ``at``."""
+        c = system.campaign(campaign).id
+        if at is not None:
+            try:
+                ts = parse_rfc3339(at)
+            except ValueError as exc:
+                raise InvalidInput(f"at: {exc}") from exc
+            return {"campaign": c, "at": at, "released": system.deployments.live_at(c, ts)}
+        return {
+            "campaign": c,
+            "transitions": [
+                {
+                    "ts": format_ts(t.ts),
+                    "action": t.action,
+                    "version": t.version,
+                    "from": t.from_mode,
+                    "to": t.to_mode,
+                    "reason": t.reason,
+                    "actor": t.actor,
+                }
+                for t in system.history(c)
+            ],
+        }
+
+    return router
