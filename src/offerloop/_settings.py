@@ -96,6 +96,32 @@ class Settings:
     softmax_temperature: float = _s(
         0.2, "Temperature of softmax exploration, in revenue per decision."
     )
+    scoring_budget_ms: float = _s(
+        5.0, "Model check: a candidate's p99 time to score one decision must stay below this."
+    )
+    canary_share: float = _s(0.2, "Share of players a candidate serves as the canary.")
+    max_learned_shadows: int = _s(
+        3,
+        "Retrained candidates kept in shadow at once (newest first); each needs a day of "
+        "matured, shadow-scored decisions before the controller can judge it.",
+    )
+    shadow_min_decisions: int = _s(
+        500,
+        "The controller moves a shadow to canary after this many matured shadow-scored "
+        "decisions, when its off-policy estimate on them beats the release.",
+    )
+    canary_min_decisions: int = _s(
+        300, "Matured canary decisions before the controller judges a canary at all."
+    )
+    canary_promote_decisions: int = _s(
+        1000,
+        "Matured canary decisions after which a canary that is not worse is released.",
+    )
+    guard_confidence: float = _s(
+        0.95,
+        "One-sided confidence with which a canary (or fresh release) must be worse in realised "
+        "revenue per decision before the controller rolls it back.",
+    )
     admin_token: str = _s(
         "",
         "Bearer token of the admin HTTP API (/v1/admin/...). Empty: the admin API refuses "
@@ -203,6 +229,12 @@ def _validate(s: Settings) -> None:
     unknown = [x for x in s.learners if x not in ("linear", "gbt", "purchase_gbt")]
     if unknown or not s.learners:
         problems.append(Problem("learners", "must name some of linear, gbt, purchase_gbt"))
+    if s.max_learned_shadows < 1:
+        problems.append(Problem("max_learned_shadows", "must be >= 1"))
+    if not 0 < s.canary_share < 1:
+        problems.append(Problem("canary_share", "must be between 0 and 1"))
+    if not 0.5 <= s.guard_confidence < 1:
+        problems.append(Problem("guard_confidence", "must be in [0.5, 1)"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
     if s.deployment_refresh_seconds < 0:

@@ -50,13 +50,22 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     assert m.metrics["release_version"] == r.release_version
     assert r.version in system.deployments.state(system.default_campaign).shadows
     assert not r.released
-    # a second retrain supersedes the first candidate in shadow
+    # with room for two learned shadows, a third candidate retires the oldest
+    system.settings = system.settings.replace(max_learned_shadows=2)
     r2 = retrain(system, actor="test")
+    r3 = retrain(system, actor="test")
     shadows = system.deployments.state(system.default_campaign).shadows
     assert r2.version in shadows
+    assert r3.version in shadows
     assert r.version not in shadows
+    # every candidate is registered with its verdict and model checks
+    for cand in r3.candidates:
+        m = system.registry.get(cand.version)
+        assert m.metrics["checks"] == ["passed"]
+        assert m.metrics["verdict"] in ("best candidate", "passed checks, not the best")
+        assert m.lineage["features_sha256"] == system.features.digest()
     # the learned policy prefers the offers that sold
-    policy = system.registry.load(r2.version)
+    policy = system.registry.load(r3.version)
     probs = policy.act(system.backend.decisions(system.default_campaign, 0, 1e12)[0].features)
     c = system.campaign(None)
     best = c.offers[int(probs.argmax())]

@@ -115,8 +115,17 @@ def demo(
             raise InvalidInput(f"--feature-delay: {exc}") from exc
         settings = settings.replace(feature_delay_seconds=delay)
     table = Table(title=f"offerloop demo: {players} players, {days} days (revenue per decision)")
-    for col in ("day", "decisions", "released", "random", "oracle", "realised", "versions live"):
-        table.add_column(col, justify="right" if col not in ("versions live",) else "left")
+    for col in (
+        "day",
+        "decisions",
+        "served",
+        "random",
+        "oracle",
+        "realised",
+        "versions live",
+        "canary",
+    ):
+        table.add_column(col, justify="left" if col in ("versions live", "canary") else "right")
     rows = []
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -143,6 +152,7 @@ def demo(
             f"{j['oracle']:.3f}",
             f"{j['realised']:.3f}",
             ", ".join(j["released_versions"]),
+            j["canary"] or "-",
         )
     out.print(table)
     for j in rows:

@@ -1,6 +1,7 @@
 """The delivery pipeline: retrain, evaluate, register, shadow, release on evidence; and the
 feature jobs over the decision log (backfill, skew report)."""
 
+from offerloop.pipeline._controller import ControlStep, control
 from offerloop.pipeline._features import (
     BackfillResult,
     SkewReport,
@@ -20,9 +21,11 @@ __all__ = [
     "LEARNERS",
     "BackfillResult",
     "Candidate",
+    "ControlStep",
     "RetrainResult",
     "SkewReport",
     "backfill",
+    "control",
     "make_policy",
     "offline_engine",
     "retrain",

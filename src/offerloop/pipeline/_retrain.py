@@ -12,6 +12,7 @@ from offerloop._settings import Settings
 from offerloop._system import Offerloop
 from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
+from offerloop.pipeline._checks import check_model
 from offerloop.policies import (
     REWARD_MODELS,
     EpsilonGreedy,
@@ -35,6 +36,7 @@ class Candidate:
     learner: str
     estimate: Estimate  # doubly robust value per decision on the held-out rows
     uplift: Estimate | None  # paired difference against the release
+    problems: tuple[str, ...] = ()  # failed model checks
 
 
 @dataclass(frozen=True)
@@ -117,22 +119,39 @@ def retrain(
         "code_version": code_version(),
         "trained_at": now,
     }
-    trained: list[tuple[str, EpsilonGreedy, Estimate, Estimate | None, Estimate | None]] = []
+    trained: list[
+        tuple[str, EpsilonGreedy, Estimate, Estimate | None, Estimate | None, list[str]]
+    ] = []
     for learner in learners:
         policy = make_policy(learner, c, encoder, s).fit(train)
         if release is not None:
             est, rel, diff = compare(policy, release, judge, valid)
         else:
             est, rel, diff = compare(policy, policy, judge, valid)[0], None, None
-        trained.append((learner, policy, est, rel, diff))
-    best = max(range(len(trained)), key=lambda i: trained[i][2].value)
+        problems = check_model(policy, valid.features, system.features, s.scoring_budget_ms)
+        trained.append((learner, policy, est, rel, diff, problems))
+    passing = [i for i, t in enumerate(trained) if not t[5]]
+    if not passing:
+        raise Conflict(
+            "every candidate failed its model checks: "
+            + "; ".join(f"{t[0]}: {', '.join(t[5])}" for t in trained)
+        )
+    best = max(passing, key=lambda i: trained[i][2].value)
     candidates: list[Candidate] = []
     records = []
-    for i, (learner, policy, est, rel, diff) in enumerate(trained):
+    for i, (learner, policy, est, rel, diff, problems) in enumerate(trained):
+        verdict = (
+            "rejected: " + "; ".join(problems)
+            if problems
+            else "best candidate"
+            if i == best
+            else "passed checks, not the best"
+        )
         metrics: dict[str, object] = {
             "ope_dr": est.as_dict(),
             "evaluated_with": f"doubly robust, judge {judge.kind} fitted on train rows",
-            "verdict": "best candidate" if i == best else "not the best candidate",
+            "verdict": verdict,
+            "checks": problems or ["passed"],
         }
         if rel is not None and diff is not None:
             metrics.update(
@@ -140,12 +159,14 @@ def retrain(
             )
         record = system.registry.register(c.id, policy, {**lineage, "learner": learner}, metrics)
         records.append(record)
-        candidates.append(Candidate(record.version, learner, est, diff))
+        candidates.append(Candidate(record.version, learner, est, diff, tuple(problems)))
     winner = candidates[best]
     system.deploy(winner.version, SHADOW, actor=actor, reason="best retrained candidate")
-    for old in state.shadows:  # the newest best candidate replaces earlier ones
-        if system.registry.get(old).kind in LEARNERS:
-            system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
+    # keep the newest few learned shadows: each needs a day of scored, matured decisions
+    # before the controller can judge it; older ones make way
+    learned = [v for v in state.shadows if system.registry.get(v).kind in LEARNERS]
+    for old in learned[: max(0, len(learned) - (s.max_learned_shadows - 1))]:
+        system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
     reasons: list[str] = []
     released = False
     diff = winner.uplift

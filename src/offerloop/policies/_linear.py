@@ -90,7 +90,7 @@ class LinearRevenue(RewardModel):
         by_bundle = x @ self.U.T  # (n, nb)
         by_message = x @ self.V.T  # (n, nm)
         out: Matrix = self.w[None, :] + by_bundle[:, self._b] + by_message[:, self._m]
-        return out
+        return np.maximum(out, 0.0)  # revenue is never negative
 
     def state(self) -> dict[str, Any]:
         return {

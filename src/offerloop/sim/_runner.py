@@ -42,6 +42,7 @@ class DayStats:
     expected_oracle: float = 0.0
     realised: float = 0.0  # revenue of purchases answering decisions
     night: str = ""
+    canary: str = ""  # the canary serving that day, with its share
 
     def per_decision(self, total: float) -> float:
         return total / self.decisions if self.decisions else 0.0
@@ -56,6 +57,7 @@ class DayStats:
             "random": round(self.per_decision(self.expected_random), 4),
             "oracle": round(self.per_decision(self.expected_oracle), 4),
             "realised": round(self.per_decision(self.realised), 4),
+            "canary": self.canary,
             "night": self.night,
         }
 
