@@ -17,9 +17,9 @@ def test_short_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert [d.day for d in days] == [0, 1, 2, 3]
     assert all(d.decisions > 100 for d in days)
     assert days[0].released_versions == ["random-1"]
-    assert days[0].night.startswith("no retrain")  # no reward is final after one day
+    assert days[0].night.startswith("pipeline skipped")  # no reward is final after one day
     # first models from day 0's final rewards: three learners registered (versions 3-5)
-    assert re.match(r"^(linear|gbt|purchase_gbt)-[345] ", days[1].night), days[1].night
+    assert re.match(r"^pipeline: (linear|gbt|purchase_gbt)-[345] ", days[1].night), days[1].night
     for d in days:
         j = d.as_json()
         assert {"day", "decisions", "released_version", "released", "random", "oracle"} <= set(j)
