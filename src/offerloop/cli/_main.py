@@ -501,6 +501,73 @@ def features_skew(
         raise typer.Exit(1)
 
 
+pipeline_app = typer.Typer(help="The delivery pipeline.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    campaign: CampaignOpt = None,
+    release_if_better: Annotated[
+        bool, typer.Option(help="Also release the winner when its uplift clears the gate.")
+    ] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """One run: retrain every learner, then one controller step; recorded under runs/."""
+    from offerloop.pipeline import run_pipeline
+
+    with _opened(data_dir, config) as system:
+        doc = run_pipeline(system, campaign, release_if_better)
+    out.print_json(json.dumps(doc, default=str))
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    every: Annotated[str, typer.Option(help="Interval between runs, e.g. 24h or 30m.")] = "24h",
+    runs: Annotated[int, typer.Option(help="Stop after this many runs (0: never).")] = 0,
+    campaign: CampaignOpt = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Run the pipeline periodically in this process (runs never overlap)."""
+    import time as _time
+
+    from offerloop.features import parse_duration
+    from offerloop.pipeline import run_pipeline
+
+    try:
+        seconds = parse_duration(every)
+    except ValueError as exc:
+        raise InvalidInput(f"--every: {exc}") from exc
+    done = 0
+    while runs == 0 or done < runs:
+        with _opened(data_dir, config) as system:
+            try:
+                doc = run_pipeline(system, campaign)
+                out.print(f"{doc['id']}: {doc['status']}")
+            except OfferloopError as exc:
+                err.print(f"[yellow]run skipped:[/yellow] {exc.message}", highlight=False)
+        done += 1
+        if runs == 0 or done < runs:
+            _time.sleep(seconds)
+
+
+@pipeline_app.command("runs")
+def pipeline_runs(data_dir: DataDir = None, config: Config = None) -> None:
+    """Recorded pipeline runs, oldest first."""
+    from offerloop.pipeline import list_runs
+
+    table = Table(title="pipeline runs")
+    for col in ("id", "started", "status", "winner", "controller"):
+        table.add_column(col)
+    for r in list_runs(_settings(data_dir, config).data_dir):
+        winner = r.get("retrain", {}).get("winner") or r.get("retrain", {}).get("skipped", "-")
+        steps = "; ".join(f"{s['action']} {s['version']}" for s in r.get("controller", []))
+        table.add_row(r["id"], r["started_at"], r["status"], str(winner), steps or "-")
+    out.print(table)
+
+
 logs_app = typer.Typer(help="Logged bandit data from other systems.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
 

@@ -16,6 +16,7 @@ from offerloop.pipeline._retrain import (
     make_policy,
     retrain,
 )
+from offerloop.pipeline._runs import list_runs, pipeline_lock, run_pipeline
 
 __all__ = [
     "LEARNERS",
@@ -26,8 +27,11 @@ __all__ = [
     "SkewReport",
     "backfill",
     "control",
+    "list_runs",
     "make_policy",
     "offline_engine",
+    "pipeline_lock",
     "retrain",
+    "run_pipeline",
     "skew_report",
 ]

@@ -62,6 +62,7 @@ def run_demo(
         release_confidence=config.release_confidence,
         canary_share=0.3,
         canary_promote_decisions=800,
+        max_learned_shadows=2,
     )
     clock = ManualClock(DEMO_START)
     system = Offerloop(settings, clock)
@@ -80,6 +81,9 @@ def run_demo(
                 stats = sim.play_day(day, on_decision)
                 stats.canary = f"{st.canary} ({st.canary_share:.0%})" if st.canary else ""
                 notes = []
+                # evidence first (judge yesterday's shadows and the canary), then new candidates
+                for step in control(system):
+                    notes.append(f"controller {step.action}: {step.reason}")
                 try:
                     result = retrain(system, actor="pipeline", release_if_better=True)
                     verdict = "released" if result.released else "in shadow"
@@ -89,8 +93,6 @@ def run_demo(
                     )
                 except Conflict as exc:
                     notes.append(f"pipeline skipped: {exc.message}")
-                for step in control(system):
-                    notes.append(f"controller {step.action}: {step.reason}")
                 if day == config.broken_day:
                     broken = _broken_candidate(system)
                     system.canary(
