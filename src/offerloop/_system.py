@@ -3,6 +3,7 @@ deployments, decisions and metrics. Each concern lives in its own module; this o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,7 +51,11 @@ class Offerloop:
         self.metrics = Metrics()
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(self.backend, self.registry, self.clock)
-        self.online = OnlineFeatures(self.features)
+        self._online = OnlineFeatures(self.features)
+        self._online_ready = False
+        self._online_lock = threading.Lock()
+        self.rebuilt_events = 0
+        self.rebuild_seconds = 0.0
         self.sql_sources = SqlSources(
             self.features.of_kind(Sql),
             on_fallback=lambda src, why: self.metrics.feature_fallbacks.labels(src, why).inc(),
@@ -58,9 +63,6 @@ class Offerloop:
         self.batch_sources = BatchSources(self.features.of_kind(Batch), self.backend)
         self._next_poll = 0.0
         self.poll_batches()
-        started = time.perf_counter()
-        self.rebuilt_events = self.online.rebuild(self.backend.iter_events(), self.clock.now())
-        self.rebuild_seconds = time.perf_counter() - started
         self.decider = Decider(
             self.backend,
             self.player_features,
@@ -72,6 +74,24 @@ class Offerloop:
             refresh_seconds=settings.deployment_refresh_seconds,
             seed=None if settings.decision_seed < 0 else settings.decision_seed,
         )
+
+    @property
+    def online(self) -> OnlineFeatures:
+        """The online feature state, rebuilt from the event log on first use (``serve`` warms
+        it at start; CLI commands that never read features never pay for it)."""
+        if not self._online_ready:
+            self.warm()
+        return self._online
+
+    def warm(self) -> None:
+        """Rebuild the online feature state from the event log, if not done yet."""
+        with self._online_lock:
+            if self._online_ready:
+                return
+            started = time.perf_counter()
+            self.rebuilt_events = self._online.rebuild(self.backend.iter_events(), self.clock.now())
+            self.rebuild_seconds = time.perf_counter() - started
+            self._online_ready = True
 
     def close(self) -> None:
         self.sql_sources.close()
@@ -113,9 +133,10 @@ class Offerloop:
             self.settings.max_batch_events,
             self.settings.max_future_seconds,
         )
-        started = time.perf_counter()
-        self.online.apply(result.stored, self.clock.now())
-        self.metrics.feature_update_duration.observe(time.perf_counter() - started)
+        if self._online_ready:  # otherwise the rebuild will read these events from the log
+            started = time.perf_counter()
+            self._online.apply(result.stored, self.clock.now())
+            self.metrics.feature_update_duration.observe(time.perf_counter() - started)
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
         return result

@@ -70,8 +70,9 @@ def test_online_state_is_rebuilt_from_the_log_at_start(
     a.close()
     b = Offerloop(settings, clock)
     try:
-        assert b.rebuilt_events == 30
+        assert b.rebuilt_events == 0  # lazy: commands that never read features skip it
         assert b.online.read("p", clock.now()) == served
+        assert b.rebuilt_events == 30
     finally:
         b.close()
 

@@ -84,6 +84,11 @@ def serve(
     from offerloop.serving import create_app
 
     with _opened(data_dir, config) as system:
+        system.warm()  # online features from the event log before the first request
+        err.print(
+            f"online features rebuilt from {system.rebuilt_events} events in "
+            f"{system.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
+        )
         uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
 
 

@@ -1,0 +1,63 @@
+"""`offerloop serve` as a real process on loopback: the README's first steps work."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_over_http(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "offerloop",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "service did not come up"
+            time.sleep(0.2)
+        d = httpx.post(f"{base}/v1/decide", json={"player_id": "p42"}, timeout=5).json()
+        assert d["model_version"] == "random-1"
+        got = httpx.get(f"{base}/v1/decisions/{d['decision_id']}", timeout=5).json()
+        assert got["offer_id"] == d["offer_id"]
+        assert httpx.post(f"{base}/v1/decide", json={}, timeout=5).status_code == 422
+        assert "offerloop_decisions_total" in httpx.get(f"{base}/metrics", timeout=5).text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
