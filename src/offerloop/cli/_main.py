@@ -6,7 +6,7 @@ import getpass
 import json
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +21,7 @@ from offerloop._errors import InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
 from offerloop.features import Encoder
+from offerloop.training import Estimate
 
 __all__ = ["app", "main"]
 
@@ -697,10 +698,15 @@ def evaluate_cmd(
                 raise InvalidInput(f"{policy} chooses among other offers than log {logs!r}")
         judge.fit(train)
         results = evaluate_all(candidate, data, judge)
-    table = Table(
-        title=f"{policy} on {logs}: {len(data)} held-out decisions "
-        f"(logged policy earned {float(data.rewards.mean()):.4f})"
+    _print_estimates(
+        f"{policy} on {logs}: {len(data)} held-out decisions "
+        f"(logged policy earned {float(data.rewards.mean()):.4f})",
+        results,
     )
+
+
+def _print_estimates(title: str, results: Mapping[str, Estimate]) -> None:
+    table = Table(title=title)
     for col in ("estimator", "value per decision", "95% interval", "ESS"):
         table.add_column(col)
     for name, e in results.items():
@@ -734,15 +740,13 @@ def _evaluate_file(system: Offerloop, logs: str, path: Path, campaign: str | Non
             f"{path}: needs {len(data)} probabilities in [0, 1], one per "
             f"decision of {logs!r} in order; found {len(target)}"
         )
-    table = Table(title=f"{path.name} on {logs}: {len(data)} decisions")
-    for col_name in ("estimator", "value per decision", "95% interval", "ESS"):
-        table.add_column(col_name)
-    for name, e in (
-        ("ips", ips(target, data.propensities, data.rewards)),
-        ("snips", snips(target, data.propensities, data.rewards)),
-    ):
-        table.add_row(name, f"{e.value:.4f}", f"{e.lower:.4f} .. {e.upper:.4f}", f"{e.ess:.0f}")
-    out.print(table)
+    _print_estimates(
+        f"{path.name} on {logs}: {len(data)} decisions",
+        {
+            "ips": ips(target, data.propensities, data.rewards),
+            "snips": snips(target, data.propensities, data.rewards),
+        },
+    )
 
 
 @app.command("check-campaign")
