@@ -19,6 +19,7 @@ offline both follow this rule, which is why they agree even when events arrive l
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +60,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 FeatureValue = float | int | str
 
 
+@functools.cache  # pure, and read on every online lookup of a windowed feature
 def parse_duration(text: str) -> float:
     """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"2w"`` → seconds; ``"lifetime"`` → inf."""
     if text == "lifetime":

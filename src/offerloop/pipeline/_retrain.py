@@ -103,7 +103,6 @@ def retrain(
         )
     train, valid = split_by_time(ts.data)
     encoder = Encoder.of(system.features)
-    judge = make_model(GBTPurchase.kind, c, encoder, s).fit(train)
     state = system.deployments.state(c.id)
     release: Policy | None = system.registry.load(state.released) if state.released else None
     lineage = {
@@ -122,8 +121,14 @@ def retrain(
     trained: list[
         tuple[str, EpsilonGreedy, Estimate, Estimate | None, Estimate | None, list[str]]
     ] = []
-    for learner in learners:
-        policy = make_policy(learner, c, encoder, s).fit(train)
+    policies = [(learner, make_policy(learner, c, encoder, s).fit(train)) for learner in learners]
+    # the judge is a purchase × price model fitted on the same rows: reuse that candidate's
+    # model when there is one (same parameters and seed, so the same fit)
+    judge = next(
+        (p.model for learner, p in policies if learner == GBTPurchase.kind),
+        None,
+    ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
+    for learner, policy in policies:
         if release is not None:
             est, rel, diff = compare(policy, release, judge, valid)
         else:
