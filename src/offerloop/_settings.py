@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from offerloop._errors import InvalidInput, Problem
+from offerloop._schedule import parse_schedule
 
 __all__ = ["Settings", "load_settings"]
 
@@ -72,15 +73,16 @@ class Settings:
     min_training_decisions: int = _s(
         200, "Retraining is skipped with fewer decisions whose reward is final."
     )
-    release_margin: float = _s(
+    gate_margin: float = _s(
         0.0,
-        "Auto-release (demo, retrain --release-if-better) needs the lower bound of the "
-        "candidate's doubly robust uplift over the release to exceed this (revenue/decision).",
+        "Pipeline gate: a candidate goes to shadow only if the lower bound of its doubly robust "
+        "uplift over the release exceeds this (revenue per decision).",
     )
-    release_confidence: float = _s(
-        0.95,
-        "Two-sided confidence level of the interval whose lower bound gates auto-release "
-        "(0.95: the uplift is positive with 97.5% one-sided confidence).",
+    gate_confidence: float = _s(
+        0.8,
+        "One-sided confidence of the pipeline gate's lower bound (0.8: the uplift beats the "
+        "margin with 80% confidence). Lenient on purpose: a shadow is never shown, and the "
+        "controller demands live evidence before any player sees it.",
     )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     learners: tuple[str, ...] = _s(
@@ -117,10 +119,30 @@ class Settings:
         1000,
         "Matured canary decisions after which a canary that is not worse is released.",
     )
+    shadow_confidence: float = _s(
+        0.8,
+        "One-sided confidence with which a shadow's live off-policy uplift over the release "
+        "must be positive before the controller makes it the canary (0.5: the point estimate).",
+    )
     guard_confidence: float = _s(
         0.95,
         "One-sided confidence with which a canary (or fresh release) must be worse in realised "
         "revenue per decision before the controller rolls it back.",
+    )
+    release_watch_decisions: int = _s(
+        1000,
+        "A fresh release is watched for this many matured decisions: if its realised revenue "
+        "per decision is worse than the previous release's (guard_confidence), it is rolled back.",
+    )
+    max_error_rate: float = _s(
+        0.01,
+        "Guardrail: a canary (or shadow) that fails to score more than this share of its "
+        "decisions is taken out of service.",
+    )
+    pipeline_schedule: str = _s(
+        "",
+        "Run the pipeline inside `offerloop serve` on this schedule: an interval ('24h', '30m') "
+        "or a 5-field cron expression ('0 3 * * *', UTC). Empty: no in-service schedule.",
     )
     admin_token: str = _s(
         "",
@@ -218,8 +240,11 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("max_batch_events", "must be between 1 and 100000"))
     if not 0 <= s.epsilon <= 1:
         problems.append(Problem("epsilon", "must be between 0 and 1"))
-    if not 0.5 <= s.release_confidence < 1:
-        problems.append(Problem("release_confidence", "must be in [0.5, 1)"))
+    for name in ("gate_confidence", "shadow_confidence", "guard_confidence"):
+        if not 0.5 <= getattr(s, name) < 1:
+            problems.append(Problem(name, "must be in [0.5, 1)"))
+    if not 0 <= s.max_error_rate < 1:
+        problems.append(Problem("max_error_rate", "must be in [0, 1)"))
     if s.feature_delay_seconds < 0:
         problems.append(Problem("feature_delay_seconds", "must be >= 0"))
     if s.exploration not in ("epsilon_greedy", "softmax"):
@@ -233,10 +258,13 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("max_learned_shadows", "must be >= 1"))
     if not 0 < s.canary_share < 1:
         problems.append(Problem("canary_share", "must be between 0 and 1"))
-    if not 0.5 <= s.guard_confidence < 1:
-        problems.append(Problem("guard_confidence", "must be in [0.5, 1)"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
+    if s.pipeline_schedule:
+        try:
+            parse_schedule(s.pipeline_schedule)
+        except InvalidInput as exc:
+            problems.append(Problem("pipeline_schedule", exc.message))
     if s.deployment_refresh_seconds < 0:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:

@@ -41,6 +41,7 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     _traffic(system, clock, 600)
     clock.advance(25 * HOUR)
     _traffic(system, clock, 30)  # open windows: must be left out
+    system.settings = system.settings.replace(gate_margin=-1e9)  # every winner passes the gate
     r = retrain(system, actor="test")
     assert r.rows == 600
     m = system.registry.get(r.version)
@@ -49,7 +50,8 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     assert m.lineage["train_rows"] + m.lineage["valid_rows"] == 600
     assert m.metrics["release_version"] == r.release_version
     assert r.version in system.deployments.state(system.default_campaign).shadows
-    assert not r.released
+    assert r.shadowed
+    assert system.deployments.state(system.default_campaign).released == r.release_version
     # with room for two learned shadows, a third candidate retires the oldest
     system.settings = system.settings.replace(max_learned_shadows=2)
     r2 = retrain(system, actor="test")
@@ -62,7 +64,10 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     for cand in r3.candidates:
         m = system.registry.get(cand.version)
         assert m.metrics["checks"] == ["passed"]
-        assert m.metrics["verdict"] in ("best candidate", "passed checks, not the best")
+        assert m.metrics["verdict"] in (
+            "best candidate, passed the gate: deployed in shadow",
+            "passed checks, not the best",
+        )
         assert m.lineage["features_sha256"] == system.features.digest()
     # the learned policy prefers the offers that sold
     policy = system.registry.load(r3.version)
@@ -70,3 +75,33 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     c = system.campaign(None)
     best = c.offers[int(probs.argmax())]
     assert best.bundle.id == "starter"
+
+
+def test_a_winner_that_fails_the_gate_is_registered_but_not_deployed(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    _traffic(system, clock, 600)
+    clock.advance(25 * HOUR)
+    system.settings = system.settings.replace(gate_margin=1e9)  # nothing beats the release by that
+    before = system.deployments.state(system.default_campaign)
+    r = retrain(system, actor="test")
+    assert not r.shadowed
+    assert system.deployments.state(system.default_campaign).shadows == before.shadows
+    verdict = system.registry.get(r.version).metrics["verdict"]
+    assert verdict.startswith("best candidate, failed the gate: uplift lower bound")
+    assert "<= margin 1e+09" in r.reasons[0]
+
+
+def test_retrain_within_a_run_is_idempotent(system: Offerloop, clock: ManualClock) -> None:
+    _traffic(system, clock, 600)
+    clock.advance(25 * HOUR)
+    system.settings = system.settings.replace(gate_margin=-1e9)
+    now = clock.now()
+    first = retrain(system, actor="test", run="run-x", now=now)
+    clock.advance(HOUR)  # a resumed run later: same window, nothing trained or registered twice
+    n_models = len(system.registry.list())
+    again = retrain(system, actor="test", run="run-x", now=now)
+    assert len(system.registry.list()) == n_models
+    assert [c.version for c in again.candidates] == [c.version for c in first.candidates]
+    assert again.rows == first.rows
+    assert [c.estimate for c in again.candidates] == [c.estimate for c in first.candidates]

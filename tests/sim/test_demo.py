@@ -17,9 +17,13 @@ def test_short_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert [d.day for d in days] == [0, 1, 2, 3]
     assert all(d.decisions > 100 for d in days)
     assert days[0].released_versions == ["random-1"]
-    assert days[0].night.startswith("pipeline skipped")  # no reward is final after one day
-    # first models from day 0's final rewards: three learners registered (versions 3-5)
-    assert re.match(r"^pipeline: (linear|gbt|purchase_gbt)-[345] ", days[1].night), days[1].night
+    # the night's run judges first (nothing to judge yet), then trains on day 0's final
+    # rewards: three learners registered (versions 3-5), the best gated into shadow or not
+    assert days[0].night.startswith("controller wait rules-2: "), days[0].night
+    assert re.search(
+        r"\| pipeline: (linear|gbt|purchase_gbt)-[345] best of 3, (to shadow|not deployed): ",
+        days[0].night,
+    ), days[0].night
     for d in days:
         j = d.as_json()
         assert {"day", "decisions", "released_version", "released", "random", "oracle"} <= set(j)

@@ -62,6 +62,8 @@ class DecisionRecord:
     context: JSON = field(default_factory=dict)
     shadows: tuple[ShadowChoice, ...] = ()
     backfilled: JSON = field(default_factory=dict)  # features added later, computed offline
+    score_ms: float = 0.0  # time the serving policy took to score this decision
+    fallback: str = ""  # why a canary did not serve a player in its share ("" when it did)
 
     @property
     def training_row(self) -> dict[str, Any]:

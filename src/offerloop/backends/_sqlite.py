@@ -95,6 +95,8 @@ _MIGRATIONS = (
     "CREATE TABLE batch_loads (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, "
     "file_key TEXT NOT NULL, loaded_at REAL NOT NULL, UNIQUE (source, file_key))",
     "ALTER TABLE deployments ADD COLUMN share REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE decisions ADD COLUMN score_ms REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE decisions ADD COLUMN fallback TEXT NOT NULL DEFAULT ''",
 )
 
 
@@ -270,7 +272,7 @@ class SQLiteBackend:
         with self._write() as c:
             try:
                 c.execute(
-                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         d.decision_id,
                         d.ts,
@@ -284,6 +286,8 @@ class SQLiteBackend:
                         _dumps(dict(d.context)),
                         _dumps(shadows),
                         _dumps(dict(d.backfilled)),
+                        d.score_ms,
+                        d.fallback,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -304,6 +308,8 @@ class SQLiteBackend:
             context=json.loads(r[9]),
             shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
             backfilled=json.loads(r[11]),
+            score_ms=r[12],
+            fallback=r[13],
         )
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:

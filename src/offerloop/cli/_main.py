@@ -76,21 +76,39 @@ def _actor(actor: str | None) -> str:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="Also run the pipeline in this process: 24h or a cron expression."),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Run the HTTP service (decisions, events, metrics)."""
+    """Run the HTTP service (decisions, events, metrics), optionally with the pipeline's
+    schedule (setting pipeline_schedule) running inside it."""
     import uvicorn
 
+    from offerloop._schedule import parse_schedule
+    from offerloop.pipeline import PipelineScheduler
     from offerloop.serving import create_app
 
+    when = schedule if schedule is not None else _settings(data_dir, config).pipeline_schedule
+    parsed = parse_schedule(when) if when else None
     with _opened(data_dir, config) as system:
         system.warm()  # online features from the event log before the first request
         err.print(
             f"online features rebuilt from {system.rebuilt_events} events in "
             f"{system.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
         )
-        uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
+        sched = None
+        if parsed is not None:
+            sched = PipelineScheduler(system, parsed)
+            sched.start()
+            err.print(f"pipeline schedule {when!r}: next run at {format_ts(sched.next_at)}")
+        try:
+            uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
+        finally:
+            if sched is not None:
+                sched.stop()
 
 
 @app.command()
@@ -172,19 +190,20 @@ def demo(
 @app.command("retrain")
 def retrain_cmd(
     campaign: CampaignOpt = None,
-    release_if_better: Annotated[
-        bool, typer.Option(help="Release when the lower bound beats the release.")
-    ] = False,
     actor: Actor = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Train on decisions with final rewards, register, deploy in shadow."""
+    """Train on decisions with final rewards, register, gate, deploy the winner in shadow."""
     from offerloop.pipeline import retrain
 
     with _opened(data_dir, config) as system:
-        r = retrain(system, campaign, actor=_actor(actor), release_if_better=release_if_better)
-    out.print(f"registered {r.version} from {r.rows} decisions; deployed in shadow")
+        r = retrain(system, campaign, actor=_actor(actor))
+    where = "deployed in shadow" if r.shadowed else "not deployed (failed the gate)"
+    out.print(
+        f"registered {len(r.candidates)} candidates from {r.rows} decisions; "
+        f"best {r.version}, {where}"
+    )
     out.print(
         f"offline estimate {r.candidate.value:.4f} per decision "
         f"(95% CI {r.candidate.lower:.4f}..{r.candidate.upper:.4f}, ESS {r.candidate.ess:.0f})"
@@ -192,7 +211,7 @@ def retrain_cmd(
     if r.release is not None:
         out.print(f"release {r.release_version}: {r.release.value:.4f} per decision")
     for reason in r.reasons:
-        out.print(("released: " if r.released else "") + reason)
+        out.print(reason)
 
 
 @app.command()
@@ -514,49 +533,55 @@ app.add_typer(pipeline_app, name="pipeline")
 @pipeline_app.command("run")
 def pipeline_run(
     campaign: CampaignOpt = None,
-    release_if_better: Annotated[
-        bool, typer.Option(help="Also release the winner when its uplift clears the gate.")
-    ] = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """One run: retrain every learner, then one controller step; recorded under runs/."""
+    """One run: retrain, gate, shadow, then one controller step; recorded under runs/.
+
+    A run that crashed or failed is resumed (same id and data window)."""
     from offerloop.pipeline import run_pipeline
 
     with _opened(data_dir, config) as system:
-        doc = run_pipeline(system, campaign, release_if_better)
+        doc = run_pipeline(system, campaign)
     out.print_json(json.dumps(doc, default=str))
 
 
 @pipeline_app.command("schedule")
 def pipeline_schedule(
-    every: Annotated[str, typer.Option(help="Interval between runs, e.g. 24h or 30m.")] = "24h",
+    every: Annotated[
+        str | None, typer.Option(help="Interval between runs, e.g. 24h or 30m (UTC-anchored).")
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option(help="Or a 5-field cron expression (UTC), e.g. '0 3 * * *'.")
+    ] = None,
     runs: Annotated[int, typer.Option(help="Stop after this many runs (0: never).")] = 0,
+    now: Annotated[bool, typer.Option("--now", help="Also run once right away.")] = False,
     campaign: CampaignOpt = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Run the pipeline periodically in this process (runs never overlap)."""
-    import time as _time
+    """Run the pipeline periodically in this process (runs never overlap, even across
+    processes; a crashed run is resumed at the next firing)."""
+    from offerloop._schedule import parse_schedule
+    from offerloop.pipeline import PipelineScheduler
 
-    from offerloop.features import parse_duration
-    from offerloop.pipeline import run_pipeline
+    if every is not None and cron is not None:
+        raise InvalidInput("give either --every or --cron, not both")
+    text = cron if cron is not None else (every or "24h")
+    schedule = parse_schedule(text)
+    with _opened(data_dir, config) as system:
 
-    try:
-        seconds = parse_duration(every)
-    except ValueError as exc:
-        raise InvalidInput(f"--every: {exc}") from exc
-    done = 0
-    while runs == 0 or done < runs:
-        with _opened(data_dir, config) as system:
-            try:
-                doc = run_pipeline(system, campaign)
-                out.print(f"{doc['id']}: {doc['status']}")
-            except OfferloopError as exc:
-                err.print(f"[yellow]run skipped:[/yellow] {exc.message}", highlight=False)
-        done += 1
-        if runs == 0 or done < runs:
-            _time.sleep(seconds)
+        def report(o: dict[str, object]) -> None:
+            line = f"{o.get('id', '-')}: {o['status']}" + (
+                f" ({o['reason']})" if "reason" in o else ""
+            )
+            out.print(line, highlight=False)
+            nxt = sched.next_at
+            out.print(f"next run at {format_ts(nxt)}", highlight=False)
+
+        sched = PipelineScheduler(system, schedule, campaign, run_now=now, on_outcome=report)
+        out.print(f"schedule {text!r}: first run at {format_ts(sched.next_at)}", highlight=False)
+        sched.run_forever(max_runs=runs)
 
 
 @pipeline_app.command("runs")

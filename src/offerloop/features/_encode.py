@@ -7,6 +7,8 @@ encoding rows the way it was trained even after the feature definitions change.
 from __future__ import annotations
 
 import math
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -33,6 +35,7 @@ class Encoder:
             for s in spec
         ]
         self.names = [n for f in self._features for n in f.encoded_names()]
+        self._key = repr(self.spec())
 
     @classmethod
     def of(cls, features: FeatureSet) -> Encoder:
@@ -52,11 +55,26 @@ class Encoder:
         return out
 
     def matrix(self, rows: Sequence[Mapping[str, object]]) -> NDArray[np.float64]:
-        """Encode many rows at once, a column at a time (same values as :meth:`encode`)."""
+        """Encode many rows at once, a column at a time (same values as :meth:`encode`).
+
+        Batches are memoised by identity: evaluating several policies and a judge on the same
+        logged rows (an immutable sequence) encodes them once.
+        """
         if len(rows) <= 8:  # a decision's row: per-row is faster than numpy per column
             return np.array([self.encode(r) for r in rows], dtype=np.float64).reshape(
                 len(rows), len(self.names)
             )
+        with _MEMO_LOCK:
+            for cached_rows, key, cached in _MEMO:
+                if cached_rows is rows and key == self._key and len(cached) == len(rows):
+                    return cached
+        out = self._matrix(rows)
+        out.flags.writeable = False
+        with _MEMO_LOCK:
+            _MEMO.appendleft((rows, self._key, out))
+        return out
+
+    def _matrix(self, rows: Sequence[Mapping[str, object]]) -> NDArray[np.float64]:
         out = np.zeros((len(rows), len(self.names)), dtype=np.float64)
         j = 0
         for f in self._features:
@@ -72,6 +90,11 @@ class Encoder:
             out[:, j] = x / f.scale
             j += 1
         return out
+
+
+# the last few encoded batches: (rows, encoder spec, matrix); strong refs keep ids unique
+_MEMO: deque[tuple[Sequence[Mapping[str, object]], str, NDArray[np.float64]]] = deque(maxlen=4)
+_MEMO_LOCK = threading.Lock()
 
 
 def _number(v: object) -> float:

@@ -79,6 +79,18 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.policy_errors = Counter(
+            "offerloop_policy_errors",
+            "Decisions a canary or shadow version failed to score (the release served instead).",
+            ["campaign", "model_version", "mode"],
+            registry=r,
+        )
+        self.pipeline_runs = Counter(
+            "offerloop_pipeline_runs",
+            "Scheduled pipeline runs, by outcome (finished, failed, skipped).",
+            ["outcome"],
+            registry=r,
+        )
         self.transitions = Counter(
             "offerloop_deployment_transitions",
             "Deployment changes applied.",

@@ -1,4 +1,5 @@
-"""The delivery pipeline: retrain, evaluate, register, shadow, release on evidence; and the
+"""The delivery pipeline: retrain, evaluate, gate, register, shadow; the controller (canary,
+release, rollback on evidence); scheduled, resumable runs; and the
 feature jobs over the decision log (backfill, skew report)."""
 
 from offerloop.pipeline._controller import ControlStep, control
@@ -16,13 +17,16 @@ from offerloop.pipeline._retrain import (
     make_policy,
     retrain,
 )
-from offerloop.pipeline._runs import list_runs, pipeline_lock, run_pipeline
+from offerloop.pipeline._runs import MAX_ATTEMPTS, list_runs, pipeline_lock, run_pipeline
+from offerloop.pipeline._scheduler import PipelineScheduler
 
 __all__ = [
     "LEARNERS",
+    "MAX_ATTEMPTS",
     "BackfillResult",
     "Candidate",
     "ControlStep",
+    "PipelineScheduler",
     "RetrainResult",
     "SkewReport",
     "backfill",

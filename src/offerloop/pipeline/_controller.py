@@ -1,17 +1,26 @@
 """The controller: advances versions through shadow → canary → released on evidence from live
-traffic, and rolls a canary back when it earns less.
+traffic, and rolls back what does worse.
 
-* **shadow → canary:** the newest learned shadow is judged on the decisions it scored (whose
-  rewards have matured): for each, its probability of the offer actually shown is logged, so
-  its uplift over the release is an importance-weighted paired difference. After
-  ``shadow_min_decisions`` such decisions, a lower bound above zero (two-sided
-  ``release_confidence`` interval) makes it the canary for ``canary_share`` of players.
-* **canary → rolled back:** canary and release serve comparable players (a stable hash
-  splits them) over the same days; once ``canary_min_decisions`` canary decisions have
-  matured, a canary whose realised revenue per decision is lower than the release's with
-  one-sided ``guard_confidence`` is removed.
-* **canary → released:** after ``canary_promote_decisions`` matured canary decisions without
-  being worse, it is released.
+* **shadow → canary:** each shadow is judged on the live decisions the release served since
+  the shadow was deployed (rewards matured). The shadow's and the release's probabilities of
+  every offer are recomputed from the logged features, and their paired difference is
+  estimated doubly robustly, with a purchase-probability × price judge (a registered
+  ``purchase_gbt`` model) and only the rows after that judge's training window. After
+  ``shadow_min_decisions`` such decisions, a one-sided ``shadow_confidence`` lower bound above
+  zero makes the best such shadow the canary for ``canary_share`` of players.
+* **canary → rolled back:** canary and release serve comparable players (a stable hash splits
+  them) over the same days. Once ``canary_min_decisions`` canary decisions have matured, a
+  canary whose realised revenue per decision is lower than the release's with one-sided
+  ``guard_confidence`` is removed. Its error rate (decisions it failed to score, which the
+  release served instead) above ``max_error_rate``, or its p99 scoring time above
+  ``scoring_budget_ms``, removes it too, judged on all its decisions from the 100th on.
+* **canary → released:** after ``canary_promote_decisions`` matured canary decisions with its
+  guardrails holding, it is released.
+* **fresh release → rolled back:** for its first ``release_watch_decisions`` matured decisions,
+  a release is compared with the release before it (its last decisions before the switch);
+  worse with one-sided ``guard_confidence``, or over the latency budget: the previous version
+  is released again. A release that itself came from a rollback is not watched (no ping-pong).
+* **shadow → removed:** a shadow that fails to score more than ``max_error_rate`` of decisions.
 
 Every step is a recorded transition with its reason and the actor ``controller``.
 """
@@ -19,6 +28,7 @@ Every step is a recorded transition with its reason and the actor ``controller``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -27,25 +37,29 @@ import numpy as np
 from offerloop._system import Offerloop
 from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
-from offerloop.pipeline._retrain import LEARNERS
+from offerloop.features import Encoder
+from offerloop.pipeline._retrain import make_model
+from offerloop.policies import GBTPurchase, LoggedData, RewardModel
+from offerloop.registry import RELEASED, release_stack
+from offerloop.training import build_training_set, compare
 
-__all__ = ["ControlStep", "control"]
+__all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control"]
+
+# error-rate and latency guardrails are judged from this many decisions on
+GUARD_MIN_DECISIONS = 100
+# a fresh release is compared with the previous release's decisions of up to a week before it
+WATCH_LOOKBACK_SECONDS = 7 * 86400.0
 
 
 @dataclass(frozen=True)
 class ControlStep:
-    action: str  # "canary" | "release" | "rollback" | "wait"
+    action: str  # "canary" | "release" | "rollback" | "remove" | "wait"
     version: str | None
     reason: str
 
 
-def _matured(
-    system: Offerloop, campaign: str, since: float
-) -> tuple[list[DecisionRecord], dict[str, float]]:
-    now = system.clock.now()
-    decisions = system.backend.decisions(campaign, since, now - system.window_seconds)
-    rewards = attribute(system.backend, decisions, system.window_seconds, now)
-    return decisions, {k: r.revenue for k, r in rewards.items()}
+def _z(one_sided: float) -> float:
+    return NormalDist().inv_cdf(one_sided)
 
 
 def _since(system: Offerloop, campaign: str, version: str) -> float:
@@ -55,37 +69,216 @@ def _since(system: Offerloop, campaign: str, version: str) -> float:
 
 
 def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]:
+    """One step: judge the fresh release, then the canary or the shadows; apply and return."""
     c = system.campaign(campaign)
-    s = system.settings
     st = system.deployments.state(c.id)
     steps: list[ControlStep] = []
+    if st.released:
+        watch = _watch_release(system, c.id, st.released)
+        if watch is not None:
+            steps.append(watch)
+            if watch.action == "rollback":
+                system.rollback(c.id, actor="controller", reason=watch.reason)
+                return steps
     if st.canary:
         steps.append(_judge_canary(system, c.id, st.canary, st.released))
-    else:
-        learned = [v for v in st.shadows if system.registry.get(v).kind in LEARNERS]
-        judged = [_judge_shadow(system, c.id, v, st.released) for v in learned if st.released]
-        ready = [j for j in judged if j.action == "canary"]
-        # the oldest shadow with live evidence of uplift becomes the canary
-        steps.extend(ready[:1] if ready else judged[:1])
+    elif st.released:
+        judged = [_judge_shadow(system, c.id, v, st.released) for v in st.shadows]
+        steps.extend(j[0] for j in judged if j[0].action != "canary")
+        ready = sorted((j for j in judged if j[0].action == "canary"), key=lambda j: -j[1])
+        steps.extend(j[0] for j in ready[:1])
     for step in steps:
-        if step.action == "rollback" and step.version:
+        if step.action in ("rollback", "remove") and step.version:
             system.undeploy(step.version, actor="controller", reason=step.reason)
         elif step.action == "release" and step.version:
             system.release(step.version, actor="controller", reason=step.reason)
         elif step.action == "canary" and step.version:
-            system.canary(step.version, s.canary_share, actor="controller", reason=step.reason)
+            system.canary(
+                step.version, system.settings.canary_share, actor="controller", reason=step.reason
+            )
     return steps
 
 
-def _judge_shadow(system: Offerloop, campaign: str, version: str, released: str) -> ControlStep:
+# -- evidence --------------------------------------------------------------------------------
+def _rewards(system: Offerloop, decisions: Sequence[DecisionRecord]) -> dict[str, float]:
+    now = system.clock.now()
+    got = attribute(system.backend, decisions, system.window_seconds, now)
+    return {k: r.revenue for k, r in got.items()}
+
+
+def _matured(system: Offerloop, decisions: Sequence[DecisionRecord]) -> list[DecisionRecord]:
+    end = system.clock.now() - system.window_seconds
+    return [d for d in decisions if d.ts < end]
+
+
+def _served(decisions: Sequence[DecisionRecord], version: str, mode: str) -> list[DecisionRecord]:
+    return [d for d in decisions if d.model_version == version and d.mode == mode]
+
+
+def _p99(decisions: Sequence[DecisionRecord]) -> float:
+    return float(np.percentile([d.score_ms for d in decisions], 99)) if decisions else 0.0
+
+
+def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tuple[bool, str]:
+    """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? (Welch z-test.)"""
+    diff = float(np.mean(new) - np.mean(old))
+    se = math.sqrt(float(np.var(new, ddof=1)) / len(new) + float(np.var(old, ddof=1)) / len(old))
+    upper = diff + _z(confidence) * se
+    return upper < 0, (
+        f"{np.mean(new):.4f} vs {np.mean(old):.4f} per decision ({len(new)} vs {len(old)} "
+        f"matured): {diff:+.4f}, one-sided {confidence:.0%} upper bound {upper:+.4f}"
+    )
+
+
+def _guardrails(
+    system: Offerloop, version: str, served: Sequence[DecisionRecord], failed: int
+) -> str | None:
+    """Why ``version`` breaks its error-rate or latency budget, or None."""
     s = system.settings
-    decisions, rewards = _matured(system, campaign, _since(system, campaign, version))
+    total = len(served) + failed
+    if total < GUARD_MIN_DECISIONS:
+        return None
+    if failed / total > s.max_error_rate:
+        return (
+            f"{version} failed to score {failed} of {total} decisions "
+            f"({failed / total:.1%} > max_error_rate {s.max_error_rate:.1%})"
+        )
+    p99 = _p99(served)
+    if p99 > s.scoring_budget_ms:
+        return (
+            f"{version} p99 scoring time {p99:.2f} ms > scoring_budget_ms {s.scoring_budget_ms:g}"
+        )
+    return None
+
+
+# -- judges ----------------------------------------------------------------------------------
+def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlStep | None:
+    s = system.settings
+    transitions = system.backend.transitions(campaign)
+    start = next(
+        (t for t in reversed(transitions) if t.version == released and t.to_mode == RELEASED),
+        None,
+    )
+    stack = release_stack(transitions)
+    if start is None or start.action == "rollback" or len(stack) < 2 or stack[-1] != released:
+        return None
+    previous = stack[-2]
+    now = system.clock.now()
+    after = _served(system.backend.decisions(campaign, start.ts, now + 1e-6), released, RELEASED)
+    matured = _matured(system, after)
+    if len(matured) >= s.release_watch_decisions:
+        return None  # no longer fresh
+    if broken := _guardrails(system, released, after, 0):
+        return ControlStep("rollback", released, f"fresh release breaks a guardrail: {broken}")
+    if len(matured) < s.canary_min_decisions:
+        return ControlStep(
+            "wait",
+            released,
+            f"fresh release {released} watched: {len(matured)} of {s.canary_min_decisions} "
+            "matured decisions",
+        )
+    earlier = system.backend.decisions(campaign, start.ts - WATCH_LOOKBACK_SECONDS, start.ts)
+    before = _matured(system, _served(earlier, previous, RELEASED))[-s.release_watch_decisions :]
+    if len(before) < 2:
+        return None
+    rewards = _rewards(system, [*matured, *before])
+    worse, summary = _worse(
+        [rewards[d.decision_id] for d in matured],
+        [rewards[d.decision_id] for d in before],
+        s.guard_confidence,
+    )
+    if worse:
+        return ControlStep(
+            "rollback", released, f"fresh release earns less than {previous}: {summary}"
+        )
+    return ControlStep("wait", released, f"fresh release {released} watched: {summary}")
+
+
+def _judge_canary(
+    system: Offerloop, campaign: str, canary: str, released: str | None
+) -> ControlStep:
+    s = system.settings
+    decisions = system.backend.decisions(
+        campaign, _since(system, campaign, canary), system.clock.now() + 1e-6
+    )
+    served = _served(decisions, canary, "canary")
+    failed = sum(1 for d in decisions if d.fallback.startswith(f"canary {canary} "))
+    if broken := _guardrails(system, canary, served, failed):
+        return ControlStep("rollback", canary, f"canary breaks a guardrail: {broken}")
+    arm_c = _matured(system, served)
+    arm_r = [
+        d for d in _matured(system, _served(decisions, released or "", RELEASED)) if not d.fallback
+    ]
+    if len(arm_c) < s.canary_min_decisions or len(arm_r) < 2:
+        return ControlStep(
+            "wait",
+            canary,
+            f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions",
+        )
+    rewards = _rewards(system, [*arm_c, *arm_r])
+    worse, summary = _worse(
+        [rewards[d.decision_id] for d in arm_c],
+        [rewards[d.decision_id] for d in arm_r],
+        s.guard_confidence,
+    )
+    summary = f"canary vs {released}: {summary}"
+    if worse:
+        return ControlStep("rollback", canary, f"canary worse: {summary}")
+    if len(arm_c) >= s.canary_promote_decisions:
+        return ControlStep("release", canary, f"canary held: {summary}")
+    return ControlStep("wait", canary, f"canary {canary} watching: {summary}")
+
+
+def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel, float] | None:
+    """A purchase × price model to judge live rows with, and the time from which rows are
+    independent of its training data: the newest registered ``purchase_gbt`` trained only on
+    data from before ``since`` (every live row usable), else the oldest one trained later
+    (rows after its data window), else one fitted now on data before ``since``."""
+    models = [m for m in system.registry.list(campaign) if m.kind == GBTPurchase.kind]
+    ends = {m.version: float(m.lineage.get("data_end", m.created_at)) for m in models}
+    before = [m for m in models if ends[m.version] <= since]
+    pick = (
+        max(before, key=lambda m: ends[m.version])
+        if before
+        else min(models, key=lambda m: ends[m.version], default=None)
+    )
+    if pick is not None:
+        model = getattr(system.registry.load(pick.version), "model", None)
+        if isinstance(model, GBTPurchase):
+            return model, max(since, ends[pick.version])
+    ts = build_training_set(system.backend, campaign, since, system.window_seconds)
+    if len(ts.data) < system.settings.min_training_decisions:
+        return None
+    c = system.campaign(campaign)
+    fitted = make_model(GBTPurchase.kind, c, Encoder.of(system.features), system.settings)
+    return fitted.fit(ts.data), since
+
+
+def _judge_shadow(
+    system: Offerloop, campaign: str, version: str, released: str
+) -> tuple[ControlStep, float]:
+    s = system.settings
+    since = _since(system, campaign, version)
+    decisions = system.backend.decisions(campaign, since, system.clock.now() + 1e-6)
+    scored = sum(1 for d in decisions if any(sh.version == version for sh in d.shadows))
+    total = len(decisions)
+    if total >= GUARD_MIN_DECISIONS and (total - scored) / total > s.max_error_rate:
+        return ControlStep(
+            "remove",
+            version,
+            f"shadow {version} failed to score {total - scored} of {total} decisions "
+            f"(> max_error_rate {s.max_error_rate:.1%})",
+        ), 0.0
+    judge = _judge(system, campaign, since)
+    if judge is None:
+        return ControlStep(
+            "wait", version, f"{version} in shadow: no data yet to fit a judge on"
+        ), 0.0
+    model, start = judge
     rows = [
-        (d, sh)
-        for d in decisions
-        if d.mode == "released" and d.model_version == released
-        for sh in d.shadows
-        if sh.version == version
+        d
+        for d in _matured(system, _served(decisions, released, RELEASED))
+        if d.ts >= start and any(sh.version == version for sh in d.shadows)
     ]
     n = len(rows)
     if n < s.shadow_min_decisions:
@@ -93,58 +286,22 @@ def _judge_shadow(system: Offerloop, campaign: str, version: str, released: str)
             "wait",
             version,
             f"{version} in shadow: {n} of {s.shadow_min_decisions} matured decisions scored",
-        )
-    w = np.array([sh.logged_offer_probability / d.propensity for d, sh in rows])
-    r = np.array([rewards[d.decision_id] for d, _ in rows])
-    terms = (w - 1.0) * r  # its value minus the release's, on the same decisions
-    mean = float(terms.mean())
-    se = float(terms.std(ddof=1)) / math.sqrt(n)
-    low = mean - NormalDist().inv_cdf(0.5 + s.release_confidence / 2) * se
-    if low > 0:
-        return ControlStep(
-            "canary",
-            version,
-            f"live off-policy uplift over {released} "
-            f"{mean:+.4f} per decision (lower bound {low:+.4f}) on {n} decisions",
-        )
-    return ControlStep(
-        "wait",
-        version,
-        f"{version} in shadow: live uplift {mean:+.4f} "
-        f"(lower bound {low:+.4f}) on {n} decisions, not yet positive",
+        ), 0.0
+    rewards = _rewards(system, rows)
+    data = LoggedData(
+        features=[d.training_row for d in rows],
+        offers=[d.offer_id for d in rows],
+        rewards=np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
+        propensities=np.array([d.propensity for d in rows], dtype=np.float64),
+        ts=np.array([d.ts for d in rows], dtype=np.float64),
     )
-
-
-def _judge_canary(
-    system: Offerloop, campaign: str, canary: str, released: str | None
-) -> ControlStep:
-    s = system.settings
-    decisions, rewards = _matured(system, campaign, _since(system, campaign, canary))
-    arm_c = [
-        rewards[d.decision_id]
-        for d in decisions
-        if d.mode == "canary" and d.model_version == canary
-    ]
-    arm_r = [
-        rewards[d.decision_id]
-        for d in decisions
-        if d.mode == "released" and d.model_version == released
-    ]
-    n_c, n_r = len(arm_c), len(arm_r)
-    if n_c < s.canary_min_decisions or n_r < 2:
-        return ControlStep(
-            "wait", canary, f"canary {canary}: {n_c} of {s.canary_min_decisions} matured decisions"
-        )
-    diff = float(np.mean(arm_c) - np.mean(arm_r))
-    se = math.sqrt(float(np.var(arm_c, ddof=1)) / n_c + float(np.var(arm_r, ddof=1)) / n_r)
-    upper = diff + NormalDist().inv_cdf(s.guard_confidence) * se
+    shadow, release = system.registry.load(version), system.registry.load(released)
+    _, _, diff = compare(shadow, release, model, data)
+    low = diff.value - _z(s.shadow_confidence) * diff.se
     summary = (
-        f"realised revenue per decision {np.mean(arm_c):.4f} (canary, {n_c}) vs "
-        f"{np.mean(arm_r):.4f} ({released}, {n_r}): {diff:+.4f}, one-sided "
-        f"{s.guard_confidence:.0%} upper bound {upper:+.4f}"
+        f"live doubly robust uplift over {released} {diff.value:+.4f} per decision "
+        f"(one-sided {s.shadow_confidence:.0%} lower bound {low:+.4f}) on {n} decisions"
     )
-    if upper < 0:
-        return ControlStep("rollback", canary, f"canary worse: {summary}")
-    if n_c >= s.canary_promote_decisions:
-        return ControlStep("release", canary, f"canary held: {summary}")
-    return ControlStep("wait", canary, f"canary {canary} watching: {summary}")
+    if low > 0:
+        return ControlStep("canary", version, summary), low
+    return ControlStep("wait", version, f"{version} in shadow: {summary}, not yet positive"), low

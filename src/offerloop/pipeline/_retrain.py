@@ -1,10 +1,12 @@
 """Retraining: logged decisions → every configured learner → off-policy evaluation against the
-release → registry → the best one in shadow (→ released on evidence)."""
+release → registry → the gate → the best one in shadow (the controller takes it from there)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from offerloop._errors import Conflict, InvalidInput
@@ -48,7 +50,7 @@ class RetrainResult:
     release_version: str | None
     release: Estimate | None
     uplift: Estimate | None
-    released: bool
+    shadowed: bool  # passed the gate and went to shadow
     reasons: list[str] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
 
@@ -77,23 +79,31 @@ def retrain(
     campaign: str | None = None,
     *,
     actor: str = "retrain",
-    release_if_better: bool = False,
     learners: Sequence[str] | None = None,
+    run: str = "",
+    now: float | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RetrainResult:
-    """Train every configured learner on the decisions whose reward is final.
+    """Train every configured learner on the decisions whose reward is final at ``now``.
 
     The newest quarter of the data (by time) is held out. Each candidate and the current
     release are evaluated on it with the doubly robust estimator, all with the same reward
     model (a purchase-probability × price model fitted on the older rows), and so is each
     candidate's paired difference against the release. Every candidate is registered with its
-    lineage and estimates; the best is deployed in shadow, replacing earlier candidates. With
-    ``release_if_better`` it is released when the lower bound of its uplift (two-sided
-    ``release_confidence`` interval) exceeds ``release_margin``.
+    lineage, estimates and verdict. The gate: the best candidate that passes its model checks
+    goes to shadow only if the one-sided ``gate_confidence`` lower bound of its uplift over
+    the release exceeds ``gate_margin``. Older learned shadows beyond ``max_learned_shadows``
+    make way. Releases are the controller's job, on live evidence.
+
+    With ``run`` (a pipeline run id) retraining is idempotent: a learner already registered
+    by that run is loaded instead of trained again, so a resumed run adds no duplicates.
+    ``on_stage`` is told when each stage is done (for the run record).
     """
     c = system.campaign(campaign)
     s = system.settings
     learners = list(learners or s.learners)
-    now = system.clock.now()
+    now = system.clock.now() if now is None else now
+    stage = on_stage or (lambda _name, _doc: None)
     ts = build_training_set(system.backend, c.id, now, system.window_seconds)
     n = len(ts.data)
     if n < s.min_training_decisions:
@@ -102,6 +112,7 @@ def retrain(
             f"({ts.open_excluded} still open); retraining needs {s.min_training_decisions}"
         )
     train, valid = split_by_time(ts.data)
+    stage("data", {"start": ts.start, "end": ts.end, "rows": n, "open": ts.open_excluded})
     encoder = Encoder.of(system.features)
     state = system.deployments.state(c.id)
     release: Policy | None = system.registry.load(state.released) if state.released else None
@@ -117,17 +128,32 @@ def retrain(
         "features_sha256": system.features.digest(),
         "code_version": code_version(),
         "trained_at": now,
+        "run": run,
     }
-    trained: list[
-        tuple[str, EpsilonGreedy, Estimate, Estimate | None, Estimate | None, list[str]]
-    ] = []
-    policies = [(learner, make_policy(learner, c, encoder, s).fit(train)) for learner in learners]
+    done = {
+        str(m.lineage.get("learner")): m
+        for m in system.registry.list(c.id)
+        if run and m.lineage.get("run") == run
+    }
+    policies: list[tuple[str, Policy]] = []
+    for learner in learners:
+        if learner in done:
+            policies.append((learner, system.registry.load(done[learner].version)))
+        else:
+            policies.append((learner, make_policy(learner, c, encoder, s).fit(train)))
     # the judge is a purchase × price model fitted on the same rows: reuse that candidate's
     # model when there is one (same parameters and seed, so the same fit)
     judge = next(
-        (p.model for learner, p in policies if learner == GBTPurchase.kind),
+        (
+            m
+            for learner, p in policies
+            if learner == GBTPurchase.kind
+            and isinstance(m := getattr(p, "model", None), GBTPurchase)
+        ),
         None,
     ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
+    z = NormalDist().inv_cdf(s.gate_confidence)
+    trained = []
     for learner, policy in policies:
         if release is not None:
             est, rel, diff = compare(policy, release, judge, valid)
@@ -136,22 +162,23 @@ def retrain(
         problems = check_model(policy, valid.features, system.features, s.scoring_budget_ms)
         trained.append((learner, policy, est, rel, diff, problems))
     passing = [i for i, t in enumerate(trained) if not t[5]]
-    if not passing:
-        raise Conflict(
-            "every candidate failed its model checks: "
-            + "; ".join(f"{t[0]}: {', '.join(t[5])}" for t in trained)
-        )
-    best = max(passing, key=lambda i: trained[i][2].value)
+    best = max(passing, key=lambda i: trained[i][2].value) if passing else -1
+    best_diff = trained[best][4] if best >= 0 else None
+    gate_low = best_diff.value - z * best_diff.se if best_diff is not None else math.inf
+    gated = best >= 0 and gate_low > s.gate_margin
     candidates: list[Candidate] = []
-    records = []
     for i, (learner, policy, est, rel, diff, problems) in enumerate(trained):
-        verdict = (
-            "rejected: " + "; ".join(problems)
-            if problems
-            else "best candidate"
-            if i == best
-            else "passed checks, not the best"
-        )
+        if problems:
+            verdict = "rejected: " + "; ".join(problems)
+        elif i != best:
+            verdict = "passed checks, not the best"
+        elif gated:
+            verdict = "best candidate, passed the gate: deployed in shadow"
+        else:
+            verdict = (
+                f"best candidate, failed the gate: uplift lower bound {gate_low:+.4f} "
+                f"<= margin {s.gate_margin:g}"
+            )
         metrics: dict[str, object] = {
             "ope_dr": est.as_dict(),
             "evaluated_with": f"doubly robust, judge {judge.kind} fitted on train rows",
@@ -162,36 +189,37 @@ def retrain(
             metrics.update(
                 release_version=state.released, release_dr=rel.as_dict(), uplift_dr=diff.as_dict()
             )
-        record = system.registry.register(c.id, policy, {**lineage, "learner": learner}, metrics)
-        records.append(record)
+        if learner in done:
+            record = done[learner]
+        else:
+            record = system.registry.register(
+                c.id, policy, {**lineage, "learner": learner}, metrics
+            )
         candidates.append(Candidate(record.version, learner, est, diff, tuple(problems)))
+    stage("candidates", {"versions": [x.version for x in candidates]})
+    if best < 0:
+        raise Conflict(
+            "every candidate failed its model checks: "
+            + "; ".join(f"{t[0]}: {', '.join(t[5])}" for t in trained)
+        )
     winner = candidates[best]
-    system.deploy(winner.version, SHADOW, actor=actor, reason="best retrained candidate")
-    # keep the newest few learned shadows: each needs a day of scored, matured decisions
-    # before the controller can judge it; older ones make way
-    learned = [v for v in state.shadows if system.registry.get(v).kind in LEARNERS]
-    for old in learned[: max(0, len(learned) - (s.max_learned_shadows - 1))]:
-        system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
-    reasons: list[str] = []
-    released = False
+    conf = f"one-sided {s.gate_confidence:.0%}"
     diff = winner.uplift
-    conf = f"{s.release_confidence:.0%}"
     if diff is None:
-        reasons.append("no release to compare with")
-    elif (low := diff.lower_bound(s.release_confidence)) > s.release_margin:
-        reasons.append(
-            f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "
-            f"{low:+.4f} > margin {s.release_margin:g}"
-        )
-        if release_if_better:
-            system.release(winner.version, actor=actor, reason=reasons[-1])
-            released = True
+        reason = "no release to compare with"
     else:
-        reasons.append(
+        reason = (
             f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "
-            f"{diff.lower_bound(s.release_confidence):+.4f} <= margin {s.release_margin:g}: "
-            "kept in shadow"
+            f"{gate_low:+.4f} {'>' if gated else '<='} margin {s.gate_margin:g}"
         )
+    if gated and state.mode_of(winner.version) == "":
+        system.deploy(winner.version, SHADOW, actor=actor, reason=f"passed the gate: {reason}")
+        # keep the newest few learned shadows: each needs a day of scored, matured decisions
+        # before the controller can judge it; older ones make way
+        learned = [v for v in state.shadows if system.registry.get(v).kind in LEARNERS]
+        for old in learned[: max(0, len(learned) - (s.max_learned_shadows - 1))]:
+            system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
+    stage("gate", {"winner": winner.version, "shadowed": gated, "reason": reason})
     return RetrainResult(
         campaign=c.id,
         version=winner.version,
@@ -200,7 +228,7 @@ def retrain(
         release_version=state.released,
         release=trained[best][3],
         uplift=diff,
-        released=released,
-        reasons=reasons,
+        shadowed=gated,
+        reasons=[reason],
         candidates=candidates,
     )

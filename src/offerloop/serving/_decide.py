@@ -20,7 +20,7 @@ from offerloop.campaigns import Campaign, Offer
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
-from offerloop.registry import CANARY, RELEASED, Deployments, Registry
+from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
 
 __all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
@@ -130,14 +130,28 @@ class Decider:
         if live.released is None:
             raise Conflict(f"campaign {campaign.id!r} has no released version")
         version, policy = live.released
-        mode = RELEASED
+        mode, fallback, p = RELEASED, "", None
+        t0 = time.perf_counter()
         if live.canary is not None and canary_bucket(player_id, campaign.id) < live.canary[2]:
-            version, policy, mode = live.canary[0], live.canary[1], CANARY
-        p = _checked(policy.act(row), len(campaign.offers), version)
+            # a failing canary must not fail the player: the release serves, the log says why
+            try:
+                p = _checked(live.canary[1].act(row), len(campaign.offers), live.canary[0])
+                version, mode = live.canary[0], CANARY
+            except Exception as exc:  # any bug in a candidate model
+                fallback = f"canary {live.canary[0]} failed: {exc}"[:500]
+                self.metrics.policy_errors.labels(campaign.id, live.canary[0], CANARY).inc()
+                t0 = time.perf_counter()
+        if p is None:
+            p = _checked(policy.act(row), len(campaign.offers), version)
+        score_ms = (time.perf_counter() - t0) * 1000.0
         idx = self._draw(p)
         shadows = []
         for sv, sp in live.shadows:
-            q = _checked(sp.act(row), len(campaign.offers), sv)
+            try:
+                q = _checked(sp.act(row), len(campaign.offers), sv)
+            except Exception:  # a shadow that fails is left out of this decision, and counted
+                self.metrics.policy_errors.labels(campaign.id, sv, SHADOW).inc()
+                continue
             j = self._draw(q)
             shadows.append(ShadowChoice(sv, campaign.offers[j].id, float(q[j]), float(q[idx])))
             self.metrics.shadow_scores.labels(campaign.id, sv).inc()
@@ -154,6 +168,8 @@ class Decider:
             features=row,
             context=context,
             shadows=tuple(shadows),
+            score_ms=score_ms,
+            fallback=fallback,
         )
         self.backend.append_decision(record)
         self.metrics.decisions.labels(campaign.id, version, mode, offer.id).inc()

@@ -11,7 +11,7 @@ from offerloop._clock import ManualClock, parse_rfc3339
 from offerloop._errors import Conflict
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
-from offerloop.pipeline import control, retrain
+from offerloop.pipeline import run_pipeline
 from offerloop.policies import FixedPolicy
 from offerloop.serving import InProcessClient, create_app
 from offerloop.sim._runner import DayStats, GameSimulation
@@ -29,12 +29,12 @@ class DemoConfig:
     players: int = 2000
     seed: int = 7
     fresh: bool = False
-    # The demo releases on an 80 % two-sided interval (90 % one-sided): replacing uniform
-    # random is a low-risk move, and a day of random logs proves little at 95 %.
-    release_confidence: float = 0.8
-    # A broken candidate (always the cheapest bundle) is forced into canary after this day,
-    # to show the controller rolling it back; -1: never.
+    # A broken candidate (always the cheapest bundle) is forced into canary on the first
+    # night from this day on when no other canary is in flight, to show the controller
+    # rolling it back; -1: never.
     broken_day: int = 8
+    canary_share: float = 0.3
+    canary_promote_decisions: int = 400
 
 
 def run_demo(
@@ -43,11 +43,11 @@ def run_demo(
     on_day: Callable[[DayStats], None] | None = None,
     on_decision: Callable[[], None] | None = None,
 ) -> list[DayStats]:
-    """Day 0: ``random`` released, ``rules`` in shadow. Each night: the pipeline retrains every
-    learner, shadows the best and releases it when its off-policy uplift's lower bound is
-    positive; the controller judges shadows on live logs (→ canary) and canaries on realised
-    revenue (→ released or rolled back). After ``broken_day`` a broken candidate is forced
-    into canary, and the controller rolls it back."""
+    """Day 0: ``random`` released, ``rules`` in shadow. Each night one pipeline run: the
+    controller judges shadows on live logs (→ canary), canaries and fresh releases on realised
+    revenue (→ released or rolled back); then every learner is retrained and the best one goes
+    to shadow if it passes the gate. No promotion logic lives here. After ``broken_day`` a
+    broken candidate is forced into canary, and the controller rolls it back."""
     data = Path(settings.data_dir)
     marker = data / MARKER
     if config.fresh and data.exists() and any(data.iterdir()):
@@ -59,9 +59,11 @@ def run_demo(
     settings = settings.replace(
         decision_seed=config.seed,
         deployment_refresh_seconds=0.0,
-        release_confidence=config.release_confidence,
-        canary_share=0.3,
-        canary_promote_decisions=800,
+        # simulated players buy within 3 hours of an offer, so a 4-hour window loses nothing
+        # and lets each night judge that day's decisions
+        attribution_window_hours=4.0,
+        canary_share=config.canary_share,
+        canary_promote_decisions=config.canary_promote_decisions,
         max_learned_shadows=2,
     )
     clock = ManualClock(DEMO_START)
@@ -72,6 +74,7 @@ def run_demo(
     system.bootstrap(actor="demo")
     world = World(system.campaign(None), seed=config.seed)
     days: list[DayStats] = []
+    injected = False
     try:
         with InProcessClient(create_app(system)) as client:
             sim = GameSimulation(client, world, clock, config.players, system.default_campaign)
@@ -81,19 +84,24 @@ def run_demo(
                 stats = sim.play_day(day, on_decision)
                 stats.canary = f"{st.canary} ({st.canary_share:.0%})" if st.canary else ""
                 notes = []
-                # evidence first (judge yesterday's shadows and the canary), then new candidates
-                for step in control(system):
-                    notes.append(f"controller {step.action}: {step.reason}")
-                try:
-                    result = retrain(system, actor="pipeline", release_if_better=True)
-                    verdict = "released" if result.released else "in shadow"
+                doc = run_pipeline(system)
+                for step in doc["controller"]:
+                    notes.append(f"controller {step['action']} {step['version']}: {step['reason']}")
+                r = doc["retrain"]
+                if "skipped" in r:
+                    notes.append(f"pipeline skipped: {r['skipped']}")
+                else:
+                    where = "to shadow" if r["shadowed"] else "not deployed"
                     notes.append(
-                        f"pipeline: {result.version} best of {len(result.candidates)}, "
-                        f"{verdict}: {result.reasons[0]}"
+                        f"pipeline: {r['winner']} best of {len(r['candidates'])}, {where}: "
+                        f"{r['reasons'][0]}"
                     )
-                except Conflict as exc:
-                    notes.append(f"pipeline skipped: {exc.message}")
-                if day == config.broken_day:
+                if (
+                    0 <= config.broken_day <= day
+                    and not injected
+                    and not system.deployments.state(system.default_campaign).canary
+                ):
+                    injected = True
                     broken = _broken_candidate(system)
                     system.canary(
                         broken,

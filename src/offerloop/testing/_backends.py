@@ -46,6 +46,8 @@ def _decision(i: int, ts: float, campaign: str = "c") -> DecisionRecord:
         features={"level": 3.0, "country": "us"},
         context={"platform": "ios"},
         shadows=(ShadowChoice("rules-2", "a:c", 1.0, 0.0),),
+        score_ms=0.125 * i,
+        fallback="canary linear-3 failed: boom" if i % 2 else "",
     )
 
 

@@ -1,0 +1,147 @@
+"""The controller's judgements, each on a small world where "the starter pack sells and nothing
+else does": shadow → canary on live doubly robust evidence, canary → released, rollback of a
+canary that errs or is slow, removal of a shadow that errs, rollback of a fresh release that
+earns less than the one before it."""
+
+from __future__ import annotations
+
+import pytest
+
+from offerloop import ManualClock, Offerloop
+from offerloop.pipeline import control
+from offerloop.policies import FixedPolicy
+from tests.pipeline.test_retrain import _traffic
+
+HOUR = 3600.0
+
+
+def _fixed(system: Offerloop, bundle: str) -> str:
+    """A registered policy offering only ``bundle`` (its messages uniformly)."""
+    c = system.campaign(None)
+    mask = [1.0 if o.bundle.id == bundle else 0.0 for o in c.offers]
+    probs = [m / sum(mask) for m in mask]
+    return system.registry.register(c.id, FixedPolicy(c.offer_ids, probs)).version
+
+
+def _failing(system: Offerloop) -> str:
+    """A policy built for another campaign: its probabilities do not fit, so it cannot score."""
+    c = system.campaign(None)
+    return system.registry.register(c.id, FixedPolicy(c.offer_ids[:3], [1.0, 0.0, 0.0])).version
+
+
+def _steps(system: Offerloop) -> dict[str, tuple[str, str]]:
+    return {s.version or "": (s.action, s.reason) for s in control(system)}
+
+
+def test_a_shadow_with_live_uplift_becomes_the_canary_then_is_released(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    system.settings = system.settings.replace(
+        shadow_min_decisions=200, canary_min_decisions=50, canary_promote_decisions=100
+    )
+    _traffic(system, clock, 400)  # before the shadow: the judge is fitted on these
+    clock.advance(25 * HOUR)
+    good = _fixed(system, "starter")
+    system.deploy(good, "shadow", actor="test")
+    _traffic(system, clock, 400)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[good]
+    assert action == "canary", reason
+    assert "live doubly robust uplift over random-1 +" in reason
+    assert system.deployments.state(system.default_campaign).canary == good
+    _traffic(system, clock, 600)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[good]
+    assert action == "release", reason
+    assert reason.startswith("canary held: canary vs random-1")
+    assert system.deployments.state(system.default_campaign).released == good
+    assert any(
+        (t.version, t.to_mode, t.actor) == (good, "released", "controller")
+        for t in system.history()
+    )
+
+
+def test_a_shadow_without_uplift_waits(system: Offerloop, clock: ManualClock) -> None:
+    system.settings = system.settings.replace(shadow_min_decisions=200)
+    _traffic(system, clock, 400)
+    clock.advance(25 * HOUR)
+    bad = _fixed(system, "mega")
+    system.deploy(bad, "shadow", actor="test")
+    _traffic(system, clock, 400)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[bad]
+    assert action == "wait"
+    assert "not yet positive" in reason
+
+
+def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_error(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    broken = _failing(system)
+    system.canary(broken, 0.5, actor="test")
+    _traffic(system, clock, 300)  # every answer succeeds: the release serves the canary's share
+    decisions = system.backend.decisions(system.default_campaign, 0, clock.now() + 1)
+    fell_back = [d for d in decisions if d.fallback]
+    assert fell_back and all(d.model_version == "random-1" for d in decisions)
+    assert fell_back[0].fallback.startswith(f"canary {broken} failed: ")
+    errors = system.metrics.policy_errors.labels(system.default_campaign, broken, "canary")
+    assert errors._value.get() == len(fell_back)
+    action, reason = _steps(system)[broken]
+    assert action == "rollback"
+    assert f"{broken} failed to score {len(fell_back)} of {len(fell_back)} decisions" in reason
+    assert system.deployments.state(system.default_campaign).canary is None
+
+
+def test_a_canary_over_the_latency_budget_is_rolled_back(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    system.settings = system.settings.replace(scoring_budget_ms=1e-6)
+    slow = _fixed(system, "starter")
+    system.canary(slow, 0.5, actor="test")
+    _traffic(system, clock, 300)
+    action, reason = _steps(system)[slow]
+    assert action == "rollback"
+    assert "p99 scoring time" in reason and "> scoring_budget_ms 1e-06" in reason
+
+
+def test_a_shadow_that_fails_to_score_is_taken_out(system: Offerloop, clock: ManualClock) -> None:
+    broken = _failing(system)
+    system.deploy(broken, "shadow", actor="test")
+    _traffic(system, clock, 150)
+    action, reason = _steps(system)[broken]
+    assert action == "remove"
+    assert "failed to score 150 of 150 decisions" in reason
+    assert broken not in system.deployments.state(system.default_campaign).shadows
+
+
+def test_a_fresh_release_that_earns_less_is_rolled_back_once(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    system.settings = system.settings.replace(canary_min_decisions=100)
+    _traffic(system, clock, 300)  # random's record
+    good = _fixed(system, "starter")
+    system.release(good, actor="test")
+    _traffic(system, clock, 500)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[good]
+    assert action == "wait" and reason.startswith(f"fresh release {good} watched: ")
+    bad = _fixed(system, "mega")
+    system.release(bad, actor="test", reason="a mistake")
+    _traffic(system, clock, 300)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[bad]
+    assert action == "rollback", reason
+    assert reason.startswith(f"fresh release earns less than {good}: ")
+    st = system.deployments.state(system.default_campaign)
+    assert st.released == good
+    assert system.history()[-1].actor == "controller"
+    # the version restored by a rollback is not itself watched (no ping-pong)
+    assert good not in _steps(system)
+
+
+@pytest.mark.parametrize("name", ["gate_confidence", "shadow_confidence", "guard_confidence"])
+def test_confidence_settings_are_validated(name: str) -> None:
+    from offerloop import InvalidInput, load_settings
+
+    with pytest.raises(InvalidInput, match=name):
+        load_settings(env={}, **{name: 1.5})
