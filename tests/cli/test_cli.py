@@ -74,3 +74,22 @@ def test_check_campaign_accepts_the_default(tmp_path: Path) -> None:
     p = run("check-campaign", str(default_campaign_path()), cwd=tmp_path)
     assert p.returncode == 0
     assert "6 bundles × 4 messages = 24 offers" in p.stdout
+
+
+def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path / "data")]
+    _one_line_error(
+        run("pipeline", "schedule", "--cron", "0 25 * * *", *d, cwd=tmp_path), 2, "outside 0-23"
+    )
+    _one_line_error(
+        run("pipeline", "schedule", "--every", "1h", "--cron", "* * * * *", *d, cwd=tmp_path),
+        2,
+        "either --every or --cron",
+    )
+    p = run("pipeline", "schedule", "--every", "1s", "--runs", "2", "--now", *d, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "schedule '1s': first run at" in p.stdout
+    assert p.stdout.count(": finished") == 2
+    listed = run("pipeline", "runs", *d, cwd=tmp_path)
+    assert "run-000001-" in listed.stdout
+    assert "run-000002-" in listed.stdout

@@ -82,7 +82,8 @@ def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_e
     _traffic(system, clock, 300)  # every answer succeeds: the release serves the canary's share
     decisions = system.backend.decisions(system.default_campaign, 0, clock.now() + 1)
     fell_back = [d for d in decisions if d.fallback]
-    assert fell_back and all(d.model_version == "random-1" for d in decisions)
+    assert fell_back
+    assert all(d.model_version == "random-1" for d in decisions)
     assert fell_back[0].fallback.startswith(f"canary {broken} failed: ")
     errors = system.metrics.policy_errors.labels(system.default_campaign, broken, "canary")
     assert errors._value.get() == len(fell_back)
@@ -101,7 +102,8 @@ def test_a_canary_over_the_latency_budget_is_rolled_back(
     _traffic(system, clock, 300)
     action, reason = _steps(system)[slow]
     assert action == "rollback"
-    assert "p99 scoring time" in reason and "> scoring_budget_ms 1e-06" in reason
+    assert "p99 scoring time" in reason
+    assert "> scoring_budget_ms 1e-06" in reason
 
 
 def test_a_shadow_that_fails_to_score_is_taken_out(system: Offerloop, clock: ManualClock) -> None:
@@ -124,7 +126,8 @@ def test_a_fresh_release_that_earns_less_is_rolled_back_once(
     _traffic(system, clock, 500)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[good]
-    assert action == "wait" and reason.startswith(f"fresh release {good} watched: ")
+    assert action == "wait"
+    assert reason.startswith(f"fresh release {good} watched: ")
     bad = _fixed(system, "mega")
     system.release(bad, actor="test", reason="a mistake")
     _traffic(system, clock, 300)

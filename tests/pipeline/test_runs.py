@@ -60,3 +60,112 @@ def test_a_crashed_holder_releases_the_lock(system: Offerloop) -> None:
             proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _crash_after_registering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies right after the candidates are registered, before the shadow deploy."""
+
+    def crash(*_a: object, **_k: object) -> None:
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Offerloop, "deploy", crash)
+
+
+def test_a_failed_run_is_resumed_without_training_twice(
+    system: Offerloop, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system.settings = system.settings.replace(gate_margin=-1e9)
+    _traffic(system, clock, 400)
+    clock.advance(25 * 3600)
+    with monkeypatch.context() as m:
+        _crash_after_registering(m)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_pipeline(system)
+    [failed] = list_runs(system.settings.data_dir)
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: simulated crash"
+    assert "controller" in failed  # how far it got
+    assert "retrain" not in failed
+    registered = failed["stages"]["candidates"]["versions"]
+    n_models = len(system.registry.list())
+    clock.advance(3600)
+    _traffic(system, clock, 50)  # new data must not change a resumed run's window
+    doc = run_pipeline(system)
+    assert doc["id"] == failed["id"]
+    assert doc["status"] == "finished"
+    assert doc["attempts"] == 2
+    assert doc["retrain"]["rows"] == 400
+    assert [c["version"] for c in doc["retrain"]["candidates"]] == registered
+    assert len(system.registry.list()) == n_models  # nothing trained or registered twice
+    assert doc["retrain"]["winner"] in system.deployments.state(system.default_campaign).shadows
+    assert len(list_runs(system.settings.data_dir)) == 1
+
+
+def test_a_run_that_keeps_failing_is_abandoned(
+    system: Offerloop, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offerloop.pipeline import MAX_ATTEMPTS
+
+    system.settings = system.settings.replace(gate_margin=-1e9)
+    _traffic(system, clock, 400)
+    clock.advance(25 * 3600)
+    with monkeypatch.context() as m:
+        _crash_after_registering(m)
+        for _ in range(MAX_ATTEMPTS):
+            with pytest.raises(RuntimeError):
+                run_pipeline(system)
+    doc = run_pipeline(system)
+    first, second = list_runs(system.settings.data_dir)
+    assert (first["status"], first["attempts"]) == ("abandoned", MAX_ATTEMPTS)
+    assert second["id"] == doc["id"] != first["id"]
+    assert second["status"] == "finished"
+
+
+def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) -> None:
+    """A real crash: the process kills itself (-9) right after registering candidates."""
+    system.settings = system.settings.replace(gate_margin=-1e9)
+    _traffic(system, clock, 400)
+    clock.advance(25 * 3600)
+    code = (
+        "import os, signal, sys\n"
+        "from offerloop import Offerloop, load_settings\n"
+        "from offerloop.pipeline import run_pipeline\n"
+        "Offerloop.deploy = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "s = load_settings(env={}, data_dir=sys.argv[1], gate_margin=-1e9)\n"
+        "run_pipeline(Offerloop(s))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, system.settings.data_dir], capture_output=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    [crashed] = list_runs(system.settings.data_dir)
+    assert crashed["status"] == "started"  # it never got to say anything else
+    n_models = len(system.registry.list())
+    doc = run_pipeline(system)
+    assert (doc["id"], doc["status"], doc["attempts"]) == (crashed["id"], "finished", 2)
+    assert len(system.registry.list()) == n_models
+
+
+def test_the_scheduler_fires_on_time_and_skips_when_locked(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    from offerloop._schedule import parse_schedule
+    from offerloop.pipeline import PipelineScheduler
+
+    sched = PipelineScheduler(system, parse_schedule("6h"))
+    assert sched.next_at == 6 * 3600 * (clock.now() // (6 * 3600) + 1)
+    assert sched.tick() is None  # not due yet
+    clock.set(sched.next_at)
+    assert sched.tick() == {
+        "id": list_runs(system.settings.data_dir)[0]["id"],
+        "status": "finished",
+    }
+    clock.advance(6 * 3600)
+    with pipeline_lock(system.settings.data_dir):  # another process is running one
+        skipped = sched.tick()
+    assert skipped is not None
+    assert skipped["status"] == "skipped"
+    assert "lock" in skipped["reason"]
+    metric = system.metrics.pipeline_runs
+    assert metric.labels("finished")._value.get() == 1
+    assert metric.labels("skipped")._value.get() == 1

@@ -31,6 +31,8 @@ def test_serve_answers_over_http(tmp_path: Path) -> None:
             str(port),
             "--data-dir",
             str(tmp_path / "data"),
+            "--schedule",
+            "every 1s",  # the pipeline inside the service process
         ],
         cwd=tmp_path,
         env=env,
@@ -56,6 +58,17 @@ def test_serve_answers_over_http(tmp_path: Path) -> None:
         assert got["offer_id"] == d["offer_id"]
         assert httpx.post(f"{base}/v1/decide", json={}, timeout=5).status_code == 422
         assert "offerloop_decisions_total" in httpx.get(f"{base}/metrics", timeout=5).text
+        # the in-service schedule ran the pipeline (nothing to train on yet: a recorded run)
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "data" / "runs").glob("run-*.json")):
+            assert time.monotonic() < deadline, "no scheduled run inside the service"
+            time.sleep(0.2)
+        while (
+            'offerloop_pipeline_runs_total{outcome="finished"}'
+            not in httpx.get(f"{base}/metrics", timeout=5).text
+        ):
+            assert time.monotonic() < deadline, "scheduled run not counted"
+            time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -82,7 +82,10 @@ def run_pipeline(system: Offerloop, campaign: str | None = None) -> dict[str, An
             doc = None
         if doc is None:
             now = system.clock.now()
-            run_id = f"run-{int(now * 1000):013d}-{os.getpid()}"
+            # numbered in creation order (we hold the lock), then stamped with the data time
+            seq = len(list(runs.glob("run-*.json"))) + 1
+            stamp = format_ts(now).replace("-", "").replace(":", "")
+            run_id = f"run-{seq:06d}-{stamp}"
             doc = {
                 "id": run_id,
                 "campaign": cid,
