@@ -34,11 +34,20 @@ check: $(VENV)/.synced
 	$(RUN) ruff format --check src tests bench scripts
 	$(RUN) mypy
 
-test: check
-	$(RUN) pytest
+# The dashboard's browser test drives Debian's chromium (Playwright's own download is not
+# reachable here); installed once, with sudo when not root.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y --no-install-recommends chromium)
+
+test: check $(CHROMIUM)
+	CHROMIUM_PATH=$(CHROMIUM) $(RUN) pytest
 
 bench: $(VENV)/.bench-synced
 	$(RUN) python bench/run.py
 
 clean:
-	rm -rf $(TOOLS) $(VENV) .offerloop-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TOOLS) $(VENV) .offerloop-demo .pytest_cache .mypy_cache .ruff_cache test-output

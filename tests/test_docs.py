@@ -57,3 +57,29 @@ def test_the_feature_definition_example_in_the_docs_loads(tmp_path: Path) -> Non
     path.write_text(block.group(1))
     fs = load_features(str(path))
     assert {"rewarded_ads_24h", "vip_tier", "predicted_ltv", "language"} <= set(fs.names)
+
+
+def test_every_metric_is_documented(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from offerloop import Offerloop, load_settings
+    from offerloop.monitoring import Metrics
+
+    doc = (ROOT / "docs" / "monitoring.md").read_text()
+    documented = set(re.findall(r"^\| `(offerloop_\w+)` \|", doc, flags=re.M))
+    names = set()
+    for collector in Metrics().registry._collector_to_names:
+        m = next(iter(collector.describe()))
+        names.add(m.name + ("_total" if m.type == "counter" else ""))
+    system = Offerloop(load_settings(env={}, data_dir=str(tmp_path)))
+    try:
+        system.bootstrap()
+        for i in range(3):
+            system.decide(f"p{i}")
+        text = system.metrics.render().decode()
+    finally:
+        system.close()
+    for family in text_string_to_metric_families(text):
+        if not family.name.endswith("_created"):  # the client's creation timestamps
+            names.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert documented == names

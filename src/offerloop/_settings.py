@@ -144,6 +144,13 @@ class Settings:
         "Run the pipeline inside `offerloop serve` on this schedule: an interval ('24h', '30m') "
         "or a 5-field cron expression ('0 3 * * *', UTC). Empty: no in-service schedule.",
     )
+    drift_window_hours: float = _s(
+        24.0,
+        "Drift compares the decisions of this many recent hours with the released version's "
+        "training window (or the log's first such window for untrained releases).",
+    )
+    drift_warn_psi: float = _s(0.1, "PSI at or above which a feature's drift state is 'warn'.")
+    drift_alert_psi: float = _s(0.25, "PSI at or above which a feature's drift state is 'alert'.")
     admin_token: str = _s(
         "",
         "Bearer token of the admin HTTP API (/v1/admin/...). Empty: the admin API refuses "
@@ -265,6 +272,10 @@ def _validate(s: Settings) -> None:
             parse_schedule(s.pipeline_schedule)
         except InvalidInput as exc:
             problems.append(Problem("pipeline_schedule", exc.message))
+    if s.drift_window_hours <= 0:
+        problems.append(Problem("drift_window_hours", "must be > 0"))
+    if not 0 < s.drift_warn_psi <= s.drift_alert_psi:
+        problems.append(Problem("drift_warn_psi", "must be > 0 and <= drift_alert_psi"))
     if s.deployment_refresh_seconds < 0:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:

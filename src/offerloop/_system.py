@@ -25,7 +25,7 @@ from offerloop.features import (
 )
 from offerloop.features._batch_source import BatchSources
 from offerloop.features._sql_source import SqlSources
-from offerloop.monitoring import Metrics
+from offerloop.monitoring import Metrics, Monitor
 from offerloop.policies import RandomPolicy, RulesPolicy
 from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
 from offerloop.serving._decide import Decider, Decision
@@ -49,6 +49,8 @@ class Offerloop:
             raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
         self.backend = backend or open_backend(settings)
         self.metrics = Metrics()
+        self.monitor = Monitor(self)
+        self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(self.backend, self.registry, self.clock)
         self._online = OnlineFeatures(self.features)
@@ -154,6 +156,9 @@ class Offerloop:
             events = self.backend.player_events(player_id, as_of - delay)
             external = self._external(player_id, as_of - delay)
             return reference_features(self.features, events, as_of - delay, context, external)
+        newest = self.online.newest_received(player_id)
+        if newest is not None:
+            self.metrics.feature_freshness.observe(max(0.0, as_of - newest))
         return self.online.read(player_id, as_of, context, self._external(player_id, as_of))
 
     def player_readings(

@@ -185,6 +185,40 @@ def demo(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(rows, indent=2))
         out.print(f"table written to {json_out}")
+    report_path = (settings.path / "report.html").resolve()
+    out.print(f"report (open in a browser): {report_path}", highlight=False)
+
+
+@app.command()
+def report(
+    out_path: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    campaign: CampaignOpt = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Report as of this RFC 3339 time (default: now), e.g. for a demo."),
+    ] = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Write the dashboard's views as one static HTML file (no server, no internet)."""
+    from offerloop._clock import ManualClock
+    from offerloop.monitoring import write_report
+
+    clock = None
+    if at is not None:
+        try:
+            clock = ManualClock(parse_rfc3339(at))
+        except ValueError as exc:
+            raise InvalidInput(f"--at: {exc}") from exc
+    system = Offerloop(_settings(data_dir, config), clock)
+    try:
+        system.bootstrap(actor="cli")
+        path = write_report(system.monitor, out_path, campaign)
+    finally:
+        system.close()
+    out.print(f"report written to {path}", highlight=False)
 
 
 @app.command("retrain")

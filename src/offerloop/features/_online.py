@@ -232,6 +232,11 @@ class OnlineFeatures:
             return n + len(chunk)
 
     # -- reads ---------------------------------------------------------------------------
+    def newest_received(self, player_id: str) -> float | None:
+        """When the newest event folded into this player's state was received (None: none)."""
+        st = self.store.get(player_id)
+        return st.newest_received if st is not None and st.newest_received > -math.inf else None
+
     def read(
         self,
         player_id: str,

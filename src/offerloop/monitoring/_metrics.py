@@ -55,6 +55,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.feature_freshness = Histogram(
+            "offerloop_feature_freshness_seconds",
+            "Age of the newest event behind a served feature vector, at decision time "
+            "(how stale served features are).",
+            buckets=(0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0),
+            registry=r,
+        )
+        self.exploration = Counter(
+            "offerloop_exploration_decisions",
+            "Decisions whose offer was not the serving policy's most likely one (exploration).",
+            ["campaign", "model_version"],
+            registry=r,
+        )
         self.feature_update_duration = Histogram(
             "offerloop_feature_update_duration_seconds",
             "Time to fold an ingested batch into the online feature state (after the commit).",
@@ -87,7 +100,8 @@ class Metrics:
         )
         self.pipeline_runs = Counter(
             "offerloop_pipeline_runs",
-            "Scheduled pipeline runs, by outcome (finished, failed, skipped).",
+            "Pipeline runs by outcome: finished, failed, or skipped (a scheduled firing found the "
+            "lock held).",
             ["outcome"],
             registry=r,
         )

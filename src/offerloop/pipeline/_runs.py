@@ -144,11 +144,13 @@ def run_pipeline(system: Offerloop, campaign: str | None = None) -> dict[str, An
             doc["status"] = "failed"
             doc["error"] = f"{type(exc).__name__}: {exc}"
             _write(path, doc)
+            system.metrics.pipeline_runs.labels("failed").inc()
             raise
         doc["status"] = "finished"
         doc["finished_at"] = format_ts(system.clock.now())
         doc["seconds"] = round(doc.get("seconds", 0.0) + time.perf_counter() - t, 3)
         _write(path, doc)
+        system.metrics.pipeline_runs.labels("finished").inc()
         return doc
 
 

@@ -56,9 +56,9 @@ class PipelineScheduler:
             outcome = {"id": doc["id"], "status": doc["status"]}
         except OfferloopError as exc:  # e.g. another process holds the lock
             outcome = {"status": "skipped", "reason": exc.message}
-        except Exception as exc:  # recorded in the run; resumed at the next firing
+            self.system.metrics.pipeline_runs.labels("skipped").inc()
+        except Exception as exc:  # recorded (and counted) by the run; resumed next firing
             outcome = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        self.system.metrics.pipeline_runs.labels(outcome["status"]).inc()
         self.outcomes.append(outcome)
         self.on_outcome(outcome)
         return outcome

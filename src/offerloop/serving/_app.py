@@ -27,6 +27,7 @@ from offerloop.serving._api import (
     ShadowOut,
 )
 from offerloop.serving._errors import install_error_handlers
+from offerloop.serving._monitoring import monitoring_router
 
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
@@ -199,6 +200,7 @@ def create_app(system: Offerloop) -> FastAPI:
         return model_out(version)
 
     app.include_router(admin_router(system))
+    app.include_router(monitoring_router(system))
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:

@@ -145,6 +145,8 @@ class Decider:
             p = _checked(policy.act(row), len(campaign.offers), version)
         score_ms = (time.perf_counter() - t0) * 1000.0
         idx = self._draw(p)
+        if p[idx] < p.max():
+            self.metrics.exploration.labels(campaign.id, version).inc()
         shadows = []
         for sv, sp in live.shadows:
             try:

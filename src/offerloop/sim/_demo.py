@@ -11,6 +11,7 @@ from offerloop._clock import ManualClock, parse_rfc3339
 from offerloop._errors import Conflict
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
+from offerloop.monitoring import write_report
 from offerloop.pipeline import run_pipeline
 from offerloop.policies import FixedPolicy
 from offerloop.serving import InProcessClient, create_app
@@ -35,6 +36,8 @@ class DemoConfig:
     broken_day: int = 8
     canary_share: float = 0.3
     canary_promote_decisions: int = 400
+    # the dashboard's views as a static file in the data directory ("" for none)
+    report: str = "report.html"
 
 
 def run_demo(
@@ -114,6 +117,8 @@ def run_demo(
                 days.append(stats)
                 if on_day:
                     on_day(stats)
+        if config.report:
+            write_report(system.monitor, data / config.report)
     finally:
         system.close()
     return days

@@ -1,0 +1,161 @@
+"""Business metrics with delayed labels, computed from the durable logs for any time range.
+
+Revenue arrives up to an attribution window after a decision, so every number here counts
+only decisions whose window has closed at ``now`` ("matured"); a bucket still maturing is
+reported with how many of its decisions are still open, never as zero revenue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from offerloop.backends import Backend, DecisionRecord
+from offerloop.events import attribute
+from offerloop.policies import Policy
+
+__all__ = [
+    "calibration",
+    "conversion_by_offer",
+    "matured_rewards",
+    "revenue_by_version",
+    "shadow_estimates",
+]
+
+MAX_CALIBRATION_ROWS = 5000  # per version: predictions are recomputed, so sample evenly
+
+
+def matured_rewards(
+    backend: Backend, campaign: str, start: float, end: float, window: float, now: float
+) -> tuple[list[DecisionRecord], dict[str, float], int]:
+    """Decisions in [start, end) whose window closed by ``now``, their revenue, and how many
+    in the range are still open."""
+    cutoff = min(end, now - window)
+    decisions = backend.decisions(campaign, start, cutoff) if cutoff > start else []
+    still_open = len(backend.decisions(campaign, max(start, cutoff), end)) if end > cutoff else 0
+    rewards = attribute(backend, decisions, window, now)
+    return decisions, {k: r.revenue for k, r in rewards.items()}, still_open
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0
+    mean = float(np.mean(values))
+    se = float(np.std(values, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    return mean, se
+
+
+def revenue_by_version(
+    decisions: Sequence[DecisionRecord], rewards: dict[str, float], bucket_seconds: float
+) -> list[dict[str, Any]]:
+    """Realised revenue per decision per (version, mode, time bucket), with its standard error."""
+    groups: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    for d in decisions:
+        bucket = math.floor(d.ts / bucket_seconds) * bucket_seconds
+        groups[(d.model_version, d.mode, bucket)].append(rewards[d.decision_id])
+    out = []
+    for (version, mode, bucket), values in sorted(groups.items(), key=lambda kv: kv[0][2]):
+        mean, se = _mean_se(values)
+        out.append(
+            {
+                "version": version,
+                "mode": mode,
+                "bucket_start": bucket,
+                "decisions": len(values),
+                "revenue": float(sum(values)),
+                "revenue_per_decision": mean,
+                "se": se,
+            }
+        )
+    return out
+
+
+def conversion_by_offer(
+    decisions: Sequence[DecisionRecord], rewards: dict[str, float]
+) -> list[dict[str, Any]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for d in decisions:
+        groups[d.offer_id].append(rewards[d.decision_id])
+    return [
+        {
+            "offer": offer,
+            "decisions": len(v),
+            "purchases": sum(1 for x in v if x > 0),
+            "conversion": sum(1 for x in v if x > 0) / len(v),
+            "revenue_per_decision": float(np.mean(v)),
+        }
+        for offer, v in sorted(groups.items())
+    ]
+
+
+def calibration(
+    policy: Policy,
+    offer_ids: Sequence[str],
+    decisions: Sequence[DecisionRecord],
+    rewards: dict[str, float],
+    bins: int = 5,
+) -> dict[str, Any] | None:
+    """Predicted vs realised revenue of the offers a version served (None for policies
+    without a reward model). Predictions are recomputed from the logged features."""
+    model = getattr(policy, "model", None)
+    predict = getattr(model, "predict_batch", None)
+    if predict is None or not decisions:
+        return None
+    step = max(1, math.ceil(len(decisions) / MAX_CALIBRATION_ROWS))
+    rows = list(decisions[::step])
+    index = {o: i for i, o in enumerate(offer_ids)}
+    scores = np.asarray(predict([d.training_row for d in rows]), dtype=np.float64)
+    predicted = np.array([scores[i, index[d.offer_id]] for i, d in enumerate(rows)])
+    realised = np.array([rewards[d.decision_id] for d in rows])
+    order = np.argsort(predicted, kind="stable")
+    groups = [g for g in np.array_split(order, bins) if len(g)]
+    return {
+        "decisions": len(rows),
+        "predicted_per_decision": float(predicted.mean()),
+        "realised_per_decision": float(realised.mean()),
+        "ratio": float(realised.mean() / predicted.mean()) if predicted.mean() > 0 else None,
+        "bins": [
+            {
+                "predicted": float(predicted[g].mean()),
+                "realised": float(realised[g].mean()),
+                "decisions": len(g),
+            }
+            for g in groups
+        ],
+    }
+
+
+def shadow_estimates(
+    decisions: Sequence[DecisionRecord], rewards: dict[str, float], bucket_seconds: float
+) -> list[dict[str, Any]]:
+    """Per shadow version and time bucket: its self-normalised importance-weighted value on
+    the decisions it scored, beside the realised revenue of what served those decisions."""
+    groups: dict[tuple[str, float], list[tuple[float, float]]] = defaultdict(list)
+    for d in decisions:
+        bucket = math.floor(d.ts / bucket_seconds) * bucket_seconds
+        reward = rewards[d.decision_id]
+        for sh in d.shadows:
+            groups[(sh.version, bucket)].append(
+                (sh.logged_offer_probability / d.propensity, reward)
+            )
+    out = []
+    for (version, bucket), pairs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        w = np.array([p[0] for p in pairs])
+        r = np.array([p[1] for p in pairs])
+        value = float((w * r).sum() / w.sum()) if w.sum() > 0 else 0.0
+        out.append(
+            {
+                "version": version,
+                "bucket_start": bucket,
+                "decisions": len(pairs),
+                "snips_per_decision": value,
+                "served_per_decision": float(r.mean()),
+                "ess": float(w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0,
+            }
+        )
+    return out

@@ -1,0 +1,330 @@
+"""The dashboard and the static report: one HTML page of server-rendered SVG charts.
+
+No JavaScript and no chart library: the service renders SVG from the same numbers the
+``/v1/monitoring/...`` endpoints return, so the page works offline, in any browser, and as a
+single file (``offerloop report``). The live page reloads itself every ``refresh`` seconds.
+Every drawn element carries ``data-*`` attributes with its value, for tests and tooling.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from offerloop._clock import format_ts
+from offerloop._errors import InvalidInput
+
+if TYPE_CHECKING:
+    from offerloop.monitoring._monitor import Monitor
+
+__all__ = ["render_dashboard", "write_report"]
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_MARK = {"release": "#2ca02c", "canary": "#ff7f0e", "rollback": "#d62728", "undeploy": "#d62728"}
+_STATE = {"ok": "#2ca02c", "warn": "#ff7f0e", "alert": "#d62728", "no data": "#999999"}
+W, H, PAD = 760, 260, 48
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _revenue_chart(rev: dict[str, Any]) -> str:
+    series: dict[str, list[dict[str, Any]]] = {}
+    for p in rev["series"]:
+        series.setdefault(p["version"], []).append(p)
+    if not series:
+        return '<p class="empty">No matured decisions in this range yet.</p>'
+    xs = [p["bucket_start"] for pts in series.values() for p in pts]
+    xs += [t["ts"] for t in rev["transitions"]]
+    x0, x1 = min(xs), max(xs) + rev["bucket_seconds"]
+    ymax = max(p["revenue_per_decision"] for pts in series.values() for p in pts) * 1.1 or 1.0
+
+    def sx(x: float) -> float:
+        return float(PAD + (x - x0) / max(x1 - x0, 1e-9) * (W - 2 * PAD))
+
+    def sy(y: float) -> float:
+        return H - PAD + 8 - y / ymax * (H - 2 * PAD)
+
+    half = rev["bucket_seconds"] / 2
+    parts = [f'<svg id="revenue-chart" viewBox="0 0 {W} {H}" role="img">', _axes(ymax, sy)]
+    for t in rev["transitions"]:
+        if t["to"] in ("released", "canary") or t["action"] in ("rollback", "undeploy"):
+            kind = "release" if t["to"] == "released" else t["to"] or t["action"]
+            if t["action"] == "rollback" or (
+                t["action"] == "undeploy" and t["actor"] == "controller"
+            ):
+                kind = "rollback"
+            if kind not in _MARK:
+                continue
+            x = sx(t["ts"])
+            parts.append(
+                f'<line class="marker marker-{kind}" data-kind="{kind}" '
+                f'data-version="{_e(t["version"])}" data-at="{_e(t["at"])}" x1="{x:.1f}" '
+                f'x2="{x:.1f}" y1="{PAD - 12}" y2="{H - PAD + 8}" stroke="{_MARK[kind]}" '
+                f'stroke-dasharray="4 3"><title>{_e(t["at"])} {_e(t["action"])} '
+                f"{_e(t['version'])} → {_e(t['to'] or 'out')}: {_e(t['reason'])}</title></line>"
+            )
+    legend = []
+    for i, (version, pts) in enumerate(
+        sorted(series.items(), key=lambda kv: kv[1][0]["bucket_start"])
+    ):
+        color = _PALETTE[i % len(_PALETTE)]
+        pts = sorted(pts, key=lambda p: p["bucket_start"])
+        coords = " ".join(
+            f"{sx(p['bucket_start'] + half):.1f},{sy(p['revenue_per_decision']):.1f}" for p in pts
+        )
+        parts.append(
+            f'<polyline class="series" data-version="{_e(version)}" points="{coords}" '
+            f'fill="none" stroke="{color}" stroke-width="2"/>'
+        )
+        for p in pts:
+            parts.append(
+                f'<circle class="point" data-version="{_e(version)}" data-mode="{_e(p["mode"])}" '
+                f'data-bucket="{_e(format_ts(p["bucket_start"]))}" '
+                f'data-value="{p["revenue_per_decision"]:.6f}" '
+                f'cx="{sx(p["bucket_start"] + half):.1f}" cy="{sy(p["revenue_per_decision"]):.1f}" '
+                f'r="{4 if p["mode"] == "released" else 3}" '
+                f'fill="{color if p["mode"] == "released" else "white"}" stroke="{color}">'
+                f"<title>{_e(version)} ({_e(p['mode'])}) {_e(format_ts(p['bucket_start'])[:10])}: "
+                f"{p['revenue_per_decision']:.3f} per decision ± {p['se']:.3f}, "
+                f"{p['decisions']} decisions</title></circle>"
+            )
+        legend.append(f'<span class="legend" style="color:{color}">■ {_e(version)}</span>')
+    parts.append("</svg>")
+    keys = " ".join(
+        f'<span class="legend" style="color:{c}">┆ {k}</span>'
+        for k, c in _MARK.items()
+        if k != "undeploy"
+    )
+    note = "filled: released, hollow: canary"
+    return "".join(parts) + f'<div class="legends">{" ".join(legend)}<br>{keys} · {note}</div>'
+
+
+def _axes(ymax: float, sy: Any) -> str:
+    out = [f'<line x1="{PAD}" x2="{W - PAD}" y1="{H - PAD + 8}" y2="{H - PAD + 8}" stroke="#888"/>']
+    for i in range(5):
+        y = ymax * i / 4
+        out.append(
+            f'<text x="{PAD - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" class="tick">{y:.2f}</text>'
+            f'<line x1="{PAD}" x2="{W - PAD}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
+        )
+    return "".join(out)
+
+
+def _bars(
+    chart_id: str,
+    items: Sequence[tuple[str, float | None, str]],
+    unit: str,
+    lines: Sequence[tuple[float, str]] = (),
+) -> str:
+    """Horizontal bars: (label, value, colour); reference lines at given values."""
+    if not items:
+        return '<p class="empty">No data yet.</p>'
+    row = 22
+    height = row * len(items) + 30
+    vmax = max([v for _, v, _ in items if v is not None] + [v for v, _ in lines] + [1e-9]) * 1.1
+    x0, width = 190, W - 190 - 70
+
+    def sx(v: float) -> float:
+        return x0 + v / vmax * width
+
+    parts = [f'<svg id="{chart_id}" viewBox="0 0 {W} {height}" role="img">']
+    for i, (label, value, color) in enumerate(items):
+        y = 10 + i * row
+        parts.append(
+            f'<text x="{x0 - 6}" y="{y + 14}" text-anchor="end" class="tick">{_e(label)}</text>'
+        )
+        if value is None:
+            parts.append(f'<text x="{x0 + 4}" y="{y + 14}" class="tick">no data</text>')
+            continue
+        parts.append(
+            f'<rect class="bar" data-label="{_e(label)}" data-value="{value:.6g}" '
+            f'x="{x0}" y="{y + 2}" '
+            f'width="{max(sx(value) - x0, 1):.1f}" height="{row - 6}" fill="{color}">'
+            f"<title>{_e(label)}: {value:.4g} {unit}</title></rect>"
+            f'<text x="{sx(value) + 4:.1f}" y="{y + 14}" class="tick">{value:.3g} {unit}</text>'
+        )
+    for v, name in lines:
+        parts.append(
+            f'<line class="threshold" x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="4" y2="{height - 18}" '
+            f'stroke="#555" stroke-dasharray="3 3"/><text x="{sx(v):.1f}" y="{height - 4}" '
+            f'text-anchor="middle" class="tick">{_e(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[object]], table_id: str) -> str:
+    if not rows:
+        return '<p class="empty">None yet.</p>'
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table id="{table_id}"><tr>{th}</tr>{body}</table>'
+
+
+def render_dashboard(
+    monitor: Monitor, campaign: str | None = None, refresh: int | None = 30
+) -> str:
+    s = monitor.system
+    c = s.campaign(campaign)
+    end = s.clock.now()
+    start = end - 14 * 86400.0
+    rev = monitor.revenue(c.id, start, end)
+    drift = monitor.drift(c.id)
+    lat = monitor.latency()
+    fresh = monitor.freshness()
+    runs = monitor.runs()
+    conv = monitor.conversion(c.id, start, end)
+    cal = monitor.calibration(c.id, start, end)
+    shadows = monitor.shadows(c.id, start, end)
+    st = s.deployments.state(c.id)
+    budget_ms = s.settings.scoring_budget_ms
+
+    def ms(q: dict[str, Any], key: str) -> float | None:
+        v = q.get(key)
+        return None if v is None else v * 1000.0
+
+    latency_items = [
+        (f"{name} {p}", ms(q, p), "#1f77b4" if name == "decision" else "#9467bd")
+        for name, q in (
+            ("decision", lat["decision_seconds"]),
+            ("features", lat["feature_lookup_seconds"]),
+        )
+        for p in ("p50", "p95", "p99")
+    ]
+    fresh_items = [(p, fresh["age_seconds"].get(p), "#17becf") for p in ("p50", "p95", "p99")]
+    drift_items = [(f["feature"], f["psi"], _STATE[f["state"]]) for f in drift["features"]] + [
+        ("offer mix", drift["offers"]["psi"], _STATE[drift["offers"]["state"]])
+    ]
+    alerts = [f["feature"] for f in drift["features"] if f["state"] == "alert"]
+    warns = [f["feature"] for f in drift["features"] if f["state"] == "warn"]
+    last_buckets: dict[str, dict[str, Any]] = {}
+    for p in shadows["series"]:
+        last_buckets[p["version"]] = p
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    sections = [
+        f"<h1>offerloop · {_e(c.id)}</h1>",
+        f'<p class="status">as of {_e(format_ts(s.clock.now()))} · '
+        f"released <b>{_e(st.released)}</b>"
+        f" · canary {_e(st.canary or '-')}"
+        + (f" ({st.canary_share:.0%})" if st.canary else "")
+        + f" · shadows {_e(', '.join(st.shadows) or '-')}"
+        + f" · {rev['open_decisions']} decisions still inside their attribution window</p>",
+        "<h2>Realised revenue per decision, by version and day</h2>",
+        _revenue_chart(rev),
+        "<h2>Decision latency (ms, this process)</h2>",
+        _bars("latency-chart", latency_items, "ms", [(budget_ms, f"budget {budget_ms:g} ms")]),
+        "<h2>Feature freshness (age of the newest event behind served features, s)</h2>",
+        _bars("freshness-chart", fresh_items, "s"),
+        f"<h2>Drift vs {_e(drift['reference']['basis'])} (PSI)</h2>",
+        f'<p class="status">live {_e(drift["live"]["start"])} → {_e(drift["live"]["end"])}, '
+        f"{drift['live_rows']} decisions vs {drift['reference_rows']}; "
+        f"alert: {_e(', '.join(alerts) or 'none')}; warn: {_e(', '.join(warns) or 'none')}</p>",
+        _bars(
+            "drift-chart",
+            drift_items,
+            "",
+            [(drift["thresholds"]["warn"], "warn"), (drift["thresholds"]["alert"], "alert")],
+        ),
+        "<h2>Pipeline runs</h2>",
+        _table(
+            ("run", "started", "status", "winner", "controller"),
+            [
+                (
+                    r["id"],
+                    r["started_at"],
+                    r["status"],
+                    r["winner"] or r["skipped"] or "-",
+                    "; ".join(r["controller"]) or "-",
+                )
+                for r in reversed(runs["runs"][-15:])
+            ],
+            "runs-table",
+        ),
+        "<h2>Shadows on the same traffic (latest day, self-normalised IPS)</h2>",
+        _table(
+            ("version", "day", "decisions", "estimate / decision", "served / decision", "ESS"),
+            [
+                (
+                    v,
+                    format_ts(p["bucket_start"])[:10],
+                    p["decisions"],
+                    _num(p["snips_per_decision"]),
+                    _num(p["served_per_decision"]),
+                    f"{p['ess']:.0f}",
+                )
+                for v, p in sorted(last_buckets.items())
+            ],
+            "shadows-table",
+        ),
+        "<h2>Calibration: predicted vs realised revenue per decision</h2>",
+        _table(
+            ("version", "decisions", "predicted", "realised", "realised / predicted"),
+            [
+                (
+                    v["version"],
+                    v["calibration"]["decisions"],
+                    _num(v["calibration"]["predicted_per_decision"]),
+                    _num(v["calibration"]["realised_per_decision"]),
+                    _num(v["calibration"]["ratio"], 2),
+                )
+                for v in cal["versions"]
+                if v["calibration"] is not None
+            ],
+            "calibration-table",
+        ),
+        "<h2>Conversion by offer</h2>",
+        _table(
+            ("offer", "decisions", "purchases", "conversion", "revenue / decision"),
+            [
+                (
+                    o["offer"],
+                    o["decisions"],
+                    o["purchases"],
+                    f"{o['conversion']:.1%}",
+                    _num(o["revenue_per_decision"]),
+                )
+                for o in sorted(conv["offers"], key=lambda o: -o["revenue_per_decision"])
+            ],
+            "conversion-table",
+        ),
+    ]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>offerloop · {_e(c.id)}</title>{meta}<style>{_CSS}</style></head><body>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:800px}
+h1{font-size:20px}h2{font-size:15px;margin-top:28px;border-bottom:1px solid #ddd}
+svg{width:100%;height:auto;background:#fff}.tick{font-size:11px;fill:#555}
+.legends{font-size:12px;margin-top:4px}.legend{margin-right:12px}
+.status{color:#555}.empty{color:#999}
+table{border-collapse:collapse;font-size:12px;width:100%}
+td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left}
+"""
+
+
+def write_report(monitor: Monitor, path: str | Path, campaign: str | None = None) -> Path:
+    """The dashboard as a static file (no reload), written atomically; returns its path."""
+    target = Path(path).resolve()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(render_dashboard(monitor, campaign, refresh=None), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the report to {target}: {exc.strerror}") from exc
+    return target

@@ -1,0 +1,337 @@
+"""The numbers behind every chart, for one offerloop instance: business metrics from the logs,
+drift against the training window, latency and freshness from this process's histograms,
+and pipeline runs. The JSON API, the dashboard, the report and the Prometheus gauges all read
+them from here, so they always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from offerloop._clock import format_ts
+from offerloop.monitoring._business import (
+    calibration,
+    conversion_by_offer,
+    matured_rewards,
+    revenue_by_version,
+    shadow_estimates,
+)
+from offerloop.monitoring._drift import drift_report
+
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
+    from offerloop._system import Offerloop
+
+__all__ = ["Monitor", "histogram_quantiles"]
+
+DAY = 86400.0
+MAX_DRIFT_ROWS = 20_000  # per window, sampled evenly
+_LEVEL = {"ok": 0, "warn": 1, "alert": 2}
+
+
+def histogram_quantiles(
+    hist: Histogram, quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> dict[str, Any]:
+    """Quantiles (seconds) of a Prometheus histogram summed over its labels, interpolated
+    linearly inside buckets (as PromQL's histogram_quantile does)."""
+    buckets: dict[float, float] = {}
+    count = 0.0
+    for metric in hist.collect():
+        for s in metric.samples:
+            if s.name.endswith("_bucket"):
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+            elif s.name.endswith("_count"):
+                count += s.value
+    out: dict[str, Any] = {"count": int(count)}
+    edges = sorted(buckets)
+    for q in quantiles:
+        key = f"p{q * 100:g}"
+        if count == 0:
+            out[key] = None
+            continue
+        rank, lo, prev = q * count, 0.0, 0.0
+        value = None
+        for le in edges:
+            if buckets[le] >= rank:
+                if math.isinf(le):
+                    value = lo
+                else:
+                    inside = buckets[le] - prev
+                    frac = (rank - prev) / inside if inside > 0 else 1.0
+                    value = lo + (le - lo) * frac
+                break
+            lo, prev = le, buckets[le]
+        out[key] = value
+    return out
+
+
+class Monitor:
+    def __init__(self, system: Offerloop) -> None:
+        self.system = system
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _range(
+        self, start: float | None, end: float | None, default_days: float = 14.0
+    ) -> tuple[float, float]:
+        now = self.system.clock.now()
+        end = now if end is None else min(end, now)
+        start = end - default_days * DAY if start is None else start
+        return start, end
+
+    def _cached(self, key: str, compute: Any, ttl: float = 60.0) -> Any:
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            now = time.monotonic()
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < ttl}
+            self._cache[key] = (now, value)
+        return value
+
+    def _matured(self, campaign: str, start: float, end: float) -> Any:
+        """Matured decisions and rewards of a range; shared by the charts of one page."""
+        s = self.system
+        now = s.clock.now()
+        return self._cached(
+            f"matured:{campaign}:{start}:{end}:{now - s.window_seconds >= end}",
+            lambda: matured_rewards(s.backend, campaign, start, end, s.window_seconds, now),
+            ttl=10.0,
+        )
+
+    # -- business metrics ----------------------------------------------------------------
+    def revenue(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, rewards, still_open = self._matured(c.id, start, end)
+        transitions = [
+            {
+                "ts": t.ts,
+                "at": format_ts(t.ts),
+                "action": t.action,
+                "version": t.version,
+                "from": t.from_mode,
+                "to": t.to_mode,
+                "actor": t.actor,
+                "reason": t.reason,
+            }
+            for t in self.system.history(c.id)
+            if start <= t.ts <= end
+        ]
+        return {
+            "campaign": c.id,
+            "start": format_ts(start),
+            "end": format_ts(end),
+            "bucket_seconds": bucket_seconds,
+            "open_decisions": still_open,
+            "series": revenue_by_version(decisions, rewards, bucket_seconds),
+            "transitions": transitions,
+        }
+
+    def conversion(
+        self, campaign: str | None = None, start: float | None = None, end: float | None = None
+    ) -> dict[str, Any]:
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, rewards, still_open = self._matured(c.id, start, end)
+        return {
+            "campaign": c.id,
+            "open_decisions": still_open,
+            "offers": conversion_by_offer(decisions, rewards),
+        }
+
+    def calibration(
+        self, campaign: str | None = None, start: float | None = None, end: float | None = None
+    ) -> dict[str, Any]:
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, rewards, _ = self._matured(c.id, start, end)
+        by_version: dict[str, list[Any]] = {}
+        for d in decisions:
+            by_version.setdefault(d.model_version, []).append(d)
+        versions = []
+        for version, rows in by_version.items():
+            cal = calibration(self.system.registry.load(version), c.offer_ids, rows, rewards)
+            versions.append({"version": version, "calibration": cal})
+        return {"campaign": c.id, "versions": versions}
+
+    def shadows(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, rewards, _ = self._matured(c.id, start, end)
+        return {"campaign": c.id, "series": shadow_estimates(decisions, rewards, bucket_seconds)}
+
+    # -- drift ---------------------------------------------------------------------------
+    def drift(self, campaign: str | None = None) -> dict[str, Any]:
+        """Live traffic of the last ``drift_window_hours`` against the released version's
+        training window (its lineage), or against the first such window of the log when the
+        release was not trained (random, rules)."""
+        s = self.system
+        c = s.campaign(campaign)
+        now = s.clock.now()
+        live_start = now - s.settings.drift_window_hours * 3600.0
+        released = s.deployments.state(c.id).released
+        lineage = s.registry.get(released).lineage if released else {}
+        if "data_start" in lineage and "data_end" in lineage:
+            ref_start, ref_end = float(lineage["data_start"]), float(lineage["data_end"])
+            basis = f"training window of {released}"
+        else:
+            first = s.backend.decisions(c.id, 0.0, now + 1e-6)[:1]
+            ref_start = first[0].ts if first else now
+            ref_end = ref_start + s.settings.drift_window_hours * 3600.0
+            basis = (
+                f"first {s.settings.drift_window_hours:g} h of the log ({released} is not trained)"
+            )
+        ref = _sample(s.backend.decisions(c.id, ref_start, ref_end))
+        live = _sample(s.backend.decisions(c.id, live_start, now + 1e-6))
+        # the offer mix is the release's own: its first window of serving vs its latest
+        since = next((d.since for d in s.backend.deployments(c.id) if d.version == released), now)
+        first = s.backend.decisions(c.id, since, since + s.settings.drift_window_hours * 3600.0)
+        mine = [d.offer_id for d in first if d.model_version == released]
+        recent = [d.offer_id for d in live if d.model_version == released]
+        report = drift_report(
+            s.features,
+            [d.features for d in ref],
+            [d.features for d in live],
+            mine if since <= live_start else [],
+            recent,
+            s.settings.drift_warn_psi,
+            s.settings.drift_alert_psi,
+        )
+        report["offers"]["basis"] = f"{released}'s first {s.settings.drift_window_hours:g} h"
+        report.update(
+            campaign=c.id,
+            reference={"start": format_ts(ref_start), "end": format_ts(ref_end), "basis": basis},
+            live={"start": format_ts(live_start), "end": format_ts(now)},
+        )
+        return report
+
+    # -- service health ------------------------------------------------------------------
+    def latency(self) -> dict[str, Any]:
+        m = self.system.metrics
+        return {
+            "decision_seconds": histogram_quantiles(m.decision_duration),
+            "feature_lookup_seconds": histogram_quantiles(m.feature_duration),
+            "http_seconds": histogram_quantiles(m.http_duration),
+            "since": "start of this process",
+        }
+
+    def freshness(self) -> dict[str, Any]:
+        return {
+            "age_seconds": histogram_quantiles(self.system.metrics.feature_freshness),
+            "since": "start of this process",
+        }
+
+    def runs(self, limit: int = 30) -> dict[str, Any]:
+        path = Path(self.system.settings.data_dir) / "runs"
+        docs = [json.loads(p.read_text()) for p in sorted(path.glob("run-*.json"))][-limit:]
+        return {
+            "runs": [
+                {
+                    "id": d["id"],
+                    "started_at": d.get("started_at"),
+                    "status": d.get("status"),
+                    "attempts": d.get("attempts", 1),
+                    "winner": (d.get("retrain") or {}).get("winner"),
+                    "shadowed": (d.get("retrain") or {}).get("shadowed"),
+                    "skipped": (d.get("retrain") or {}).get("skipped"),
+                    "controller": [
+                        f"{x['action']} {x['version']}"
+                        for x in d.get("controller", [])
+                        if x["action"] != "wait"
+                    ],
+                    "seconds": d.get("seconds"),
+                }
+                for d in docs
+            ]
+        }
+
+    # -- Prometheus ----------------------------------------------------------------------
+    def collector(self) -> Collector:
+        return _Gauges(self)
+
+
+def _sample(rows: list[Any]) -> list[Any]:
+    step = max(1, math.ceil(len(rows) / MAX_DRIFT_ROWS))
+    return rows[::step]
+
+
+class _Gauges(Collector):
+    """Drift and realised revenue as gauges, recomputed at most once a minute on scrape."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.monitor
+        psi = GaugeMetricFamily(
+            "offerloop_feature_drift_psi",
+            "Population stability index of a feature, live window vs training window.",
+            labels=["campaign", "feature"],
+        )
+        level = GaugeMetricFamily(
+            "offerloop_drift_alert_level",
+            "Drift state: 0 ok, 1 warn (PSI >= drift_warn_psi), 2 alert (>= drift_alert_psi).",
+            labels=["campaign", "feature"],
+        )
+        defaults = GaugeMetricFamily(
+            "offerloop_feature_default_share",
+            "Share of live decisions whose feature value is the default (missing data).",
+            labels=["campaign", "feature"],
+        )
+        revenue = GaugeMetricFamily(
+            "offerloop_realised_revenue_per_decision",
+            "Realised revenue per matured decision over the last day, by version and mode.",
+            labels=["campaign", "model_version", "mode"],
+        )
+        try:
+            minute = int(m.system.clock.now() // 60)  # simulated time moves the cache on too
+            for cid in m.system.campaigns:
+                report = m._cached(f"drift:{cid}:{minute}", lambda cid=cid: m.drift(cid))
+                for f in report["features"]:
+                    if f["psi"] is None:
+                        continue
+                    psi.add_metric([cid, f["feature"]], f["psi"])
+                    level.add_metric([cid, f["feature"]], _LEVEL[f["state"]])
+                    defaults.add_metric([cid, f["feature"]], f["default_share_live"] or 0.0)
+                if report["offers"]["psi"] is not None:
+                    psi.add_metric([cid, "offer_mix"], report["offers"]["psi"])
+                    level.add_metric([cid, "offer_mix"], _LEVEL[report["offers"]["state"]])
+                now = m.system.clock.now()
+                rev = m._cached(
+                    f"revenue:{cid}:{minute}",
+                    lambda cid=cid, now=now: m.revenue(
+                        cid, now - DAY - m.system.window_seconds, now, bucket_seconds=1e12
+                    ),
+                )
+                for p in rev["series"]:
+                    revenue.add_metric([cid, p["version"], p["mode"]], p["revenue_per_decision"])
+        except Exception:  # a scrape must not fail because a computation did
+            m.system.metrics.errors.labels("monitoring").inc()
+        yield from (psi, level, defaults, revenue)

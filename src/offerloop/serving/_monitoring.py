@@ -1,0 +1,124 @@
+"""The monitoring HTTP API: the numbers behind each dashboard chart as JSON, and the dashboard.
+
+Endpoints are plain ``def`` so their computations (reading logs, re-scoring for
+calibration) run in the thread pool, never blocking the event loop that serves decisions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
+from offerloop._clock import parse_rfc3339
+from offerloop._errors import InvalidInput, Problem
+from offerloop._schedule import parse_schedule
+from offerloop.monitoring._dashboard import render_dashboard
+
+if TYPE_CHECKING:
+    from offerloop._system import Offerloop
+
+__all__ = ["monitoring_router"]
+
+_TS = "RFC 3339 time; default: 14 days before `end`."
+
+
+def _time(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise InvalidInput.of(
+            [
+                Problem(
+                    name, f"must be an RFC 3339 timestamp like 2026-03-02T00:00:00Z, not {value!r}"
+                )
+            ]
+        ) from None
+
+
+def _bucket(value: str) -> float:
+    try:
+        sched = parse_schedule(value)
+    except InvalidInput:
+        sched = None
+    seconds = getattr(sched, "seconds", None)
+    if seconds is None or seconds < 60:
+        raise InvalidInput.of(
+            [Problem("bucket", f"must be a duration of at least 1m like 1h or 1d, not {value!r}")]
+        )
+    return float(seconds)
+
+
+def monitoring_router(system: Offerloop) -> APIRouter:
+    m = system.monitor
+    router = APIRouter(tags=["monitoring"])
+    prefix = "/v1/monitoring"
+
+    @router.get(f"{prefix}/revenue")
+    def revenue(
+        campaign: str | None = None,
+        start: str | None = Query(default=None, description=_TS),
+        end: str | None = Query(default=None, description="RFC 3339 time; default: now."),
+        bucket: str = Query(default="1d", description="Bucket width: 1h, 6h, 1d, ..."),
+    ) -> Any:
+        """Realised revenue per matured decision by version, mode and time bucket, with the
+        deployment transitions in the range (releases, canaries, rollbacks)."""
+        return m.revenue(campaign, _time("start", start), _time("end", end), _bucket(bucket))
+
+    @router.get(f"{prefix}/conversion")
+    def conversion(
+        campaign: str | None = None, start: str | None = None, end: str | None = None
+    ) -> Any:
+        """Conversion and revenue per decision by offer (matured decisions)."""
+        return m.conversion(campaign, _time("start", start), _time("end", end))
+
+    @router.get(f"{prefix}/calibration")
+    def calibration(
+        campaign: str | None = None, start: str | None = None, end: str | None = None
+    ) -> Any:
+        """Predicted vs realised revenue per version (versions with a reward model)."""
+        return m.calibration(campaign, _time("start", start), _time("end", end))
+
+    @router.get(f"{prefix}/shadows")
+    def shadows(
+        campaign: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        bucket: str = "1d",
+    ) -> Any:
+        """Off-policy estimates of each shadow on the traffic it scored, per bucket."""
+        return m.shadows(campaign, _time("start", start), _time("end", end), _bucket(bucket))
+
+    @router.get(f"{prefix}/drift")
+    def drift(campaign: str | None = None) -> Any:
+        """PSI (and Jensen–Shannon for categories) of each feature and of the offer mix,
+        live window vs training window, with default-value shares and alert states."""
+        return m.drift(campaign)
+
+    @router.get(f"{prefix}/latency")
+    def latency() -> Any:
+        """Decision, feature-lookup and HTTP latency quantiles of this process."""
+        return m.latency()
+
+    @router.get(f"{prefix}/freshness")
+    def freshness() -> Any:
+        """Quantiles of the age of the newest event behind served features."""
+        return m.freshness()
+
+    @router.get(f"{prefix}/runs")
+    def runs(limit: int = Query(default=30, ge=1, le=1000)) -> Any:
+        """The latest pipeline runs and what they did."""
+        return m.runs(limit)
+
+    @router.get("/dashboard", response_class=HTMLResponse, tags=["monitoring"])
+    def dashboard(
+        campaign: str | None = None,
+        refresh: int = Query(default=30, ge=0, le=3600, description="Reload every N s; 0: never."),
+    ) -> HTMLResponse:
+        """The dashboard: server-rendered SVG, no scripts, reloads itself."""
+        return HTMLResponse(render_dashboard(m, campaign, refresh or None))
+
+    return router

@@ -1,0 +1,124 @@
+"""The monitoring API: business numbers from the logs (matured decisions only), drift, service
+health, runs; bad parameters are 4xx naming the parameter; the metrics are exposed."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.testclient import TestClient
+
+from offerloop import ManualClock, Offerloop
+from offerloop.pipeline import retrain
+from tests.pipeline.test_retrain import _traffic
+
+HOUR = 3600.0
+
+
+def _sample(text: str, name: str) -> float:
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, flags=re.M):
+        total += float(m.group(1))
+    return total
+
+
+def test_revenue_counts_matured_decisions_only(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    _traffic(system, clock, 300)
+    clock.advance(25 * HOUR)
+    _traffic(system, clock, 20)  # still inside their attribution window
+    body = client.get("/v1/monitoring/revenue").json()
+    assert body["open_decisions"] == 20
+    series = body["series"]
+    assert sum(p["decisions"] for p in series) == 300
+    assert {p["version"] for p in series} == {"random-1"}
+    decisions = system.backend.decisions(system.default_campaign, 0, clock.now() - 24 * HOUR)
+    paid = sum(system.decision(d.decision_id)[1].revenue for d in decisions)
+    assert sum(p["revenue"] for p in series) == paid > 0
+    assert [t["to"] for t in body["transitions"]] == ["released", "shadow"]  # the bootstrap
+    conv = client.get("/v1/monitoring/conversion").json()["offers"]
+    assert sum(o["decisions"] for o in conv) == 300
+    starter = [o for o in conv if o["offer"].startswith("starter:")]
+    assert all(o["conversion"] == 1.0 for o in starter)  # the toy world: the starter pack sells
+    assert all(o["conversion"] == 0.0 for o in conv if o not in starter)
+    shadows = client.get("/v1/monitoring/shadows").json()["series"]
+    assert {p["version"] for p in shadows} == {"rules-2"}
+    assert sum(p["decisions"] for p in shadows) == 300
+
+
+def test_calibration_exploration_and_drift_of_a_learned_release(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    _traffic(system, clock, 600)
+    clock.advance(25 * HOUR)
+    system.settings = system.settings.replace(gate_margin=-1e9)
+    learned = retrain(system, actor="test").version
+    system.release(learned, actor="test")
+    _traffic(system, clock, 400)
+    drift = client.get("/v1/monitoring/drift").json()
+    assert drift["reference"]["basis"] == f"training window of {learned}"
+    assert {f["feature"] for f in drift["features"]} == set(system.features.names)
+    assert drift["live_rows"] == 400
+    live = client.get("/metrics").text  # drift gauges: the last day's traffic vs training
+    assert "offerloop_feature_drift_psi{" in live
+    assert "offerloop_drift_alert_level{" in live
+    assert "offerloop_feature_default_share{" in live
+    clock.advance(25 * HOUR)
+    cal = {
+        v["version"]: v["calibration"]
+        for v in client.get("/v1/monitoring/calibration").json()["versions"]
+    }
+    assert cal["random-1"] is None  # no reward model
+    assert cal[learned]["decisions"] == 400
+    assert cal[learned]["predicted_per_decision"] > 0
+    assert len(cal[learned]["bins"]) == 5
+    metrics = client.get("/metrics").text
+    assert _sample(metrics, "offerloop_exploration_decisions_total") > 0
+    assert _sample(metrics, "offerloop_feature_freshness_seconds_count") > 0
+    assert re.search(
+        rf'offerloop_realised_revenue_per_decision{{campaign="spring_sale",mode="released",'
+        rf'model_version="{learned}"}} [0-9.]+',
+        metrics,
+    )
+
+
+def test_health_endpoints_and_runs(client: TestClient, system: Offerloop) -> None:
+    for i in range(5):
+        assert client.post("/v1/decide", json={"player_id": f"p{i}"}).status_code == 200
+    lat = client.get("/v1/monitoring/latency").json()
+    assert lat["decision_seconds"]["count"] == 5
+    assert 0 < lat["decision_seconds"]["p50"] <= lat["decision_seconds"]["p99"]
+    assert client.get("/v1/monitoring/freshness").json()["age_seconds"]["count"] == 0
+    assert client.get("/v1/monitoring/runs").json() == {"runs": []}
+
+
+def test_bad_parameters_are_named(client: TestClient) -> None:
+    r = client.get("/v1/monitoring/revenue", params={"start": "yesterday"})
+    assert r.status_code == 422
+    assert r.json()["error"]["problems"][0]["location"] == "start"
+    r = client.get("/v1/monitoring/revenue", params={"bucket": "1s"})
+    assert r.status_code == 422
+    assert "bucket" in r.json()["error"]["message"]
+    assert client.get("/v1/monitoring/drift", params={"campaign": "nope"}).status_code == 404
+    assert client.get("/v1/monitoring/runs", params={"limit": 0}).status_code == 422
+    assert client.get("/dashboard", params={"refresh": -1}).status_code == 422
+
+
+def test_dashboard_html_and_report(
+    client: TestClient, system: Offerloop, clock: ManualClock, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from offerloop.monitoring import write_report
+
+    _traffic(system, clock, 200)
+    clock.advance(25 * HOUR)
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<meta http-equiv="refresh" content="30">' in page.text
+    assert page.text.count('class="point"') == len(
+        client.get("/v1/monitoring/revenue").json()["series"]
+    )
+    path = write_report(system.monitor, tmp_path / "r" / "report.html")
+    text = path.read_text()
+    assert "http-equiv" not in text  # static
+    assert 'id="revenue-chart"' in text
