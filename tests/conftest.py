@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +46,13 @@ def event(
     **props: object,
 ) -> dict[str, object]:
     return {"event_id": f"e{i}", "player_id": player, "type": kind, "ts": ts, "properties": props}
+
+
+# The real servers every backend test talks to (never mocks); .ci/run starts them if needed.
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unique_name(prefix: str) -> str:
+    """A schema or key-prefix name no other test (or concurrent run) uses."""
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"

@@ -151,6 +151,23 @@ class Settings:
     )
     drift_warn_psi: float = _s(0.1, "PSI at or above which a feature's drift state is 'warn'.")
     drift_alert_psi: float = _s(0.25, "PSI at or above which a feature's drift state is 'alert'.")
+    database_url: str = _s(
+        "",
+        "PostgreSQL URL (postgresql://user@host:5432/db) for every log, the registry and "
+        "deployments, shared by several service processes. Empty: the embedded SQLite backend "
+        "in data_dir.",
+    )
+    database_schema: str = _s(
+        "offerloop", "PostgreSQL schema offerloop's tables live in (created if missing)."
+    )
+    redis_url: str = _s(
+        "",
+        "Redis URL (redis://host:6379/0) for online features and the live deployment "
+        "generation, shared by several service processes. Empty: in-process state.",
+    )
+    redis_prefix: str = _s(
+        "offerloop:", "Prefix of every Redis key offerloop writes (one prefix per deployment)."
+    )
     admin_token: str = _s(
         "",
         "Bearer token of the admin HTTP API (/v1/admin/...). Empty: the admin API refuses "
@@ -276,6 +293,10 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("drift_window_hours", "must be > 0"))
     if not 0 < s.drift_warn_psi <= s.drift_alert_psi:
         problems.append(Problem("drift_warn_psi", "must be > 0 and <= drift_alert_psi"))
+    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        problems.append(Problem("database_url", "must start with postgresql://"))
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(Problem("redis_url", "must start with redis://, rediss:// or unix://"))
     if s.deployment_refresh_seconds < 0:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:

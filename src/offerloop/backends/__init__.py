@@ -44,19 +44,32 @@ __all__ = [
     "ModelStore",
     "ShadowChoice",
     "TransitionRecord",
+    "backend_name",
     "open_backend",
 ]
 
 BACKENDS: dict[str, str] = {
     "sqlite": "offerloop.backends._sqlite:SQLiteBackend",
+    "postgres": "offerloop.backends._postgres:PostgresBackend",
 }
 
 
-def open_backend(settings: Settings, name: str = "sqlite", **kwargs: Any) -> Backend:
+def backend_name(settings: Settings) -> str:
+    """``postgres`` when ``database_url`` is set, else the embedded ``sqlite``."""
+    return "postgres" if settings.database_url else "sqlite"
+
+
+def open_backend(settings: Settings, name: str | None = None, **kwargs: Any) -> Backend:
+    name = name or backend_name(settings)
     try:
         target = BACKENDS[name]
     except KeyError:
         raise InvalidInput(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})") from None
     module, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
+    if name == "postgres":
+        return cast(
+            Backend,
+            cls(settings.database_url, schema=settings.database_schema, **kwargs),
+        )
     return cast(Backend, cls(settings.data_dir, durability=settings.durability, **kwargs))
