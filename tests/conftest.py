@@ -24,12 +24,39 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(env={}, data_dir=str(tmp_path / "data"), decision_seed=1)
 
 
-@pytest.fixture
-def system(settings: Settings, clock: ManualClock) -> Iterator[Offerloop]:
+@pytest.fixture(params=["embedded", "postgres+redis"])
+def system(
+    request: pytest.FixtureRequest, settings: Settings, clock: ManualClock
+) -> Iterator[Offerloop]:
+    """Every test using it runs on the embedded backend and on PostgreSQL + Redis (the real
+    servers; a schema and a key prefix of its own, removed afterwards)."""
+    if request.param == "postgres+redis":
+        name = unique_name("t")
+        settings = settings.replace(
+            database_url=PG_URL,
+            database_schema=name,
+            redis_url=REDIS_URL,
+            redis_prefix=f"{name}:",
+        )
     s = Offerloop(settings, clock)
     s.bootstrap(actor="test")
     yield s
     s.close()
+    if request.param == "postgres+redis":
+        _drop(settings)
+
+
+def _drop(settings: Settings) -> None:
+    import psycopg
+    import redis
+
+    with psycopg.connect(settings.database_url, autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{settings.database_schema}" CASCADE')
+    r = redis.Redis.from_url(settings.redis_url)
+    keys = list(r.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    if keys:
+        r.unlink(*keys)
+    r.close()
 
 
 @pytest.fixture

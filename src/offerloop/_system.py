@@ -3,6 +3,7 @@ deployments, decisions and metrics. Each concern lives in its own module; this o
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from offerloop.features import (
     reference_features,
 )
 from offerloop.features._batch_source import BatchSources
+from offerloop.features._redis import RedisOnlineStore
 from offerloop.features._sql_source import SqlSources
 from offerloop.monitoring import Metrics, Monitor
 from offerloop.policies import RandomPolicy, RulesPolicy
@@ -53,7 +55,10 @@ class Offerloop:
         self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(self.backend, self.registry, self.clock)
-        self._online = OnlineFeatures(self.features)
+        self._redis: RedisOnlineStore | None = None
+        if settings.redis_url:
+            self._redis = RedisOnlineStore(settings.redis_url, settings.redis_prefix, self.features)
+        self._online = OnlineFeatures(self.features, self._redis)
         self._online_ready = False
         self._online_lock = threading.Lock()
         self.rebuilt_events = 0
@@ -86,18 +91,44 @@ class Offerloop:
         return self._online
 
     def warm(self) -> None:
-        """Rebuild the online feature state from the event log, if not done yet."""
+        """Rebuild the online feature state from the event log, if not done yet.
+
+        With Redis the state is shared: it is rebuilt only when no process has built it for
+        these feature definitions (one process rebuilds, under a lock; the others wait)."""
         with self._online_lock:
             if self._online_ready:
                 return
-            started = time.perf_counter()
-            self.rebuilt_events = self._online.rebuild(self.backend.iter_events(), self.clock.now())
-            self.rebuild_seconds = time.perf_counter() - started
+            redis_store = self._redis
+            if redis_store is not None and redis_store.built() is not None:
+                self._online_ready = True
+                return
+            if redis_store is not None and not redis_store.try_rebuild_lock():
+                deadline = time.monotonic() + 600
+                while redis_store.built() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)  # another process is rebuilding
+                self._online_ready = True
+                return
+            try:
+                self.rebuild_online()
+            finally:
+                if redis_store is not None:
+                    redis_store.release_rebuild_lock()
             self._online_ready = True
+
+    def rebuild_online(self) -> int:
+        """Replay the whole event log into the online state (``offerloop features rebuild``)."""
+        started = time.perf_counter()
+        self.rebuilt_events = self._online.rebuild(self.backend.iter_events(), self.clock.now())
+        self.rebuild_seconds = time.perf_counter() - started
+        if self._redis is not None:
+            self._redis.mark_built(self.rebuilt_events)
+        return self.rebuilt_events
 
     def close(self) -> None:
         self.sql_sources.close()
         self.backend.close()
+        if self._redis is not None:
+            self._redis.close()
 
     def poll_batches(self) -> int:
         """Load batch-source files that landed since the last poll."""
@@ -156,10 +187,12 @@ class Offerloop:
             events = self.backend.player_events(player_id, as_of - delay)
             external = self._external(player_id, as_of - delay)
             return reference_features(self.features, events, as_of - delay, context, external)
-        newest = self.online.newest_received(player_id)
-        if newest is not None:
-            self.metrics.feature_freshness.observe(max(0.0, as_of - newest))
-        return self.online.read(player_id, as_of, context, self._external(player_id, as_of))
+        online = self.online
+        state = online.store.get(player_id)  # one round trip to the store
+        if state is not None and state.newest_received > -math.inf:
+            self.metrics.feature_freshness.observe(max(0.0, as_of - state.newest_received))
+        readings = online.read_state(state, as_of, context, self._external(player_id, as_of))
+        return {k: r.value for k, r in readings.items()}
 
     def player_readings(
         self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None

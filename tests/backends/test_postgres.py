@@ -62,7 +62,9 @@ def test_concurrent_writers_of_the_same_retry_store_it_once(pg: PostgresBackend)
 
 
 def test_an_unreachable_server_is_a_clear_error() -> None:
-    with pytest.raises(BackendUnavailable, match=r"PostgreSQL at postgresql://u:\*\*\*@127.0.0.1:1"):
+    with pytest.raises(
+        BackendUnavailable, match=r"PostgreSQL at postgresql://u:\*\*\*@127.0.0.1:1"
+    ):
         PostgresBackend("postgresql://u:secret@127.0.0.1:1/test", schema="x")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -127,15 +128,21 @@ def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) 
     _traffic(system, clock, 400)
     clock.advance(25 * 3600)
     code = (
-        "import os, signal, sys\n"
+        "import json, os, signal, sys\n"
         "from offerloop import Offerloop, load_settings\n"
         "from offerloop.pipeline import run_pipeline\n"
         "Offerloop.deploy = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "s = load_settings(env={}, data_dir=sys.argv[1], gate_margin=-1e9)\n"
+        "s = load_settings(env={}, **json.loads(sys.argv[1]))\n"
         "run_pipeline(Offerloop(s))\n"
     )
+    st = system.settings
+    same = {
+        k: getattr(st, k)
+        for k in ("data_dir", "gate_margin", "database_url", "database_schema", "redis_url")
+    }
+    same["redis_prefix"] = st.redis_prefix
     proc = subprocess.run(
-        [sys.executable, "-c", code, system.settings.data_dir], capture_output=True, timeout=120
+        [sys.executable, "-c", code, json.dumps(same)], capture_output=True, timeout=120
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     [crashed] = list_runs(system.settings.data_dir)

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -124,6 +124,13 @@ def demo(
         str | None,
         typer.Option(help="Serve features this stale (e.g. 24h), to measure what it costs."),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Run on PostgreSQL (schema offerloop_demo) instead of SQLite."),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Keep online features in Redis (prefix offerloop_demo:).")
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -131,7 +138,12 @@ def demo(
     from offerloop.features import parse_duration
     from offerloop.sim._demo import DemoConfig, run_demo
 
-    settings = _settings(data_dir or "offerloop-demo", config)
+    shared: dict[str, Any] = {}
+    if database_url:
+        shared.update(database_url=database_url, database_schema="offerloop_demo")
+    if redis_url:
+        shared.update(redis_url=redis_url, redis_prefix="offerloop_demo:")
+    settings = load_settings(config, data_dir=data_dir or "offerloop-demo", **shared)
     if feature_delay is not None:
         try:
             delay = parse_duration(feature_delay)
@@ -495,6 +507,14 @@ def features_show(player_id: str, data_dir: DataDir = None, config: Config = Non
         for name, r in system.player_readings(player_id, now).items():
             newest = format_ts(r.newest_event_ts) if r.newest_event_ts is not None else "-"
             out.print(f"{name} = {r.value!r}  (newest event {newest})", highlight=False)
+
+
+@features_app.command("rebuild")
+def features_rebuild(data_dir: DataDir = None, config: Config = None) -> None:
+    """Replay the whole event log into the online state (e.g. Redis from PostgreSQL)."""
+    with _opened(data_dir, config) as system:
+        n = system.rebuild_online()
+        out.print(f"online state rebuilt from {n} events in {system.rebuild_seconds:.1f} s")
 
 
 @features_app.command("backfill")

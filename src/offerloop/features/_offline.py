@@ -84,14 +84,19 @@ def _where_sql(conds: Sequence[Condition]) -> str:
     return " AND ".join(parts) if parts else "TRUE"
 
 
-def _sqlite_scanner() -> str | None:
+def _bundled_extension(name: str) -> str | None:
+    """A DuckDB extension shipped in a ``duckdb-ext-*`` wheel (never downloaded at run time)."""
     try:
         import duckdb_ext  # type: ignore[import-untyped]
     except ImportError:
         return None
     base = Path(next(iter(duckdb_ext.__path__))) / "extensions"
-    found = sorted(base.glob(f"v{duckdb.__version__}/*/sqlite_scanner.duckdb_extension"))
+    found = sorted(base.glob(f"v{duckdb.__version__}/*/{name}.duckdb_extension"))
     return str(found[0]) if found else None
+
+
+def _sqlite_scanner() -> str | None:
+    return _bundled_extension("sqlite_scanner")
 
 
 class OfflineEngine:
@@ -127,6 +132,21 @@ class OfflineEngine:
         self.con.execute(
             "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
             f"received_at FROM sqlite_scan({_sql_str(str(path))}, 'events')"
+        )
+
+    def use_postgres(self, url: str, schema: str) -> None:
+        """Read events straight from the PostgreSQL backend's table (DuckDB's bundled
+        postgres_scanner: the scan is pushed to PostgreSQL, read in parallel, no copy)."""
+        ext = _bundled_extension("postgres_scanner")
+        if ext is None:
+            raise BackendUnavailable(
+                "DuckDB's postgres_scanner (package duckdb-ext-postgres) is missing"
+            )
+        self.con.execute(f"LOAD {_sql_str(ext)}")
+        self.con.execute(f"ATTACH {_sql_str(url)} AS pg (TYPE postgres, READ_ONLY)")
+        self.con.execute(
+            "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
+            f'received_at FROM pg."{schema}".events'
         )
 
     def use_batches(self, sources: Sequence[Any]) -> None:

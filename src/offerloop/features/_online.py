@@ -18,9 +18,10 @@ The state lives behind :class:`OnlineStore` (get / put / delete / clear), so ano
 
 from __future__ import annotations
 
+import json
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ __all__ = [
     "OnlineFeatures",
     "OnlineStore",
     "PlayerState",
+    "StateCodec",
 ]
 
 Entry = tuple[float, str, tuple[Any, ...]]  # (ts, event_id, values of the stream's properties)
@@ -124,6 +126,11 @@ class OnlineStore(Protocol):
 
     def put(self, player_id: str, state: PlayerState) -> None: ...
 
+    def update(self, player_id: str, change: Callable[[PlayerState | None], PlayerState]) -> None:
+        """Replace a player's state by ``change(old)``, atomically for that player (no
+        update by another process or thread can be lost in between)."""
+        ...
+
     def delete(self, player_id: str) -> None: ...
 
     def clear(self) -> None: ...
@@ -132,12 +139,17 @@ class OnlineStore(Protocol):
 class InMemoryOnlineStore:
     def __init__(self) -> None:
         self._states: dict[str, PlayerState] = {}
+        self._lock = threading.Lock()
 
     def get(self, player_id: str) -> PlayerState | None:
         return self._states.get(player_id)
 
     def put(self, player_id: str, state: PlayerState) -> None:
         self._states[player_id] = state
+
+    def update(self, player_id: str, change: Callable[[PlayerState | None], PlayerState]) -> None:
+        with self._lock:
+            self._states[player_id] = change(self._states.get(player_id))
 
     def delete(self, player_id: str) -> None:
         self._states.pop(player_id, None)
@@ -190,31 +202,39 @@ class OnlineFeatures:
 
     # -- writes --------------------------------------------------------------------------
     def apply(self, events: Iterable[EventRecord], now: float) -> None:
-        """Fold newly stored events (never duplicates) into their players' state."""
+        """Fold newly stored events (never duplicates) into their players' state, one
+        atomic update per player."""
+        by_player: dict[str, list[EventRecord]] = {}
+        for e in events:
+            if e.type in self._by_type:
+                by_player.setdefault(e.player_id, []).append(e)
         with self._lock:
-            touched: dict[str, PlayerState] = {}
-            for e in events:
-                plans = self._by_type.get(e.type)
-                if not plans:
+            for pid, player_events in by_player.items():
+                self.store.update(
+                    pid,
+                    lambda st, evs=player_events: self._fold(st, evs, now),  # type: ignore[misc]
+                )
+
+    def _fold(
+        self, st: PlayerState | None, events: Sequence[EventRecord], now: float
+    ) -> PlayerState:
+        st = st or PlayerState()
+        for e in events:
+            st.newest_received = max(st.newest_received, e.received_at)
+            for plan in self._by_type[e.type]:
+                if plan.key[1] and not matches(e.properties, plan.key[1]):
                     continue
-                st = touched.get(e.player_id) or self.store.get(e.player_id) or PlayerState()
-                touched[e.player_id] = st
-                st.newest_received = max(st.newest_received, e.received_at)
-                for plan in plans:
-                    if plan.key[1] and not matches(e.properties, plan.key[1]):
-                        continue
-                    s = st.streams.get(plan.key)
-                    if s is None:
-                        s = st.streams[plan.key] = _Stream([], _Summary.empty(len(plan.properties)))
-                    entry = (e.ts, e.event_id, tuple(e.properties.get(p) for p in plan.properties))
-                    horizon = now - plan.retention
-                    if e.ts < horizon:
-                        s.summary.add(entry)  # late: outside every window from now on
-                    else:
-                        _insort(s.buf, entry)
-                    _compact(s, horizon)
-            for pid, st in touched.items():
-                self.store.put(pid, st)
+                s = st.streams.get(plan.key)
+                if s is None:
+                    s = st.streams[plan.key] = _Stream([], _Summary.empty(len(plan.properties)))
+                entry = (e.ts, e.event_id, tuple(e.properties.get(p) for p in plan.properties))
+                horizon = now - plan.retention
+                if e.ts < horizon:
+                    s.summary.add(entry)  # late: outside every window from now on
+                else:
+                    _insort(s.buf, entry)
+                _compact(s, horizon)
+        return st
 
     def rebuild(self, events: Iterable[EventRecord], now: float, batch: int = 10_000) -> int:
         """Drop all state and replay ``events`` (the whole log); returns how many were read."""
@@ -255,7 +275,17 @@ class OnlineFeatures:
         context: Mapping[str, Any] | None = None,
         external: Mapping[str, FeatureValue] | None = None,
     ) -> dict[str, FeatureReading]:
-        st = self.store.get(player_id)
+        """Each feature's value and the newest event time behind it."""
+        return self.read_state(self.store.get(player_id), as_of, context, external)
+
+    def read_state(
+        self,
+        st: PlayerState | None,
+        as_of: float,
+        context: Mapping[str, Any] | None = None,
+        external: Mapping[str, FeatureValue] | None = None,
+    ) -> dict[str, FeatureReading]:
+        """:meth:`read_detailed` from a state the caller fetched (one store round trip)."""
         context = context or {}
         external = external or {}
         out: dict[str, FeatureReading] = {}
@@ -369,3 +399,55 @@ def _aggregate(f: Aggregate, rows: Sequence[Entry], plan: _Plan, summ: _Summary 
     if f.agg == "min":
         return min(nums + ([summ.lo[i]] if summ and summ.n[i] else []))
     return max(nums + ([summ.hi[i]] if summ and summ.n[i] else []))
+
+
+class StateCodec:
+    """PlayerState ⇄ JSON bytes, for stores outside the process (Redis). Streams are named by
+    their definition, so state written under other feature definitions is never misread."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        keys = {k for f in features if (k := stream_of(f)) is not None}
+        self._ids = {k: repr(k) for k in keys}
+        self._keys = {v: k for k, v in self._ids.items()}
+
+    def encode(self, st: PlayerState) -> bytes:
+        streams = {}
+        for key, s in st.streams.items():
+            m = s.summary
+            streams[self._ids[key]] = [
+                [[ts, eid, list(vals)] for ts, eid, vals in s.buf],
+                [
+                    m.count,
+                    m.max_ts,
+                    m.n,
+                    m.total,
+                    m.lo,
+                    m.hi,
+                    [None if x is None else [list(x[0]), x[1]] for x in m.last_num],
+                    [None if x is None else [list(x[0]), x[1]] for x in m.last_str],
+                    [sorted([list(t) for t in d], key=repr) for d in m.distinct],
+                ],
+            ]
+        return json.dumps([st.newest_received, streams], separators=(",", ":")).encode()
+
+    def decode(self, raw: bytes) -> PlayerState:
+        newest, streams = json.loads(raw)
+        st = PlayerState(newest_received=float(newest))
+        for sid, (buf, m) in streams.items():
+            key = self._keys.get(sid)
+            if key is None:
+                continue  # a stream of older definitions: rebuild to fill new ones
+            summary = _Summary(
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                [None if x is None else ((x[0][0], x[0][1]), x[1]) for x in m[6]],
+                [None if x is None else ((x[0][0], x[0][1]), x[1]) for x in m[7]],
+                [{(t[0], t[1]) for t in d} for d in m[8]],
+            )
+            entries = [(e[0], e[1], tuple(e[2])) for e in buf]
+            st.streams[key] = _Stream(entries, summary)
+        return st

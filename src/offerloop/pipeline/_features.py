@@ -20,11 +20,13 @@ def offline_engine(system: Offerloop) -> OfflineEngine:
     """A DuckDB engine reading this system's event log."""
     engine = OfflineEngine(system.features)
     engine.use_batches(system.batch_sources.sources)
-    path = getattr(system.backend, "path", None)
-    if path is None:
-        engine.use_records(list(system.backend.iter_events()))
-    else:
+    b = system.backend
+    if b.name == "postgres":
+        engine.use_postgres(getattr(b, "url"), getattr(b, "schema"))  # noqa: B009
+    elif (path := getattr(b, "path", None)) is not None:
         engine.use_sqlite(path)
+    else:
+        engine.use_records(list(b.iter_events()))
     return engine
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offerloop._clock import ManualClock, parse_rfc3339
-from offerloop._errors import Conflict
+from offerloop._errors import BackendUnavailable, Conflict
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
 from offerloop.monitoring import write_report
@@ -57,6 +57,8 @@ def run_demo(
         if not marker.exists():
             raise Conflict(f"--fresh would delete {data}, which a demo did not create; refusing")
         shutil.rmtree(data)
+    if config.fresh:
+        _reset_shared(settings)
     data.mkdir(parents=True, exist_ok=True)
     marker.write_text("created by offerloop demo; --fresh may delete this directory\n")
     settings = settings.replace(
@@ -73,7 +75,8 @@ def run_demo(
     system = Offerloop(settings, clock)
     if system.backend.transitions(system.default_campaign):
         system.close()
-        raise Conflict(f"{data} already holds a deployment history; use --fresh or another dir")
+        where = f"schema {settings.database_schema}" if settings.database_url else str(data)
+        raise Conflict(f"{where} already holds a deployment history; use --fresh or another dir")
     system.bootstrap(actor="demo")
     world = World(system.campaign(None), seed=config.seed)
     days: list[DayStats] = []
@@ -133,3 +136,33 @@ def _broken_candidate(system: Offerloop) -> str:
     return system.registry.register(
         c.id, FixedPolicy(c.offer_ids, probs), {"source": "demo fault injection"}
     ).version
+
+
+def _reset_shared(settings: Settings) -> None:
+    """--fresh on PostgreSQL/Redis: drop the demo's schema and keys, never anyone else's."""
+    if settings.database_url:
+        if not settings.database_schema.startswith("offerloop_demo"):
+            raise Conflict(
+                f"--fresh would drop schema {settings.database_schema!r}, which is not a demo's"
+            )
+        from offerloop.backends._postgres import PostgresBackend
+
+        pg = PostgresBackend(settings.database_url, schema=settings.database_schema)
+        pg.drop_schema()
+        pg.close()
+    if settings.redis_url:
+        if not settings.redis_prefix.startswith("offerloop_demo"):
+            raise Conflict(
+                f"--fresh would clear Redis keys {settings.redis_prefix!r}*, not a demo's"
+            )
+        import redis
+
+        r = redis.Redis.from_url(settings.redis_url)
+        try:
+            keys = list(r.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+            for i in range(0, len(keys), 1000):
+                r.unlink(*keys[i : i + 1000])
+        except redis.RedisError as exc:
+            raise BackendUnavailable(f"Redis at {settings.redis_url}: {exc}") from exc
+        finally:
+            r.close()
