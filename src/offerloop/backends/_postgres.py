@@ -132,6 +132,7 @@ class PostgresBackend:
             raise InvalidInput(f"database_schema {schema!r} must be a lower-case identifier")
         self.url = url
         self.schema = schema
+        self.transactions = 0
         try:
             # one direct connection first: fails fast (refused, bad password) and migrates
             with psycopg.connect(url, connect_timeout=5) as conn:
@@ -151,6 +152,7 @@ class PostgresBackend:
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
         """One transaction: committed on success, rolled back on any error."""
+        self.transactions += 1  # a plain counter: what one decision or batch costs (bench)
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur

@@ -131,6 +131,12 @@ class OnlineStore(Protocol):
         update by another process or thread can be lost in between)."""
         ...
 
+    def update_many(
+        self, changes: Mapping[str, Callable[[PlayerState | None], PlayerState]]
+    ) -> None:
+        """:meth:`update` for several players at once (one batch of events)."""
+        ...
+
     def delete(self, player_id: str) -> None: ...
 
     def clear(self) -> None: ...
@@ -150,6 +156,13 @@ class InMemoryOnlineStore:
     def update(self, player_id: str, change: Callable[[PlayerState | None], PlayerState]) -> None:
         with self._lock:
             self._states[player_id] = change(self._states.get(player_id))
+
+    def update_many(
+        self, changes: Mapping[str, Callable[[PlayerState | None], PlayerState]]
+    ) -> None:
+        with self._lock:
+            for pid, change in changes.items():
+                self._states[pid] = change(self._states.get(pid))
 
     def delete(self, player_id: str) -> None:
         self._states.pop(player_id, None)
@@ -202,18 +215,18 @@ class OnlineFeatures:
 
     # -- writes --------------------------------------------------------------------------
     def apply(self, events: Iterable[EventRecord], now: float) -> None:
-        """Fold newly stored events (never duplicates) into their players' state, one
-        atomic update per player."""
+        """Fold newly stored events (never duplicates) into their players' state: one
+        update of the store per batch, atomic per player."""
         by_player: dict[str, list[EventRecord]] = {}
         for e in events:
             if e.type in self._by_type:
                 by_player.setdefault(e.player_id, []).append(e)
+        changes: dict[str, Callable[[PlayerState | None], PlayerState]] = {
+            pid: (lambda st, evs=evs: self._fold(st, evs, now))  # type: ignore[misc]
+            for pid, evs in by_player.items()
+        }
         with self._lock:
-            for pid, player_events in by_player.items():
-                self.store.update(
-                    pid,
-                    lambda st, evs=player_events: self._fold(st, evs, now),  # type: ignore[misc]
-                )
+            self.store.update_many(changes)
 
     def _fold(
         self, st: PlayerState | None, events: Sequence[EventRecord], now: float

@@ -10,15 +10,17 @@ the feature definitions' sha256, so new definitions never read state folded by o
 * ``{prefix}{digest}:rebuild-lock``: held (``SET NX``, 10 min TTL) by the one process that
   rebuilds, so starting processes do not rebuild at once.
 
-An update folds a player's new events into its state with ``WATCH``/``MULTI``/``EXEC`` on the
-player's key: atomic per player, and a concurrent update from another process makes it retry
-rather than be lost. Player keys carry no TTL: lifetime features (purchases ever) need all
-history, and the state is bounded per player by compaction, not by expiry.
+A batch of events is folded into its players' states in one optimistic transaction:
+``WATCH`` their keys, ``MGET``, fold, ``MSET`` inside ``MULTI``/``EXEC`` (three round trips per
+batch). Atomic per player; a concurrent update of any of them by another process makes the
+batch fold again on the new states rather than be lost. Player keys carry no TTL: lifetime
+features (purchases ever) need all history, and the state is bounded per player by compaction,
+not by expiry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -72,6 +74,33 @@ class RedisOnlineStore:
                     return
                 except redis.WatchError:
                     continue  # another process updated this player: fold again on its state
+
+    def update_many(
+        self, changes: Mapping[str, Callable[[PlayerState | None], PlayerState]]
+    ) -> None:
+        """One optimistic transaction for a whole batch: WATCH every key, MGET, fold, MSET in
+        MULTI/EXEC (three round trips); a concurrent change to any of them folds again."""
+        if not changes:
+            return
+        keys = [self._key(p) for p in changes]
+        try:
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                        raws = pipe.mget(keys)
+                        new = {
+                            key: self.codec.encode(change(self.codec.decode(raw) if raw else None))  # type: ignore[arg-type]
+                            for key, change, raw in zip(keys, changes.values(), raws, strict=True)
+                        }
+                        pipe.multi()
+                        pipe.mset(new)
+                        pipe.execute()
+                        return
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as exc:
+            raise BackendUnavailable(f"Redis update failed: {exc}") from exc
 
     def delete(self, player_id: str) -> None:
         self.client.delete(self._key(player_id))
