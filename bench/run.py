@@ -14,6 +14,7 @@ BENCHES = [
     "features_bench.py",
     "feast_peer.py",
     "learners_vs_vw.py",
+    "backends_bench.py",
 ]
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
-    env["COLUMNS"] = "200"
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    env = {**base, **(env or {}), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "offerloop", *args],
         cwd=cwd,
@@ -93,3 +95,45 @@ def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_pat
     listed = run("pipeline", "runs", *d, cwd=tmp_path)
     assert "run-000001-" in listed.stdout
     assert "run-000002-" in listed.stdout
+
+
+def test_features_rebuild_refills_redis_from_postgresql(tmp_path: Path) -> None:
+    from offerloop import Offerloop, load_settings
+    from offerloop.events import EventIn
+    from tests.conftest import PG_URL, REDIS_URL, _drop, unique_name
+
+    name = unique_name("cli")
+    shared = {
+        "database_url": PG_URL,
+        "database_schema": name,
+        "redis_url": REDIS_URL,
+        "redis_prefix": f"{name}:",
+    }
+    settings = load_settings(env={}, data_dir=str(tmp_path / "d"), **shared)
+    system = Offerloop(settings)
+    try:
+        system.bootstrap()
+        system.warm()
+        system.ingest(
+            [
+                EventIn(
+                    event_id=f"e{i}",
+                    player_id="p1",
+                    type="purchase",
+                    ts="2026-11-26T10:00:00Z",
+                    properties={"amount": 2.0},
+                )
+                for i in range(3)
+            ]
+        )
+        assert system.online.read("p1", system.clock.now())["purchases_total"] == 3
+        system.online.store.clear()  # Redis lost its state (a flush, a new cluster)
+        assert system.online.store.get("p1") is None
+        env = {f"OFFERLOOP_{k.upper()}": v for k, v in shared.items()}
+        p = run("features", "rebuild", "--data-dir", str(tmp_path / "d"), cwd=tmp_path, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "online state rebuilt from 3 events" in p.stdout
+        assert system.online.read("p1", system.clock.now())["purchases_total"] == 3
+    finally:
+        system.close()
+        _drop(settings)
