@@ -13,6 +13,7 @@ from offerloop._clock import Clock, SystemClock
 from offerloop._errors import NotFound
 from offerloop._settings import Settings
 from offerloop.backends import Backend, DecisionRecord, TransitionRecord, open_backend
+from offerloop.backends._spool import DecisionSpool
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.events import EventIn, IngestResult, Reward, attribute, ingest
 from offerloop.features import (
@@ -51,6 +52,8 @@ class Offerloop:
             raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
         self.backend = backend or open_backend(settings)
         self.metrics = Metrics()
+        # a shared database may go down: decisions are then spooled locally (durably)
+        self.spool = DecisionSpool(settings.data_dir) if settings.database_url else None
         self.monitor = Monitor(self)
         self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
@@ -80,6 +83,8 @@ class Offerloop:
             self.metrics,
             refresh_seconds=settings.deployment_refresh_seconds,
             seed=None if settings.decision_seed < 0 else settings.decision_seed,
+            default_features=self._default_features,
+            spool=self.spool,
         )
 
     @property
@@ -125,6 +130,8 @@ class Offerloop:
         return self.rebuilt_events
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         self.sql_sources.close()
         self.backend.close()
         if self._redis is not None:
@@ -201,6 +208,13 @@ class Offerloop:
         return self.online.read_detailed(
             player_id, as_of, context, self._external(player_id, as_of)
         )
+
+    def _default_features(
+        self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
+    ) -> dict[str, FeatureValue]:
+        """Every feature at its default (request context still applies): what a decision
+        uses when the online store cannot be read."""
+        return {k: r.value for k, r in self._online.read_state(None, as_of, context).items()}
 
     def _external(self, player_id: str, as_of: float) -> dict[str, FeatureValue]:
         out: dict[str, FeatureValue] = {}

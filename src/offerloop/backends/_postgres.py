@@ -141,9 +141,9 @@ class PostgresBackend:
                 url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"options": f"-c search_path={schema}"},
+                kwargs={"options": f"-c search_path={schema}", "connect_timeout": 2},
                 open=True,
-                timeout=10.0,
+                timeout=2.0,  # a request waits at most this long for a connection
             )
         except psycopg.Error as exc:
             raise BackendUnavailable(f"PostgreSQL at {_redact(url)} is unavailable: {exc}") from exc

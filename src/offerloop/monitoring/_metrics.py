@@ -98,6 +98,19 @@ class Metrics:
             ["campaign", "model_version", "mode"],
             registry=r,
         )
+        self.backend_errors = Counter(
+            "offerloop_backend_errors",
+            "Faults of our own dependencies, by backend (database, online_store) and operation.",
+            ["backend", "operation"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "offerloop_fallback_decisions",
+            "Decisions served by a fallback, by reason: features (online store down: default "
+            "values), canary or release (failed to score), log_spooled (database down).",
+            ["campaign", "reason"],
+            registry=r,
+        )
         self.pipeline_runs = Counter(
             "offerloop_pipeline_runs",
             "Pipeline runs by outcome: finished, failed, or skipped (a scheduled firing found the "

@@ -202,7 +202,7 @@ def _judge_canary(
         campaign, _since(system, campaign, canary), system.clock.now() + 1e-6
     )
     served = _served(decisions, canary, "canary")
-    failed = sum(1 for d in decisions if d.fallback.startswith(f"canary {canary} "))
+    failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
     if broken := _guardrails(system, canary, served, failed):
         return ControlStep("rollback", canary, f"canary breaks a guardrail: {broken}")
     arm_c = _matured(system, served)

@@ -7,15 +7,16 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 
 from offerloop._clock import Clock
-from offerloop._errors import Conflict, NotFound
+from offerloop._errors import BackendUnavailable, Conflict, NotFound
 from offerloop.backends import Backend, DecisionRecord, ShadowChoice
+from offerloop.backends._spool import DecisionSpool
 from offerloop.campaigns import Campaign, Offer
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
@@ -67,9 +68,15 @@ class Decider:
         metrics: Metrics,
         refresh_seconds: float = 0.2,
         seed: int | None = None,
+        default_features: FeatureSource | None = None,
+        spool: DecisionSpool | None = None,
     ) -> None:
         self.backend = backend
         self.features = features
+        self.default_features = default_features
+        self.spool = spool
+        self._db_down_until = 0.0  # circuit breaker: while open, skip the database at once
+        self._next_drain = 0.0
         self.campaigns = campaigns
         self.registry = registry
         self.deployments = deployments
@@ -93,24 +100,78 @@ class Decider:
         self._live.clear()
 
     def live(self, campaign: str) -> _Live:
-        """Deployment state, re-read at most every ``refresh_seconds`` of real time."""
+        """Deployment state, re-read at most every ``refresh_seconds`` of real time. If the
+        backend cannot be read, the last known state keeps serving (and the fault is counted).
+        A version whose artifact fails to load is left out (counted); a release that fails to
+        load is replaced by uniform random over the offers (propensities stay exact)."""
         cur = self._live.get(campaign)
         mono = time.monotonic()
         if cur is not None and mono - cur.checked_at < self.refresh_seconds:
             return cur
-        gen = self.backend.generation()
-        if cur is not None and cur.generation == gen:
-            cur = _Live(gen, cur.released, cur.shadows, mono, cur.canary)
-        else:
-            st = self.deployments.state(campaign)
-            released = (st.released, self.registry.load(st.released)) if st.released else None
-            shadows = tuple((v, self.registry.load(v)) for v in st.shadows)
-            canary = (
-                (st.canary, self.registry.load(st.canary), st.canary_share) if st.canary else None
-            )
-            cur = _Live(st.generation, released, shadows, mono, canary)
+        if cur is not None and mono < self._db_down_until:
+            return cur  # the database is down: keep serving the state we know
+        try:
+            gen = self.backend.generation()
+            if cur is not None and cur.generation == gen:
+                cur = _Live(gen, cur.released, cur.shadows, mono, cur.canary)
+            else:
+                st = self.deployments.state(campaign)
+                released = self._load(campaign, st.released, RELEASED) if st.released else None
+                if st.released and released is None:
+                    offers = self.campaign(campaign).offer_ids
+                    released = (st.released, cast(Policy, _Unavailable(offers, st.released)))
+                shadows = tuple(
+                    x for v in st.shadows if (x := self._load(campaign, v, SHADOW)) is not None
+                )
+                c = self._load(campaign, st.canary, CANARY) if st.canary else None
+                canary = (c[0], c[1], st.canary_share) if c is not None else None
+                cur = _Live(st.generation, released, shadows, mono, canary)
+        except BackendUnavailable:
+            self.metrics.backend_errors.labels("database", "deployments").inc()
+            self._db_down_until = time.monotonic() + 2.0
+            if cur is None:
+                raise
+            cur = _Live(cur.generation, cur.released, cur.shadows, mono, cur.canary)
         self._live[campaign] = cur
         return cur
+
+    def _log(self, record: DecisionRecord) -> None:
+        """Commit the decision to the database, or, while it is down, to the local spool
+        (durable before the answer either way); drain the spool once the database is back."""
+        mono = time.monotonic()
+        if self.spool is None or mono >= self._db_down_until:
+            try:
+                self.backend.append_decision(record)
+                if self.spool is not None and mono >= self._next_drain:
+                    self._next_drain = mono + 1.0
+                    self._drain()
+                return
+            except BackendUnavailable:
+                if self.spool is None:
+                    raise
+                self._db_down_until = mono + 2.0
+                self.metrics.backend_errors.labels("database", "append_decision").inc()
+        note = "decision log spooled locally (database unavailable)"
+        spooled = replace(record, fallback="; ".join(x for x in (record.fallback, note) if x))
+        self.spool.append(spooled)
+        self.metrics.fallbacks.labels(record.campaign, "log_spooled").inc()
+
+    def _drain(self) -> None:
+        if self.spool is None or not len(self.spool):
+            return
+        try:
+            self.spool.drain(self.backend)
+        except BackendUnavailable:
+            self._db_down_until = time.monotonic() + 2.0
+
+    def _load(self, campaign: str, version: str, mode: str) -> tuple[str, Policy] | None:
+        try:
+            return version, self.registry.load(version)
+        except BackendUnavailable:
+            raise
+        except Exception:  # corrupt artifact, unknown kind, bad parameters: out of service
+            self.metrics.policy_errors.labels(campaign, version, mode).inc()
+            return None
 
     def _draw(self, p: np.ndarray[Any, np.dtype[np.float64]]) -> int:
         with self._rng_lock:
@@ -124,13 +185,23 @@ class Decider:
         context = dict(context or {})
         now = self.clock.now()
         t0 = time.perf_counter()
-        row = self.features(player_id, now, context)
+        notes: list[str] = []
+        try:
+            row = self.features(player_id, now, context)
+        except BackendUnavailable as exc:
+            if self.default_features is None:
+                raise
+            # the online store is down: decide on default values rather than not at all
+            self.metrics.backend_errors.labels("online_store", "read").inc()
+            self.metrics.fallbacks.labels(campaign.id, "features").inc()
+            notes.append(f"features: defaults ({exc.message})"[:200])
+            row = self.default_features(player_id, now, context)
         self.metrics.feature_duration.observe(time.perf_counter() - t0)
         live = self.live(campaign.id)
         if live.released is None:
             raise Conflict(f"campaign {campaign.id!r} has no released version")
         version, policy = live.released
-        mode, fallback, p = RELEASED, "", None
+        mode, p = RELEASED, None
         t0 = time.perf_counter()
         if live.canary is not None and canary_bucket(player_id, campaign.id) < live.canary[2]:
             # a failing canary must not fail the player: the release serves, the log says why
@@ -138,11 +209,18 @@ class Decider:
                 p = _checked(live.canary[1].act(row), len(campaign.offers), live.canary[0])
                 version, mode = live.canary[0], CANARY
             except Exception as exc:  # any bug in a candidate model
-                fallback = f"canary {live.canary[0]} failed: {exc}"[:500]
+                notes.append(f"canary {live.canary[0]} failed: {exc}"[:300])
                 self.metrics.policy_errors.labels(campaign.id, live.canary[0], CANARY).inc()
+                self.metrics.fallbacks.labels(campaign.id, "canary").inc()
                 t0 = time.perf_counter()
         if p is None:
-            p = _checked(policy.act(row), len(campaign.offers), version)
+            try:
+                p = _checked(policy.act(row), len(campaign.offers), version)
+            except Exception as exc:  # the release itself: uniform random, exact propensity
+                notes.append(f"release {version} failed: {exc}"[:300])
+                self.metrics.policy_errors.labels(campaign.id, version, RELEASED).inc()
+                self.metrics.fallbacks.labels(campaign.id, "release").inc()
+                p = np.full(len(campaign.offers), 1.0 / len(campaign.offers))
         score_ms = (time.perf_counter() - t0) * 1000.0
         idx = self._draw(p)
         if p[idx] < p.max():
@@ -171,12 +249,24 @@ class Decider:
             context=context,
             shadows=tuple(shadows),
             score_ms=score_ms,
-            fallback=fallback,
+            fallback="; ".join(notes),
         )
-        self.backend.append_decision(record)
+        self._log(record)
         self.metrics.decisions.labels(campaign.id, version, mode, offer.id).inc()
         self.metrics.decision_duration.labels(campaign.id).observe(time.perf_counter() - started)
         return Decision(record, offer)
+
+
+class _Unavailable:
+    """Stands in for a release whose artifact cannot be loaded: every call fails, so the
+    decision falls back to uniform random and says why."""
+
+    def __init__(self, offers: Sequence[str], version: str) -> None:
+        self.offers = list(offers)
+        self.version = version
+
+    def act(self, row: Mapping[str, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        raise Conflict(f"the artifact of {self.version} could not be loaded")
 
 
 def _checked(

@@ -1,0 +1,177 @@
+"""Faults of our own dependencies, for real (a TCP proxy we cut, a corrupt artifact, a policy
+that raises): decisions keep being answered, nothing acknowledged is lost, every fault is
+marked in the decision log and counted, and recovery is automatic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from offerloop import ManualClock, Offerloop, load_settings
+from offerloop.policies import FixedPolicy
+from offerloop.serving import create_app
+from tests.conftest import PG_URL, REDIS_URL, T0, _drop, unique_name
+from tests.faults import TcpProxy
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Offerloop, TcpProxy, TcpProxy]]:
+    """PostgreSQL and Redis, each behind a proxy the test can cut."""
+    pg, rd = TcpProxy(5432), TcpProxy(6379)
+    name = unique_name("f")
+    settings = load_settings(
+        env={},
+        data_dir=str(tmp_path / "d"),
+        database_url=PG_URL.replace(":5432", f":{pg.port}"),
+        database_schema=name,
+        redis_url=REDIS_URL.replace(":6379", f":{rd.port}"),
+        redis_prefix=f"{name}:",
+        decision_seed=1,
+        deployment_refresh_seconds=0.0,
+    )
+    system = Offerloop(settings, ManualClock(T0))
+    system.bootstrap(actor="test")
+    system.warm()
+    try:
+        yield system, pg, rd
+    finally:
+        system.close()
+        pg.close()
+        rd.close()
+        _drop(settings.replace(database_url=PG_URL, redis_url=REDIS_URL))
+
+
+def _metric(system: Offerloop, name: str, **labels: str) -> float:
+    value = system.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_redis_down_decisions_use_default_features_and_recover(
+    proxied: tuple[Offerloop, TcpProxy, TcpProxy],
+) -> None:
+    system, _, rd = proxied
+    with TestClient(create_app(system)) as client:
+        ev = {
+            "event_id": "e1",
+            "player_id": "p1",
+            "type": "purchase",
+            "ts": "2026-03-02T11:00:00Z",
+            "properties": {"amount": 9.99},
+        }
+        assert client.post("/v1/events", json={"events": [ev]}).status_code == 200
+        ok = client.post("/v1/decide", json={"player_id": "p1"}).json()
+        assert system.decision(ok["decision_id"])[0].features["purchases_total"] == 1
+        rd.cut()
+        t = time.perf_counter()
+        degraded = client.post("/v1/decide", json={"player_id": "p1"})
+        elapsed = time.perf_counter() - t
+        assert degraded.status_code == 200
+        assert elapsed < 6.0  # within Redis's socket timeout, never hanging
+        record = system.decision(degraded.json()["decision_id"])[0]
+        assert record.features["purchases_total"] == 0  # the default
+        assert record.fallback.startswith("features: defaults (Redis read failed")
+        assert (
+            _metric(
+                system,
+                "offerloop_fallback_decisions_total",
+                campaign="spring_sale",
+                reason="features",
+            )
+            == 1
+        )
+        rd.restore()
+        back = client.post("/v1/decide", json={"player_id": "p1"}).json()
+        again = system.decision(back["decision_id"])[0]
+        assert again.features["purchases_total"] == 1  # recovered by itself
+        assert again.fallback == ""
+
+
+def test_postgres_down_events_are_refused_and_decisions_are_spooled(
+    proxied: tuple[Offerloop, TcpProxy, TcpProxy],
+) -> None:
+    system, pg, _ = proxied
+    with TestClient(create_app(system)) as client:
+        assert client.post("/v1/decide", json={"player_id": "p0"}).status_code == 200
+        pg.cut()
+        ev = {
+            "event_id": "e9",
+            "player_id": "p1",
+            "type": "session_start",
+            "ts": "2026-03-02T11:00:00Z",
+        }
+        refused = client.post("/v1/events", json={"events": [ev]})
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["type"] == "backend_unavailable"
+        ids = []
+        for i in range(5):
+            r = client.post("/v1/decide", json={"player_id": f"p{i}"})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["decision_id"])
+        assert system.spool is not None
+        assert len(system.spool) == 5
+        assert (
+            _metric(
+                system,
+                "offerloop_fallback_decisions_total",
+                campaign="spring_sale",
+                reason="log_spooled",
+            )
+            == 5
+        )
+        pg.restore()
+        time.sleep(2.1)  # the circuit breaker's pause
+        client.post("/v1/decide", json={"player_id": "p9"})  # drains the spool
+        assert len(system.spool) == 0
+        for d in ids:  # every acknowledged decision reached the database exactly once
+            record = system.backend.get_decision(d)
+            assert record is not None
+            assert "decision log spooled locally" in record.fallback
+        assert client.post("/v1/events", json={"events": [ev]}).json()["accepted"] == 1
+
+
+def test_a_corrupt_artifact_or_a_raising_release_never_fails_a_decision(system: Offerloop) -> None:
+    c = system.campaign(None)
+    bad = system.registry.register(c.id, FixedPolicy(c.offer_ids[:2], [0.5, 0.5]))
+    system.release(bad.version, actor="test")  # it cannot score 24 offers: it raises
+    d = system.decide("p1")
+    assert d.record.model_version == bad.version
+    assert d.record.propensity == pytest.approx(1 / len(c.offers))  # uniform, exact
+    assert d.record.fallback.startswith(f"release {bad.version} failed")
+    assert (
+        _metric(
+            system,
+            "offerloop_policy_errors_total",
+            campaign=c.id,
+            model_version=bad.version,
+            mode="released",
+        )
+        == 1
+    )
+    # a shadow whose artifact is corrupt is taken out of service; the release keeps serving
+    system.rollback(actor="test")
+    good = system.registry.register(
+        c.id, FixedPolicy(c.offer_ids, [1 / len(c.offers)] * len(c.offers))
+    )
+    system.deploy(good.version, "shadow", actor="test")
+    art = good.artifact
+    system.backend.put_artifact(art, b'{"kind": "fixed", "tampered": true}')
+    system.registry._cache.clear()
+    system.decider.invalidate()
+    d = system.decide("p2")
+    assert d.record.model_version == "random-1"
+    assert good.version not in {s.version for s in d.record.shadows}
+    assert (
+        _metric(
+            system,
+            "offerloop_policy_errors_total",
+            campaign=c.id,
+            model_version=good.version,
+            mode="shadow",
+        )
+        == 1
+    )
