@@ -28,13 +28,13 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from bench.features_bench import RESULTS, bench_offline, generate  # noqa: E402
-from offerloop import ManualClock, Offerloop, format_ts, load_settings  # noqa: E402
-from offerloop.backends._postgres import PostgresBackend  # noqa: E402
-from offerloop.events import EventIn  # noqa: E402
-from offerloop.features import OfflineEngine, QueryRows, load_features  # noqa: E402
-from offerloop.features._offline import _bundled_extension  # noqa: E402
-from offerloop.training import build_training_set, compare  # noqa: E402
+from bench.features_bench import RESULTS, bench_offline, generate
+from offerloop import ManualClock, Offerloop, format_ts, load_settings
+from offerloop.backends._postgres import PostgresBackend
+from offerloop.events import EventIn
+from offerloop.features import OfflineEngine, QueryRows, load_features
+from offerloop.features._offline import _bundled_extension
+from offerloop.training import build_training_set, compare
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -44,7 +44,7 @@ T0 = 1_767_225_600.0
 def pg_copy(db_dir: Path, n_events: int) -> str:
     schema = f"bench_events_{n_events}"
     pg = PostgresBackend(PG, schema=schema)
-    (count,) = pg._read("SELECT count(*) FROM events")[0]  # noqa: SLF001
+    (count,) = pg._read("SELECT count(*) FROM events")[0]
     if count != n_events:
         pg.drop_schema()
         pg.close()
