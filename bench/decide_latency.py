@@ -1,51 +1,188 @@
-"""Decision latency on the embedded backend (a first look; issue 8 brings the load test).
+"""Server-side decision latency in the issue-8 configuration (docs/benchmarks.md):
 
-    .venv/bin/python bench/decide_latency.py [--decisions N]
+30 features (the default 20 plus 10 more), 24 offers, a released LightGBM policy, a LightGBM
+canary for 20 % of players, and two shadows (LightGBM revenue, ridge); each decision reads the
+player's features, scores the serving policy, draws an offer, logs it durably, and hands the
+shadows their row. On the embedded backend and on PostgreSQL + Redis, in the same run.
 
-Measures the server-side decision (features from the event log, released + shadow policies,
-durable log write) called directly, and the same through the HTTP stack in-process.
+    .venv/bin/python bench/decide_latency.py [--decisions 5000] [--profile]
+
+``--profile`` also writes a pyinstrument profile (bench/results/decide_profile.txt).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from offerloop import Offerloop, load_settings
-from offerloop.serving import InProcessClient, create_app
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from offerloop import ManualClock, Offerloop, format_ts, load_settings  # noqa: E402
+from offerloop.events import EventIn  # noqa: E402
+from offerloop.pipeline import make_policy  # noqa: E402
+from offerloop.training import build_training_set  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
+T0 = 1_767_225_600.0
+FEATURES_30 = '''
+from offerloop.features import FeatureSet, aggregate, since_last
+from offerloop.features.default import FEATURES as BASE
+
+EXTRA = [
+    aggregate("sessions_3d", "session_start", "count", "3d"),
+    aggregate("sessions_14d", "session_start", "count", "14d"),
+    aggregate("sessions_30d", "session_start", "count", "30d"),
+    aggregate("purchases_3d", "purchase", "count", "3d"),
+    aggregate("purchases_30d", "purchase", "count", "30d"),
+    aggregate("spend_7d", "purchase", "sum", "7d", property="amount", scale=5),
+    aggregate("spend_24h", "purchase", "sum", "24h", property="amount", scale=5),
+    aggregate("mean_purchase_30d", "purchase", "mean", "30d", property="amount", scale=5),
+    aggregate("level_ups_30d", "level_up", "count", "30d"),
+    since_last("hours_since_level_up", "level_up"),
+]
+FEATURES = FeatureSet([*BASE.features, *EXTRA], source="bench30")
+'''
 
 
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.array(xs) * 1000, q))
+def _setup(kind: str, root: Path) -> Offerloop:
+    feats = root / "features30.py"
+    feats.write_text(FEATURES_30)
+    extra: dict[str, Any] = {}
+    if kind == "postgres+redis":
+        name = f"bench_lat_{int(time.time())}"
+        extra = dict(
+            database_url=PG, database_schema=name, redis_url=REDIS, redis_prefix=f"{name}:"
+        )
+    settings = load_settings(
+        env={}, data_dir=str(root / kind), features=str(feats), decision_seed=1, **extra
+    )
+    clock = ManualClock(T0)
+    system = Offerloop(settings, clock)
+    system.bootstrap(actor="bench")
+    system.warm()
+    assert len(system.features) == 30, len(system.features)
+    c = system.campaign(None)
+    rng = np.random.default_rng(0)
+    # a day of traffic: sessions and purchases that depend on the offer and the player
+    for b in range(40):
+        events = []
+        for i in range(50):
+            p = f"p{rng.integers(2000)}"
+            events.append(
+                EventIn(
+                    event_id=f"s{b}-{i}", player_id=p, type="session_start",
+                    ts=format_ts(clock.now()),
+                )
+            )
+        system.ingest(events)
+        buys = []
+        for i in range(50):
+            p = f"p{rng.integers(2000)}"
+            d = system.decide(p)
+            k = c.offer_ids.index(d.offer.id)
+            if rng.random() < 0.02 + 0.1 * ((k + hash(p) % 7) % 5 == 0):
+                buys.append(
+                    EventIn(
+                        event_id=f"b{b}-{i}", player_id=p, type="purchase",
+                        ts=format_ts(clock.now() + 60),
+                        properties={"amount": d.offer.price, "decision_id": d.record.decision_id},
+                    )
+                )
+            clock.advance(20)
+        if buys:
+            system.ingest(buys)
+    clock.advance(86400 * 2)
+    data = build_training_set(system.backend, c.id, clock.now(), system.window_seconds).data
+    from offerloop.features import Encoder
+
+    enc = Encoder.of(system.features)
+    versions = {}
+    for learner in ("purchase_gbt", "gbt", "linear"):
+        policy = make_policy(learner, c, enc, system.settings).fit(data)
+        versions[learner] = system.registry.register(c.id, policy).version
+    system.release(versions["purchase_gbt"], actor="bench")
+    system.canary(versions["gbt"], 0.2, actor="bench")
+    system.deploy(versions["linear"], "shadow", actor="bench")
+    other = make_policy("gbt", c, enc, system.settings.replace(epsilon=0.2)).fit(data)
+    system.deploy(system.registry.register(c.id, other).version, "shadow", actor="bench")
+    system.undeploy("rules-2", actor="bench")
+    st = system.deployments.state(c.id)
+    assert st.canary and len(st.shadows) == 2, st
+    return system
+
+
+def _drop(system: Offerloop) -> None:
+    s = system.settings
+    system.close()
+    if s.database_url:
+        import psycopg
+        import redis
+
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{s.database_schema}" CASCADE')
+        r = redis.Redis.from_url(REDIS)
+        keys = list(r.scan_iter(match=f"{s.redis_prefix}*", count=1000))
+        if keys:
+            r.unlink(*keys)
+
+
+def measure(kind: str, n: int, profile: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        system = _setup(kind, Path(d))
+        try:
+            for i in range(200):  # warm caches
+                system.decide(f"p{i}")
+            lat = []
+            profiler = None
+            if profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.0002)
+                profiler.start()
+            for i in range(n):
+                t = time.perf_counter()
+                system.decide(f"p{i % 2000}")
+                lat.append(time.perf_counter() - t)
+            if profiler is not None:
+                profiler.stop()
+                RESULTS.mkdir(exist_ok=True)
+                out = RESULTS / f"decide_profile_{kind.replace('+', '_')}.txt"
+                out.write_text(profiler.output_text(unicode=False, color=False))
+                print(f"profile -> {out}")
+        finally:
+            _drop(system)
+    ms = np.array(lat) * 1000
+    res = {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": statistics.fmean(ms),
+    }
+    print(
+        f"{kind:>15}: decide p50 {res['p50_ms']:.3f} ms, p95 {res['p95_ms']:.3f} ms, "
+        f"p99 {res['p99_ms']:.3f} ms (n={n}; 30 features, released + canary + 2 shadows)"
+    )
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--decisions", type=int, default=2000)
+    ap.add_argument("--decisions", type=int, default=5000)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        system = Offerloop(load_settings(env={}, data_dir=d))
-        system.bootstrap()
-        direct, http = [], []
-        for i in range(args.decisions):
-            t = time.perf_counter()
-            system.decide(f"p{i % 500}")
-            direct.append(time.perf_counter() - t)
-        with InProcessClient(create_app(system)) as c:
-            for i in range(args.decisions):
-                t = time.perf_counter()
-                c.post("/v1/decide", json={"player_id": f"p{i % 500}"}).raise_for_status()
-                http.append(time.perf_counter() - t)
-        system.close()
-    for name, xs in (("direct", direct), ("in-process HTTP", http)):
-        print(
-            f"{name:>16}: median {statistics.median(xs) * 1000:.3f} ms  "
-            f"p95 {pct(xs, 95):.3f} ms  p99 {pct(xs, 99):.3f} ms  (n={len(xs)})"
-        )
+    out = {k: measure(k, args.decisions, args.profile) for k in ("embedded", "postgres+redis")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "decide_latency.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -129,7 +129,13 @@ class Offerloop:
             self._redis.mark_built(self.rebuilt_events)
         return self.rebuilt_events
 
+    def flush_shadows(self) -> int:
+        """Score the shadows of every decision answered so far (they are scored in batches
+        after the answer); judges and reports call this first."""
+        return self.decider.shadows.flush()
+
     def close(self) -> None:
+        self.decider.shadows.close()
         if self.spool is not None:
             self.spool.close()
         self.sql_sources.close()
@@ -232,6 +238,7 @@ class Offerloop:
         return self.decider.decide(player_id, campaign or self.default_campaign, context)
 
     def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
+        self.flush_shadows()  # a decision read right after the answer shows its shadows
         record = self.backend.get_decision(decision_id)
         if record is None:
             raise NotFound(f"decision {decision_id!r} does not exist")

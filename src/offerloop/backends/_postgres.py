@@ -330,6 +330,24 @@ class PostgresBackend:
         )
         return [self._decision(r) for r in rows]
 
+    def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:
+        changed = 0
+        with self._tx() as cur:
+            for did, extra in values.items():
+                cur.execute(
+                    "SELECT shadows FROM decisions WHERE decision_id = %s FOR UPDATE", (did,)
+                )
+                row = cur.fetchone()
+                if row is None:
+                    continue
+                merged = [*json.loads(row[0]), *(s.__dict__ for s in extra)]
+                cur.execute(
+                    "UPDATE decisions SET shadows = %s WHERE decision_id = %s",
+                    (_dumps(merged), did),
+                )
+                changed += 1
+        return changed
+
     def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:
         changed = 0
         with self._tx() as cur:

@@ -16,6 +16,7 @@ from offerloop.backends._records import (
     DeploymentRecord,
     EventRecord,
     ModelRecord,
+    ShadowChoice,
     TransitionRecord,
 )
 
@@ -58,6 +59,11 @@ class DecisionLog(Protocol):
 
     def decisions(self, campaign: str, start: float, end: float) -> list[DecisionRecord]:
         """Decisions of a campaign with ``start <= ts < end``, oldest first."""
+        ...
+
+    def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:
+        """Append shadow scores to decisions (by id), scored after the answer; returns how
+        many decisions changed."""
         ...
 
     def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:

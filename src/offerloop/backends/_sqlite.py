@@ -324,6 +324,23 @@ class SQLiteBackend:
         )
         return [self._decision(r) for r in rows]
 
+    def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:
+        changed = 0
+        with self._write() as c:
+            for did, extra in values.items():
+                row = c.execute(
+                    "SELECT shadows FROM decisions WHERE decision_id = ?", (did,)
+                ).fetchone()
+                if row is None:
+                    continue
+                merged = [*json.loads(row[0]), *(s.__dict__ for s in extra)]
+                c.execute(
+                    "UPDATE decisions SET shadows = ? WHERE decision_id = ?",
+                    (_dumps(merged), did),
+                )
+                changed += 1
+        return changed
+
     def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:
         changed = 0
         with self._write() as c:

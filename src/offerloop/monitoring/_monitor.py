@@ -106,6 +106,7 @@ class Monitor:
     def _matured(self, campaign: str, start: float, end: float) -> Any:
         """Matured decisions and rewards of a range; shared by the charts of one page."""
         s = self.system
+        s.flush_shadows()
         now = s.clock.now()
         return self._cached(
             f"matured:{campaign}:{start}:{end}:{now - s.window_seconds >= end}",

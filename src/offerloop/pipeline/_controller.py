@@ -71,6 +71,7 @@ def _since(system: Offerloop, campaign: str, version: str) -> float:
 def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]:
     """One step: judge the fresh release, then the canary or the shadows; apply and return."""
     c = system.campaign(campaign)
+    system.flush_shadows()  # this process's decisions carry their shadow scores
     st = system.deployments.state(c.id)
     steps: list[ControlStep] = []
     if st.released:

@@ -1,4 +1,5 @@
-"""The decision path: features → released policy (draw an offer) → shadows → durable log."""
+"""The decision path: features → serving policy (draw an offer) → durable log → answer; the
+shadows score the same row afterwards (``serving._shadows``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import numpy as np
 
 from offerloop._clock import Clock
 from offerloop._errors import BackendUnavailable, Conflict, NotFound
-from offerloop.backends import Backend, DecisionRecord, ShadowChoice
+from offerloop.backends import Backend, DecisionRecord
 from offerloop.backends._spool import DecisionSpool
 from offerloop.campaigns import Campaign, Offer
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
 from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
+from offerloop.serving._shadows import ShadowScorer
 
 __all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
@@ -76,6 +78,7 @@ class Decider:
         self.default_features = default_features
         self.spool = spool
         self._db_down_until = 0.0  # circuit breaker: while open, skip the database at once
+        self.shadows = ShadowScorer(backend, metrics, seed)
         self._next_drain = 0.0
         self.campaigns = campaigns
         self.registry = registry
@@ -225,16 +228,6 @@ class Decider:
         idx = self._draw(p)
         if p[idx] < p.max():
             self.metrics.exploration.labels(campaign.id, version).inc()
-        shadows = []
-        for sv, sp in live.shadows:
-            try:
-                q = _checked(sp.act(row), len(campaign.offers), sv)
-            except Exception:  # a shadow that fails is left out of this decision, and counted
-                self.metrics.policy_errors.labels(campaign.id, sv, SHADOW).inc()
-                continue
-            j = self._draw(q)
-            shadows.append(ShadowChoice(sv, campaign.offers[j].id, float(q[j]), float(q[idx])))
-            self.metrics.shadow_scores.labels(campaign.id, sv).inc()
         offer = campaign.offers[idx]
         record = DecisionRecord(
             decision_id=new_decision_id(now),
@@ -247,11 +240,14 @@ class Decider:
             propensity=float(p[idx]),
             features=row,
             context=context,
-            shadows=tuple(shadows),
             score_ms=score_ms,
             fallback="; ".join(notes),
         )
         self._log(record)
+        # shadows are scored after the answer, in batches (serving._shadows)
+        self.shadows.submit(
+            record.decision_id, campaign.id, row, idx, campaign.offer_ids, live.shadows
+        )
         self.metrics.decisions.labels(campaign.id, version, mode, offer.id).inc()
         self.metrics.decision_duration.labels(campaign.id).observe(time.perf_counter() - started)
         return Decision(record, offer)

@@ -97,6 +97,14 @@ class BackendConformance:
         got = backend.decisions("c", 10.0, 40.0)
         assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
 
+    def test_shadows_scored_later_are_appended(self, backend: Backend) -> None:
+        backend.append_decision(_decision(2, 1.0))
+        later = (ShadowChoice("gbt-9", "a:d", 0.9, 0.05),)
+        assert backend.add_shadows({"d2": later, "nope": later}) == 1
+        got = backend.get_decision("d2")
+        assert got is not None
+        assert got.shadows == (*_decision(2, 1.0).shadows, *later)
+
     def test_backfill_merges_without_touching_logged_values(self, backend: Backend) -> None:
         backend.append_decision(_decision(1, 1.0))
         assert backend.add_backfill({"d1": {"new": 1.5}, "nope": {"new": 2}}) == 1
