@@ -46,7 +46,12 @@ $(CHROMIUM):
 test: check $(CHROMIUM)
 	CHROMIUM_PATH=$(CHROMIUM) $(RUN) pytest
 
-bench: $(VENV)/.bench-synced
+# Load generators for bench/load_test.py and bench/soak.py, from Debian's packages.
+/usr/bin/hey /usr/bin/wrk:
+	$(SUDO) apt-get install -y --no-install-recommends hey wrk \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y --no-install-recommends hey wrk)
+
+bench: $(VENV)/.bench-synced /usr/bin/hey /usr/bin/wrk
 	$(RUN) python bench/run.py
 
 clean:

@@ -25,16 +25,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from offerloop import ManualClock, Offerloop, format_ts, load_settings  # noqa: E402
-from offerloop.events import EventIn  # noqa: E402
-from offerloop.pipeline import make_policy  # noqa: E402
-from offerloop.training import build_training_set  # noqa: E402
+from offerloop import ManualClock, Offerloop, format_ts, load_settings
+from offerloop.events import EventIn
+from offerloop.pipeline import make_policy
+from offerloop.training import build_training_set
 
 RESULTS = Path(__file__).parent / "results"
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
 T0 = 1_767_225_600.0
-FEATURES_30 = '''
+FEATURES_30 = """
 from offerloop.features import FeatureSet, aggregate, since_last
 from offerloop.features.default import FEATURES as BASE
 
@@ -51,7 +51,7 @@ EXTRA = [
     since_last("hours_since_level_up", "level_up"),
 ]
 FEATURES = FeatureSet([*BASE.features, *EXTRA], source="bench30")
-'''
+"""
 
 
 def _setup(kind: str, root: Path) -> Offerloop:
@@ -80,7 +80,9 @@ def _setup(kind: str, root: Path) -> Offerloop:
             p = f"p{rng.integers(2000)}"
             events.append(
                 EventIn(
-                    event_id=f"s{b}-{i}", player_id=p, type="session_start",
+                    event_id=f"s{b}-{i}",
+                    player_id=p,
+                    type="session_start",
                     ts=format_ts(clock.now()),
                 )
             )
@@ -93,7 +95,9 @@ def _setup(kind: str, root: Path) -> Offerloop:
             if rng.random() < 0.02 + 0.1 * ((k + hash(p) % 7) % 5 == 0):
                 buys.append(
                     EventIn(
-                        event_id=f"b{b}-{i}", player_id=p, type="purchase",
+                        event_id=f"b{b}-{i}",
+                        player_id=p,
+                        type="purchase",
                         ts=format_ts(clock.now() + 60),
                         properties={"amount": d.offer.price, "decision_id": d.record.decision_id},
                     )
@@ -117,7 +121,8 @@ def _setup(kind: str, root: Path) -> Offerloop:
     system.deploy(system.registry.register(c.id, other).version, "shadow", actor="bench")
     system.undeploy("rules-2", actor="bench")
     st = system.deployments.state(c.id)
-    assert st.canary and len(st.shadows) == 2, st
+    assert st.canary, st
+    assert len(st.shadows) == 2, st
     return system
 
 

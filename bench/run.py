@@ -15,6 +15,8 @@ BENCHES = [
     "feast_peer.py",
     "learners_vs_vw.py",
     "backends_bench.py",
+    "load_test.py",
+    "soak.py",
 ]
 
 if __name__ == "__main__":

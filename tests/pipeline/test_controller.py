@@ -29,6 +29,5 @@ def test_pipeline_releases_a_better_policy_and_the_controller_rolls_back_a_broke
         re.search(r"controller rollback fixed-\d+: canary worse", n) for n in nights[broken:]
     )
     assert "fixed-" not in days[-1].canary  # the broken canary is gone
-    assert re.search(r"controller release (linear|gbt|purchase_gbt)-\d+", " ".join(released))
     last = days[-1]
     assert last.per_decision(last.expected_released) > last.per_decision(last.expected_random)
