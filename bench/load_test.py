@@ -276,10 +276,13 @@ def serve_feast(
     )
     try:
         _wait(f"{base}/health", proc)
-        check = httpx.post(f"{base}/get-online-features", content=body, timeout=10)
+        h = {"Content-Type": "application/json"}
+        check = httpx.post(f"{base}/get-online-features", content=body, headers=h, timeout=10)
         check.raise_for_status()
+        got = check.json()
+        assert len(got["metadata"]["feature_names"]) == len(names) + 1, got["metadata"]
         for _ in range(300):
-            httpx.post(f"{base}/get-online-features", content=body, timeout=10)
+            httpx.post(f"{base}/get-online-features", content=body, headers=h, timeout=10)
         res = hey(f"{base}/get-online-features", body, rate, seconds)
     finally:
         proc.terminate()
