@@ -76,6 +76,7 @@ def test_every_metric_is_documented(tmp_path: Path) -> None:
         system.bootstrap()
         for i in range(3):
             system.decide(f"p{i}")
+        system.monitor.refresh_gauges()
         text = system.metrics.render().decode()
     finally:
         system.close()

@@ -135,6 +135,7 @@ class Offerloop:
         return self.decider.shadows.flush()
 
     def close(self) -> None:
+        self.monitor.close()
         self.decider.shadows.close()
         if self.spool is not None:
             self.spool.close()

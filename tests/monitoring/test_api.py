@@ -59,6 +59,7 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     assert drift["reference"]["basis"] == f"training window of {learned}"
     assert {f["feature"] for f in drift["features"]} == set(system.features.names)
     assert drift["live_rows"] == 400
+    system.monitor.refresh_gauges()  # what the background refresh started by a scrape does
     live = client.get("/metrics").text  # drift gauges: the last day's traffic vs training
     assert "offerloop_feature_drift_psi{" in live
     assert "offerloop_drift_alert_level{" in live
@@ -72,6 +73,7 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     assert cal[learned]["decisions"] == 400
     assert cal[learned]["predicted_per_decision"] > 0
     assert len(cal[learned]["bins"]) == 5
+    system.monitor.refresh_gauges()
     metrics = client.get("/metrics").text
     assert _sample(metrics, "offerloop_exploration_decisions_total") > 0
     assert _sample(metrics, "offerloop_feature_freshness_seconds_count") > 0

@@ -322,12 +322,21 @@ class PostgresBackend:
         )
         return self._decision(rows[0]) if rows else None
 
-    def decisions(self, campaign: str, start: float, end: float) -> list[DecisionRecord]:
-        rows = self._read(
-            f"SELECT {_DECISION_COLS} FROM decisions WHERE campaign = %s AND ts >= %s "
-            "AND ts < %s ORDER BY ts, decision_id",
-            (campaign, start, end),
-        )
+    def decisions(
+        self, campaign: str, start: float, end: float, newest: int | None = None
+    ) -> list[DecisionRecord]:
+        if newest is not None:
+            rows = self._read(
+                f"SELECT {_DECISION_COLS} FROM decisions WHERE campaign = %s AND ts >= %s "
+                "AND ts < %s ORDER BY ts DESC, decision_id DESC LIMIT %s",
+                (campaign, start, end, newest),
+            )[::-1]
+        else:
+            rows = self._read(
+                f"SELECT {_DECISION_COLS} FROM decisions WHERE campaign = %s AND ts >= %s "
+                "AND ts < %s ORDER BY ts, decision_id",
+                (campaign, start, end),
+            )
         return [self._decision(r) for r in rows]
 
     def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:

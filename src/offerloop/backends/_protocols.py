@@ -57,8 +57,11 @@ class DecisionLog(Protocol):
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
 
-    def decisions(self, campaign: str, start: float, end: float) -> list[DecisionRecord]:
-        """Decisions of a campaign with ``start <= ts < end``, oldest first."""
+    def decisions(
+        self, campaign: str, start: float, end: float, newest: int | None = None
+    ) -> list[DecisionRecord]:
+        """Decisions of a campaign with ``start <= ts < end``, oldest first; with ``newest``,
+        only the latest that many of them (still oldest first)."""
         ...
 
     def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Monitor", "histogram_quantiles"]
 
 DAY = 86400.0
-MAX_DRIFT_ROWS = 20_000  # per window, sampled evenly
+MAX_DRIFT_ROWS = 20_000  # per window: the newest ones
 _LEVEL = {"ok": 0, "warn": 1, "alert": 2}
 
 
@@ -203,17 +203,19 @@ class Monitor:
             ref_start, ref_end = float(lineage["data_start"]), float(lineage["data_end"])
             basis = f"training window of {released}"
         else:
-            first = s.backend.decisions(c.id, 0.0, now + 1e-6)[:1]
+            first = s.backend.decisions(c.id, 0.0, now + 1e-6, newest=None)[:1]
             ref_start = first[0].ts if first else now
             ref_end = ref_start + s.settings.drift_window_hours * 3600.0
             basis = (
                 f"first {s.settings.drift_window_hours:g} h of the log ({released} is not trained)"
             )
-        ref = _sample(s.backend.decisions(c.id, ref_start, ref_end))
-        live = _sample(s.backend.decisions(c.id, live_start, now + 1e-6))
+        ref = s.backend.decisions(c.id, ref_start, ref_end, newest=MAX_DRIFT_ROWS)
+        live = s.backend.decisions(c.id, live_start, now + 1e-6, newest=MAX_DRIFT_ROWS)
         # the offer mix is the release's own: its first window of serving vs its latest
         since = next((d.since for d in s.backend.deployments(c.id) if d.version == released), now)
-        first = s.backend.decisions(c.id, since, since + s.settings.drift_window_hours * 3600.0)
+        first = s.backend.decisions(
+            c.id, since, since + s.settings.drift_window_hours * 3600.0, newest=MAX_DRIFT_ROWS
+        )
         mine = [d.offer_id for d in first if d.model_version == released]
         recent = [d.offer_id for d in live if d.model_version == released]
         report = drift_report(
@@ -275,21 +277,37 @@ class Monitor:
 
     # -- Prometheus ----------------------------------------------------------------------
     def collector(self) -> Collector:
-        return _Gauges(self)
+        self._gauges = _Gauges(self)
+        return self._gauges
 
+    def close(self) -> None:
+        if getattr(self, "_gauges", None) is not None:
+            self._gauges.close()
 
-def _sample(rows: list[Any]) -> list[Any]:
-    step = max(1, math.ceil(len(rows) / MAX_DRIFT_ROWS))
-    return rows[::step]
+    def refresh_gauges(self) -> None:
+        """Compute the drift and revenue gauges now (a scrape only starts a refresh)."""
+        self._gauges.refresh()
 
 
 class _Gauges(Collector):
-    """Drift and realised revenue as gauges, recomputed at most once a minute on scrape."""
+    """Drift and realised revenue as gauges. A scrape never computes them: it returns the last
+    values and, when they are older than a minute, starts one background refresh."""
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
+        self._values: list[Metric] = []
+        self._at = -math.inf
+        self._busy = threading.Lock()
+        self._closed = False
 
-    def collect(self) -> Iterator[Metric]:
+    def close(self) -> None:
+        """Wait for a running refresh and start no other (the backend is closing)."""
+        self._closed = True
+        with self._busy:
+            pass
+
+    def refresh(self) -> None:
+        """Recompute every gauge now (the background refresh, or a test)."""
         m = self.monitor
         psi = GaugeMetricFamily(
             "offerloop_feature_drift_psi",
@@ -312,9 +330,8 @@ class _Gauges(Collector):
             labels=["campaign", "model_version", "mode"],
         )
         try:
-            minute = int(m.system.clock.now() // 60)  # simulated time moves the cache on too
             for cid in m.system.campaigns:
-                report = m._cached(f"drift:{cid}:{minute}", lambda cid=cid: m.drift(cid))
+                report = m.drift(cid)
                 for f in report["features"]:
                     if f["psi"] is None:
                         continue
@@ -325,14 +342,26 @@ class _Gauges(Collector):
                     psi.add_metric([cid, "offer_mix"], report["offers"]["psi"])
                     level.add_metric([cid, "offer_mix"], _LEVEL[report["offers"]["state"]])
                 now = m.system.clock.now()
-                rev = m._cached(
-                    f"revenue:{cid}:{minute}",
-                    lambda cid=cid, now=now: m.revenue(
-                        cid, now - DAY - m.system.window_seconds, now, bucket_seconds=1e12
-                    ),
-                )
+                rev = m.revenue(cid, now - DAY - m.system.window_seconds, now, bucket_seconds=1e12)
                 for p in rev["series"]:
                     revenue.add_metric([cid, p["version"], p["mode"]], p["revenue_per_decision"])
-        except Exception:  # a scrape must not fail because a computation did
+        except Exception:  # a failed computation keeps the previous values, and is counted
             m.system.metrics.errors.labels("monitoring").inc()
-        yield from (psi, level, defaults, revenue)
+            return
+        self._values = [psi, level, defaults, revenue]
+        self._at = time.monotonic()
+
+    def _background(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            self._busy.release()
+
+    def collect(self) -> Iterator[Metric]:
+        stale = time.monotonic() - self._at > 60.0
+        if stale and not self._closed and self._busy.acquire(blocking=False):
+            if self._closed:
+                self._busy.release()
+            else:
+                threading.Thread(target=self._background, daemon=True).start()
+        yield from self._values

@@ -96,6 +96,8 @@ class BackendConformance:
         assert backend.get_decision("nope") is None
         got = backend.decisions("c", 10.0, 40.0)
         assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
+        latest = backend.decisions("c", 0.0, 100.0, newest=2)
+        assert [d.decision_id for d in latest] == ["d3", "d4"]
 
     def test_shadows_scored_later_are_appended(self, backend: Backend) -> None:
         backend.append_decision(_decision(2, 1.0))
