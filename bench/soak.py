@@ -4,7 +4,9 @@ its resident memory is sampled every 10 s (docs/benchmarks.md).
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 300]
 
 The load is `hey` at a fixed rate on /v1/decide (new decision records, shadows scored in the
-background) with `wrk` adding event batches at a low rate in parallel. Reported: RSS after
+background); with ``--events``, `wrk` also ingests event batches closed-loop (a one-second
+none otherwise), and the online state keeps every event inside the features' windows (30
+days here), so memory then grows with the events by design. Reported: RSS after
 warm-up, at the end, its growth, and the slope of a line fitted to the second half (MB/hour).
 """
 
@@ -38,6 +40,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=300)
+    ap.add_argument(
+        "--events",
+        action="store_true",
+        help="Also ingest events closed-loop (the online state then grows with the events kept "
+        "for the feature windows, by design).",
+    )
     args = ap.parse_args()
     seconds = int(args.minutes * 60)
     with tempfile.TemporaryDirectory() as d:
@@ -131,15 +139,21 @@ def main() -> None:
             for x in summary.splitlines()
             if x.startswith("offerloop_decisions_total{")
         ),
+        "events_total": sum(
+            float(x.rsplit(" ", 1)[1])
+            for x in summary.splitlines()
+            if x.startswith('offerloop_events_total{outcome="accepted"}')
+        ),
     }
     print(
         f"soak {args.minutes:g} min at {args.rate}/s decisions + events: RSS "
         f"{warm:.0f} MB after 1 min -> {m[-1]:.0f} MB at the end (max {m.max():.0f}); "
         f"growth {res['growth_mb']:+.1f} MB; second-half slope {slope:+.1f} MB/h; "
-        f"{res['decisions_total']:,.0f} decisions"
+        f"{res['decisions_total']:,.0f} decisions, {res['events_total']:,.0f} events"
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(res, indent=2))
+    name = "soak_events.json" if args.events else "soak.json"
+    (RESULTS / name).write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":
