@@ -100,7 +100,9 @@ def main() -> None:
                     "-s",
                     str(tmp / "events.lua"),
                     base,
-                ],
+                ]
+                if args.events
+                else ["true"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -145,8 +147,9 @@ def main() -> None:
             if x.startswith('offerloop_events_total{outcome="accepted"}')
         ),
     }
+    kind = "decisions + events" if args.events else "decisions"
     print(
-        f"soak {args.minutes:g} min at {args.rate}/s decisions + events: RSS "
+        f"soak {args.minutes:g} min at {args.rate}/s {kind}: RSS "
         f"{warm:.0f} MB after 1 min -> {m[-1]:.0f} MB at the end (max {m.max():.0f}); "
         f"growth {res['growth_mb']:+.1f} MB; second-half slope {slope:+.1f} MB/h; "
         f"{res['decisions_total']:,.0f} decisions, {res['events_total']:,.0f} events"
