@@ -28,6 +28,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from bench.decide_latency import _drop
 from bench.features_bench import RESULTS, bench_offline, generate
 from offerloop import ManualClock, Offerloop, format_ts, load_settings
 from offerloop.backends._postgres import PostgresBackend
@@ -94,18 +95,6 @@ def _system(kind: str, tmp: Path, clock: ManualClock) -> Offerloop:
     system.bootstrap(actor="bench")
     system.warm()  # as `offerloop serve` does before taking traffic
     return system
-
-
-def _drop(system: Offerloop) -> None:
-    s = system.settings
-    system.close()
-    if s.database_url:
-        with psycopg.connect(PG, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA IF EXISTS "{s.database_schema}" CASCADE')
-        r = redis.Redis.from_url(REDIS)
-        keys = list(r.scan_iter(match=f"{s.redis_prefix}*", count=1000))
-        if keys:
-            r.unlink(*keys)
 
 
 _COUNTER = redis.Redis.from_url(REDIS)

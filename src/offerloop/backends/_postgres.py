@@ -32,6 +32,13 @@ from offerloop.backends._records import (
     ShadowChoice,
     TransitionRecord,
 )
+from offerloop.backends._rows import (
+    decision_from_row,
+    decision_row,
+    dumps,
+    model_from_row,
+    model_row,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -116,10 +123,6 @@ _DECISION_COLS = (
     "decision_id, ts, player_id, campaign, offer_id, model_version, mode, propensity, "
     "features, context, shadows, backfilled, score_ms, fallback"
 )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
 class PostgresBackend:
@@ -225,7 +228,7 @@ class PostgresBackend:
                     [e.player_id for e in batch],
                     [e.type for e in batch],
                     [e.ts for e in batch],
-                    [_dumps(dict(e.properties)) for e in batch],
+                    [dumps(dict(e.properties)) for e in batch],
                     [e.received_at for e in batch],
                     [e.decision_id for e in batch],
                 ),
@@ -277,44 +280,12 @@ class PostgresBackend:
                 cur.execute(
                     f"INSERT INTO decisions ({_DECISION_COLS}) VALUES "
                     "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (
-                        d.decision_id,
-                        d.ts,
-                        d.player_id,
-                        d.campaign,
-                        d.offer_id,
-                        d.model_version,
-                        d.mode,
-                        d.propensity,
-                        _dumps(dict(d.features)),
-                        _dumps(dict(d.context)),
-                        _dumps([s.__dict__ for s in d.shadows]),
-                        _dumps(dict(d.backfilled)),
-                        d.score_ms,
-                        d.fallback,
-                    ),
+                    decision_row(d),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"decision {d.decision_id} already exists") from exc
 
-    @staticmethod
-    def _decision(r: Sequence[Any]) -> DecisionRecord:
-        return DecisionRecord(
-            decision_id=r[0],
-            ts=r[1],
-            player_id=r[2],
-            campaign=r[3],
-            offer_id=r[4],
-            model_version=r[5],
-            mode=r[6],
-            propensity=r[7],
-            features=json.loads(r[8]),
-            context=json.loads(r[9]),
-            shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
-            backfilled=json.loads(r[11]),
-            score_ms=r[12],
-            fallback=r[13],
-        )
+    _decision = staticmethod(decision_from_row)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         rows = self._read(
@@ -352,7 +323,7 @@ class PostgresBackend:
                 merged = [*json.loads(row[0]), *(s.__dict__ for s in extra)]
                 cur.execute(
                     "UPDATE decisions SET shadows = %s WHERE decision_id = %s",
-                    (_dumps(merged), did),
+                    (dumps(merged), did),
                 )
                 changed += 1
         return changed
@@ -370,7 +341,7 @@ class PostgresBackend:
                 merged = {**json.loads(row[0]), **vals}
                 cur.execute(
                     "UPDATE decisions SET backfilled = %s WHERE decision_id = %s",
-                    (_dumps(merged), did),
+                    (dumps(merged), did),
                 )
                 changed += 1
         return changed
@@ -388,26 +359,12 @@ class PostgresBackend:
             with self._tx() as cur:
                 cur.execute(
                     "INSERT INTO models VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (
-                        m.version,
-                        m.campaign,
-                        m.kind,
-                        m.created_at,
-                        m.artifact,
-                        m.sha256,
-                        _dumps(dict(m.params)),
-                        _dumps(dict(m.lineage)),
-                        _dumps(dict(m.metrics)),
-                    ),
+                    model_row(m),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"model version {m.version} already exists") from exc
 
-    @staticmethod
-    def _model(r: Sequence[Any]) -> ModelRecord:
-        return ModelRecord(
-            r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), json.loads(r[8])
-        )
+    _model = staticmethod(model_from_row)
 
     def get_model(self, version: str) -> ModelRecord | None:
         rows = self._read("SELECT * FROM models WHERE version = %s", (version,))

@@ -27,6 +27,13 @@ from offerloop.backends._records import (
     ShadowChoice,
     TransitionRecord,
 )
+from offerloop.backends._rows import (
+    decision_from_row,
+    decision_row,
+    dumps,
+    model_from_row,
+    model_row,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -98,10 +105,6 @@ _MIGRATIONS = (
     "ALTER TABLE decisions ADD COLUMN score_ms REAL NOT NULL DEFAULT 0;"
     "ALTER TABLE decisions ADD COLUMN fallback TEXT NOT NULL DEFAULT ''",
 )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
 class SQLiteBackend:
@@ -216,7 +219,7 @@ class SQLiteBackend:
                         e.player_id,
                         e.type,
                         e.ts,
-                        _dumps(dict(e.properties)),
+                        dumps(dict(e.properties)),
                         e.received_at,
                         e.decision_id,
                     )
@@ -268,49 +271,16 @@ class SQLiteBackend:
     # -- decisions -----------------------------------------------------------------------
     def append_decision(self, decision: DecisionRecord) -> None:
         d = decision
-        shadows = [s.__dict__ for s in d.shadows]
         with self._write() as c:
             try:
                 c.execute(
                     "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        d.decision_id,
-                        d.ts,
-                        d.player_id,
-                        d.campaign,
-                        d.offer_id,
-                        d.model_version,
-                        d.mode,
-                        d.propensity,
-                        _dumps(dict(d.features)),
-                        _dumps(dict(d.context)),
-                        _dumps(shadows),
-                        _dumps(dict(d.backfilled)),
-                        d.score_ms,
-                        d.fallback,
-                    ),
+                    decision_row(d),
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"decision {d.decision_id} already exists") from exc
 
-    @staticmethod
-    def _decision(r: Sequence[Any]) -> DecisionRecord:
-        return DecisionRecord(
-            decision_id=r[0],
-            ts=r[1],
-            player_id=r[2],
-            campaign=r[3],
-            offer_id=r[4],
-            model_version=r[5],
-            mode=r[6],
-            propensity=r[7],
-            features=json.loads(r[8]),
-            context=json.loads(r[9]),
-            shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
-            backfilled=json.loads(r[11]),
-            score_ms=r[12],
-            fallback=r[13],
-        )
+    _decision = staticmethod(decision_from_row)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         rows = self._read("SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
@@ -345,7 +315,7 @@ class SQLiteBackend:
                 merged = [*json.loads(row[0]), *(s.__dict__ for s in extra)]
                 c.execute(
                     "UPDATE decisions SET shadows = ? WHERE decision_id = ?",
-                    (_dumps(merged), did),
+                    (dumps(merged), did),
                 )
                 changed += 1
         return changed
@@ -362,7 +332,7 @@ class SQLiteBackend:
                 merged = {**json.loads(row[0]), **vals}
                 c.execute(
                     "UPDATE decisions SET backfilled = ? WHERE decision_id = ?",
-                    (_dumps(merged), did),
+                    (dumps(merged), did),
                 )
                 changed += 1
         return changed
@@ -380,26 +350,12 @@ class SQLiteBackend:
             try:
                 c.execute(
                     "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        m.version,
-                        m.campaign,
-                        m.kind,
-                        m.created_at,
-                        m.artifact,
-                        m.sha256,
-                        _dumps(dict(m.params)),
-                        _dumps(dict(m.lineage)),
-                        _dumps(dict(m.metrics)),
-                    ),
+                    model_row(m),
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"model version {m.version} already exists") from exc
 
-    @staticmethod
-    def _model(r: Sequence[Any]) -> ModelRecord:
-        return ModelRecord(
-            r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), json.loads(r[8])
-        )
+    _model = staticmethod(model_from_row)
 
     def get_model(self, version: str) -> ModelRecord | None:
         rows = self._read("SELECT * FROM models WHERE version = ?", (version,))

@@ -1,0 +1,73 @@
+"""Records ⇄ SQL rows, shared by the SQL backends (same column order in SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from offerloop.backends._records import DecisionRecord, ModelRecord, ShadowChoice
+
+__all__ = ["decision_from_row", "decision_row", "dumps", "model_from_row", "model_row"]
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def decision_row(d: DecisionRecord) -> tuple[Any, ...]:
+    return (
+        d.decision_id,
+        d.ts,
+        d.player_id,
+        d.campaign,
+        d.offer_id,
+        d.model_version,
+        d.mode,
+        d.propensity,
+        dumps(dict(d.features)),
+        dumps(dict(d.context)),
+        dumps([s.__dict__ for s in d.shadows]),
+        dumps(dict(d.backfilled)),
+        d.score_ms,
+        d.fallback,
+    )
+
+
+def decision_from_row(r: Sequence[Any]) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=r[0],
+        ts=r[1],
+        player_id=r[2],
+        campaign=r[3],
+        offer_id=r[4],
+        model_version=r[5],
+        mode=r[6],
+        propensity=r[7],
+        features=json.loads(r[8]),
+        context=json.loads(r[9]),
+        shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
+        backfilled=json.loads(r[11]),
+        score_ms=r[12],
+        fallback=r[13],
+    )
+
+
+def model_row(m: ModelRecord) -> tuple[Any, ...]:
+    return (
+        m.version,
+        m.campaign,
+        m.kind,
+        m.created_at,
+        m.artifact,
+        m.sha256,
+        dumps(dict(m.params)),
+        dumps(dict(m.lineage)),
+        dumps(dict(m.metrics)),
+    )
+
+
+def model_from_row(r: Sequence[Any]) -> ModelRecord:
+    return ModelRecord(
+        r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), json.loads(r[8])
+    )
