@@ -157,11 +157,8 @@ def wrk(base: str, seconds: int, tmp: Path) -> dict[str, float]:
     }
 
 
-def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str, Any], Any]:
-    system = _setup(kind, tmp)
-    settings = system.settings
-    rows = {f"p{i}": system.player_features(f"p{i}", system.clock.now()) for i in range(2000)}
-    system.close()
+def start_serve(settings: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """`offerloop serve` in its own process on these settings (features, data, backends)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
     env.update(OFFERLOOP_FEATURES=settings.features, OFFERLOOP_DATA_DIR=settings.data_dir)
     if settings.database_url:
@@ -178,7 +175,15 @@ def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str, Any], Any]:
+    system = _setup(kind, tmp)
+    settings = system.settings
+    rows = {f"p{i}": system.player_features(f"p{i}", system.clock.now()) for i in range(2000)}
+    system.close()
+    proc, base = start_serve(settings)
     try:
         _wait(f"{base}/healthz", proc)
         for i in range(300):  # warm up

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.decide_latency import _setup
-from bench.load_test import RESULTS, WRK_LUA, _port, _wait
+from bench.load_test import RESULTS, WRK_LUA, _wait, start_serve
 
 
 def rss_mb(pid: int) -> float:
@@ -53,16 +53,7 @@ def main() -> None:
         system = _setup("embedded", tmp)
         settings = system.settings
         system.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
-        env.update(OFFERLOOP_FEATURES=settings.features, OFFERLOOP_DATA_DIR=settings.data_dir)
-        port = _port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "offerloop", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
+        proc, base = start_serve(settings)
         samples: list[tuple[float, float]] = []
         try:
             _wait(f"{base}/healthz", proc)

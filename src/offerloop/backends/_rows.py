@@ -6,9 +6,21 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from offerloop.backends._records import DecisionRecord, ModelRecord, ShadowChoice
+from offerloop.backends._records import (
+    DecisionRecord,
+    ModelRecord,
+    ShadowChoice,
+    TransitionRecord,
+)
 
-__all__ = ["decision_from_row", "decision_row", "dumps", "model_from_row", "model_row"]
+__all__ = [
+    "decision_from_row",
+    "decision_row",
+    "dumps",
+    "model_from_row",
+    "model_row",
+    "transition_row",
+]
 
 
 def dumps(obj: Any) -> str:
@@ -71,3 +83,8 @@ def model_from_row(r: Sequence[Any]) -> ModelRecord:
     return ModelRecord(
         r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), json.loads(r[8])
     )
+
+
+def transition_row(t: TransitionRecord) -> tuple[Any, ...]:
+    """Columns ts, campaign, action, version, from_mode, to_mode, reason, actor."""
+    return (t.ts, t.campaign, t.action, t.version, t.from_mode, t.to_mode, t.reason, t.actor)

@@ -33,6 +33,7 @@ from offerloop.backends._rows import (
     dumps,
     model_from_row,
     model_row,
+    transition_row,
 )
 
 __all__ = ["SQLiteBackend"]
@@ -415,19 +416,7 @@ class SQLiteBackend:
             c.executemany(
                 "INSERT INTO transitions (ts, campaign, action, version, from_mode, to_mode, "
                 "reason, actor) VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        t.ts,
-                        t.campaign,
-                        t.action,
-                        t.version,
-                        t.from_mode,
-                        t.to_mode,
-                        t.reason,
-                        t.actor,
-                    )
-                    for t in transitions
-                ],
+                [transition_row(t) for t in transitions],
             )
             c.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
             return True
