@@ -65,7 +65,7 @@ def _setup(kind: str, root: Path) -> Offerloop:
         )
     settings = load_settings(
         env={}, data_dir=str(root / kind), features=str(feats), decision_seed=1, **extra
-    )
+    ).for_service()  # as `offerloop serve` runs: journaled log, shadows in a child process
     clock = ManualClock(T0)
     system = Offerloop(settings, clock)
     system.bootstrap(actor="bench")
@@ -106,6 +106,7 @@ def _setup(kind: str, root: Path) -> Offerloop:
         if buys:
             system.ingest(buys)
     clock.advance(86400 * 2)
+    system.flush_shadows()  # the journal into the database
     data = build_training_set(system.backend, c.id, clock.now(), system.window_seconds).data
     from offerloop.features import Encoder
 
@@ -147,6 +148,7 @@ def measure(kind: str, n: int, profile: bool) -> dict[str, float]:
         try:
             for i in range(200):  # warm caches
                 system.decide(f"p{i}")
+            system.decider.wait_compiled()  # the models' native code (a few seconds of cc)
             lat = []
             profiler = None
             if profile:

@@ -176,9 +176,47 @@ class Settings:
     deployment_refresh_seconds: float = _s(
         0.2, "How often a running service re-reads the deployment state (releases, shadows)."
     )
+    decision_log: str = _s(
+        "auto",
+        "How decisions reach the database. 'journal': appended to a local journal file before "
+        "the answer and committed in batches every decision_log_flush_ms (no database round "
+        "trip on the request path); 'direct': committed before the answer (the journal then "
+        "only holds decisions while the database is down). 'auto': journal under "
+        "`offerloop serve`, direct elsewhere (library and CLI callers read the database right "
+        "after deciding).",
+    )
+    decision_log_flush_ms: float = _s(
+        20.0, "Journal: how often the batched decisions are committed to the database."
+    )
+    decision_log_sync: str = _s(
+        "interval",
+        "Journal: 'interval' fsyncs it only while the database is down (a machine crash may "
+        "lose up to decision_log_flush_ms of decisions not yet committed; a process crash "
+        "loses none); 'always' fsyncs every decision before its answer.",
+    )
+    compile_models: bool = _s(
+        True,
+        "Serve LightGBM models through native code compiled with the machine's C compiler "
+        "(cc or gcc), checked against LightGBM before it serves; cached under "
+        "<data_dir>/compiled. Off, or without a compiler, LightGBM's own predictor serves.",
+    )
+    shadow_scoring: str = _s(
+        "auto",
+        "Where shadows are scored: 'process' (a child process, so scoring never holds up a "
+        "decision), 'thread' (a thread of this process), 'auto' (process under "
+        "`offerloop serve`, thread elsewhere).",
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def for_service(self) -> Settings:
+        """The 'auto' settings resolved for a long-running service (``offerloop serve``):
+        decisions journaled, shadows scored in a child process."""
+        return self.replace(
+            decision_log="journal" if self.decision_log == "auto" else self.decision_log,
+            shadow_scoring="process" if self.shadow_scoring == "auto" else self.shadow_scoring,
+        )
 
     @property
     def path(self) -> Path:
@@ -284,6 +322,15 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("canary_share", "must be between 0 and 1"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
+    for name, allowed in (
+        ("decision_log", ("auto", "journal", "direct")),
+        ("decision_log_sync", ("interval", "always")),
+        ("shadow_scoring", ("auto", "process", "thread")),
+    ):
+        if getattr(s, name) not in allowed:
+            problems.append(Problem(name, f"must be one of {', '.join(allowed)}"))
+    if not 0 < s.decision_log_flush_ms <= 10_000:
+        problems.append(Problem("decision_log_flush_ms", "must be in (0, 10000]"))
     if s.pipeline_schedule:
         try:
             parse_schedule(s.pipeline_schedule)

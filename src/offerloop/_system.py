@@ -3,6 +3,7 @@ deployments, decisions and metrics. Each concern lives in its own module; this o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -10,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offerloop._clock import Clock, SystemClock
-from offerloop._errors import NotFound
+from offerloop._errors import BackendUnavailable, NotFound
 from offerloop._settings import Settings
 from offerloop.backends import Backend, DecisionRecord, TransitionRecord, open_backend
-from offerloop.backends._spool import DecisionSpool
+from offerloop.backends._journal import DecisionJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.events import EventIn, IngestResult, Reward, attribute, ingest
 from offerloop.features import (
@@ -52,8 +53,17 @@ class Offerloop:
             raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
         self.backend = backend or open_backend(settings)
         self.metrics = Metrics()
-        # a shared database may go down: decisions are then spooled locally (durably)
-        self.spool = DecisionSpool(settings.data_dir) if settings.database_url else None
+        # decisions not yet in the database (all of them briefly, with decision_log=journal;
+        # only while the database is down otherwise), replayed by the next process on a crash
+        self.journal = DecisionJournal(
+            settings.data_dir,
+            self.backend,
+            interval=settings.decision_log_flush_ms / 1000.0,
+            sync=settings.decision_log_sync,
+            on_error=lambda exc: self.metrics.backend_errors.labels(
+                "database", "append_decisions"
+            ).inc(),
+        )
         self.monitor = Monitor(self)
         self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
@@ -73,6 +83,16 @@ class Offerloop:
         self.batch_sources = BatchSources(self.features.of_kind(Batch), self.backend)
         self._next_poll = 0.0
         self.poll_batches()
+        try:  # decisions a crashed process left journaled go to the database first
+            self.journal.flush()
+        except BackendUnavailable:
+            self.journal.start()  # retried in the background
+        seed = None if settings.decision_seed < 0 else settings.decision_seed
+        sink = None
+        if settings.shadow_scoring == "process":
+            from offerloop.serving._shadow_worker import WorkerSink
+
+            sink = WorkerSink(settings, self.metrics, seed)
         self.decider = Decider(
             self.backend,
             self.player_features,
@@ -82,9 +102,12 @@ class Offerloop:
             self.clock,
             self.metrics,
             refresh_seconds=settings.deployment_refresh_seconds,
-            seed=None if settings.decision_seed < 0 else settings.decision_seed,
+            seed=seed,
             default_features=self._default_features,
-            spool=self.spool,
+            journal=self.journal,
+            journal_first=settings.decision_log == "journal",
+            shadow_sink=sink,
+            compile_dir=settings.path / "compiled" if settings.compile_models else None,
         )
 
     @property
@@ -130,15 +153,17 @@ class Offerloop:
         return self.rebuilt_events
 
     def flush_shadows(self) -> int:
-        """Score the shadows of every decision answered so far (they are scored in batches
-        after the answer); judges and reports call this first."""
+        """Commit every decision answered so far to the database (the journal commits in
+        batches) and score their shadows (scored in batches after the answer); judges and
+        reports call this first."""
+        with contextlib.suppress(BackendUnavailable):  # they stay journaled; retried
+            self.journal.flush()
         return self.decider.shadows.flush()
 
     def close(self) -> None:
         self.monitor.close()
         self.decider.shadows.close()
-        if self.spool is not None:
-            self.spool.close()
+        self.journal.close()
         self.sql_sources.close()
         self.backend.close()
         if self._redis is not None:

@@ -6,6 +6,7 @@ import numpy as np
 from starlette.testclient import TestClient
 
 from offerloop import ManualClock, Offerloop
+from offerloop.serving._api import DecideOut
 from tests.conftest import event
 
 DECIDE_KEYS = {
@@ -57,6 +58,8 @@ def test_decide_answers_the_contract(client: TestClient, system: Offerloop) -> N
     assert body["model_version"].startswith("random-")
     assert body["mode"] == "released"
     assert abs(body["propensity"] - 1 / len(c.offers)) < 1e-12
+    # built by hand on the hot path: exactly the documented response model
+    assert DecideOut.model_validate(body).model_dump() == body
 
 
 def test_decision_is_logged_with_features_shadows_and_propensity(

@@ -120,6 +120,7 @@ _MIGRATIONS = (
 )
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _EVENT_COLS = "event_id, player_id, type, ts, properties, received_at"
+_DECISION_TYPES = ("text", "float8", *["text"] * 5, "float8", *["text"] * 4, "float8", "text")
 _DECISION_COLS = (
     "decision_id, ts, player_id, campaign, offer_id, model_version, mode, propensity, "
     "features, context, shadows, backfilled, score_ms, fallback"
@@ -274,17 +275,20 @@ class PostgresBackend:
         return [self._event(r) for r in rows]
 
     # -- decisions -----------------------------------------------------------------------
-    def append_decision(self, decision: DecisionRecord) -> None:
-        d = decision
-        try:
-            with self._tx() as cur:
-                cur.execute(
-                    f"INSERT INTO decisions ({_DECISION_COLS}) VALUES "
-                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    decision_row(d),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise Conflict(f"decision {d.decision_id} already exists") from exc
+    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+        if not decisions:
+            return 0
+        rows = [decision_row(d) for d in decisions]
+        types = _DECISION_TYPES
+        with self._tx() as cur:
+            # one statement per batch (arrays adapted in C), not one per decision
+            cur.execute(
+                f"INSERT INTO decisions ({_DECISION_COLS}) SELECT * FROM unnest("
+                + ", ".join(f"%s::{t}[]" for t in types)
+                + ") ON CONFLICT (decision_id) DO NOTHING",
+                [list(col) for col in zip(*rows, strict=True)],
+            )
+            return max(cur.rowcount, 0)
 
     _decision = staticmethod(decision_from_row)
 

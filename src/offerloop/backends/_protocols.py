@@ -53,7 +53,10 @@ class EventLog(Protocol):
 
 
 class DecisionLog(Protocol):
-    def append_decision(self, decision: DecisionRecord) -> None: ...
+    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+        """Store decisions in one transaction; an id already stored is skipped (a journal
+        replayed after a crash stores each decision once). Returns how many were new."""
+        ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
 

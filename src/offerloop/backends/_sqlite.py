@@ -270,16 +270,16 @@ class SQLiteBackend:
         return out
 
     # -- decisions -----------------------------------------------------------------------
-    def append_decision(self, decision: DecisionRecord) -> None:
-        d = decision
+    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+        if not decisions:
+            return 0
         with self._write() as c:
-            try:
-                c.execute(
-                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    decision_row(d),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"decision {d.decision_id} already exists") from exc
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [decision_row(d) for d in decisions],
+            )
+            return c.total_changes - before
 
     _decision = staticmethod(decision_from_row)
 

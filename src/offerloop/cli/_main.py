@@ -53,9 +53,12 @@ def _settings(data_dir: str | None, config: Path | None) -> Settings:
 
 
 @contextmanager
-def _opened(data_dir: str | None, config: Path | None) -> Iterator[Offerloop]:
+def _opened(
+    data_dir: str | None, config: Path | None, service: bool = False
+) -> Iterator[Offerloop]:
     """The data directory's offerloop, bootstrapped on first use, closed afterwards."""
-    system = Offerloop(_settings(data_dir, config))
+    settings = _settings(data_dir, config)
+    system = Offerloop(settings.for_service() if service else settings)
     try:
         system.bootstrap(actor="cli")
         yield system
@@ -93,7 +96,7 @@ def serve(
 
     when = schedule if schedule is not None else _settings(data_dir, config).pipeline_schedule
     parsed = parse_schedule(when) if when else None
-    with _opened(data_dir, config) as system:
+    with _opened(data_dir, config, service=True) as system:
         system.warm()  # online features from the event log before the first request
         err.print(
             f"online features rebuilt from {system.rebuilt_events} events in "

@@ -107,7 +107,8 @@ class Metrics:
         self.fallbacks = Counter(
             "offerloop_fallback_decisions",
             "Decisions served by a fallback, by reason: features (online store down: default "
-            "values), canary or release (failed to score), log_spooled (database down).",
+            "values), canary or release (failed to score), log_journaled (database down: "
+            "journaled locally until it is back).",
             ["campaign", "reason"],
             registry=r,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -88,6 +89,11 @@ class Policy:
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state()`` returned (fitted values)."""
 
+    def compile(self, cache_dir: Path) -> int:
+        """Prepare to serve: compile models to native code where possible (same outputs,
+        checked); returns how many were compiled. Most policies have nothing to compile."""
+        return 0
+
 
 class RewardModel:
     """Predicts the expected reward of every offer; exploration wrappers turn it into a policy."""
@@ -119,6 +125,10 @@ class RewardModel:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
+
+    def compile(self, cache_dir: Path) -> int:
+        """See :meth:`Policy.compile`."""
+        return 0
 
 
 def _bundle(offer: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -60,6 +61,9 @@ class EpsilonGreedy(Policy):
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         self.model.load_state(state["model_state"])
+
+    def compile(self, cache_dir: Path) -> int:
+        return self.model.compile(cache_dir)
 
 
 class Softmax(EpsilonGreedy):

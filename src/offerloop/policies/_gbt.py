@@ -19,6 +19,7 @@ rarely explored. Artifacts are LightGBM's own text format.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Self
 
 import lightgbm as lgb
@@ -27,6 +28,7 @@ from numpy.typing import NDArray
 
 from offerloop.features import Encoder, load_features
 from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
+from offerloop.policies._compiled import CompiledTrees, compile_booster
 
 __all__ = ["GBTPurchase", "GBTRevenue"]
 
@@ -63,6 +65,7 @@ class _GBT(RewardModel):
         self.seed = int(seed)
         self._last: tuple[Sequence[FeatureRow], Matrix] | None = None
         self.booster: lgb.Booster | None = None
+        self._compiled: CompiledTrees | None = None  # native code serving this booster
         bundles = sorted({_bundle(o) for o in self.offers})
         messages = sorted({_message(o) for o in self.offers})
         k = len(self.offers)
@@ -116,6 +119,7 @@ class _GBT(RewardModel):
         ds = lgb.Dataset(x, label=self._target(data), weight=weight, free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=self.n_estimators)
         self._last = None
+        self._compiled = None
         return self
 
     def _raw(self, rows: Sequence[FeatureRow]) -> Matrix:
@@ -128,10 +132,12 @@ class _GBT(RewardModel):
             return last[1]  # the same batch again (direct value, then its variance)
         x = self.encoder.matrix(rows)
         big = np.hstack([np.repeat(x, k, axis=0), np.tile(self._offer_x, (n, 1))])
-        threads = 1 if len(big) < 5000 else 2  # a decision's 24 rows: threads cost more
-        out: Matrix = np.asarray(
-            self.booster.predict(big, num_threads=threads), dtype=np.float64
-        ).reshape(n, k)
+        compiled = self._compiled
+        if compiled is not None:
+            out: Matrix = compiled.predict(big).reshape(n, k)
+        else:
+            threads = 1 if len(big) < 5000 else 2  # a decision's 24 rows: threads cost more
+            out = np.asarray(self.booster.predict(big, num_threads=threads)).reshape(n, k)
         if n > 8:
             out.flags.writeable = False
             self._last = (rows, out)
@@ -147,6 +153,20 @@ class _GBT(RewardModel):
         text = state.get("booster")
         self.booster = lgb.Booster(model_str=text) if text else None
         self._last = None
+        self._compiled = None
+
+    def compile(self, cache_dir: Path) -> int:
+        """Serve through native code (``policies._compiled``), checked against LightGBM;
+        raises if it cannot (the booster keeps serving)."""
+        booster = self.booster
+        if booster is None:
+            return 0
+        self._compiled = compile_booster(
+            booster.model_to_string(),
+            lambda x: np.asarray(booster.predict(x, num_threads=1), dtype=np.float64),
+            cache_dir,
+        )
+        return 1
 
 
 class GBTRevenue(_GBT):

@@ -8,8 +8,10 @@ import math
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -17,13 +19,14 @@ import numpy as np
 from offerloop._clock import Clock
 from offerloop._errors import BackendUnavailable, Conflict, NotFound
 from offerloop.backends import Backend, DecisionRecord
-from offerloop.backends._spool import DecisionSpool
+from offerloop.backends._journal import DecisionJournal
 from offerloop.campaigns import Campaign, Offer
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
+from offerloop.policies._compiled import Unsupported
 from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
-from offerloop.serving._shadows import ShadowScorer
+from offerloop.serving._shadows import ShadowScorer, ShadowSink
 
 __all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
@@ -71,15 +74,25 @@ class Decider:
         refresh_seconds: float = 0.2,
         seed: int | None = None,
         default_features: FeatureSource | None = None,
-        spool: DecisionSpool | None = None,
+        journal: DecisionJournal | None = None,
+        journal_first: bool = False,
+        shadow_sink: ShadowSink | None = None,
+        compile_dir: Path | None = None,
     ) -> None:
+        self.compile_dir = compile_dir
         self.backend = backend
         self.features = features
         self.default_features = default_features
-        self.spool = spool
+        self.journal = journal
+        self.journal_first = journal_first and journal is not None
         self._db_down_until = 0.0  # circuit breaker: while open, skip the database at once
-        self.shadows = ShadowScorer(backend, metrics, seed)
-        self._next_drain = 0.0
+        self.shadows = ShadowScorer(
+            backend,
+            metrics,
+            seed,
+            sink=shadow_sink,
+            before_flush=journal.flush if journal is not None else None,
+        )
         self.campaigns = campaigns
         self.registry = registry
         self.deployments = deployments
@@ -89,6 +102,8 @@ class Decider:
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
         self._live: dict[str, _Live] = {}
+        self._compiling: weakref.WeakSet[Policy] = weakref.WeakSet()  # compiled or under way
+        self._compile_threads: list[threading.Thread] = []
 
     def campaign(self, campaign_id: str) -> Campaign:
         try:
@@ -139,42 +154,61 @@ class Decider:
         return cur
 
     def _log(self, record: DecisionRecord) -> None:
-        """Commit the decision to the database, or, while it is down, to the local spool
-        (durable before the answer either way); drain the spool once the database is back."""
+        """Make the decision durable before the answer: appended to the journal (committed
+        to the database in batches, ``backends._journal``), or committed to the database
+        directly; while the database is down, a direct log falls back to the journal."""
+        journal = self.journal
+        if journal is not None and self.journal_first:
+            journal.append(record)
+            return
         mono = time.monotonic()
-        if self.spool is None or mono >= self._db_down_until:
+        if journal is None or mono >= self._db_down_until:
             try:
-                self.backend.append_decision(record)
-                if self.spool is not None and mono >= self._next_drain:
-                    self._next_drain = mono + 1.0
-                    self._drain()
+                self.backend.append_decisions([record])
                 return
             except BackendUnavailable:
-                if self.spool is None:
+                if journal is None:
                     raise
                 self._db_down_until = mono + 2.0
-                self.metrics.backend_errors.labels("database", "append_decision").inc()
-        note = "decision log spooled locally (database unavailable)"
-        spooled = replace(record, fallback="; ".join(x for x in (record.fallback, note) if x))
-        self.spool.append(spooled)
-        self.metrics.fallbacks.labels(record.campaign, "log_spooled").inc()
-
-    def _drain(self) -> None:
-        if self.spool is None or not len(self.spool):
-            return
-        try:
-            self.spool.drain(self.backend)
-        except BackendUnavailable:
-            self._db_down_until = time.monotonic() + 2.0
+                self.metrics.backend_errors.labels("database", "append_decisions").inc()
+        note = "decision log journaled locally (database unavailable)"
+        journal.append(replace(record, fallback="; ".join(x for x in (record.fallback, note) if x)))
+        self.metrics.fallbacks.labels(record.campaign, "log_journaled").inc()
 
     def _load(self, campaign: str, version: str, mode: str) -> tuple[str, Policy] | None:
         try:
-            return version, self.registry.load(version)
+            policy = self.registry.load(version)
         except BackendUnavailable:
             raise
         except Exception:  # corrupt artifact, unknown kind, bad parameters: out of service
             self.metrics.policy_errors.labels(campaign, version, mode).inc()
             return None
+        scored_here = mode != SHADOW or self.shadows.in_process
+        if self.compile_dir is not None and scored_here and policy not in self._compiling:
+            self._compiling.add(policy)
+            t = threading.Thread(
+                target=self._compile, args=(policy,), name="offerloop-compile", daemon=True
+            )
+            t.start()
+            self._compile_threads = [x for x in self._compile_threads if x.is_alive()] + [t]
+        return version, policy
+
+    def wait_compiled(self, timeout: float = 60.0) -> None:
+        """Wait for the native code of the versions loaded so far (benchmarks, tests)."""
+        deadline = time.monotonic() + timeout
+        for t in list(self._compile_threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _compile(self, policy: Policy) -> None:
+        """Native code for the version's models, in the background: until it is ready (a
+        second or two of the C compiler), or if it cannot be built, LightGBM serves."""
+        assert self.compile_dir is not None
+        try:
+            policy.compile(self.compile_dir)
+        except Unsupported:
+            pass
+        except Exception:  # no compiler, or a check that failed: counted, LightGBM serves
+            self.metrics.errors.labels("compile").inc()
 
     def _draw(self, p: np.ndarray[Any, np.dtype[np.float64]]) -> int:
         """Draw an index with probabilities ``p`` (inverse CDF: a tenth of ``rng.choice``'s

@@ -89,9 +89,8 @@ class BackendConformance:
         assert backend.purchases_for([]) == []
 
     def test_decisions_round_trip_and_range(self, backend: Backend) -> None:
-        for i in range(5):
-            backend.append_decision(_decision(i, 10.0 * i))
-        backend.append_decision(_decision(9, 15.0, campaign="other"))
+        assert backend.append_decisions([_decision(i, 10.0 * i) for i in range(5)]) == 5
+        backend.append_decisions([_decision(9, 15.0, campaign="other")])
         assert backend.get_decision("d3") == _decision(3, 30.0)
         assert backend.get_decision("nope") is None
         got = backend.decisions("c", 10.0, 40.0)
@@ -100,7 +99,7 @@ class BackendConformance:
         assert [d.decision_id for d in latest] == ["d3", "d4"]
 
     def test_shadows_scored_later_are_appended(self, backend: Backend) -> None:
-        backend.append_decision(_decision(2, 1.0))
+        backend.append_decisions([_decision(2, 1.0)])
         later = (ShadowChoice("gbt-9", "a:d", 0.9, 0.05),)
         assert backend.add_shadows({"d2": later, "nope": later}) == 1
         got = backend.get_decision("d2")
@@ -108,7 +107,7 @@ class BackendConformance:
         assert got.shadows == (*_decision(2, 1.0).shadows, *later)
 
     def test_backfill_merges_without_touching_logged_values(self, backend: Backend) -> None:
-        backend.append_decision(_decision(1, 1.0))
+        backend.append_decisions([_decision(1, 1.0)])
         assert backend.add_backfill({"d1": {"new": 1.5}, "nope": {"new": 2}}) == 1
         assert backend.add_backfill({"d1": {"other": "x"}}) == 1
         got = backend.get_decision("d1")
@@ -124,11 +123,13 @@ class BackendConformance:
         assert backend.loads("s") == [("f1", 10.0), ("f2", 30.0)]
         assert backend.loads("other") == []
 
-    def test_duplicate_decision_id_is_a_conflict(self, backend: Backend) -> None:
-        backend.append_decision(_decision(1, 1.0))
-        with pytest.raises(Conflict):
-            backend.append_decision(_decision(1, 2.0))
+    def test_a_decision_id_is_stored_once(self, backend: Backend) -> None:
+        assert backend.append_decisions([_decision(1, 1.0)]) == 1
+        # a replayed journal: the known id is skipped, the new one stored, in one call
+        assert backend.append_decisions([_decision(1, 2.0), _decision(2, 3.0)]) == 1
         assert backend.get_decision("d1") == _decision(1, 1.0)
+        assert backend.get_decision("d2") == _decision(2, 3.0)
+        assert backend.append_decisions([]) == 0
 
     def test_models_and_numbers(self, backend: Backend) -> None:
         numbers = {backend.next_model_number() for _ in range(5)}
