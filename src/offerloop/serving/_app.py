@@ -26,8 +26,10 @@ from offerloop.serving._api import (
     ModelsOut,
     PlayerFeaturesOut,
     ShadowOut,
+    decide_body,
 )
 from offerloop.serving._errors import install_error_handlers
+from offerloop.serving._hot import HotDecide
 from offerloop.serving._monitoring import monitoring_router
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ def create_app(system: Offerloop) -> FastAPI:
     )
     install_error_handlers(app, system.metrics)
     app.add_middleware(_Observe, metrics=system.metrics)
+    # outermost: well-formed decide requests skip the framework (serving._hot)
+    app.add_middleware(HotDecide, system=system, max_body=MAX_BODY_BYTES)
     app.state.system = system
 
     @app.post("/v1/events", response_model=IngestOut, tags=["events"])
@@ -112,21 +116,7 @@ def create_app(system: Offerloop) -> FastAPI:
     async def post_decide(body: DecideIn) -> Response:
         """Choose an offer for a player; the decision is logged with its propensity."""
         d = system.decide(body.player_id, body.campaign, body.context)
-        r, o = d.record, d.offer
-        # the hot path: the body is built here rather than validated again as a response
-        # model (DecideOut documents it; a test checks the two agree)
-        doc = {
-            "decision_id": r.decision_id,
-            "campaign": r.campaign,
-            "offer_id": o.id,
-            "bundle_id": o.bundle.id,
-            "message_id": o.message.id,
-            "price": float(o.price),
-            "message": o.message.text,
-            "model_version": r.model_version,
-            "propensity": float(r.propensity),
-            "mode": r.mode,
-        }
+        doc = decide_body(d)  # well-formed requests are answered by serving._hot
         return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json")
 
     @app.get("/v1/decisions/{decision_id}", response_model=DecisionOut, tags=["decisions"])

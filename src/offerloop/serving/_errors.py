@@ -25,7 +25,7 @@ from offerloop._errors import (
 )
 from offerloop.monitoring import Metrics
 
-__all__ = ["STATUS", "install_error_handlers", "location"]
+__all__ = ["STATUS", "error_answer", "install_error_handlers", "location"]
 
 STATUS: tuple[tuple[type[OfferloopError], int, str], ...] = (
     (InvalidInput, 422, "invalid_input"),
@@ -58,6 +58,22 @@ def _body(kind: str, message: str, problems: Sequence[Problem]) -> dict[str, Any
     }
 
 
+def error_answer(
+    exc: Exception, metrics: Metrics
+) -> tuple[int, dict[str, str] | None, dict[str, Any]]:
+    """Status, headers and JSON body for an exception raised while answering (counted)."""
+    if not isinstance(exc, OfferloopError):
+        metrics.errors.labels("internal").inc()
+        return 500, None, _body("internal_error", "internal error; see the service log", [])
+    status, kind = next((st, k) for cls, st, k in STATUS if isinstance(exc, cls))
+    problems = exc.problems if isinstance(exc, InvalidInput) else [Problem("", exc.message)]
+    metrics.errors.labels("client" if status < 500 else kind).inc()
+    headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="offerloop-admin"'}
+    return status, headers, _body(kind, exc.message, problems)
+
+
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -77,20 +93,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse(_body(kind, message, problems), status_code=status)
 
     async def on_offerloop(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, OfferloopError)
-        status, kind = next((st, k) for cls, st, k in STATUS if isinstance(exc, cls))
-        problems = exc.problems if isinstance(exc, InvalidInput) else [Problem("", exc.message)]
-        metrics.errors.labels("client" if status < 500 else kind).inc()
-        headers = {"Retry-After": "1"} if status == 503 else None
-        if status == 401:
-            headers = {"WWW-Authenticate": 'Bearer realm="offerloop-admin"'}
-        return JSONResponse(_body(kind, exc.message, problems), status_code=status, headers=headers)
+        status, headers, body = error_answer(exc, metrics)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        metrics.errors.labels("internal").inc()
-        return JSONResponse(
-            _body("internal_error", "internal error; see the service log", []), status_code=500
-        )
+        status, headers, body = error_answer(exc, metrics)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(OfferloopError, on_offerloop)
