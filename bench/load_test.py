@@ -188,6 +188,7 @@ def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str,
         _wait(f"{base}/healthz", proc)
         for i in range(300):  # warm up
             httpx.post(f"{base}/v1/decide", json={"player_id": f"p{i}"}, timeout=5)
+        time.sleep(5)  # the serving models' native code is compiled in the background
         decide = hey(f"{base}/v1/decide", '{"player_id": "p42"}', rate, seconds)
         events = wrk(base, seconds, tmp)
         metrics = httpx.get(f"{base}/metrics", timeout=5).text

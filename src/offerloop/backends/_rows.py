@@ -23,8 +23,11 @@ __all__ = [
 ]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # built once: hot path
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(obj)
 
 
 def decision_row(d: DecisionRecord) -> tuple[Any, ...]:

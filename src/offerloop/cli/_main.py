@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import json
 import sys
@@ -98,6 +99,10 @@ def serve(
     parsed = parse_schedule(when) if when else None
     with _opened(data_dir, config, service=True) as system:
         system.warm()  # online features from the event log before the first request
+        # the state built at start (online features, models) is long-lived: keep it out of
+        # the garbage collector's full passes, which otherwise stall requests as it grows
+        gc.collect()
+        gc.freeze()
         err.print(
             f"online features rebuilt from {system.rebuilt_events} events in "
             f"{system.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
