@@ -140,6 +140,8 @@ def _main() -> None:
     from offerloop._clock import SystemClock
     from offerloop.backends import open_backend
 
+    with contextlib.suppress(OSError):
+        os.nice(10)  # background work: the serving process (and Redis) get the CPU first
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the channel
     try:
