@@ -265,7 +265,7 @@ class Offerloop:
 
     def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
         self.flush_shadows()  # a decision read right after the answer shows its shadows
-        record = self.backend.get_decision(decision_id)
+        record = self.backend.get_decisions([decision_id]).get(decision_id)
         if record is None:
             raise NotFound(f"decision {decision_id!r} does not exist")
         reward = attribute(self.backend, [record], self.window_seconds, self.clock.now())

@@ -42,11 +42,13 @@ class _Flaky:
         self.down = False
         self.calls = 0
 
-    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+    def append_decisions(
+        self, decisions: Sequence[DecisionRecord], rows: Sequence[tuple[object, ...]] = ()
+    ) -> int:
         self.calls += 1
         if self.down:
             raise BackendUnavailable("the database is down (test)")
-        return self.backend.append_decisions(decisions)
+        return self.backend.append_decisions(decisions, rows)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.backend, name)
@@ -66,7 +68,7 @@ def test_decisions_reach_the_database_in_batches_and_the_file_empties(tmp_path: 
     assert _ids(backend) == []  # not yet committed: the request never waited for it
     assert journal.flush() == 5
     assert _ids(backend) == [f"d{i:05d}" for i in range(5)]
-    assert backend.get_decision("d00003") == _d(3)
+    assert backend.get_decisions(["d00003"]) == {"d00003": _d(3)}
     assert journal.path.stat().st_size == 0
     journal.close()
     assert not journal.path.exists()

@@ -103,7 +103,7 @@ def test_logged_propensity_is_the_released_policys_probability(
     policy = system.registry.load(rules)
     for i in range(20):
         d = client.post("/v1/decide", json={"player_id": f"q{i}"}).json()
-        logged = system.backend.get_decision(d["decision_id"])
+        logged = system.backend.get_decisions([d["decision_id"]]).get(d["decision_id"])
         assert logged is not None
         p = policy.act(logged.features)
         c = system.campaign(None)

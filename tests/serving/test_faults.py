@@ -128,7 +128,7 @@ def test_postgres_down_events_are_refused_and_decisions_are_journaled(
             time.sleep(0.05)  # the journal's writer retries by itself
         assert system.journal.backlog() == 0
         for d in ids:  # every acknowledged decision reached the database exactly once
-            record = system.backend.get_decision(d)
+            record = system.backend.get_decisions([d]).get(d)
             assert record is not None
             assert "decision log journaled locally" in record.fallback
         assert client.post("/v1/events", json={"events": [ev]}).json()["accepted"] == 1

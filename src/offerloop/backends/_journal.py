@@ -32,6 +32,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from offerloop._errors import BackendUnavailable
 from offerloop.backends._protocols import DecisionLog
@@ -67,6 +68,7 @@ class DecisionJournal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
         self._pending: list[DecisionRecord] = []
+        self._rows: list[tuple[Any, ...]] = []  # the pending records' rows, built once
         self._on_disk_only = False  # too many pending: replay them from the file instead
         self._orphans = True  # journals of dead processes may wait for replay
         self._lock = threading.Lock()  # the file and the pending list
@@ -80,15 +82,18 @@ class DecisionJournal:
     # -- the request path ----------------------------------------------------------------
     def append(self, record: DecisionRecord) -> None:
         """Journal one decision; it is durable against a crash of this process on return."""
-        line = (json.dumps(decision_row(record), separators=(",", ":")) + "\n").encode()
+        row = decision_row(record)
+        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
         with self._lock:
             _write_all(self._fd, line)
             if self.sync == "always":
                 os.fdatasync(self._fd)
             if not self._on_disk_only:
                 self._pending.append(record)
+                self._rows.append(row)
                 if len(self._pending) > self.max_pending:
                     self._pending.clear()  # the file has them all
+                    self._rows.clear()
                     self._on_disk_only = True
             if self._thread is None:
                 self.start()
@@ -133,20 +138,23 @@ class DecisionJournal:
             replay_size = os.fstat(self._fd).st_size if self._on_disk_only else -1
             self._on_disk_only = False
             batch, self._pending = self._pending, []
+            rows, self._rows = self._rows, []
         if replay_size >= 0:
             try:
                 stored += self._replay(self.path, replay_size)
             except BackendUnavailable:
                 with self._lock:
-                    self._pending = []
+                    self._pending, self._rows = [], []
                     self._on_disk_only = True
                 raise
         if batch:
             try:
-                stored += self.log.append_decisions(batch)
+                stored += self.log.append_decisions(batch, rows)
             except BackendUnavailable:
                 with self._lock:
-                    self._pending[:0] = batch
+                    if not self._on_disk_only:
+                        self._pending[:0] = batch
+                        self._rows[:0] = rows
                 raise
         with self._lock:
             if not self._pending and not self._on_disk_only:

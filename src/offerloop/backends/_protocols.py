@@ -53,12 +53,18 @@ class EventLog(Protocol):
 
 
 class DecisionLog(Protocol):
-    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+    def append_decisions(
+        self, decisions: Sequence[DecisionRecord], rows: Sequence[tuple[Any, ...]] = ()
+    ) -> int:
         """Store decisions in one transaction; an id already stored is skipped (a journal
-        replayed after a crash stores each decision once). Returns how many were new."""
+        replayed after a crash stores each decision once). Returns how many were new.
+        ``rows``: the records as ``backends._rows.decision_row`` builds them, when the caller
+        has them already (the journal: encoding a row twice is most of a batch's cost)."""
         ...
 
-    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+    def get_decisions(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        """The stored decisions among these ids, by id (one query for a batch)."""
+        ...
 
     def decisions(
         self, campaign: str, start: float, end: float, newest: int | None = None

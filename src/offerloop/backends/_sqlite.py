@@ -270,22 +270,30 @@ class SQLiteBackend:
         return out
 
     # -- decisions -----------------------------------------------------------------------
-    def append_decisions(self, decisions: Sequence[DecisionRecord]) -> int:
+    def append_decisions(
+        self, decisions: Sequence[DecisionRecord], rows: Sequence[tuple[Any, ...]] = ()
+    ) -> int:
         if not decisions:
             return 0
         with self._write() as c:
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [decision_row(d) for d in decisions],
+                rows or [decision_row(d) for d in decisions],
             )
             return c.total_changes - before
 
     _decision = staticmethod(decision_from_row)
 
-    def get_decision(self, decision_id: str) -> DecisionRecord | None:
-        rows = self._read("SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
-        return self._decision(rows[0]) if rows else None
+    def get_decisions(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        out: dict[str, DecisionRecord] = {}
+        ids = list(dict.fromkeys(decision_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._read(f"SELECT * FROM decisions WHERE decision_id IN ({marks})", chunk):
+                out[r[0]] = self._decision(r)
+        return out
 
     def decisions(
         self, campaign: str, start: float, end: float, newest: int | None = None

@@ -196,12 +196,13 @@ class _Worker:
         database_errors = 0
         items: list[tuple[str, str, dict[str, Any], int, Sequence[str]]] = []
         versions: list[list[str]] = []
+        try:  # one query for the batch
+            stored = self.backend.get_decisions([b[0] for b in batch])
+        except BackendUnavailable:
+            stored = {}
+            database_errors += 1
         for decision_id, shown, names in batch:
-            try:
-                rec = self.backend.get_decision(decision_id)
-            except BackendUnavailable:
-                rec = None
-                database_errors += 1
+            rec = stored.get(decision_id)
             if rec is None:
                 continue
             offers = _offers(rec.campaign, self.settings)

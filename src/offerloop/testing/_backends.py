@@ -91,8 +91,8 @@ class BackendConformance:
     def test_decisions_round_trip_and_range(self, backend: Backend) -> None:
         assert backend.append_decisions([_decision(i, 10.0 * i) for i in range(5)]) == 5
         backend.append_decisions([_decision(9, 15.0, campaign="other")])
-        assert backend.get_decision("d3") == _decision(3, 30.0)
-        assert backend.get_decision("nope") is None
+        assert backend.get_decisions(["d3", "nope", "d3"]) == {"d3": _decision(3, 30.0)}
+        assert backend.get_decisions([]) == {}
         got = backend.decisions("c", 10.0, 40.0)
         assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
         latest = backend.decisions("c", 0.0, 100.0, newest=2)
@@ -102,7 +102,7 @@ class BackendConformance:
         backend.append_decisions([_decision(2, 1.0)])
         later = (ShadowChoice("gbt-9", "a:d", 0.9, 0.05),)
         assert backend.add_shadows({"d2": later, "nope": later}) == 1
-        got = backend.get_decision("d2")
+        got = backend.get_decisions(["d2"]).get("d2")
         assert got is not None
         assert got.shadows == (*_decision(2, 1.0).shadows, *later)
 
@@ -110,7 +110,7 @@ class BackendConformance:
         backend.append_decisions([_decision(1, 1.0)])
         assert backend.add_backfill({"d1": {"new": 1.5}, "nope": {"new": 2}}) == 1
         assert backend.add_backfill({"d1": {"other": "x"}}) == 1
-        got = backend.get_decision("d1")
+        got = backend.get_decisions(["d1"]).get("d1")
         assert got is not None
         assert got.features == _decision(1, 1.0).features
         assert got.backfilled == {"new": 1.5, "other": "x"}
@@ -127,8 +127,10 @@ class BackendConformance:
         assert backend.append_decisions([_decision(1, 1.0)]) == 1
         # a replayed journal: the known id is skipped, the new one stored, in one call
         assert backend.append_decisions([_decision(1, 2.0), _decision(2, 3.0)]) == 1
-        assert backend.get_decision("d1") == _decision(1, 1.0)
-        assert backend.get_decision("d2") == _decision(2, 3.0)
+        assert backend.get_decisions(["d1", "d2"]) == {
+            "d1": _decision(1, 1.0),
+            "d2": _decision(2, 3.0),
+        }
         assert backend.append_decisions([]) == 0
 
     def test_models_and_numbers(self, backend: Backend) -> None:
