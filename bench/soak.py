@@ -1,5 +1,5 @@
 """Soak: `offerloop serve` (embedded, issue-8 configuration) under a steady load for 10 minutes;
-its resident memory is sampled every 10 s (docs/benchmarks.md).
+its resident memory (with its shadow worker process) is sampled every 10 s (docs/benchmarks.md).
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 300]
 
@@ -32,8 +32,21 @@ from bench.load_test import RESULTS, WRK_LUA, _wait, start_serve
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Resident memory of the service and its children (the shadow worker process)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    total = 0.0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            continue  # a child that just exited
+    return total
 
 
 def main() -> None:
