@@ -160,7 +160,7 @@ def wrk(base: str, seconds: int, tmp: Path) -> dict[str, float]:
     }
 
 
-def start_serve(settings: Any) -> tuple[subprocess.Popen[bytes], str]:
+def start_serve(settings: Any, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     """`offerloop serve` in its own process on these settings (features, data, backends)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
     env.update(OFFERLOOP_FEATURES=settings.features, OFFERLOOP_DATA_DIR=settings.data_dir)
@@ -173,7 +173,10 @@ def start_serve(settings: Any) -> tuple[subprocess.Popen[bytes], str]:
         )
     port = _port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "offerloop", "serve", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "offerloop", "serve"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -181,12 +184,14 @@ def start_serve(settings: Any) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str, Any], Any]:
+def serve_ours(
+    kind: str, tmp: Path, rate: int, seconds: int, workers: int = 1
+) -> tuple[dict[str, Any], Any]:
     system = _setup(kind, tmp)
     settings = system.settings
     rows = {f"p{i}": system.player_features(f"p{i}", system.clock.now()) for i in range(2000)}
     system.close()
-    proc, base = start_serve(settings)
+    proc, base = start_serve(settings, workers)
     try:
         _wait(f"{base}/healthz", proc)
         for i in range(300):  # warm up
@@ -209,8 +214,9 @@ def serve_ours(kind: str, tmp: Path, rate: int, seconds: int) -> tuple[dict[str,
         "events": events,
         "server_decide_p99_ms": server_p99,
     }
+    label = kind if workers == 1 else f"{kind} x{workers}"
     print(
-        f"{kind:>15}: /v1/decide at {decide['throughput_per_s']:.0f}/s: p50 "
+        f"{label:>15}: /v1/decide at {decide['throughput_per_s']:.0f}/s: p50 "
         f"{decide['p50_ms']:.2f} p95 {decide['p95_ms']:.2f} p99 {decide['p99_ms']:.2f} "
         f"p99.9 {decide['p999_ms']:.2f} ms, {decide['errors']} errors (2 connections; 10: p50 "
         f"{bursts['p50_ms']:.2f} p99 {bursts['p99_ms']:.2f} ms, {bursts['errors']} errors); "
@@ -300,7 +306,7 @@ def serve_feast(
         assert len(got["metadata"]["feature_names"]) == len(names) + 1, got["metadata"]
         for _ in range(300):
             httpx.post(f"{base}/get-online-features", content=body, headers=h, timeout=10)
-        res = hey(f"{base}/get-online-features", body, rate, seconds, workers=2)
+        res: dict[str, Any] = hey(f"{base}/get-online-features", body, rate, seconds, workers=2)
         res["bursts_of_10"] = hey(f"{base}/get-online-features", body, rate, seconds)
     finally:
         proc.terminate()
@@ -330,6 +336,11 @@ def main() -> None:
         for kind in ("embedded", "postgres+redis"):
             (tmp / kind).mkdir()
             out[kind], rows = serve_ours(kind, tmp / kind, args.rate, args.seconds)
+        # the same with two service processes on the port (PostgreSQL + Redis only)
+        (tmp / "workers2").mkdir()
+        out["postgres+redis, 2 processes"], _ = serve_ours(
+            "postgres+redis", tmp / "workers2", args.rate, args.seconds, workers=2
+        )
         if not args.no_feast:
             out["feast"] = serve_feast(rows, tmp, args.rate, args.seconds)
             for kind in ("embedded", "postgres+redis"):

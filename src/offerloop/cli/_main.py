@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import getpass
 import json
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -84,6 +85,15 @@ def serve(
         str | None,
         typer.Option(help="Also run the pipeline in this process: 24h or a cron expression."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Service processes sharing the port (needs redis_url: the online state must "
+            "be shared). One process decides on one core.",
+        ),
+    ] = 1,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -94,9 +104,31 @@ def serve(
     from offerloop._schedule import parse_schedule
     from offerloop.pipeline import PipelineScheduler
     from offerloop.serving import create_app
+    from offerloop.serving._workers import run_workers
 
-    when = schedule if schedule is not None else _settings(data_dir, config).pipeline_schedule
+    settings = _settings(data_dir, config)
+    when = schedule if schedule is not None else settings.pipeline_schedule
     parsed = parse_schedule(when) if when else None
+    if workers > 1:
+        if not settings.redis_url:
+            raise InvalidInput(
+                "--workers > 1 needs redis_url: each process would keep its own in-memory "
+                "online features (run one process on the embedded backend)"
+            )
+        if parsed is not None:
+            raise InvalidInput(
+                "--workers > 1 runs no pipeline schedule; run `offerloop pipeline schedule` "
+                "as its own process (or unset pipeline_schedule)"
+            )
+        with _opened(data_dir, config, service=True) as system:
+            system.warm()  # built once here; the workers find it in Redis
+        if config is not None:
+            os.environ["OFFERLOOP_CONFIG"] = str(config)
+        if data_dir is not None:
+            os.environ["OFFERLOOP_DATA_DIR"] = data_dir
+        err.print(f"serving on http://{host}:{port} with {workers} processes")
+        run_workers(host, port, workers)
+        return
     with _opened(data_dir, config, service=True) as system:
         system.warm()  # online features from the event log before the first request
         # the state built at start (online features, models) is long-lived: keep it out of

@@ -1,0 +1,97 @@
+"""`offerloop serve --workers 2` on PostgreSQL + Redis: two processes on one port, one state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from offerloop import Offerloop, load_settings
+from tests.conftest import PG_URL, REDIS_URL, _drop, unique_name
+from tests.serving.test_serve_process import _free_port
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
+    name = unique_name("w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    env.update(
+        OFFERLOOP_DATABASE_URL=PG_URL,
+        OFFERLOOP_DATABASE_SCHEMA=name,
+        OFFERLOOP_REDIS_URL=REDIS_URL,
+        OFFERLOOP_REDIS_PREFIX=f"{name}:",
+    )
+    data = tmp_path / "data"
+    port = _free_port()
+    cmd = [sys.executable, "-m", "offerloop", "serve", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "--data-dir", str(data)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    ids: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "service did not come up"
+            time.sleep(0.2)
+        workers = [p for p in _children(proc.pid) if Path(f"/proc/{p}/cmdline").exists()]
+        assert len(workers) >= 2  # the two service processes (and uvicorn's helpers)
+        ev = {
+            "event_id": "e1",
+            "player_id": "p1",
+            "type": "purchase",
+            "ts": "2026-01-01T00:00:00Z",
+            "properties": {"amount": 4.99},
+        }
+        assert httpx.post(f"{base}/v1/events", json={"events": [ev]}).json()["accepted"] == 1
+        for _ in range(20):  # a new connection each: the kernel spreads them over both
+            r = httpx.post(f"{base}/v1/decide", json={"player_id": "p1"}, timeout=10)
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["decision_id"])
+        # whichever process answered, it saw the event the other may have ingested
+        for d in ids[:5]:
+            got = httpx.get(f"{base}/v1/decisions/{d}", timeout=10)
+            assert got.status_code == 200, got.text
+            assert got.json()["features"]["purchases_total"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    settings = load_settings(
+        env={},
+        data_dir=str(data),
+        database_url=PG_URL,
+        database_schema=name,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{name}:",
+    )
+    system = Offerloop(settings)  # replays any journal a worker left behind
+    try:
+        stored = system.backend.get_decisions(ids)
+        assert sorted(stored) == sorted(ids)  # every answered decision, once
+    finally:
+        system.close()
+        _drop(settings)
