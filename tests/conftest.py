@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,15 @@ def system(
 ) -> Iterator[Offerloop]:
     """Every test using it runs on the embedded backend and on PostgreSQL + Redis (the real
     servers; a schema and a key prefix of its own, removed afterwards)."""
-    if request.param == "postgres+redis":
+    with open_system(request.param, settings, clock) as s:
+        yield s
+
+
+@contextmanager
+def open_system(kind: str, settings: Settings, clock: ManualClock) -> Iterator[Offerloop]:
+    """A bootstrapped offerloop on ``kind`` ("embedded" or "postgres+redis"), closed (and its
+    schema and keys dropped) afterwards."""
+    if kind == "postgres+redis":
         name = unique_name("t")
         settings = settings.replace(
             database_url=PG_URL,
@@ -40,10 +49,25 @@ def system(
         )
     s = Offerloop(settings, clock)
     s.bootstrap(actor="test")
-    yield s
-    s.close()
-    if request.param == "postgres+redis":
-        _drop(settings)
+    try:
+        yield s
+    finally:
+        s.close()
+        if kind == "postgres+redis":
+            _drop(settings)
+
+
+def service_env(name: str) -> dict[str, str]:
+    """The environment of an `offerloop serve` process on PostgreSQL + Redis, in a schema and
+    key prefix of its own (and none of the caller's OFFERLOOP_ settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    env.update(
+        OFFERLOOP_DATABASE_URL=PG_URL,
+        OFFERLOOP_DATABASE_SCHEMA=name,
+        OFFERLOOP_REDIS_URL=REDIS_URL,
+        OFFERLOOP_REDIS_PREFIX=f"{name}:",
+    )
+    return env
 
 
 def _drop(settings: Settings) -> None:

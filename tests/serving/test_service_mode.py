@@ -11,28 +11,15 @@ from starlette.testclient import TestClient
 from offerloop import ManualClock, Offerloop, Settings
 from offerloop.policies import FixedPolicy
 from offerloop.serving import create_app
-from tests.conftest import PG_URL, REDIS_URL, _drop, unique_name
+from tests.conftest import open_system
 
 
 @pytest.fixture(params=["embedded", "postgres+redis"])
 def service(
     request: pytest.FixtureRequest, settings: Settings, clock: ManualClock
 ) -> Iterator[Offerloop]:
-    settings = settings.for_service()
-    if request.param == "postgres+redis":
-        name = unique_name("svc")
-        settings = settings.replace(
-            database_url=PG_URL,
-            database_schema=name,
-            redis_url=REDIS_URL,
-            redis_prefix=f"{name}:",
-        )
-    s = Offerloop(settings, clock)
-    s.bootstrap(actor="test")
-    yield s
-    s.close()
-    if request.param == "postgres+redis":
-        _drop(settings)
+    with open_system(request.param, settings.for_service(), clock) as s:
+        yield s
 
 
 def _metric(system: Offerloop, name: str, **labels: str) -> float:

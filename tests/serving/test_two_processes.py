@@ -3,7 +3,6 @@ canary assignment and decision ids agree across them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from offerloop import load_settings
-from tests.conftest import PG_URL, REDIS_URL, _drop, unique_name
+from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
 from tests.serving.test_serve_process import _free_port
 
 TOKEN = "s3cret-token"
@@ -49,15 +48,8 @@ def _wait(proc: subprocess.Popen[str], base: str) -> None:
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[tuple[str, str]]:
     name = unique_name("mp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
-    env.update(
-        OFFERLOOP_DATABASE_URL=PG_URL,
-        OFFERLOOP_DATABASE_SCHEMA=name,
-        OFFERLOOP_REDIS_URL=REDIS_URL,
-        OFFERLOOP_REDIS_PREFIX=f"{name}:",
-        OFFERLOOP_ADMIN_TOKEN=TOKEN,
-        OFFERLOOP_DATA_DIR=str(tmp_path / "local"),
-    )
+    env = service_env(name)
+    env.update(OFFERLOOP_ADMIN_TOKEN=TOKEN, OFFERLOOP_DATA_DIR=str(tmp_path / "local"))
     a, base_a = _start(tmp_path, env)
     _wait(a, base_a)  # the first one creates the schema and builds the online state
     b, base_b = _start(tmp_path, env)

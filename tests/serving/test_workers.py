@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from offerloop import Offerloop, load_settings
-from tests.conftest import PG_URL, REDIS_URL, _drop, unique_name
+from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
 from tests.serving.test_serve_process import _free_port
+from tests.serving.test_two_processes import _wait
 
 
 def _children(pid: int) -> list[int]:
@@ -25,13 +24,7 @@ def _children(pid: int) -> list[int]:
 
 def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
     name = unique_name("w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
-    env.update(
-        OFFERLOOP_DATABASE_URL=PG_URL,
-        OFFERLOOP_DATABASE_SCHEMA=name,
-        OFFERLOOP_REDIS_URL=REDIS_URL,
-        OFFERLOOP_REDIS_PREFIX=f"{name}:",
-    )
+    env = service_env(name)
     data = tmp_path / "data"
     port = _free_port()
     cmd = [sys.executable, "-m", "offerloop", "serve", "--port", str(port), "--workers", "2"]
@@ -40,22 +33,13 @@ def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
     ids: list[str] = []
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "service did not come up"
-            time.sleep(0.2)
+        _wait(proc, base)
         workers = [p for p in _children(proc.pid) if Path(f"/proc/{p}/cmdline").exists()]
         assert len(workers) >= 2  # the two service processes (and uvicorn's helpers)
         ev = {
@@ -78,8 +62,6 @@ def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        if proc.stderr is not None:
-            proc.stderr.close()
     settings = load_settings(
         env={},
         data_dir=str(data),
