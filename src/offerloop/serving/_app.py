@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -113,11 +112,10 @@ def create_app(system: Offerloop) -> FastAPI:
         return IngestOut(accepted=r.accepted, duplicates=r.duplicates)
 
     @app.post("/v1/decide", response_model=DecideOut, tags=["decisions"])
-    async def post_decide(body: DecideIn) -> Response:
+    async def post_decide(body: DecideIn) -> dict[str, Any]:
         """Choose an offer for a player; the decision is logged with its propensity."""
-        d = system.decide(body.player_id, body.campaign, body.context)
-        doc = decide_body(d)  # well-formed requests are answered by serving._hot
-        return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json")
+        # well-formed JSON requests are answered by serving._hot; this serves the rest
+        return decide_body(system.decide(body.player_id, body.campaign, body.context))
 
     @app.get("/v1/decisions/{decision_id}", response_model=DecisionOut, tags=["decisions"])
     async def get_decision(
