@@ -182,3 +182,24 @@ def test_a_live_process_journal_is_not_replayed_by_another(tmp_path: Path) -> No
     assert first.flush() == 1
     first.close()
     second.close()
+
+
+def test_a_batch_being_committed_still_counts_as_backlog(tmp_path: Path) -> None:
+    flaky = _Flaky(SQLiteBackend(tmp_path))
+    journal = DecisionJournal(tmp_path, flaky, interval=3600)
+    seen: list[int] = []
+    commit = flaky.append_decisions
+
+    def watched(
+        decisions: Sequence[DecisionRecord], rows: Sequence[tuple[object, ...]] = ()
+    ) -> int:
+        seen.append(journal.backlog())  # mid-commit: taken from pending, not yet stored
+        return commit(decisions, rows)
+
+    flaky.append_decisions = watched  # type: ignore[method-assign]
+    for i in range(3):
+        journal.append(_d(i))
+    assert journal.flush() == 3
+    assert seen == [3]
+    assert journal.backlog() == 0
+    journal.close()

@@ -70,6 +70,7 @@ class DecisionJournal:
         self._pending: list[DecisionRecord] = []
         self._rows: list[tuple[Any, ...]] = []  # the pending records' rows, built once
         self._on_disk_only = False  # too many pending: replay them from the file instead
+        self._in_flight = 0  # taken by a flush, not yet committed (-1: a file replay)
         self._orphans = True  # journals of dead processes may wait for replay
         self._lock = threading.Lock()  # the file and the pending list
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -100,7 +101,10 @@ class DecisionJournal:
 
     def backlog(self) -> int:
         """Decisions answered but not yet in the database (-1: more than ``max_pending``)."""
-        return -1 if self._on_disk_only else len(self._pending)
+        with self._lock:
+            if self._on_disk_only or self._in_flight < 0:
+                return -1
+            return len(self._pending) + self._in_flight
 
     # -- the writer ----------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +143,7 @@ class DecisionJournal:
             self._on_disk_only = False
             batch, self._pending = self._pending, []
             rows, self._rows = self._rows, []
+            self._in_flight = -1 if replay_size >= 0 else len(batch)
         if replay_size >= 0:
             try:
                 stored += self._replay(self.path, replay_size)
@@ -146,6 +151,7 @@ class DecisionJournal:
                 with self._lock:
                     self._pending, self._rows = [], []
                     self._on_disk_only = True
+                    self._in_flight = 0
                 raise
         if batch:
             try:
@@ -155,8 +161,10 @@ class DecisionJournal:
                     if not self._on_disk_only:
                         self._pending[:0] = batch
                         self._rows[:0] = rows
+                    self._in_flight = 0
                 raise
         with self._lock:
+            self._in_flight = 0
             if not self._pending and not self._on_disk_only:
                 os.ftruncate(self._fd, 0)  # all of it is in the database
         self.stored += stored
