@@ -2,7 +2,8 @@
 
     OfferloopError                 base; ``str(exc)`` is a one-line user-facing message
     ├── InvalidInput               the caller sent something wrong (HTTP 422, CLI exit 2)
-    │   └── CampaignInvalid        a campaign file failed validation (every problem listed)
+    │   ├── CampaignInvalid        a campaign file failed validation (every problem listed)
+    │   └── DataRejected           a store refused a value: it can never be stored as it is
     ├── Unauthenticated            no credentials where they are required (HTTP 401)
     ├── Forbidden                  wrong credentials, or the operation is disabled (HTTP 403)
     ├── NotFound                   a named thing does not exist (HTTP 404)
@@ -25,6 +26,7 @@ __all__ = [
     "BackendUnavailable",
     "CampaignInvalid",
     "Conflict",
+    "DataRejected",
     "Forbidden",
     "InvalidInput",
     "NotFound",
@@ -71,6 +73,14 @@ class InvalidInput(OfferloopError):
 
 class CampaignInvalid(InvalidInput):
     headline = "invalid campaign"
+
+
+class DataRejected(InvalidInput):
+    """A store refused a value (a NUL character, a number out of its range): retrying
+    cannot help. Validation at the edge should make this rare; the journal quarantines a
+    decision that meets it rather than retry it for ever."""
+
+    headline = "value refused by the store"
 
 
 class Unauthenticated(OfferloopError):

@@ -160,6 +160,12 @@ class Settings:
     database_schema: str = _s(
         "offerloop", "PostgreSQL schema offerloop's tables live in (created if missing)."
     )
+    database_timeout_seconds: float = _s(
+        10.0,
+        "PostgreSQL: the server cancels a statement after this long (statement_timeout), and "
+        "the client cuts a connection that has not answered a second later (a stalled server "
+        "or network); raise it for very large training reads.",
+    )
     redis_url: str = _s(
         "",
         "Redis URL (redis://host:6379/0) for online features and the live deployment "
@@ -344,6 +350,8 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("database_url", "must start with postgresql://"))
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(Problem("redis_url", "must start with redis://, rediss:// or unix://"))
+    if not 0.1 <= s.database_timeout_seconds <= 3600:
+        problems.append(Problem("database_timeout_seconds", "must be in [0.1, 3600]"))
     if s.deployment_refresh_seconds < 0:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:

@@ -24,26 +24,38 @@ def test_a_run_is_recorded_with_its_decisions(system: Offerloop, clock: ManualCl
     assert doc["retrain"]["rows"] == 400
     assert len(doc["retrain"]["candidates"]) == 3
     assert doc["controller"][0]["action"] == "wait"
-    assert [r["id"] for r in list_runs(system.settings.data_dir)] == [doc["id"]]
+    assert [r["id"] for r in list_runs(system.backend)] == [doc["id"]]
     skipped = run_pipeline(system)  # nothing new is fine: still a recorded run
     assert skipped["status"] == "finished"
 
 
 def test_runs_never_overlap(system: Offerloop) -> None:
-    with pipeline_lock(system.settings.data_dir), pytest.raises(Conflict, match="lock"):
+    with pipeline_lock(system.backend), pytest.raises(Conflict, match="lock"):
         run_pipeline(system)
 
 
+def _same_store(system: Offerloop) -> str:
+    """The settings another process needs to open the same store, as JSON."""
+    st = system.settings
+    keys = ("data_dir", "database_url", "database_schema", "redis_url", "redis_prefix")
+    return json.dumps({k: getattr(st, k) for k in keys})
+
+
 def test_a_crashed_holder_releases_the_lock(system: Offerloop) -> None:
+    """Another process (on PostgreSQL: another session, as another machine would be) holds
+    the lock; killed with -9, it releases it."""
     code = (
-        "import sys, time\n"
+        "import json, sys, time\n"
+        "from offerloop import load_settings\n"
+        "from offerloop.backends import open_backend\n"
         "from offerloop.pipeline import pipeline_lock\n"
-        "with pipeline_lock(sys.argv[1]):\n"
+        "backend = open_backend(load_settings(env={}, **json.loads(sys.argv[1])))\n"
+        "with pipeline_lock(backend):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(60)\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, system.settings.data_dir], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, _same_store(system)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -51,10 +63,15 @@ def test_a_crashed_holder_releases_the_lock(system: Offerloop) -> None:
         with pytest.raises(Conflict):
             run_pipeline(system)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        time.sleep(0.1)
-        with pipeline_lock(system.settings.data_dir):
-            pass  # free again
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60  # PostgreSQL ends the dead session's lock promptly
+        while True:
+            try:
+                with pipeline_lock(system.backend):
+                    break  # free again
+            except Conflict:
+                assert time.monotonic() < deadline, "the lock outlived its holder"
+                time.sleep(0.1)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -82,7 +99,7 @@ def test_a_failed_run_is_resumed_without_training_twice(
         _crash_after_registering(m)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_pipeline(system)
-    [failed] = list_runs(system.settings.data_dir)
+    [failed] = list_runs(system.backend)
     assert failed["status"] == "failed"
     assert failed["error"] == "RuntimeError: simulated crash"
     assert "controller" in failed  # how far it got
@@ -99,7 +116,7 @@ def test_a_failed_run_is_resumed_without_training_twice(
     assert [c["version"] for c in doc["retrain"]["candidates"]] == registered
     assert len(system.registry.list()) == n_models  # nothing trained or registered twice
     assert doc["retrain"]["winner"] in system.deployments.state(system.default_campaign).shadows
-    assert len(list_runs(system.settings.data_dir)) == 1
+    assert len(list_runs(system.backend)) == 1
 
 
 def test_a_run_that_keeps_failing_is_abandoned(
@@ -116,7 +133,7 @@ def test_a_run_that_keeps_failing_is_abandoned(
             with pytest.raises(RuntimeError):
                 run_pipeline(system)
     doc = run_pipeline(system)
-    first, second = list_runs(system.settings.data_dir)
+    first, second = list_runs(system.backend)
     assert (first["status"], first["attempts"]) == ("abandoned", MAX_ATTEMPTS)
     assert second["id"] == doc["id"] != first["id"]
     assert second["status"] == "finished"
@@ -145,7 +162,7 @@ def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) 
         [sys.executable, "-c", code, json.dumps(same)], capture_output=True, timeout=120
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    [crashed] = list_runs(system.settings.data_dir)
+    [crashed] = list_runs(system.backend)
     assert crashed["status"] == "started"  # it never got to say anything else
     n_models = len(system.registry.list())
     doc = run_pipeline(system)
@@ -164,11 +181,11 @@ def test_the_scheduler_fires_on_time_and_skips_when_locked(
     assert sched.tick() is None  # not due yet
     clock.set(sched.next_at)
     assert sched.tick() == {
-        "id": list_runs(system.settings.data_dir)[0]["id"],
+        "id": list_runs(system.backend)[0]["id"],
         "status": "finished",
     }
     clock.advance(6 * 3600)
-    with pipeline_lock(system.settings.data_dir):  # another process is running one
+    with pipeline_lock(system.backend):  # another process is running one
         skipped = sched.tick()
     assert skipped is not None
     assert skipped["status"] == "skipped"

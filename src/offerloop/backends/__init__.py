@@ -19,12 +19,15 @@ from offerloop.backends._protocols import (
     EventLog,
     LoadLog,
     ModelStore,
+    Quarantine,
+    RunLog,
 )
 from offerloop.backends._records import (
     DecisionRecord,
     DeploymentRecord,
     EventRecord,
     ModelRecord,
+    QuarantinedRecord,
     ShadowChoice,
     TransitionRecord,
 )
@@ -42,6 +45,9 @@ __all__ = [
     "LoadLog",
     "ModelRecord",
     "ModelStore",
+    "Quarantine",
+    "QuarantinedRecord",
+    "RunLog",
     "ShadowChoice",
     "TransitionRecord",
     "backend_name",
@@ -70,6 +76,11 @@ def open_backend(settings: Settings, name: str | None = None, **kwargs: Any) -> 
     if name == "postgres":
         return cast(
             Backend,
-            cls(settings.database_url, schema=settings.database_schema, **kwargs),
+            cls(
+                settings.database_url,
+                schema=settings.database_schema,
+                timeout=settings.database_timeout_seconds,
+                **kwargs,
+            ),
         )
     return cast(Backend, cls(settings.data_dir, durability=settings.durability, **kwargs))

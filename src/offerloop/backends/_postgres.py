@@ -1,47 +1,41 @@
 """The PostgreSQL backend: every log, the registry, deployments and artifacts in one schema.
 
+This module is the PostgreSQL *dialect* (connections, migrations, errors, locks, the few
+pieces of SQL that differ); every query lives once in ``backends._sql``.
+
 Selected by ``database_url = "postgresql://..."`` (env ``OFFERLOOP_DATABASE_URL``). Several
 service processes share it. Connections come from a pool (psycopg 3); each call is one
 transaction. Migrations are numbered, recorded in ``schema_migrations`` and applied at start
 under an advisory lock, so processes starting together apply each exactly once.
 
-Events are inserted in one multi-row statement per batch (``unnest`` of arrays) with
-``ON CONFLICT (event_id) DO NOTHING RETURNING``: idempotent on the unique id even when two
-processes receive the same retry at once. Artifacts live in a ``bytea`` table, so every
+Events are inserted in one multi-row statement per batch (``unnest`` of arrays) that skips
+ids already stored and ends with ``ON CONFLICT (event_id) DO NOTHING RETURNING`` for two
+processes inserting the same retry at once. Artifacts live in a ``bytea`` table, so every
 process (on any machine) reads the same bytes; their sha256 is still checked on load above.
+
+No call waits for ever (``backends._guard``): the server cancels a statement after
+``timeout`` seconds (``statement_timeout``), the client cuts a connection whose answer has
+not come a second after that (a server or network that stalls), waiting for a pooled
+connection is bounded, and after a failure the breaker makes calls fail at once for a
+second instead of each waiting for its own timeout.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from offerloop._errors import BackendUnavailable, Conflict, InvalidInput
-from offerloop.backends._records import (
-    DecisionRecord,
-    DeploymentRecord,
-    EventRecord,
-    ModelRecord,
-    ShadowChoice,
-    TransitionRecord,
-)
-from offerloop.backends._rows import (
-    decision_from_row,
-    decision_row,
-    dumps,
-    model_from_row,
-    model_row,
-    transition_row,
-)
+from offerloop._errors import BackendUnavailable, Conflict, DataRejected, InvalidInput
+from offerloop.backends._guard import Breaker, Deadlines
+from offerloop.backends._sql import Cursor, SqlBackend
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "PostgresDialect"]
 
 # Each entry migrates the schema one version up; never edit one that has shipped.
 _MIGRATIONS = (
@@ -117,62 +111,161 @@ _MIGRATIONS = (
         UNIQUE (source, file_key)
     );
     """,
+    """
+    ALTER TABLE events ADD COLUMN attribution TEXT;
+    ALTER TABLE decisions ADD COLUMN price DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE TABLE quarantine (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        UNIQUE (kind, record_key)
+    );
+    CREATE TABLE pipeline_runs (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        campaign TEXT NOT NULL,
+        status TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    """,
 )
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_EVENT_COLS = "event_id, player_id, type, ts, properties, received_at"
-_DECISION_COLS = (
-    "decision_id, ts, player_id, campaign, offer_id, model_version, mode, propensity, "
-    "features, context, shadows, backfilled, score_ms, fallback"
+_PLACEHOLDER = re.compile(r"\?")
+_INSERT_EVENTS = (
+    "INSERT INTO events (event_id, player_id, type, ts, properties, received_at, decision_id, "
+    "attribution) SELECT a, b, c, d, e, f, g, h FROM unnest(%s::text[], %s::text[], "
+    "%s::text[], %s::float8[], %s::text[], %s::float8[], %s::text[], %s::text[]) "
+    "WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, n) "
+    # skipping known ids here (not only ON CONFLICT) keeps retries from using up seq numbers
+    "WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.event_id = t.a) ORDER BY n "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
 )
 
 
-class PostgresBackend:
-    """All stores in one PostgreSQL schema (default ``offerloop``)."""
+def _translate(exc: BaseException) -> BaseException | None:
+    """psycopg's errors as offerloop's (None: not a store error, raise it as it is)."""
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError):
+        return BackendUnavailable(f"PostgreSQL is unavailable: {str(exc)[:300]}")
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError | UnicodeError | OverflowError):
+        return DataRejected(f"PostgreSQL refused a value: {str(exc)[:300]}")
+    return None
 
+
+class PostgresDialect:
     name = "postgres"
+    seq = "seq"
+    transient_gaps = True  # transactions may commit out of seq order
 
-    def __init__(self, url: str, schema: str = "offerloop", pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str = "offerloop",
+        pool_size: int = 8,
+        timeout: float = 10.0,
+        migrate: bool = True,
+        on_unavailable: Callable[[str], None] | None = None,
+    ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"database_schema {schema!r} must be a lower-case identifier")
         self.url = url
         self.schema = schema
+        self.timeout = timeout
         self.transactions = 0
+        self.breaker = Breaker("PostgreSQL", cooldown=1.0, on_open=on_unavailable)
+        self.deadlines = Deadlines("offerloop-pg-deadlines")
+        self._sql: dict[str, str] = {}
+        ms = int(timeout * 1000)
+        self._kwargs: dict[str, Any] = {
+            "options": f"-c search_path={schema} -c statement_timeout={ms} "
+            f"-c idle_in_transaction_session_timeout={ms * 3}",
+            "connect_timeout": 2,
+            # a peer that vanishes (no ACKs) is noticed by the kernel, not after hours
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": ms,
+        }
         try:
             # one direct connection first: fails fast (refused, bad password) and migrates
             with psycopg.connect(url, connect_timeout=5) as conn:
-                self._migrate(conn)
+                if migrate:
+                    self._migrate(conn)
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"options": f"-c search_path={schema}", "connect_timeout": 2},
+                kwargs=self._kwargs,
                 open=True,
-                timeout=2.0,  # a request waits at most this long for a connection
+                timeout=2.0,  # a caller waits at most this long for a connection
             )
         except psycopg.Error as exc:
-            raise BackendUnavailable(f"PostgreSQL at {_redact(url)} is unavailable: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL at {redact(url)} is unavailable: {exc}") from exc
 
-    # -- connections ---------------------------------------------------------------------
+    def sql(self, query: str) -> str:
+        out = self._sql.get(query)
+        if out is None:
+            out = self._sql[query] = _PLACEHOLDER.sub("%s", query)
+        return out
+
+    def any_of(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} = ANY(?)", [list(values)])] if values else []
+
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One transaction: committed on success, rolled back on any error."""
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection whose every answer must come within the deadline."""
+        self.breaker.check()
         self.transactions += 1  # a plain counter: what one decision or batch costs (bench)
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
-        except psycopg.errors.UniqueViolation:
-            raise
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg_pool"):  # pool timeout
-                raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-            raise
+            with self._pool.connection() as conn:
+                token = self.deadlines.arm(conn.pgconn.socket, self.timeout + 1.0)
+                try:
+                    yield conn
+                finally:
+                    self.deadlines.disarm(token)
+        except BaseException as exc:
+            mapped = _translate(exc)
+            if mapped is None:
+                raise
+            if isinstance(mapped, BackendUnavailable):
+                self.breaker.failure(mapped.message)
+            raise mapped from exc
+        self.breaker.success()
 
-    def _read(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._tx() as cur:
+    @contextmanager
+    def write(self) -> Iterator[Cursor]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def read(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(query.encode(), args)
             return cur.fetchall()
+
+    def insert_events(self, cur: Cursor, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+        cur.execute(_INSERT_EVENTS, [list(col) for col in zip(*rows, strict=True)])
+        return {r[0]: int(r[1]) for r in cur.fetchall()}
+
+    @contextmanager
+    def run_lock(self, name: str) -> Iterator[None]:
+        """A session-level advisory lock, held on a connection of its own for the block:
+        every process on any machine sees it, and it is released when the holder's session
+        ends (its process died, or its connection dropped)."""
+        key = f"offerloop:{self.schema}:{name}"
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, **self._kwargs)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            if not (row and row[0]):
+                raise Conflict(f"another process holds the {name} lock; try again later")
+            yield
+        finally:
+            conn.close()  # ends the session: the lock goes with it
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction(), conn.cursor() as cur:
@@ -193,198 +286,19 @@ class PostgresBackend:
                     cur.execute(script.encode())
                     cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
 
-    def schema_version(self) -> int:
-        (row,) = self._read("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        return int(row[0])
-
     def close(self) -> None:
         self._pool.close()
+        self.deadlines.close()
 
-    def drop_schema(self) -> None:
-        """Delete everything this backend stored (tests clean up with it)."""
-        with self._tx() as cur:
-            cur.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
-            )
 
-    # -- events --------------------------------------------------------------------------
-    def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
-        seen: set[str] = set()
-        batch: list[EventRecord] = []
-        for e in events:  # the first of repeated ids within the batch wins
-            if e.event_id not in seen:
-                seen.add(e.event_id)
-                batch.append(e)
-        if not batch:
-            return []
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO events (event_id, player_id, type, ts, properties, received_at, "
-                "decision_id) SELECT a, b, c, d, e, f, g FROM unnest(%s::text[], %s::text[], "
-                "%s::text[], %s::float8[], %s::text[], %s::float8[], %s::text[]) "
-                "WITH ORDINALITY AS t(a, b, c, d, e, f, g, n) ORDER BY n "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                (
-                    [e.event_id for e in batch],
-                    [e.player_id for e in batch],
-                    [e.type for e in batch],
-                    [e.ts for e in batch],
-                    [dumps(dict(e.properties)) for e in batch],
-                    [e.received_at for e in batch],
-                    [e.decision_id for e in batch],
-                ),
-            )
-            new = {r[0] for r in cur.fetchall()}
-        return [e for e in batch if e.event_id in new]
+class TableArtifacts:
+    """Artifacts in a ``bytea`` table: every process on every machine reads the same bytes."""
 
-    def iter_events(self, batch: int = 10_000) -> Iterator[EventRecord]:
-        last = 0
-        while True:
-            rows = self._read(
-                f"SELECT seq, {_EVENT_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, batch),
-            )
-            if not rows:
-                return
-            last = rows[-1][0]
-            for r in rows:
-                yield self._event(r[1:])
-
-    @staticmethod
-    def _event(row: Sequence[Any]) -> EventRecord:
-        return EventRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
-
-    def player_events(self, player_id: str, until: float) -> list[EventRecord]:
-        rows = self._read(
-            f"SELECT {_EVENT_COLS} FROM events WHERE player_id = %s AND ts <= %s "
-            "ORDER BY ts, event_id",
-            (player_id, until),
-        )
-        return [self._event(r) for r in rows]
-
-    def purchases_for(self, decision_ids: Sequence[str]) -> list[EventRecord]:
-        ids = list(dict.fromkeys(decision_ids))
-        if not ids:
-            return []
-        rows = self._read(
-            f"SELECT {_EVENT_COLS} FROM events WHERE decision_id = ANY(%s) "
-            "AND type = 'purchase' ORDER BY ts, event_id",
-            (ids,),
-        )
-        return [self._event(r) for r in rows]
-
-    # -- decisions -----------------------------------------------------------------------
-    def append_decisions(
-        self, decisions: Sequence[DecisionRecord], rows: Sequence[tuple[Any, ...]] = ()
-    ) -> int:
-        if not decisions:
-            return 0
-        # executemany pipelines the statements (one round trip); each value is adapted in C,
-        # whereas text arrays for unnest are quoted in Python: 0.7 vs 1.05 ms of CPU for 20
-        with self._tx() as cur:
-            cur.executemany(
-                f"INSERT INTO decisions ({_DECISION_COLS}) VALUES "
-                "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (decision_id) DO NOTHING",
-                rows or [decision_row(d) for d in decisions],
-            )
-            return max(cur.rowcount, 0)
-
-    _decision = staticmethod(decision_from_row)
-
-    def get_decisions(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
-        if not decision_ids:
-            return {}
-        rows = self._read(
-            f"SELECT {_DECISION_COLS} FROM decisions WHERE decision_id = ANY(%s)",
-            (list(dict.fromkeys(decision_ids)),),
-        )
-        return {r[0]: self._decision(r) for r in rows}
-
-    def decisions(
-        self, campaign: str, start: float, end: float, newest: int | None = None
-    ) -> list[DecisionRecord]:
-        if newest is not None:
-            rows = self._read(
-                f"SELECT {_DECISION_COLS} FROM decisions WHERE campaign = %s AND ts >= %s "
-                "AND ts < %s ORDER BY ts DESC, decision_id DESC LIMIT %s",
-                (campaign, start, end, newest),
-            )[::-1]
-        else:
-            rows = self._read(
-                f"SELECT {_DECISION_COLS} FROM decisions WHERE campaign = %s AND ts >= %s "
-                "AND ts < %s ORDER BY ts, decision_id",
-                (campaign, start, end),
-            )
-        return [self._decision(r) for r in rows]
-
-    def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:
-        changed = 0
-        with self._tx() as cur:
-            for did, extra in values.items():
-                cur.execute(
-                    "SELECT shadows FROM decisions WHERE decision_id = %s FOR UPDATE", (did,)
-                )
-                row = cur.fetchone()
-                if row is None:
-                    continue
-                merged = [*json.loads(row[0]), *(s.__dict__ for s in extra)]
-                cur.execute(
-                    "UPDATE decisions SET shadows = %s WHERE decision_id = %s",
-                    (dumps(merged), did),
-                )
-                changed += 1
-        return changed
-
-    def add_backfill(self, values: Mapping[str, Mapping[str, Any]]) -> int:
-        changed = 0
-        with self._tx() as cur:
-            for did, vals in values.items():
-                cur.execute(
-                    "SELECT backfilled FROM decisions WHERE decision_id = %s FOR UPDATE", (did,)
-                )
-                row = cur.fetchone()
-                if row is None:
-                    continue
-                merged = {**json.loads(row[0]), **vals}
-                cur.execute(
-                    "UPDATE decisions SET backfilled = %s WHERE decision_id = %s",
-                    (dumps(merged), did),
-                )
-                changed += 1
-        return changed
-
-    # -- models and artifacts ------------------------------------------------------------
-    def next_model_number(self) -> int:
-        (row,) = self._read(
-            "UPDATE counters SET value = value + 1 WHERE name = 'model_number' RETURNING value"
-        )
-        return int(row[0])
-
-    def put_model(self, model: ModelRecord) -> None:
-        m = model
-        try:
-            with self._tx() as cur:
-                cur.execute(
-                    "INSERT INTO models VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    model_row(m),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise Conflict(f"model version {m.version} already exists") from exc
-
-    _model = staticmethod(model_from_row)
-
-    def get_model(self, version: str) -> ModelRecord | None:
-        rows = self._read("SELECT * FROM models WHERE version = %s", (version,))
-        return self._model(rows[0]) if rows else None
-
-    def list_models(self) -> list[ModelRecord]:
-        rows = self._read("SELECT * FROM models ORDER BY created_at, version")
-        return [self._model(r) for r in rows]
+    def __init__(self, dialect: PostgresDialect) -> None:
+        self.dialect = dialect
 
     def put_artifact(self, name: str, data: bytes) -> None:
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"bad artifact name {name!r}")
-        with self._tx() as cur:
+        with self.dialect.write() as cur:
             cur.execute(
                 "INSERT INTO artifacts VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
                 "SET data = EXCLUDED.data",
@@ -392,79 +306,47 @@ class PostgresBackend:
             )
 
     def get_artifact(self, name: str) -> bytes | None:
-        rows = self._read("SELECT data FROM artifacts WHERE name = %s", (name,))
+        rows = self.dialect.read("SELECT data FROM artifacts WHERE name = %s", (name,))
         return bytes(rows[0][0]) if rows else None
 
-    # -- deployments ---------------------------------------------------------------------
-    def deployments(self, campaign: str) -> list[DeploymentRecord]:
-        rows = self._read(
-            "SELECT campaign, version, mode, since, share FROM deployments WHERE campaign = %s "
-            "ORDER BY since, version",
-            (campaign,),
-        )
-        return [DeploymentRecord(*r) for r in rows]
 
-    def replace_deployments(
+class PostgresBackend(SqlBackend):
+    """All stores in one PostgreSQL schema (default ``offerloop``)."""
+
+    def __init__(
         self,
-        campaign: str,
-        expected_generation: int,
-        deployments: Sequence[DeploymentRecord],
-        transitions: Sequence[TransitionRecord],
-    ) -> bool:
-        with self._tx() as cur:
-            cur.execute("SELECT value FROM counters WHERE name = 'generation' FOR UPDATE")
-            row = cur.fetchone()
-            if row is None or int(row[0]) != expected_generation:
-                return False
-            cur.execute("DELETE FROM deployments WHERE campaign = %s", (campaign,))
-            cur.executemany(
-                "INSERT INTO deployments (campaign, version, mode, since, share) "
-                "VALUES (%s,%s,%s,%s,%s)",
-                [(d.campaign, d.version, d.mode, d.since, d.share) for d in deployments],
-            )
-            cur.executemany(
-                "INSERT INTO transitions (ts, campaign, action, version, from_mode, to_mode, "
-                "reason, actor) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                [transition_row(t) for t in transitions],
-            )
-            cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
-            return True
+        url: str,
+        schema: str = "offerloop",
+        pool_size: int = 8,
+        timeout: float = 10.0,
+        migrate: bool = True,
+        on_unavailable: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pg = PostgresDialect(url, schema, pool_size, timeout, migrate, on_unavailable)
+        self.url = url
+        self.schema = schema
+        super().__init__("postgres", self.pg, TableArtifacts(self.pg))
 
-    def transitions(self, campaign: str) -> list[TransitionRecord]:
-        rows = self._read(
-            "SELECT ts, campaign, action, version, from_mode, to_mode, reason, actor "
-            "FROM transitions WHERE campaign = %s ORDER BY seq",
-            (campaign,),
-        )
-        return [TransitionRecord(*r) for r in rows]
+    @property
+    def transactions(self) -> int:
+        return self.pg.transactions
 
-    def generation(self) -> int:
-        (row,) = self._read("SELECT value FROM counters WHERE name = 'generation'")
+    @property
+    def breaker(self) -> Breaker:
+        return self.pg.breaker
+
+    def schema_version(self) -> int:
+        (row,) = self.pg.read("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         return int(row[0])
 
-    def record_load(self, source: str, file_key: str, loaded_at: float) -> float:
-        with self._tx() as cur:
+    def drop_schema(self) -> None:
+        """Delete everything this backend stored (tests clean up with it)."""
+        with self.pg.write() as cur:
             cur.execute(
-                "INSERT INTO batch_loads (source, file_key, loaded_at) VALUES (%s,%s,%s) "
-                "ON CONFLICT (source, file_key) DO NOTHING",
-                (source, file_key, loaded_at),
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
             )
-            cur.execute(
-                "SELECT loaded_at FROM batch_loads WHERE source = %s AND file_key = %s",
-                (source, file_key),
-            )
-            row = cur.fetchone()
-            assert row is not None
-            return float(row[0])
-
-    def loads(self, source: str) -> list[tuple[str, float]]:
-        rows = self._read(
-            "SELECT file_key, loaded_at FROM batch_loads WHERE source = %s ORDER BY seq",
-            (source,),
-        )
-        return [(r[0], float(r[1])) for r in rows]
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

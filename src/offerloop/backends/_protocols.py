@@ -9,6 +9,7 @@ computed in the layers above, once, for every backend.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from offerloop.backends._records import (
@@ -16,6 +17,7 @@ from offerloop.backends._records import (
     DeploymentRecord,
     EventRecord,
     ModelRecord,
+    QuarantinedRecord,
     ShadowChoice,
     TransitionRecord,
 )
@@ -28,15 +30,35 @@ __all__ = [
     "EventLog",
     "LoadLog",
     "ModelStore",
+    "Quarantine",
+    "RunLog",
 ]
 
 
 class EventLog(Protocol):
+    # True when a reader may see a gap in sequence numbers that a transaction still in
+    # flight fills later (concurrent writers commit out of order); False when every gap
+    # is final. ``features._follow`` waits for such gaps.
+    transient_gaps: bool
+
     def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
-        """Store the batch atomically; return the events that were new, in batch order.
+        """Store the batch atomically; return the events that were new, in batch order,
+        each with its sequence number (``seq``, growing with insertion).
 
         Event ids already stored (or repeated within the batch) are skipped.
         """
+        ...
+
+    def events_after(self, seq: int, limit: int = 10_000) -> list[EventRecord]:
+        """Stored events with ``seq`` above this one, in ``seq`` order, at most ``limit``."""
+        ...
+
+    def events_at(self, seqs: Sequence[int]) -> list[EventRecord]:
+        """The stored events among these sequence numbers, in ``seq`` order."""
+        ...
+
+    def last_event_seq(self) -> int:
+        """The highest sequence number stored (0: none)."""
         ...
 
     def iter_events(self, batch: int = 10_000) -> Iterator[EventRecord]:
@@ -136,7 +158,43 @@ class LoadLog(Protocol):
         ...
 
 
-class Backend(EventLog, DecisionLog, ModelStore, ArtifactStore, DeploymentStore, LoadLog, Protocol):
+class Quarantine(Protocol):
+    def quarantine(self, records: Sequence[QuarantinedRecord]) -> int:
+        """Keep records the store refused (idempotent on kind + key); returns how many were
+        new. Must accept any payload: it is stored as ASCII-only JSON text."""
+        ...
+
+    def quarantined(self, limit: int = 1000) -> list[QuarantinedRecord]:
+        """The newest ``limit`` quarantined records, oldest first."""
+        ...
+
+
+class RunLog(Protocol):
+    def put_run(self, doc: Mapping[str, Any]) -> None:
+        """Insert or replace a pipeline run record (keys ``id`` and ``campaign``)."""
+        ...
+
+    def runs(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Run records in creation order (optionally of one campaign)."""
+        ...
+
+    def run_lock(self, name: str = "pipeline") -> AbstractContextManager[None]:
+        """Hold a named lock for the block across every process (and machine) that uses
+        this store; ``Conflict`` at once if it is held. A holder that dies releases it."""
+        ...
+
+
+class Backend(
+    EventLog,
+    DecisionLog,
+    ModelStore,
+    ArtifactStore,
+    DeploymentStore,
+    LoadLog,
+    Quarantine,
+    RunLog,
+    Protocol,
+):
     name: str
 
     def close(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "DeploymentRecord",
     "EventRecord",
     "ModelRecord",
+    "QuarantinedRecord",
     "ShadowChoice",
     "TransitionRecord",
 ]
@@ -26,6 +27,13 @@ class EventRecord:
     ts: float
     properties: JSON = field(default_factory=dict)
     received_at: float = 0.0
+    # purchases naming a decision: "attributed", "pending" (the decision was not found yet)
+    # or why it does not count (events.attribution); "" otherwise
+    attribution: str = ""
+    seq: int = field(default=0, compare=False)  # the store's sequence number (0: not stored)
+
+    def with_seq(self, seq: int) -> EventRecord:
+        return replace(self, seq=seq)
 
     @property
     def decision_id(self) -> str | None:
@@ -63,7 +71,8 @@ class DecisionRecord:
     shadows: tuple[ShadowChoice, ...] = ()
     backfilled: JSON = field(default_factory=dict)  # features added later, computed offline
     score_ms: float = 0.0  # time the serving policy took to score this decision
-    fallback: str = ""  # why a canary did not serve a player in its share ("" when it did)
+    fallback: str = ""  # every fallback taken for this decision, "; "-separated ("": none)
+    price: float = 0.0  # the price of the offer shown, as shown (0: not recorded)
 
     @property
     def training_row(self) -> dict[str, Any]:
@@ -104,3 +113,14 @@ class TransitionRecord:
     to_mode: str  # "" when it leaves deployment
     reason: str
     actor: str
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record a store refused (it can never be stored as it is), kept for an operator."""
+
+    kind: str  # "decision" or "event"
+    key: str  # its id
+    payload: Any  # the record as JSON-compatible values
+    reason: str  # what the store said
+    at: float  # when it was quarantined

@@ -14,6 +14,7 @@ from offerloop.backends._records import (
 )
 
 __all__ = [
+    "DECISION_COLUMNS",
     "decision_from_row",
     "decision_row",
     "dumps",
@@ -30,7 +31,14 @@ def dumps(obj: Any) -> str:
     return _ENCODER.encode(obj)
 
 
+DECISION_COLUMNS = (
+    "decision_id, ts, player_id, campaign, offer_id, model_version, mode, propensity, "
+    "features, context, shadows, backfilled, score_ms, fallback, price"
+)
+
+
 def decision_row(d: DecisionRecord) -> tuple[Any, ...]:
+    """The record in ``DECISION_COLUMNS`` order."""
     return (
         d.decision_id,
         d.ts,
@@ -46,6 +54,7 @@ def decision_row(d: DecisionRecord) -> tuple[Any, ...]:
         dumps(dict(d.backfilled)),
         d.score_ms,
         d.fallback,
+        d.price,
     )
 
 
@@ -65,6 +74,7 @@ def decision_from_row(r: Sequence[Any]) -> DecisionRecord:
         backfilled=json.loads(r[11]),
         score_ms=r[12],
         fallback=r[13],
+        price=r[14] if len(r) > 14 else 0.0,
     )
 
 

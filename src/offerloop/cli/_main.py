@@ -686,7 +686,9 @@ def pipeline_runs(data_dir: DataDir = None, config: Config = None) -> None:
     table = Table(title="pipeline runs")
     for col in ("id", "started", "status", "winner", "controller"):
         table.add_column(col)
-    for r in list_runs(_settings(data_dir, config).data_dir):
+    with _opened(data_dir, config) as system:
+        runs = list_runs(system.backend)
+    for r in runs:
         winner = r.get("retrain", {}).get("winner") or r.get("retrain", {}).get("skipped", "-")
         steps = "; ".join(f"{s['action']} {s['version']}" for s in r.get("controller", []))
         table.add_row(r["id"], r["started_at"], r["status"], str(winner), steps or "-")

@@ -6,12 +6,10 @@ them from here, so they always agree.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -252,8 +250,7 @@ class Monitor:
         }
 
     def runs(self, limit: int = 30) -> dict[str, Any]:
-        path = Path(self.system.settings.data_dir) / "runs"
-        docs = [json.loads(p.read_text()) for p in sorted(path.glob("run-*.json"))][-limit:]
+        docs = self.system.backend.runs()[-limit:]
         return {
             "runs": [
                 {
