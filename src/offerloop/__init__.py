@@ -1,7 +1,5 @@
 """offerloop: the promotion that earns the most from each player, delivered continuously."""
 
-__version__ = "0.1.0"
-
 from offerloop._clock import Clock, ManualClock, SystemClock, format_ts, parse_rfc3339
 from offerloop._errors import (
     ArtifactCorrupt,
@@ -13,11 +11,13 @@ from offerloop._errors import (
     InvalidInput,
     NotFound,
     OfferloopError,
+    Overloaded,
     Problem,
     Unauthenticated,
 )
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
+from offerloop._version import __version__
 
 __all__ = [
     "ArtifactCorrupt",
@@ -32,6 +32,7 @@ __all__ = [
     "NotFound",
     "Offerloop",
     "OfferloopError",
+    "Overloaded",
     "Problem",
     "Settings",
     "SystemClock",

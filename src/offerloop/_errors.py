@@ -9,7 +9,8 @@
     ├── NotFound                   a named thing does not exist (HTTP 404)
     ├── Conflict                   valid request, but the current state forbids it (HTTP 409)
     ├── ArtifactCorrupt            a stored model artifact failed its sha256 check (HTTP 500)
-    └── BackendUnavailable         a store we depend on did not answer (HTTP 503)
+    ├── BackendUnavailable         a store we depend on did not answer (HTTP 503)
+    └── Overloaded                 too much work in flight: shed, retry later (HTTP 503)
 
 Errors from libraries underneath (sqlite3, numpy, ...) are translated once, where they are
 caught, with ``raise Mapped(msg) from exc``. The HTTP mapping lives in
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "OfferloopError",
+    "Overloaded",
     "Problem",
     "Unauthenticated",
 ]
@@ -105,3 +107,14 @@ class ArtifactCorrupt(OfferloopError):
 
 class BackendUnavailable(OfferloopError):
     headline = "backend unavailable"
+
+
+class Overloaded(OfferloopError):
+    """The service is shedding load (too much work in flight, or requests waiting too
+    long): nothing was done; retry after ``retry_after`` seconds."""
+
+    headline = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offerloop._clock import parse_rfc3339
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 
 __all__ = ["Settings", "load_settings"]
 
 
-def _s(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _s(default: Any, help: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,27 @@ class Settings:
     max_batch_events: int = _s(1000, "Largest number of events accepted in one POST /v1/events.")
     max_future_seconds: float = _s(
         300.0, "Events stamped further than this into the future (clock skew) are rejected."
+    )
+    earliest_event_ts: str = _s(
+        "2000-01-01T00:00:00Z",
+        "Events stamped before this RFC 3339 time are refused (a client's clock or encoding "
+        "bug, such as year 0001).",
+    )
+    attribution_price_tolerance: float = _s(
+        0.01,
+        "A purchase counts for the decision it names only if its amount is the price the offer "
+        "was shown at, within this relative tolerance (or one cent); negative: any amount "
+        "counts. Both are recorded either way.",
+    )
+    attribution_max_purchases: int = _s(
+        1, "At most this many purchases count for one decision (the first ones by time)."
+    )
+    decision_token_secret: str = _s(
+        "",
+        "Secret for signed decision tokens: when set, every decide answer carries a "
+        "decision_token (HMAC of decision and player) and a purchase counts only if it sends "
+        "it back as properties.decision_token. Empty: no tokens.",
+        secret=True,
     )
     epsilon: float = _s(
         0.1, "Exploration share of learned policies: every offer keeps at least epsilon/n_offers."
@@ -100,6 +123,13 @@ class Settings:
     )
     scoring_budget_ms: float = _s(
         5.0, "Model check: a candidate's p99 time to score one decision must stay below this."
+    )
+    latency_tolerance: float = _s(
+        1.5,
+        "Latency guardrail: a canary (or fresh release) breaks it only when its p99 scoring time "
+        "is over scoring_budget_ms and over this many times the release's p99 measured over "
+        "the same interval, in most of 5 readings (a busy host slows both, so it alone never "
+        "rolls a candidate back).",
     )
     canary_share: float = _s(0.2, "Share of players a candidate serves as the canary.")
     max_learned_shadows: int = _s(
@@ -178,6 +208,39 @@ class Settings:
         "",
         "Bearer token of the admin HTTP API (/v1/admin/...). Empty: the admin API refuses "
         "every call (403); the decision and event endpoints are unaffected.",
+        secret=True,
+    )
+    online_read_timeout_ms: float = _s(
+        50.0,
+        "Redis: how long a decision waits for the player's state before it decides on default "
+        "features (and says so); after a timeout the store is skipped until it answers again.",
+    )
+    online_follow_seconds: float = _s(
+        0.5,
+        "How often `offerloop serve` folds into the online state the events of the log it has "
+        "not folded yet (stored by other processes, or while the online store was down).",
+    )
+    max_body_bytes: int = _s(
+        16 * 1024 * 1024, "Largest request body accepted (413 beyond), counted as it is read."
+    )
+    request_timeout_seconds: float = _s(
+        5.0,
+        "A request whose work (a store read or write) has not finished after this long is "
+        "answered 503 + Retry-After (the dashboard and monitoring views get 30 s).",
+    )
+    load_shed_ms: float = _s(
+        100.0,
+        "`offerloop serve`: decide requests that would wait longer than this for the event loop "
+        "are shed (503 + Retry-After) instead of answered late; 0 never sheds.",
+    )
+    http_header_timeout_seconds: float = _s(
+        10.0, "A connection whose request line and headers take longer than this is closed."
+    )
+    http_body_timeout_seconds: float = _s(
+        10.0, "A request body that stalls for longer than this between chunks is answered 408."
+    )
+    http_idle_timeout_seconds: float = _s(
+        5.0, "An idle keep-alive connection is closed after this long."
     )
     deployment_refresh_seconds: float = _s(
         0.2, "How often a running service re-reads the deployment state (releases, shadows)."
@@ -227,6 +290,20 @@ class Settings:
     @property
     def path(self) -> Path:
         return Path(self.data_dir)
+
+
+def shown(settings: Settings) -> dict[str, Any]:
+    """Every setting's value, safe to print: secrets as ``***`` when set, passwords in URLs
+    replaced by ``***``."""
+    out: dict[str, Any] = {}
+    for f in setting_fields():
+        value = getattr(settings, f.name)
+        if f.metadata.get("secret") and value:
+            value = "***"
+        elif isinstance(value, str) and "://" in value:
+            value = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", value)
+        out[f.name] = value
+    return out
 
 
 def setting_fields() -> list[dataclasses.Field[Any]]:
@@ -324,6 +401,8 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("learners", "must name some of linear, gbt, purchase_gbt"))
     if s.max_learned_shadows < 1:
         problems.append(Problem("max_learned_shadows", "must be >= 1"))
+    if s.latency_tolerance < 1:
+        problems.append(Problem("latency_tolerance", "must be >= 1"))
     if not 0 < s.canary_share < 1:
         problems.append(Problem("canary_share", "must be between 0 and 1"))
     if s.durability not in ("full", "normal"):
@@ -352,6 +431,26 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("redis_url", "must start with redis://, rediss:// or unix://"))
     if not 0.1 <= s.database_timeout_seconds <= 3600:
         problems.append(Problem("database_timeout_seconds", "must be in [0.1, 3600]"))
+    try:
+        parse_rfc3339(s.earliest_event_ts)
+    except ValueError as exc:
+        problems.append(Problem("earliest_event_ts", str(exc)))
+    if s.attribution_max_purchases < 1:
+        problems.append(Problem("attribution_max_purchases", "must be >= 1"))
+    for name in (
+        "online_read_timeout_ms",
+        "online_follow_seconds",
+        "request_timeout_seconds",
+        "http_header_timeout_seconds",
+        "http_body_timeout_seconds",
+        "http_idle_timeout_seconds",
+    ):
+        if not getattr(s, name) > 0:
+            problems.append(Problem(name, "must be > 0"))
+    if s.load_shed_ms < 0:
+        problems.append(Problem("load_shed_ms", "must be >= 0"))
+    if not 1024 <= s.max_body_bytes <= 1 << 30:
+        problems.append(Problem("max_body_bytes", "must be between 1024 and 1073741824"))
     if s.deployment_refresh_seconds < 0:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:

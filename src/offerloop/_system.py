@@ -7,16 +7,32 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from offerloop._clock import Clock, SystemClock
+from offerloop._clock import Clock, SystemClock, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
+from offerloop._periodic import Periodic
 from offerloop._settings import Settings
-from offerloop.backends import Backend, DecisionRecord, TransitionRecord, open_backend
+from offerloop._version import __version__
+from offerloop.backends import (
+    Backend,
+    DecisionRecord,
+    EventRecord,
+    TransitionRecord,
+    open_backend,
+)
 from offerloop.backends._journal import DecisionJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
-from offerloop.events import EventIn, IngestResult, Reward, attribute, ingest
+from offerloop.events import (
+    AttributionRules,
+    EventIn,
+    IngestResult,
+    Reward,
+    attribute,
+    ingest,
+)
 from offerloop.features import (
     Batch,
     FeatureReading,
@@ -27,6 +43,7 @@ from offerloop.features import (
     reference_features,
 )
 from offerloop.features._batch_source import BatchSources
+from offerloop.features._follow import LogFollower
 from offerloop.features._redis import RedisOnlineStore
 from offerloop.features._sql_source import SqlSources
 from offerloop.monitoring import Metrics, Monitor
@@ -63,6 +80,7 @@ class Offerloop:
             on_error=lambda exc: self.metrics.backend_errors.labels(
                 "database", "append_decisions"
             ).inc(),
+            on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
         )
         self.monitor = Monitor(self)
         self.metrics.registry.register(self.monitor.collector())
@@ -70,8 +88,31 @@ class Offerloop:
         self.deployments = Deployments(self.backend, self.registry, self.clock)
         self._redis: RedisOnlineStore | None = None
         if settings.redis_url:
-            self._redis = RedisOnlineStore(settings.redis_url, settings.redis_prefix, self.features)
+            self._redis = RedisOnlineStore(
+                settings.redis_url,
+                settings.redis_prefix,
+                self.features,
+                read_timeout=settings.online_read_timeout_ms / 1000.0,
+            )
         self._online = OnlineFeatures(self.features, self._redis)
+        # the online state catches up with the log by itself (features._follow); a gap in
+        # sequence numbers is waited for longer than any transaction can stay open
+        self.follower = LogFollower(
+            self._online,
+            self.backend,
+            self.clock,
+            horizon=max(60.0, 3 * settings.database_timeout_seconds),
+        )
+        self._next_follow = 0.0
+        self._background: list[Periodic] = []
+        self.attribution = AttributionRules(
+            window_seconds=self.window_seconds,
+            price_tolerance=settings.attribution_price_tolerance,
+            max_purchases=settings.attribution_max_purchases,
+            secret=settings.decision_token_secret,
+            price_of=self._price_of,
+        )
+        self._earliest = parse_rfc3339(settings.earliest_event_ts)
         self._online_ready = False
         self._online_lock = threading.Lock()
         self.rebuilt_events = 0
@@ -108,6 +149,7 @@ class Offerloop:
             journal_first=settings.decision_log == "journal",
             shadow_sink=sink,
             compile_dir=settings.path / "compiled" if settings.compile_models else None,
+            token_secret=settings.decision_token_secret,
         )
 
     @property
@@ -119,7 +161,8 @@ class Offerloop:
         return self._online
 
     def warm(self) -> None:
-        """Rebuild the online feature state from the event log, if not done yet.
+        """Rebuild the online feature state from the event log, if not done yet, and catch
+        it up with the log.
 
         With Redis the state is shared: it is rebuilt only when no process has built it for
         these feature definitions (one process rebuilds, under a lock; the others wait)."""
@@ -129,12 +172,14 @@ class Offerloop:
             redis_store = self._redis
             if redis_store is not None and redis_store.built() is not None:
                 self._online_ready = True
+                self._catch_up()
                 return
             if redis_store is not None and not redis_store.try_rebuild_lock():
                 deadline = time.monotonic() + 600
                 while redis_store.built() is None and time.monotonic() < deadline:
                     time.sleep(0.1)  # another process is rebuilding
                 self._online_ready = True
+                self._catch_up()
                 return
             try:
                 self.rebuild_online()
@@ -146,11 +191,78 @@ class Offerloop:
     def rebuild_online(self) -> int:
         """Replay the whole event log into the online state (``offerloop features rebuild``)."""
         started = time.perf_counter()
-        self.rebuilt_events = self._online.rebuild(self.backend.iter_events(), self.clock.now())
+        self.rebuilt_events = self.follower.rebuild()
         self.rebuild_seconds = time.perf_counter() - started
         if self._redis is not None:
             self._redis.mark_built(self.rebuilt_events)
         return self.rebuilt_events
+
+    def _catch_up(self) -> None:
+        with contextlib.suppress(BackendUnavailable):  # the follower retries later
+            self.follower.catch_up()
+
+    def follow_log(self) -> None:
+        """One round of the online state following the log (``features._follow``): fold what
+        is missing, export the lag; the background task of ``offerloop serve`` (and, every
+        ``online_follow_seconds``, of ingest in library use)."""
+        if not self._online_ready:
+            return
+        m = self.metrics
+        if self._redis is not None:
+            self._redis.probe()
+            m.dependency_up.labels("redis").set(0 if self._redis.breaker.is_open else 1)
+        breaker = getattr(self.backend, "breaker", None)
+        if breaker is not None:
+            m.dependency_up.labels("database").set(0 if breaker.is_open else 1)
+        try:
+            for _ in range(20):  # at most 20 batches per round
+                step = self.follower.step()
+                if step.read < self.follower.batch and not step.lag_events:
+                    break
+            m.online_lag_events.set(step.lag_events)
+            m.online_lag_seconds.set(0.0)
+        except BackendUnavailable:
+            m.backend_errors.labels("online_store", "follow").inc()
+            with contextlib.suppress(BackendUnavailable):
+                events, seconds = self.follower.lag_of_failure()
+                m.online_lag_events.set(events)
+                m.online_lag_seconds.set(seconds)
+            raise
+
+    def start_background(self) -> None:
+        """``offerloop serve``: move every wait on a store off the request path. Deployment
+        state is re-read, the online state follows the log and batch sources are polled by
+        background threads; a decision then touches no database at all."""
+        if self._background:
+            return
+        for c in self.campaigns:
+            with contextlib.suppress(BackendUnavailable):
+                self.decider.refresh(c)
+        self.decider.refresh_in_background()
+
+        def refresh() -> None:
+            for c in self.campaigns:
+                self.decider.refresh(c)
+
+        def count(what: str) -> Callable[[Exception], None]:
+            return lambda exc: self.metrics.errors.labels(f"background_{what}").inc()
+
+        s = self.settings
+        self._background = [
+            Periodic("offerloop-follow", self.follow_log, s.online_follow_seconds, count("follow")),
+            Periodic(
+                "offerloop-deployments",
+                refresh,
+                max(0.05, s.deployment_refresh_seconds),
+                count("deployments"),
+            ),
+        ]
+        if self.batch_sources.sources:
+            self._background.append(
+                Periodic("offerloop-batches", self.poll_batches, s.batch_poll_seconds)
+            )
+        for task in self._background:
+            task.start()
 
     def flush_shadows(self) -> int:
         """Commit every decision answered so far to the database (the journal commits in
@@ -161,6 +273,9 @@ class Offerloop:
         return self.decider.shadows.flush()
 
     def close(self) -> None:
+        for task in self._background:
+            task.stop()
+        self._background = []
         self.monitor.close()
         self.decider.shadows.close()
         self.journal.close()
@@ -168,6 +283,24 @@ class Offerloop:
         self.backend.close()
         if self._redis is not None:
             self._redis.close()
+
+    def health(self) -> dict[str, Any]:
+        """Whether this process serves and how its dependencies are, from memory only (the
+        breakers' states, the journal's backlog): never waits on a store."""
+        deps: dict[str, str] = {}
+        breaker = getattr(self.backend, "breaker", None)
+        deps["database"] = breaker.state if breaker is not None else "ok"
+        if self._redis is not None:
+            deps["online_store"] = self._redis.breaker.state
+        backlog = self.journal.backlog()
+        ok = all(v == "ok" for v in deps.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "backend": self.backend.name,
+            "version": __version__,
+            "dependencies": deps,
+            "decisions_not_yet_stored": backlog,
+        }
 
     def poll_batches(self) -> int:
         """Load batch-source files that landed since the last poll."""
@@ -198,20 +331,60 @@ class Offerloop:
 
     # -- events and decisions ------------------------------------------------------------
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:
+        """Validate and store a batch (durable on return), then fold it into the online
+        state. If the online store cannot take it now, the events stay stored and the state
+        catches up from the log when the store is back (``online == "deferred"``)."""
         result = ingest(
             self.backend,
             events,
             self.clock,
             self.settings.max_batch_events,
             self.settings.max_future_seconds,
+            earliest=self._earliest,
+            classify=self._classify,
         )
-        if self._online_ready:  # otherwise the rebuild will read these events from the log
+        online = "updated"
+        if self._online_ready and result.stored:
             started = time.perf_counter()
-            self._online.apply(result.stored, self.clock.now())
+            try:
+                self._online.apply(result.stored, self.clock.now())
+            except BackendUnavailable:
+                online = "deferred"
+                self.metrics.backend_errors.labels("online_store", "update").inc()
+                self.metrics.online_deferred.inc(len(result.stored))
             self.metrics.feature_update_duration.observe(time.perf_counter() - started)
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
-        return result
+        for e in result.stored:
+            if e.type == "purchase":
+                self.metrics.purchases.labels(e.attribution or "unattributed").inc()
+        if not self._background and time.monotonic() >= self._next_follow:
+            self._next_follow = time.monotonic() + self.settings.online_follow_seconds
+            with contextlib.suppress(BackendUnavailable):
+                self.follow_log()
+        return replace(result, online=online)
+
+    def _classify(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
+        """Attribution verdicts of purchases naming decisions (``events._attribution``):
+        the decisions from the database, or from this process's journal if not yet
+        committed."""
+        ids = list({e.decision_id for e in purchases if e.decision_id})
+        found = self.backend.get_decisions(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update(self.journal.find(missing))
+        earlier = self.backend.purchases_for(list(found)) if found else []
+        return self.attribution.classify(purchases, found, earlier, now)
+
+    def _price_of(self, d: DecisionRecord) -> float | None:
+        """The price an offer was shown at (recorded since the price column exists; for
+        older decisions, the campaign's price of the offer)."""
+        if d.price:
+            return d.price
+        c = self.campaigns.get(d.campaign)
+        if c is None or not c.has_offer(d.offer_id):
+            return None
+        return float(c.offers[c.index(d.offer_id)].price)
 
     def player_features(
         self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
@@ -253,7 +426,7 @@ class Offerloop:
         if self.sql_sources.sources:
             out.update(self.sql_sources.lookup(player_id))
         if self.batch_sources.sources:
-            if time.monotonic() >= self._next_poll:
+            if not self._background and time.monotonic() >= self._next_poll:
                 self.poll_batches()
             out.update(self.batch_sources.lookup(player_id, as_of))
         return out
@@ -264,11 +437,15 @@ class Offerloop:
         return self.decider.decide(player_id, campaign or self.default_campaign, context)
 
     def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
-        self.flush_shadows()  # a decision read right after the answer shows its shadows
+        """A logged decision (from the database, or this process's journal until it is
+        committed) and its reward so far. Never waits for shadow scoring: a decision read
+        right after its answer shows its shadows once they are scored (``flush_shadows``)."""
         record = self.backend.get_decisions([decision_id]).get(decision_id)
         if record is None:
+            record = self.journal.find([decision_id]).get(decision_id)
+        if record is None:
             raise NotFound(f"decision {decision_id!r} does not exist")
-        reward = attribute(self.backend, [record], self.window_seconds, self.clock.now())
+        reward = attribute(self.backend, [record], self.attribution, self.clock.now())
         return record, reward[decision_id]
 
     # -- deployment ----------------------------------------------------------------------

@@ -132,12 +132,12 @@ def test_a_feature_read_is_one_round_trip(
 ) -> None:
     OnlineFeatures(FEATURES, store).apply(_events(20), NOW)
     sent: list[tuple[object, ...]] = []
-    real = store.client.execute_command
+    real = store.reader.execute_command
 
     def counting(*args: object, **kwargs: object) -> object:
         sent.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store.client, "execute_command", counting)
+    monkeypatch.setattr(store.reader, "execute_command", counting)
     assert store.get("p1") is not None  # answered by the real server
     assert [a[0] for a in sent] == ["GET"]

@@ -17,11 +17,6 @@ from offerloop import ManualClock, Offerloop, Settings
 from offerloop.features import QueryRows
 from offerloop.pipeline import offline_engine
 
-SLOW = (
-    "SELECT tier, churn FROM crm WHERE player_id = ? AND (WITH RECURSIVE c(x) AS "
-    "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c) > 0"
-)
-
 
 def _features_file(tmp_path: Path, body: str) -> str:
     path = tmp_path / f"feats_{uuid.uuid4().hex[:6]}.py"
@@ -69,19 +64,26 @@ def test_slow_or_failing_sql_source_falls_back_within_budget(
     tmp_path: Path, settings: Settings, clock: ManualClock, crm: str
 ) -> None:
     spec = (
-        f"sql('tier', {crm!r}, {SLOW!r}, type='category', default='none', "
-        "cache_seconds=0, timeout_ms=20)"
+        f"sql('tier', {crm!r}, 'SELECT tier, churn FROM crm WHERE player_id = ?', "
+        "type='category', default='none', cache_seconds=0, timeout_ms=20)"
     )
     system = Offerloop(settings.replace(features=_features_file(tmp_path, spec)), clock)
+    blocker = sqlite3.connect(crm[len("sqlite:///") :], isolation_level=None)
     try:
-        t = time.perf_counter()
-        assert system.player_features("p1", clock.now())["tier"] == "none"  # default
-        assert time.perf_counter() - t < 0.2
-        time.sleep(1.5)  # the slow query finishes in the background and fills the cache
-        assert system.player_features("p1", clock.now())["tier"] == "gold"  # last value
+        blocker.execute("BEGIN EXCLUSIVE")  # the source's query waits for this lock
+        # answered from the default while the query is provably still waiting: the caller
+        # waits for the budget, never for the query (no clock involved)
+        assert system.player_features("p1", clock.now())["tier"] == "none"
+        blocker.execute("COMMIT")
+        # the query finishes in the background and fills the cache for later lookups
+        deadline = time.monotonic() + 60
+        while system.player_features("p1", clock.now())["tier"] != "gold":
+            assert time.monotonic() < deadline, "the slow query never filled the cache"
+            time.sleep(0.05)
         text = system.metrics.render().decode()
         assert 'offerloop_feature_fallbacks_total{reason="timeout",source="tier"}' in text
     finally:
+        blocker.close()
         system.close()
     spec = "sql('tier', 'sqlite:////nonexistent/dir/x.db', 'SELECT 1', type='category')"
     broken = Offerloop(settings.replace(features=_features_file(tmp_path, spec)), clock)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from offerloop import ManualClock, Offerloop
+from offerloop.backends import DecisionRecord
 from offerloop.pipeline import control
 from offerloop.policies import FixedPolicy
 from tests.pipeline.test_retrain import _traffic
@@ -93,17 +94,57 @@ def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_e
     assert system.deployments.state(system.default_campaign).canary is None
 
 
-def test_a_canary_over_the_latency_budget_is_rolled_back(
+def _scored(
+    system: Offerloop, clock: ManualClock, arms: dict[tuple[str, str], float], n: int
+) -> None:
+    """``n`` logged decisions per (version, mode), interleaved in time, with the given scoring
+    times (ms): what a host measured, without the test depending on this host's speed."""
+    c = system.campaign(None)
+    start = clock.now()
+    records = []
+    for i in range(n):
+        for j, ((version, mode), ms) in enumerate(arms.items()):
+            records.append(
+                DecisionRecord(
+                    decision_id=f"d{i:05d}{j}",
+                    ts=start + i + j / 10,
+                    player_id=f"p{i}",
+                    campaign=c.id,
+                    offer_id=c.offer_ids[0],
+                    model_version=version,
+                    mode=mode,
+                    propensity=0.5,
+                    score_ms=ms,
+                )
+            )
+    system.backend.append_decisions(records)
+    clock.advance(n + 1)
+
+
+def test_a_canary_slower_than_the_release_is_rolled_back(
     system: Offerloop, clock: ManualClock
 ) -> None:
-    system.settings = system.settings.replace(scoring_budget_ms=1e-6)
+    system.settings = system.settings.replace(scoring_budget_ms=1.0)
     slow = _fixed(system, "starter")
     system.canary(slow, 0.5, actor="test")
-    _traffic(system, clock, 300)
+    _scored(system, clock, {(slow, "canary"): 4.0, ("random-1", "released"): 0.2}, 150)
     action, reason = _steps(system)[slow]
     assert action == "rollback"
-    assert "p99 scoring time" in reason
-    assert "> scoring_budget_ms 1e-06" in reason
+    assert "p99 scoring time 4.00 ms > scoring_budget_ms 1" in reason
+    assert "in 5 of 5 readings" in reason
+
+
+def test_a_busy_host_never_rolls_back_a_canary_as_fast_as_the_release(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    """Finding 10 of issue 13: a single p99 reading over budget on a busy host rolled back
+    canaries that earned more. Both arms slow at the same time: the host, not the model."""
+    system.settings = system.settings.replace(scoring_budget_ms=1.0)
+    canary = _fixed(system, "starter")
+    system.canary(canary, 0.5, actor="test")
+    _scored(system, clock, {(canary, "canary"): 9.0, ("random-1", "released"): 8.0}, 150)
+    action, reason = _steps(system)[canary]
+    assert action == "wait", reason
 
 
 def test_a_shadow_that_fails_to_score_is_taken_out(system: Offerloop, clock: ManualClock) -> None:

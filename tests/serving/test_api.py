@@ -20,6 +20,7 @@ DECIDE_KEYS = {
     "model_version",
     "propensity",
     "mode",
+    "decision_token",
 }
 
 
@@ -37,11 +38,26 @@ def test_healthz(client: TestClient) -> None:
 
 def test_ingest_counts_accepted_and_duplicates(client: TestClient) -> None:
     batch = {"events": [event(1), event(2, kind="level_up", level=3)]}
-    assert client.post("/v1/events", json=batch).json() == {"accepted": 2, "duplicates": 0}
+    assert client.post("/v1/events", json=batch).json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "attribution": {},
+        "features": "updated",
+    }
     # the client retries the same batch: nothing is counted twice
-    assert client.post("/v1/events", json=batch).json() == {"accepted": 0, "duplicates": 2}
+    assert client.post("/v1/events", json=batch).json() == {
+        "accepted": 0,
+        "duplicates": 2,
+        "attribution": {},
+        "features": "updated",
+    }
     mixed = {"events": [event(2, kind="level_up", level=3), event(3), event(3)]}
-    assert client.post("/v1/events", json=mixed).json() == {"accepted": 1, "duplicates": 2}
+    assert client.post("/v1/events", json=mixed).json() == {
+        "accepted": 1,
+        "duplicates": 2,
+        "attribution": {},
+        "features": "updated",
+    }
 
 
 def test_decide_answers_the_contract(client: TestClient, system: Offerloop) -> None:
@@ -76,6 +92,7 @@ def test_decision_is_logged_with_features_shadows_and_propensity(
         },
     )
     d = client.post("/v1/decide", json={"player_id": "p1", "context": {"local_hour": 20}}).json()
+    system.flush_shadows()  # shadows are scored after the answer; a lookup never waits
     got = client.get(f"/v1/decisions/{d['decision_id']}").json()
     assert got["offer_id"] == d["offer_id"]
     assert got["propensity"] == d["propensity"]

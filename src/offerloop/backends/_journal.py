@@ -20,23 +20,32 @@ What "durable" means for an acknowledged decision (docs/reliability.md):
   answer: nothing acknowledged is lost, at the cost of an fsync per decision.
 * **database down**: decisions keep being answered; the journal grows (in memory up to
   ``max_pending`` records, then on disk only) and is replayed when the database returns.
+* **a record the database refuses** (``DataRejected``: validation at the edge should make
+  this impossible, but a journal must not trust it): the batch is split in halves until the
+  refused records are alone; each of them goes to the quarantine (a table every backend has,
+  ``offerloop quarantine``, counted by ``on_quarantine``) and every other record of the batch
+  is committed. The writer never stops on an error: anything unexpected is counted and
+  retried, and a replay at start skips and quarantines what it cannot store, so start-up
+  never blocks on one bad line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from offerloop._errors import BackendUnavailable
-from offerloop.backends._protocols import DecisionLog
-from offerloop.backends._records import DecisionRecord
+from offerloop.backends._protocols import DecisionLog, Quarantine
+from offerloop.backends._records import DecisionRecord, QuarantinedRecord
 from offerloop.backends._rows import decision_from_row, decision_row
 
 __all__ = ["DecisionJournal"]
@@ -44,16 +53,30 @@ __all__ = ["DecisionJournal"]
 _CHUNK = 1000  # records per transaction when replaying a file
 
 
+class _Store(DecisionLog, Quarantine, Protocol):
+    pass
+
+
+class _Unreadable:
+    """A complete journal line that is not a decision record (never acknowledged as one)."""
+
+    def __init__(self, line: bytes, why: str) -> None:
+        self.line = line
+        self.why = why
+
+
 class DecisionJournal:
     def __init__(
         self,
         directory: str | Path,
-        log: DecisionLog,
+        log: _Store,
         *,
         interval: float = 0.02,
         sync: str = "interval",
         max_pending: int = 10_000,
-        on_error: Callable[[BackendUnavailable], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_quarantine: Callable[[int], None] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if sync not in ("interval", "always"):
             raise ValueError(f"sync must be 'interval' or 'always', not {sync!r}")
@@ -64,6 +87,8 @@ class DecisionJournal:
         self.sync = sync
         self.max_pending = max_pending
         self.on_error = on_error
+        self.on_quarantine = on_quarantine
+        self.wall = wall
         self.path = self.dir / f"{os.getpid()}-{secrets.token_hex(6)}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
@@ -79,6 +104,7 @@ class DecisionJournal:
         self._thread: threading.Thread | None = None
         self.recovered = 0  # decisions replayed from dead processes' journals
         self.stored = 0  # decisions this journal moved into the database
+        self.quarantined = 0  # records the database refused, kept in its quarantine
 
     # -- the request path ----------------------------------------------------------------
     def append(self, record: DecisionRecord) -> None:
@@ -99,6 +125,12 @@ class DecisionJournal:
             if self._thread is None:
                 self.start()
 
+    def find(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        """The decisions among these ids that are journaled but maybe not yet committed."""
+        wanted = set(decision_ids)
+        with self._lock:
+            return {r.decision_id: r for r in self._pending if r.decision_id in wanted}
+
     def backlog(self) -> int:
         """Decisions answered but not yet in the database (-1: more than ``max_pending``)."""
         with self._lock:
@@ -116,8 +148,10 @@ class DecisionJournal:
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
-            with contextlib.suppress(BackendUnavailable):  # counted by on_error; retried
+            try:
                 self.flush()
+            except Exception:  # counted by on_error; retried: the writer never dies
+                time.sleep(min(1.0, self.interval * 10))
 
     def flush(self) -> int:
         """Move every journaled decision into the database now; returns how many were new.
@@ -125,9 +159,9 @@ class DecisionJournal:
         with self._flush_lock:
             try:
                 n = self._flush()
-            except BackendUnavailable as exc:
+            except Exception as exc:
                 with contextlib.suppress(OSError):
-                    os.fdatasync(self._fd)  # the database is down: the journal must hold
+                    os.fdatasync(self._fd)  # not in the database: the journal must hold
                 if self.on_error is not None:
                     self.on_error(exc)
                 raise
@@ -147,7 +181,7 @@ class DecisionJournal:
         if replay_size >= 0:
             try:
                 stored += self._replay(self.path, replay_size)
-            except BackendUnavailable:
+            except Exception:
                 with self._lock:
                     self._pending, self._rows = [], []
                     self._on_disk_only = True
@@ -155,8 +189,8 @@ class DecisionJournal:
                 raise
         if batch:
             try:
-                stored += self.log.append_decisions(batch, rows)
-            except BackendUnavailable:
+                stored += self._store(batch, rows)
+            except Exception:
                 with self._lock:
                     if not self._on_disk_only:
                         self._pending[:0] = batch
@@ -170,10 +204,58 @@ class DecisionJournal:
         self.stored += stored
         return stored
 
+    def _store(self, batch: list[DecisionRecord], rows: list[tuple[Any, ...]] | None) -> int:
+        """Commit ``batch``; a batch the database refuses (anything but ``BackendUnavailable``)
+        is split until each refused record is alone, and that one is quarantined."""
+        try:
+            return self.log.append_decisions(batch, rows or ())
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                self._quarantine(
+                    [
+                        QuarantinedRecord(
+                            "decision",
+                            batch[0].decision_id,
+                            _payload(batch[0]),
+                            f"{type(exc).__name__}: {exc}"[:500],
+                            self.wall(),
+                        )
+                    ]
+                )
+                return 0
+        half = len(batch) // 2
+        left_rows = rows[:half] if rows else None
+        right_rows = rows[half:] if rows else None
+        return self._store(batch[:half], left_rows) + self._store(batch[half:], right_rows)
+
+    def _quarantine(self, records: list[QuarantinedRecord]) -> None:
+        self.log.quarantine(records)  # BackendUnavailable: everything stays journaled
+        self.quarantined += len(records)
+        if self.on_quarantine is not None:
+            self.on_quarantine(len(records))
+
     def _replay(self, path: Path, size: int | None = None) -> int:
         stored = 0
         for chunk in _chunks(_read_records(path, size), _CHUNK):
-            stored += self.log.append_decisions(chunk)
+            bad = [x for x in chunk if isinstance(x, _Unreadable)]
+            if bad:
+                self._quarantine(
+                    [
+                        QuarantinedRecord(
+                            "journal_line",
+                            hashlib.sha256(x.line).hexdigest()[:32],
+                            x.line.decode("utf-8", "replace"),
+                            x.why,
+                            self.wall(),
+                        )
+                        for x in bad
+                    ]
+                )
+            good = [x for x in chunk if isinstance(x, DecisionRecord)]
+            if good:
+                stored += self._store(good, None)
         return stored
 
     def _recover(self) -> int:
@@ -222,20 +304,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_records(path: Path, size: int | None = None) -> Iterator[DecisionRecord]:
+def _payload(record: DecisionRecord) -> Any:
+    return json.loads(json.dumps(list(decision_row(record)), default=str))
+
+
+def _read_records(path: Path, size: int | None = None) -> Iterator[DecisionRecord | _Unreadable]:
     with path.open("rb") as f:
         data = f.read() if size is None else f.read(size)
-    for line in data.split(b"\n"):
+    lines = data.split(b"\n")
+    torn = lines.pop()  # after the last newline: empty, or a line torn by a crash
+    for line in lines:
         if not line.strip():
             continue
         try:
             yield decision_from_row(json.loads(line))
-        except (ValueError, TypeError, IndexError):
-            continue  # a line torn by a machine crash was never acknowledged
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            yield _Unreadable(line, f"{type(exc).__name__}: {exc}"[:500])
+    del torn  # a line without its newline was never acknowledged
 
 
-def _chunks(items: Iterator[DecisionRecord], size: int) -> Iterator[list[DecisionRecord]]:
-    chunk: list[DecisionRecord] = []
+def _chunks(
+    items: Iterator[DecisionRecord | _Unreadable], size: int
+) -> Iterator[list[DecisionRecord | _Unreadable]]:
+    chunk: list[DecisionRecord | _Unreadable] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:

@@ -131,15 +131,24 @@ class SQLiteDialect:
     seq = "rowid"
     transient_gaps = False
 
-    def __init__(self, path: Path, durability: str = "full", busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        durability: str = "full",
+        busy_timeout: float = 30.0,
+        migrate: bool = True,
+    ) -> None:
         self.path = path
         self._sync = "FULL" if durability == "full" else "NORMAL"
         self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if not migrate and not path.exists():
+            raise BackendUnavailable(f"{path} does not exist")
         try:
-            self._migrate()
+            if migrate:
+                self._migrate()
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
 
@@ -294,15 +303,19 @@ class FileArtifacts:
 class SQLiteBackend(SqlBackend):
     """Embedded backend over ``<data_dir>/offerloop.db`` and ``<data_dir>/artifacts/``."""
 
-    def __init__(self, data_dir: str | Path, durability: str = "full") -> None:
+    def __init__(
+        self, data_dir: str | Path, durability: str = "full", migrate: bool = True
+    ) -> None:
+        """``migrate=False``: open an existing database only (never create one)."""
         self.dir = Path(data_dir)
         artifacts = self.dir / "artifacts"
         try:
-            artifacts.mkdir(parents=True, exist_ok=True)
+            if migrate:
+                artifacts.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendUnavailable(f"cannot create data directory {self.dir}: {exc}") from exc
         self.path = self.dir / "offerloop.db"
-        self.dialect_sqlite = SQLiteDialect(self.path, durability)
+        self.dialect_sqlite = SQLiteDialect(self.path, durability, migrate=migrate)
         super().__init__("sqlite", self.dialect_sqlite, FileArtifacts(artifacts))
 
     def schema_version(self) -> int:

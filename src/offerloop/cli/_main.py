@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from offerloop._clock import format_ts, parse_rfc3339
-from offerloop._errors import InvalidInput, OfferloopError
+from offerloop._errors import Conflict, InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
 from offerloop.features import Encoder
@@ -104,6 +104,7 @@ def serve(
     from offerloop._schedule import parse_schedule
     from offerloop.pipeline import PipelineScheduler
     from offerloop.serving import create_app
+    from offerloop.serving._server import server_config
     from offerloop.serving._workers import run_workers
 
     settings = _settings(data_dir, config)
@@ -129,8 +130,9 @@ def serve(
         err.print(f"serving on http://{host}:{port} with {workers} processes")
         run_workers(host, port, workers)
         return
-    with _opened(data_dir, config, service=True) as system:
+    with _opened(data_dir, config, service=True) as system, _one_server(system):
         system.warm()  # online features from the event log before the first request
+        system.start_background()  # decisions never wait on a store from here on
         # the state built at start (online features, models) is long-lived: keep it out of
         # the garbage collector's full passes, which otherwise stall requests as it grows
         gc.collect()
@@ -145,10 +147,41 @@ def serve(
             sched.start()
             err.print(f"pipeline schedule {when!r}: next run at {format_ts(sched.next_at)}")
         try:
-            uvicorn.run(create_app(system), host=host, port=port, log_level="warning")
+            server_config_ = server_config(
+                create_app(system, service=True),
+                host,
+                port,
+                metrics=system.metrics,
+                header_timeout=settings.http_header_timeout_seconds,
+                idle_timeout=settings.http_idle_timeout_seconds,
+            )
+            uvicorn.Server(server_config_).run()
         finally:
             if sched is not None:
                 sched.stop()
+
+
+@contextmanager
+def _one_server(system: Offerloop) -> Iterator[None]:
+    """The embedded backend serves from one process: its online features live in that
+    process, so a second server on the same data directory would answer from state that
+    silently differs. Refused with a clear message; PostgreSQL + Redis serve from many."""
+    if system.backend.name != "sqlite":
+        yield
+        return
+    try:
+        lock = system.backend.run_lock("serve")
+        lock.__enter__()
+    except Conflict:
+        raise Conflict(
+            f"another `offerloop serve` is running on data directory {system.settings.data_dir}: "
+            "the embedded backend serves from one process (set database_url and redis_url to "
+            "serve from several)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @app.command()
@@ -490,14 +523,12 @@ def settings_cmd(
     config: Config = None,
 ) -> None:
     """Show the effective settings (overrides > OFFERLOOP_* env > offerloop.toml > default)."""
-    from dataclasses import asdict
-
-    from offerloop._settings import settings_markdown
+    from offerloop._settings import settings_markdown, shown
 
     if markdown:
         sys.stdout.write(settings_markdown())
         return
-    for k, v in asdict(_settings(data_dir, config)).items():
+    for k, v in shown(_settings(data_dir, config)).items():
         out.print(f"{k} = {v!r}", highlight=False)
 
 
@@ -786,7 +817,7 @@ def evaluate_cmd(
         if logs == "native":
             c = system.campaign(campaign)
             data = build_training_set(
-                system.backend, c.id, system.clock.now(), system.window_seconds
+                system.backend, c.id, system.clock.now(), system.attribution
             ).data
             train, valid = split_by_time(data)
             actions = c.offer_ids
@@ -843,9 +874,7 @@ def _evaluate_file(system: Offerloop, logs: str, path: Path, campaign: str | Non
 
     if logs == "native":
         c = system.campaign(campaign)
-        data = build_training_set(
-            system.backend, c.id, system.clock.now(), system.window_seconds
-        ).data
+        data = build_training_set(system.backend, c.id, system.clock.now(), system.attribution).data
     else:
         data = load_log(system.settings.data_dir, logs).data
     reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"

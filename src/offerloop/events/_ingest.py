@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from offerloop._clock import Clock
 from offerloop._errors import InvalidInput, Problem
 from offerloop.backends import EventLog, EventRecord
 from offerloop.events._schema import EventIn, check_event
 
-__all__ = ["IngestResult", "ingest"]
+__all__ = ["Classify", "IngestResult", "ingest"]
+
+# verdicts (by event id) for the purchases of a batch that name a decision
+Classify = Callable[[Sequence[EventRecord], float], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,9 @@ class IngestResult:
     accepted: int
     duplicates: int
     stored: tuple[EventRecord, ...] = ()  # the new events, for the online feature state
+    # the new purchases naming a decision: event id -> verdict (events._attribution)
+    attribution: Mapping[str, str] = field(default_factory=dict)
+    online: str = "updated"  # or "deferred": folded into the online state from the log later
 
 
 def ingest(
@@ -26,11 +33,15 @@ def ingest(
     clock: Clock,
     max_batch: int,
     max_future_seconds: float,
+    *,
+    earliest: float = -math.inf,
+    classify: Classify | None = None,
 ) -> IngestResult:
     """All-or-nothing: a batch with any invalid event writes nothing.
 
     The events are durable in the log when this returns. A retried batch (same event ids) is
-    not stored twice: those events count as duplicates.
+    not stored twice: those events count as duplicates. ``classify`` gives each purchase
+    that names a decision its attribution verdict, stored with it.
     """
     if len(events) > max_batch:
         raise InvalidInput.of(
@@ -40,11 +51,22 @@ def ingest(
     records: list[EventRecord] = []
     problems: list[Problem] = []
     for i, e in enumerate(events):
-        ts, found = check_event(e, f"events[{i}]", now, max_future_seconds)
+        ts, found = check_event(e, f"events[{i}]", now, max_future_seconds, earliest)
         problems.extend(found)
         if not found:
             records.append(EventRecord(e.event_id, e.player_id, e.type, ts, e.properties, now))
     if problems:
         raise InvalidInput.of(problems)
+    verdicts: Mapping[str, str] = {}
+    named = [r for r in records if r.decision_id]
+    if named and classify is not None:
+        verdicts = classify(named, now)
+        records = [replace(r, attribution=verdicts.get(r.event_id, "")) for r in records]
     stored = log.append_events(records)
-    return IngestResult(len(stored), len(records) - len(stored), tuple(stored))
+    new = {e.event_id for e in stored}
+    return IngestResult(
+        len(stored),
+        len(records) - len(stored),
+        tuple(stored),
+        {k: v for k, v in verdicts.items() if k in new},
+    )

@@ -12,8 +12,14 @@ An event moves from the buffer into the summary once it is older than the stream
 "now", which must not go backwards; the value read at ``t`` reflects exactly the events known
 at ``t``, like the offline engine's.
 
-The state lives behind :class:`OnlineStore` (get / put / delete / clear), so another store
-(Redis) implements only that; this module holds the logic once.
+The state lives behind :class:`OnlineStore`, so another store (Redis) implements only that;
+this module holds the logic once.
+
+Folding is idempotent on an event's sequence number in the log (``EventRecord.seq``): each
+store keeps a *floor* (every event at or below it is folded) and each player's state the
+sequence numbers folded above it, so an event folded at ingest and again by the follower that
+catches the state up with the log (``features._follow``) counts once. Events without a
+sequence number (``seq == 0``: never stored) are always folded.
 """
 
 from __future__ import annotations
@@ -112,63 +118,148 @@ class _Stream:
     buf: list[Entry]
     summary: _Summary
 
+    def copy(self) -> _Stream:
+        m = self.summary
+        return _Stream(
+            list(self.buf),
+            _Summary(
+                m.count,
+                m.max_ts,
+                list(m.n),
+                list(m.total),
+                list(m.lo),
+                list(m.hi),
+                list(m.last_num),
+                list(m.last_str),
+                [set(d) for d in m.distinct],
+            ),
+        )
+
 
 @dataclass
 class PlayerState:
     streams: dict[StreamKey, _Stream] = field(default_factory=dict)
     newest_received: float = -math.inf
+    seqs: set[int] = field(default_factory=set)  # folded events' seqs above the store's floor
+
+    def copy(self) -> PlayerState:
+        """A copy a fold may change while readers keep the original."""
+        return PlayerState(
+            {k: s.copy() for k, s in self.streams.items()}, self.newest_received, set(self.seqs)
+        )
+
+
+# new state from (old state, the store's floor), or None: nothing to change
+Change = Callable[[PlayerState | None, int], PlayerState | None]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a store stands in the event log (``features._follow``).
+
+    ``floor``: every event with ``seq <= floor`` is folded, or is a gap known to stay empty.
+    ``scan``: the follower has read every stored event up to here. ``holes``: sequence
+    numbers in ``(floor, scan]`` missing when last read (a transaction may still commit
+    them), with the wall time each was first missed.
+    """
+
+    floor: int = 0
+    scan: int = 0
+    holes: Mapping[int, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps([self.floor, self.scan, sorted(self.holes.items())])
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None) -> Cursor:
+        if not raw:
+            return cls()
+        floor, scan, holes = json.loads(raw)
+        return cls(int(floor), int(scan), {int(s): float(t) for s, t in holes})
 
 
 class OnlineStore(Protocol):
-    """Where per-player state lives. The embedded default is a dict in the process."""
+    """Where per-player state lives. The embedded default is a dict in the process.
 
-    def get(self, player_id: str) -> PlayerState | None: ...
+    Every method may raise ``BackendUnavailable``; a store outside the process must bound
+    each call with a timeout."""
 
-    def put(self, player_id: str, state: PlayerState) -> None: ...
-
-    def update(self, player_id: str, change: Callable[[PlayerState | None], PlayerState]) -> None:
-        """Replace a player's state by ``change(old)``, atomically for that player (no
-        update by another process or thread can be lost in between)."""
+    def get(self, player_id: str) -> PlayerState | None:
+        """The player's state (callers never change it: folds copy)."""
         ...
 
-    def update_many(
-        self, changes: Mapping[str, Callable[[PlayerState | None], PlayerState]]
-    ) -> None:
-        """:meth:`update` for several players at once (one batch of events)."""
+    def update_many(self, changes: Mapping[str, Change], marks: Sequence[int] = ()) -> None:
+        """Replace each player's state by ``change(old, floor)`` (unchanged when it returns
+        None) and record ``marks`` (sequence numbers now folded), all atomically: no update
+        by another process or thread can be lost in between, and ``floor`` is the store's
+        floor as of the same moment."""
+        ...
+
+    def folded(self, seqs: Sequence[int]) -> set[int]:
+        """Which of these sequence numbers were recorded as folded (above the floor)."""
+        ...
+
+    def cursor(self) -> Cursor: ...
+
+    def advance(self, expected: Cursor, new: Cursor) -> bool:
+        """Move the cursor from ``expected`` to ``new`` (False, and nothing changed, if it
+        moved meanwhile) and forget the marks at or below the new floor."""
         ...
 
     def delete(self, player_id: str) -> None: ...
 
-    def clear(self) -> None: ...
+    def clear(self) -> None:
+        """Every player's state, the marks and the cursor."""
+        ...
 
 
 class InMemoryOnlineStore:
+    """States in a dict of this process, replaced (never changed in place) by each update,
+    so a reader on another thread always sees a whole state."""
+
     def __init__(self) -> None:
         self._states: dict[str, PlayerState] = {}
+        self._marks: set[int] = set()
+        self._cursor = Cursor()
         self._lock = threading.Lock()
 
     def get(self, player_id: str) -> PlayerState | None:
         return self._states.get(player_id)
 
-    def put(self, player_id: str, state: PlayerState) -> None:
-        self._states[player_id] = state
-
-    def update(self, player_id: str, change: Callable[[PlayerState | None], PlayerState]) -> None:
+    def update_many(self, changes: Mapping[str, Change], marks: Sequence[int] = ()) -> None:
         with self._lock:
-            self._states[player_id] = change(self._states.get(player_id))
-
-    def update_many(
-        self, changes: Mapping[str, Callable[[PlayerState | None], PlayerState]]
-    ) -> None:
-        with self._lock:
+            floor = self._cursor.floor
             for pid, change in changes.items():
-                self._states[pid] = change(self._states.get(pid))
+                old = self._states.get(pid)
+                new = change(old.copy() if old is not None else None, floor)
+                if new is not None:
+                    self._states[pid] = new
+            self._marks.update(s for s in marks if s > floor)
+
+    def folded(self, seqs: Sequence[int]) -> set[int]:
+        with self._lock:
+            return {s for s in seqs if s in self._marks}
+
+    def cursor(self) -> Cursor:
+        return self._cursor
+
+    def advance(self, expected: Cursor, new: Cursor) -> bool:
+        with self._lock:
+            if self._cursor != expected:
+                return False
+            self._cursor = new
+            self._marks = {s for s in self._marks if s > new.floor}
+            return True
 
     def delete(self, player_id: str) -> None:
-        self._states.pop(player_id, None)
+        with self._lock:
+            self._states.pop(player_id, None)
 
     def clear(self) -> None:
-        self._states.clear()
+        with self._lock:
+            self._states.clear()
+            self._marks.clear()
+            self._cursor = Cursor()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -214,25 +305,47 @@ class OnlineFeatures:
             self._by_type.setdefault(plan.key[0], []).append(plan)
 
     # -- writes --------------------------------------------------------------------------
-    def apply(self, events: Iterable[EventRecord], now: float) -> None:
-        """Fold newly stored events (never duplicates) into their players' state: one
-        update of the store per batch, atomic per player."""
+    def apply(self, events: Iterable[EventRecord], now: float, *, once: bool = True) -> None:
+        """Fold stored events into their players' state: one update of the store per batch,
+        atomic per player. With ``once`` (the default), an event already folded (same
+        ``seq``) is skipped and the folded ones are recorded; without, every event is folded
+        (a replay into a cleared store, :meth:`rebuild`)."""
         by_player: dict[str, list[EventRecord]] = {}
+        marks: list[int] = []
         for e in events:
+            if once and e.seq:
+                marks.append(e.seq)
             if e.type in self._by_type:
                 by_player.setdefault(e.player_id, []).append(e)
-        changes: dict[str, Callable[[PlayerState | None], PlayerState]] = {
-            pid: (lambda st, evs=evs: self._fold(st, evs, now))  # type: ignore[misc]
+        changes: dict[str, Change] = {
+            pid: (
+                (lambda st, floor, evs=evs: self._fold(st, evs, now, floor))  # type: ignore[misc]
+                if once
+                else (lambda st, _floor, evs=evs: self._fold(st, evs, now, -1))  # type: ignore[misc]
+            )
             for pid, evs in by_player.items()
         }
+        if not changes and not marks:
+            return
         with self._lock:
-            self.store.update_many(changes)
+            self.store.update_many(changes, marks)
 
     def _fold(
-        self, st: PlayerState | None, events: Sequence[EventRecord], now: float
-    ) -> PlayerState:
+        self, st: PlayerState | None, events: Sequence[EventRecord], now: float, floor: int = 0
+    ) -> PlayerState | None:
+        if floor < 0:  # a replay: fold everything, record nothing
+            new = list(events)
+        else:
+            done = st.seqs if st is not None else set()
+            new = [e for e in events if not e.seq or (e.seq > floor and e.seq not in done)]
+        if not new:
+            return None  # folded already (at ingest, or by another process)
         st = st or PlayerState()
-        for e in events:
+        if st.seqs and floor > 0:
+            st.seqs = {s for s in st.seqs if s > floor}
+        for e in new:
+            if e.seq and floor >= 0:
+                st.seqs.add(e.seq)
             st.newest_received = max(st.newest_received, e.received_at)
             for plan in self._by_type[e.type]:
                 if plan.key[1] and not matches(e.properties, plan.key[1]):
@@ -250,7 +363,9 @@ class OnlineFeatures:
         return st
 
     def rebuild(self, events: Iterable[EventRecord], now: float, batch: int = 10_000) -> int:
-        """Drop all state and replay ``events`` (the whole log); returns how many were read."""
+        """Drop all state and replay ``events``; returns how many were read. (A store that
+        follows a log rebuilds through ``features._follow.LogFollower.rebuild``, which also
+        moves the store's cursor.)"""
         with self._lock:
             self.store.clear()
             n = 0
@@ -258,10 +373,10 @@ class OnlineFeatures:
             for e in events:
                 chunk.append(e)
                 if len(chunk) >= batch:
-                    self.apply(chunk, now)
+                    self.apply(chunk, now, once=False)
                     n += len(chunk)
                     chunk = []
-            self.apply(chunk, now)
+            self.apply(chunk, now, once=False)
             return n + len(chunk)
 
     # -- reads ---------------------------------------------------------------------------
@@ -441,11 +556,15 @@ class StateCodec:
                     [sorted([list(t) for t in d], key=repr) for d in m.distinct],
                 ],
             ]
-        return json.dumps([st.newest_received, streams], separators=(",", ":")).encode()
+        doc: list[Any] = [st.newest_received, streams]
+        if st.seqs:
+            doc.append(sorted(st.seqs))
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def decode(self, raw: bytes) -> PlayerState:
-        newest, streams = json.loads(raw)
-        st = PlayerState(newest_received=float(newest))
+        doc = json.loads(raw)
+        newest, streams = doc[0], doc[1]
+        st = PlayerState(newest_received=float(newest), seqs=set(doc[2]) if len(doc) > 2 else set())
         for sid, (buf, m) in streams.items():
             key = self._keys.get(sid)
             if key is None:

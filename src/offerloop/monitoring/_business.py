@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from offerloop.backends import Backend, DecisionRecord
-from offerloop.events import attribute
+from offerloop.events import AttributionRules, attribute
 from offerloop.policies import Policy
 
 __all__ = [
@@ -30,14 +30,20 @@ MAX_CALIBRATION_ROWS = 5000  # per version: predictions are recomputed, so sampl
 
 
 def matured_rewards(
-    backend: Backend, campaign: str, start: float, end: float, window: float, now: float
+    backend: Backend,
+    campaign: str,
+    start: float,
+    end: float,
+    rules: AttributionRules | float,
+    now: float,
 ) -> tuple[list[DecisionRecord], dict[str, float], int]:
     """Decisions in [start, end) whose window closed by ``now``, their revenue, and how many
-    in the range are still open."""
+    in the range are still open. ``rules``: the attribution rules (or just the window)."""
+    window = rules.window_seconds if isinstance(rules, AttributionRules) else float(rules)
     cutoff = min(end, now - window)
     decisions = backend.decisions(campaign, start, cutoff) if cutoff > start else []
     still_open = len(backend.decisions(campaign, max(start, cutoff), end)) if end > cutoff else 0
-    rewards = attribute(backend, decisions, window, now)
+    rewards = attribute(backend, decisions, rules, now)
     return decisions, {k: r.revenue for k, r in rewards.items()}, still_open
 
 

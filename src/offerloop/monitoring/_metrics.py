@@ -149,5 +149,62 @@ class Metrics:
             registry=r,
         )
 
+        self.shed = Counter(
+            "offerloop_shed_requests",
+            "Requests shed unserved (503 + Retry-After), by class: decide (the event loop was "
+            "running late), write, read, slow (too much work of that class in flight).",
+            ["class"],
+            registry=r,
+        )
+        self.request_timeouts = Counter(
+            "offerloop_request_timeouts",
+            "Requests answered 503 because their work did not finish in time, by class.",
+            ["class"],
+            registry=r,
+        )
+        self.connection_timeouts = Counter(
+            "offerloop_connection_timeouts",
+            "Connections closed by the server: a request's headers or body arrived too slowly "
+            "(slow), or the connection sat idle (idle).",
+            ["reason"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "offerloop_quarantined_records",
+            "Records a store refused for good (see `offerloop quarantine`), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.purchases = Counter(
+            "offerloop_purchases",
+            "Purchase events by attribution: attributed, pending (decision not found yet), "
+            "unattributed (no decision_id) or the reason it does not count (unknown_decision, "
+            "other_player, before_decision, outside_window, price_mismatch, bad_token).",
+            ["attribution"],
+            registry=r,
+        )
+        self.online_lag_events = Gauge(
+            "offerloop_online_lag_events",
+            "Events in the log that the online feature state has not folded yet.",
+            registry=r,
+        )
+        self.online_lag_seconds = Gauge(
+            "offerloop_online_lag_seconds",
+            "How long the oldest event not yet folded into the online state has waited.",
+            registry=r,
+        )
+        self.online_deferred = Counter(
+            "offerloop_online_deferred_events",
+            "Events stored but not folded at ingest (online store unavailable): the online "
+            "state folds them from the log when it is back.",
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "offerloop_dependency_up",
+            "1 while a dependency answers, 0 while its circuit breaker is open.",
+            ["dependency"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

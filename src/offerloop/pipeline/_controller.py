@@ -12,14 +12,18 @@ traffic, and rolls back what does worse.
   them) over the same days. Once ``canary_min_decisions`` canary decisions have matured, a
   canary whose realised revenue per decision is lower than the release's with one-sided
   ``guard_confidence`` is removed. Its error rate (decisions it failed to score, which the
-  release served instead) above ``max_error_rate``, or its p99 scoring time above
-  ``scoring_budget_ms``, removes it too, judged on all its decisions from the 100th on.
+  release served instead) above ``max_error_rate`` removes it too, judged on all its decisions
+  from the 100th on, and so does a latency breach: its decisions are split into 5 readings in
+  time, and in a majority of them its p99 scoring time is above ``scoring_budget_ms`` *and*
+  above ``latency_tolerance`` × the release's p99 over the same interval (the same hosts at
+  the same moment: a busy machine slows both arms, so it never kills a canary by itself).
 * **canary → released:** after ``canary_promote_decisions`` matured canary decisions with its
   guardrails holding, it is released.
 * **fresh release → rolled back:** for its first ``release_watch_decisions`` matured decisions,
   a release is compared with the release before it (its last decisions before the switch);
-  worse with one-sided ``guard_confidence``, or over the latency budget: the previous version
-  is released again. A release that itself came from a rollback is not watched (no ping-pong).
+  worse with one-sided ``guard_confidence``, or in breach of the latency guardrail against the
+  previous release's scoring times: the previous version is released again. A release that
+  itself came from a rollback is not watched (no ping-pong).
 * **shadow → removed:** a shadow that fails to score more than ``max_error_rate`` of decisions.
 
 Every step is a recorded transition with its reason and the actor ``controller``.
@@ -103,7 +107,7 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
 # -- evidence --------------------------------------------------------------------------------
 def _rewards(system: Offerloop, decisions: Sequence[DecisionRecord]) -> dict[str, float]:
     now = system.clock.now()
-    got = attribute(system.backend, decisions, system.window_seconds, now)
+    got = attribute(system.backend, decisions, system.attribution, now)
     return {k: r.revenue for k, r in got.items()}
 
 
@@ -120,6 +124,48 @@ def _p99(decisions: Sequence[DecisionRecord]) -> float:
     return float(np.percentile([d.score_ms for d in decisions], 99)) if decisions else 0.0
 
 
+READINGS = 5  # the latency guardrail's readings in time; a majority must breach
+MIN_REFERENCE = 20  # reference decisions needed in a reading to compare against
+
+
+def _latency_breach(
+    system: Offerloop,
+    version: str,
+    served: Sequence[DecisionRecord],
+    reference: Sequence[DecisionRecord],
+    aligned: bool,
+) -> str | None:
+    """Why ``version``'s scoring time breaks the budget (None: it does not). ``reference``:
+    the release's decisions, over the same time (``aligned``: each reading is compared with
+    the reference decisions of its own interval) or from before (all of them)."""
+    s = system.settings
+    chunks = [list(c) for c in np.array_split(np.array(served, dtype=object), READINGS)]
+    over = 0
+    worst = (0.0, 0.0)
+    for chunk in chunks:
+        if not chunk:
+            continue
+        lo, hi = chunk[0].ts, chunk[-1].ts
+        ref = [d for d in reference if lo <= d.ts <= hi] if aligned else list(reference)
+        p_c = _p99(chunk)
+        p_r = _p99(ref) if len(ref) >= MIN_REFERENCE else None
+        limit = (
+            max(s.scoring_budget_ms, s.latency_tolerance * p_r)
+            if p_r is not None
+            else (s.scoring_budget_ms * s.latency_tolerance)
+        )
+        if p_c > limit:
+            over += 1
+            worst = max(worst, (p_c, p_r or 0.0))
+    if over <= READINGS // 2:
+        return None
+    return (
+        f"{version} p99 scoring time {worst[0]:.2f} ms > scoring_budget_ms "
+        f"{s.scoring_budget_ms:g} and > {s.latency_tolerance:g} x the release's "
+        f"{worst[1]:.2f} ms in {over} of {READINGS} readings"
+    )
+
+
 def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tuple[bool, str]:
     """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? (Welch z-test.)"""
     diff = float(np.mean(new) - np.mean(old))
@@ -132,7 +178,12 @@ def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tup
 
 
 def _guardrails(
-    system: Offerloop, version: str, served: Sequence[DecisionRecord], failed: int
+    system: Offerloop,
+    version: str,
+    served: Sequence[DecisionRecord],
+    failed: int,
+    reference: Sequence[DecisionRecord] = (),
+    aligned: bool = True,
 ) -> str | None:
     """Why ``version`` breaks its error-rate or latency budget, or None."""
     s = system.settings
@@ -144,12 +195,7 @@ def _guardrails(
             f"{version} failed to score {failed} of {total} decisions "
             f"({failed / total:.1%} > max_error_rate {s.max_error_rate:.1%})"
         )
-    p99 = _p99(served)
-    if p99 > s.scoring_budget_ms:
-        return (
-            f"{version} p99 scoring time {p99:.2f} ms > scoring_budget_ms {s.scoring_budget_ms:g}"
-        )
-    return None
+    return _latency_breach(system, version, served, reference, aligned)
 
 
 # -- judges ----------------------------------------------------------------------------------
@@ -169,7 +215,9 @@ def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlSt
     matured = _matured(system, after)
     if len(matured) >= s.release_watch_decisions:
         return None  # no longer fresh
-    if broken := _guardrails(system, released, after, 0):
+    earlier = system.backend.decisions(campaign, start.ts - WATCH_LOOKBACK_SECONDS, start.ts)
+    previous_served = _served(earlier, previous, RELEASED)[-s.release_watch_decisions :]
+    if broken := _guardrails(system, released, after, 0, previous_served, aligned=False):
         return ControlStep("rollback", released, f"fresh release breaks a guardrail: {broken}")
     if len(matured) < s.canary_min_decisions:
         return ControlStep(
@@ -178,8 +226,7 @@ def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlSt
             f"fresh release {released} watched: {len(matured)} of {s.canary_min_decisions} "
             "matured decisions",
         )
-    earlier = system.backend.decisions(campaign, start.ts - WATCH_LOOKBACK_SECONDS, start.ts)
-    before = _matured(system, _served(earlier, previous, RELEASED))[-s.release_watch_decisions :]
+    before = _matured(system, previous_served)
     if len(before) < 2:
         return None
     rewards = _rewards(system, [*matured, *before])
@@ -204,7 +251,8 @@ def _judge_canary(
     )
     served = _served(decisions, canary, "canary")
     failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
-    if broken := _guardrails(system, canary, served, failed):
+    reference = [d for d in _served(decisions, released or "", RELEASED) if not d.fallback]
+    if broken := _guardrails(system, canary, served, failed, reference):
         return ControlStep("rollback", canary, f"canary breaks a guardrail: {broken}")
     arm_c = _matured(system, served)
     arm_r = [
@@ -247,7 +295,7 @@ def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel,
         model = getattr(system.registry.load(pick.version), "model", None)
         if isinstance(model, GBTPurchase):
             return model, max(since, ends[pick.version])
-    ts = build_training_set(system.backend, campaign, since, system.window_seconds)
+    ts = build_training_set(system.backend, campaign, since, system.attribution)
     if len(ts.data) < system.settings.min_training_decisions:
         return None
     c = system.campaign(campaign)

@@ -104,7 +104,7 @@ def retrain(
     learners = list(learners or s.learners)
     now = system.clock.now() if now is None else now
     stage = on_stage or (lambda _name, _doc: None)
-    ts = build_training_set(system.backend, c.id, now, system.window_seconds)
+    ts = build_training_set(system.backend, c.id, now, system.attribution)
     n = len(ts.data)
     if n < s.min_training_decisions:
         raise Conflict(

@@ -5,13 +5,16 @@ rows, 150 trees) that is ~0.2 ms, most of a decision's budget. Here a booster's 
 (the artifact, sha256-checked when loaded) is translated to C, one nested ``if`` per tree
 with LightGBM's exact split semantics (missing values, default directions, thresholds as
 exact hexadecimal literals, the same summation order and output transform), compiled with
-the machine's C compiler into ``<cache_dir>/trees-<hash of the source>.so`` and called
-through ctypes with one call per batch.
+the machine's C compiler and called through ctypes with one call per batch.
 
 Nothing is trusted blindly: the compiled library must reproduce ``booster.predict`` to
 1e-12 on a few hundred probe rows before it serves, and a model this translator does not
 cover (categorical splits, linear trees, multiclass, other objectives) keeps LightGBM's
-predictor. The compiled file is derived data: deleting the cache only costs a recompile.
+predictor. Only a library this process compiled is ever loaded: it is built in a private
+temporary directory under ``cache_dir``, its sha256 checked against the bytes the compiler
+wrote just before it is loaded, and the file removed once loaded; a file planted in the data
+directory can never be run. Each model is compiled once per process (in the background, a
+second or two); the same model again is the same library.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,9 +47,12 @@ class CompiledTrees:
     """A compiled model: ``predict(x)`` for a C-contiguous float64 matrix of ``n_features``
     columns, one value per row (the booster's prediction)."""
 
-    def __init__(self, path: Path, n_features: int) -> None:
+    def __init__(self, path: Path, n_features: int, sha256: str) -> None:
         self.path = path
         self.n_features = n_features
+        self.sha256 = sha256
+        if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise RuntimeError(f"{path} is not the library this process compiled")
         lib = ctypes.CDLL(str(path))
         fn = lib.offerloop_predict
         fn.restype = None
@@ -75,24 +82,26 @@ def compile_booster(
     cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
-    key = hashlib.sha256(source.encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{cc}\x00{source}".encode()).hexdigest()[:32]
+    with _LOCK:
+        known = _BUILT.get(key)
+    if known is not None:
+        return known
     cache_dir.mkdir(parents=True, exist_ok=True)
-    lib = cache_dir / f"trees-{key}.so"
-    if not lib.exists():
-        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-            c_file = Path(tmp) / "trees.c"
-            c_file.write_text(source)
-            out = Path(tmp) / "trees.so"
-            done = subprocess.run(
-                [cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(c_file), "-lm"],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"compiling the trees failed: {done.stderr[-500:]}")
-            os.replace(out, lib)  # atomic: another process compiling the same model is fine
-    compiled = CompiledTrees(lib, n_features)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="build-") as tmp:  # mode 0700
+        c_file = Path(tmp) / "trees.c"
+        c_file.write_text(source)
+        out = Path(tmp) / f"trees-{key}.so"
+        done = subprocess.run(
+            [cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(c_file), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling the trees failed: {done.stderr[-500:]}")
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        compiled = CompiledTrees(out, n_features, digest)  # loaded; the file goes with tmp
     probe = _probe_rows(model_text, n_features)
     want = predict(probe)
     got = compiled.predict(probe)
@@ -100,7 +109,12 @@ def compile_booster(
         raise RuntimeError(
             f"compiled trees differ from LightGBM (max {np.max(np.abs(got - want)):.3g})"
         )
-    return compiled
+    with _LOCK:
+        return _BUILT.setdefault(key, compiled)
+
+
+_BUILT: dict[str, CompiledTrees] = {}  # by source hash: what this process compiled
+_LOCK = threading.Lock()
 
 
 # -- the translation ---------------------------------------------------------------------

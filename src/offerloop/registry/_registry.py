@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from offerloop import __version__
 from offerloop._clock import Clock
 from offerloop._errors import NotFound
+from offerloop._version import __version__
 from offerloop.backends import Backend, ModelRecord
 from offerloop.policies import EpsilonGreedy, Policy, dump_policy, load_policy, sha256
 

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offerloop._clock import format_ts, parse_rfc3339
 from offerloop._errors import Forbidden, InvalidInput, Unauthenticated
+from offerloop._limits import SafeId
+from offerloop.serving._pools import WorkPools
+from offerloop.serving._routing import StrictJSONRoute
 
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
@@ -25,8 +28,8 @@ __all__ = ["admin_router"]
 
 class VersionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(min_length=1, max_length=128)
-    reason: str = Field(default="", max_length=1000)
+    version: SafeId = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
 
 
 class CanaryIn(VersionIn):
@@ -35,11 +38,11 @@ class CanaryIn(VersionIn):
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    campaign: str | None = None
-    reason: str = Field(default="", max_length=1000)
+    campaign: SafeId | None = Field(default=None, max_length=128)
+    reason: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
 
 
-def admin_router(system: Offerloop) -> APIRouter:
+def admin_router(system: Offerloop, pools: WorkPools) -> APIRouter:
     def actor(
         authorization: str | None = Header(default=None),
         x_offerloop_actor: str | None = Header(default=None, max_length=128),
@@ -56,7 +59,8 @@ def admin_router(system: Offerloop) -> APIRouter:
             raise Forbidden("wrong admin token")
         return f"api:{x_offerloop_actor}" if x_offerloop_actor else "api"
 
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJSONRoute)
+    run = pools.run
 
     def state(campaign: str | None) -> dict[str, Any]:
         st = system.deployments.state(system.campaign(campaign).id)
@@ -71,37 +75,57 @@ def admin_router(system: Offerloop) -> APIRouter:
     @router.get("/deployments")
     async def deployments(campaign: str | None = None, who: str = Depends(actor)) -> Any:
         """The deployment state of a campaign."""
-        return state(campaign)
+        return await run("read", state, campaign)
 
     @router.post("/deploy")
     async def deploy(body: VersionIn, who: str = Depends(actor)) -> Any:
         """Deploy a version in shadow."""
-        system.deploy(body.version, "shadow", actor=who, reason=body.reason)
-        return state(system.registry.get(body.version).campaign)
+
+        def go() -> Any:
+            system.deploy(body.version, "shadow", actor=who, reason=body.reason)
+            return state(system.registry.get(body.version).campaign)
+
+        return await run("write", go)
 
     @router.post("/canary")
     async def canary(body: CanaryIn, who: str = Depends(actor)) -> Any:
         """Serve a version to a stable share of players."""
-        system.canary(body.version, body.share, actor=who, reason=body.reason)
-        return state(system.registry.get(body.version).campaign)
+
+        def go() -> Any:
+            system.canary(body.version, body.share, actor=who, reason=body.reason)
+            return state(system.registry.get(body.version).campaign)
+
+        return await run("write", go)
 
     @router.post("/release")
     async def release(body: VersionIn, who: str = Depends(actor)) -> Any:
         """Release a version."""
-        system.release(body.version, actor=who, reason=body.reason)
-        return state(system.registry.get(body.version).campaign)
+
+        def go() -> Any:
+            system.release(body.version, actor=who, reason=body.reason)
+            return state(system.registry.get(body.version).campaign)
+
+        return await run("write", go)
 
     @router.post("/undeploy")
     async def undeploy(body: VersionIn, who: str = Depends(actor)) -> Any:
         """Stop a shadow or a canary."""
-        system.undeploy(body.version, actor=who, reason=body.reason)
-        return state(system.registry.get(body.version).campaign)
+
+        def go() -> Any:
+            system.undeploy(body.version, actor=who, reason=body.reason)
+            return state(system.registry.get(body.version).campaign)
+
+        return await run("write", go)
 
     @router.post("/rollback")
     async def rollback(body: RollbackIn, who: str = Depends(actor)) -> Any:
         """Release again the previous release."""
-        system.rollback(body.campaign, actor=who, reason=body.reason)
-        return state(body.campaign)
+
+        def go() -> Any:
+            system.rollback(body.campaign, actor=who, reason=body.reason)
+            return state(body.campaign)
+
+        return await run("write", go)
 
     @router.get("/history")
     async def history(
@@ -110,6 +134,9 @@ def admin_router(system: Offerloop) -> APIRouter:
         who: str = Depends(actor),
     ) -> Any:
         """Every transition, or which version was released at time ``at``."""
+        return await run("read", history_now, campaign, at)
+
+    def history_now(campaign: str | None, at: str | None) -> Any:
         c = system.campaign(campaign).id
         if at is not None:
             try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
+
+from offerloop._limits import MAX_ID, SafeId, SafeKey, SafeScalar
 
 __all__ = [
     "DecideIn",
@@ -23,17 +25,19 @@ if TYPE_CHECKING:
     from offerloop.serving._decide import Decision
 
 _ID = r"^\S(.*\S)?$"
-ContextValue = StrictStr | StrictInt | StrictFloat | StrictBool
+ContextValue = SafeScalar
 
 
 class DecideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    player_id: StrictStr = Field(min_length=1, max_length=128, pattern=_ID)
-    campaign: StrictStr | None = Field(
-        default=None, description="Campaign id; the default campaign when omitted."
+    player_id: SafeId = Field(min_length=1, max_length=MAX_ID, pattern=_ID)
+    campaign: SafeId | None = Field(
+        default=None,
+        max_length=MAX_ID,
+        description="Campaign id; the default campaign when omitted.",
     )
-    context: dict[StrictStr, ContextValue] = Field(
+    context: dict[SafeKey, ContextValue] = Field(
         default_factory=dict,
         max_length=32,
         description="Request context (e.g. local_hour), read by context features.",
@@ -51,6 +55,11 @@ class DecideOut(BaseModel):
     model_version: str
     propensity: float
     mode: str
+    decision_token: str | None = Field(
+        default=None,
+        description="With decision_token_secret set: send it back as properties.decision_token "
+        "of the purchase, or the purchase does not count for this decision.",
+    )
 
 
 def decide_body(decision: Decision) -> dict[str, Any]:
@@ -68,6 +77,7 @@ def decide_body(decision: Decision) -> dict[str, Any]:
         "model_version": r.model_version,
         "propensity": float(r.propensity),
         "mode": r.mode,
+        "decision_token": decision.token or None,
     }
 
 
@@ -104,6 +114,18 @@ class ModelsOut(BaseModel):
 class IngestOut(BaseModel):
     accepted: int
     duplicates: int
+    attribution: dict[str, str] = Field(
+        default_factory=dict,
+        description="For each new purchase naming a decision_id: attributed, pending (the "
+        "decision is not stored yet; checked again when revenue is read) or why it does not "
+        "count (unknown_decision, other_player, before_decision, outside_window, "
+        "price_mismatch, bad_token, repeat). The purchase is stored either way.",
+    )
+    features: str = Field(
+        default="updated",
+        description="updated: the players' online features reflect these events; deferred: "
+        "the online store is unavailable, they will from the log once it is back.",
+    )
 
 
 class ShadowOut(BaseModel):

@@ -1,4 +1,11 @@
-"""The HTTP service: FastAPI over an :class:`~offerloop.Offerloop`."""
+"""The HTTP service: FastAPI over an :class:`~offerloop.Offerloop`.
+
+Layers, outermost first: ``serving._edge`` (body limits, load shedding), ``serving._hot``
+(well-formed decide requests), then FastAPI with the request metrics and the one error
+mapping. Every route that may wait on a store runs in a bounded pool of its class
+(``serving._pools``), never on the event loop; ``/healthz`` and ``/metrics`` answer from
+memory.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offerloop import __version__
 from offerloop._clock import format_ts
+from offerloop._version import __version__
 from offerloop.events import EventBatch
 from offerloop.monitoring import Metrics
 from offerloop.serving._admin import admin_router
@@ -27,27 +34,31 @@ from offerloop.serving._api import (
     ShadowOut,
     decide_body,
 )
+from offerloop.serving._edge import Edge
 from offerloop.serving._errors import install_error_handlers
 from offerloop.serving._hot import HotDecide
 from offerloop.serving._monitoring import monitoring_router
+from offerloop.serving._pools import POOLS, LoopLag, WorkPools
+from offerloop.serving._routing import StrictJSONRoute
 
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the default of setting max_body_bytes
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON"},
     404: {"description": "Unknown campaign or decision"},
+    408: {"description": "The body arrived too slowly"},
     413: {"description": "Body too large"},
     422: {"description": "Invalid input: the body names each field and problem"},
-    503: {"description": "A backend is unavailable; retry later"},
+    503: {"description": "A backend is unavailable or the service is overloaded; retry later"},
 }
 
 
 class _Observe:
-    """ASGI middleware: request count and duration per route template; body size limit."""
+    """ASGI middleware: request count and duration per route template."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -57,20 +68,6 @@ class _Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                resp = JSONResponse(
-                    {
-                        "error": {
-                            "type": "too_large",
-                            "message": f"body over {MAX_BODY_BYTES} bytes",
-                            "problems": [],
-                        }
-                    },
-                    status_code=413,
-                )
-                await resp(scope, receive, send)
-                return
         start = time.perf_counter()
         status = [500]
 
@@ -89,27 +86,57 @@ class _Observe:
             self.metrics.http_duration.labels(path, method).observe(time.perf_counter() - start)
 
 
-def create_app(system: Offerloop) -> FastAPI:
+def create_app(system: Offerloop, *, service: bool = False) -> FastAPI:
+    """The HTTP app of ``system``. ``service``: running under ``offerloop serve`` (sheds
+    decide requests when the event loop runs late, setting ``load_shed_ms``)."""
+    s = system.settings
+    timeout = s.request_timeout_seconds
+    pools = WorkPools(
+        system.metrics,
+        {
+            k: (threads, most, timeout if k != "slow" else 30.0)
+            for k, (threads, most, _) in POOLS.items()
+        },
+    )
     app = FastAPI(
         title="offerloop",
         version=__version__,
         description="Personalised promotions, delivered continuously.",
         responses=_ERRORS,
+        on_shutdown=[pools.close],
     )
+    app.router.route_class = StrictJSONRoute
     install_error_handlers(app, system.metrics)
     app.add_middleware(_Observe, metrics=system.metrics)
-    # outermost: well-formed decide requests skip the framework (serving._hot)
-    app.add_middleware(HotDecide, system=system, max_body=MAX_BODY_BYTES)
+    # well-formed decide requests skip the framework (serving._hot)
+    app.add_middleware(HotDecide, system=system)
+    # outermost: body limits and load shedding (serving._edge)
+    lag = LoopLag() if service and s.load_shed_ms > 0 else None
+    app.add_middleware(
+        Edge,
+        metrics=system.metrics,
+        max_body=s.max_body_bytes,
+        body_timeout=s.http_body_timeout_seconds,
+        lag=lag,
+        shed_ms=s.load_shed_ms,
+    )
     app.state.system = system
+    app.state.pools = pools
 
     @app.post("/v1/events", response_model=IngestOut, tags=["events"])
     async def post_events(batch: EventBatch) -> IngestOut:
         """Append events to the log: durable before the answer, idempotent on ``event_id``.
 
         At most ``max_batch_events`` (default 1000) per batch; an invalid batch writes nothing.
+        Each purchase naming a decision gets its attribution verdict in ``attribution``.
         """
-        r = system.ingest(batch.events)
-        return IngestOut(accepted=r.accepted, duplicates=r.duplicates)
+        r = await pools.run("write", system.ingest, batch.events)
+        return IngestOut(
+            accepted=r.accepted,
+            duplicates=r.duplicates,
+            attribution=dict(r.attribution),
+            features=r.online,
+        )
 
     @app.post("/v1/decide", response_model=DecideOut, tags=["decisions"])
     async def post_decide(body: DecideIn) -> dict[str, Any]:
@@ -121,8 +148,9 @@ def create_app(system: Offerloop) -> FastAPI:
     async def get_decision(
         decision_id: str = Path(min_length=1, max_length=128, pattern=r"^[\w\-]+$"),
     ) -> DecisionOut:
-        """A logged decision with the revenue attributed to it so far."""
-        r, reward = system.decision(decision_id)
+        """A logged decision with the revenue attributed to it so far (shadow scores appear
+        once they are scored, moments after the answer)."""
+        r, reward = await pools.run("read", system.decision, decision_id)
         return DecisionOut(
             decision_id=r.decision_id,
             ts=format_ts(r.ts),
@@ -149,7 +177,7 @@ def create_app(system: Offerloop) -> FastAPI:
     ) -> PlayerFeaturesOut:
         """Every feature's value as served now, and the newest event behind it."""
         now = system.clock.now()
-        readings = system.player_readings(player_id, now)
+        readings = await pools.run("read", system.player_readings, player_id, now)
         return PlayerFeaturesOut(
             player_id=player_id,
             as_of=format_ts(now),
@@ -178,30 +206,38 @@ def create_app(system: Offerloop) -> FastAPI:
             metrics=dict(m.metrics),
         )
 
-    @app.get("/v1/models", response_model=ModelsOut, tags=["models"])
-    async def list_models(campaign: str | None = None) -> ModelsOut:
-        """Every registered version (optionally of one campaign), oldest first."""
+    def list_models_now(campaign: str | None) -> ModelsOut:
         if campaign is not None:
             system.campaign(campaign)  # 404 for an unknown campaign
         return ModelsOut(models=[model_out(m.version) for m in system.registry.list(campaign)])
+
+    @app.get("/v1/models", response_model=ModelsOut, tags=["models"])
+    async def list_models(campaign: str | None = None) -> ModelsOut:
+        """Every registered version (optionally of one campaign), oldest first."""
+        return await pools.run("read", list_models_now, campaign)
 
     @app.get("/v1/models/{version}", response_model=ModelOut, tags=["models"])
     async def get_model(version: str = Path(min_length=1, max_length=128)) -> ModelOut:
         """One version: lineage (data window, rows, features hash, code), parameters, and
         offline estimates against the release."""
-        return model_out(version)
+        return await pools.run("read", model_out, version)
 
-    app.include_router(admin_router(system))
-    app.include_router(monitoring_router(system))
+    app.include_router(admin_router(system, pools))
+    app.include_router(monitoring_router(system, pools))
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, Any]:
-        system.backend.generation()  # raises BackendUnavailable (503) if the store is gone
-        return {"status": "ok", "backend": system.backend.name, "version": __version__}
+    async def healthz() -> JSONResponse:
+        """Whether this process serves, and the state of each dependency, from memory (no
+        store is asked: a stalled store cannot stall the health check). 200 while
+        decisions are answered, even from fallbacks; ``status`` says ``degraded`` then."""
+        return JSONResponse(system.health())
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    def metrics() -> Response:
-        _refresh_deployment_gauge(system)
+    async def metrics() -> Response:
+        if system.decider.background:
+            _deployment_gauge(system)  # from the state decisions use: no store asked
+        else:
+            await pools.run("read", _deployment_gauge, system)
         return Response(system.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
@@ -210,14 +246,22 @@ def create_app(system: Offerloop) -> FastAPI:
 _SAFE = re.compile(r"^[\w.\-:]+$")
 
 
-def _refresh_deployment_gauge(system: Offerloop) -> None:
+def _deployment_gauge(system: Offerloop) -> None:
     gauge = system.metrics.released_info
     gauge.clear()
     for c in system.campaigns.values():
-        st = system.deployments.state(c.id)
-        if st.released and _SAFE.match(st.released):
-            gauge.labels(c.id, st.released, "released").set(1)
-        for v in st.shadows:
+        live = system.decider.cached(c.id) if system.decider.background else None
+        if live is not None:
+            released = live.released[0] if live.released else ""
+            shadows = [v for v, _ in live.shadows]
+            canary, share = (live.canary[0], live.canary[2]) if live.canary else ("", 0.0)
+        else:
+            st = system.deployments.state(c.id)
+            released, shadows = st.released or "", list(st.shadows)
+            canary, share = st.canary or "", st.canary_share
+        if released and _SAFE.match(released):
+            gauge.labels(c.id, released, "released").set(1)
+        for v in shadows:
             gauge.labels(c.id, v, "shadow").set(1)
-        if st.canary:
-            gauge.labels(c.id, st.canary, "canary").set(st.canary_share)
+        if canary:
+            gauge.labels(c.id, canary, "canary").set(share)

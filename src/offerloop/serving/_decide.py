@@ -3,6 +3,7 @@ shadows score the same row afterwards (``serving._shadows``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import secrets
@@ -21,6 +22,7 @@ from offerloop._errors import BackendUnavailable, Conflict, NotFound
 from offerloop.backends import Backend, DecisionRecord
 from offerloop.backends._journal import DecisionJournal
 from offerloop.campaigns import Campaign, Offer
+from offerloop.events import decision_token
 from offerloop.features import FeatureValue
 from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
@@ -37,6 +39,7 @@ FeatureSource = Callable[[str, float, Mapping[str, Any]], dict[str, FeatureValue
 class Decision:
     record: DecisionRecord
     offer: Offer
+    token: str = ""  # the signed decision token (setting decision_token_secret), or ""
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,10 @@ class Decider:
         journal_first: bool = False,
         shadow_sink: ShadowSink | None = None,
         compile_dir: Path | None = None,
+        token_secret: str = "",
     ) -> None:
         self.compile_dir = compile_dir
+        self.token_secret = token_secret
         self.backend = backend
         self.features = features
         self.default_features = default_features
@@ -102,6 +107,7 @@ class Decider:
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
         self._live: dict[str, _Live] = {}
+        self._background = False
         self._compiling: weakref.WeakSet[Policy] = weakref.WeakSet()  # compiled or under way
         self._compile_threads: list[threading.Thread] = []
 
@@ -114,18 +120,36 @@ class Decider:
             ) from None
 
     def invalidate(self) -> None:
-        """Forget the cached deployment state (the next decision re-reads it)."""
+        """Forget the cached deployment state (the next decision re-reads it; in the
+        background mode, re-read it now)."""
+        if self._background:
+            for campaign in list(self._live):
+                with contextlib.suppress(BackendUnavailable):
+                    self._live[campaign] = replace(self._live[campaign], generation=-1)
+                    self.refresh(campaign)
+            return
         self._live.clear()
 
     def live(self, campaign: str) -> _Live:
         """Deployment state, re-read at most every ``refresh_seconds`` of real time. If the
         backend cannot be read, the last known state keeps serving (and the fault is counted).
         A version whose artifact fails to load is left out (counted); a release that fails to
-        load is replaced by uniform random over the offers (propensities stay exact)."""
+        load is replaced by uniform random over the offers (propensities stay exact).
+
+        With :meth:`refresh_in_background` (``offerloop serve``), a decision never reads the
+        backend: a background thread re-reads the state and this returns what it last read."""
+        cur = self._live.get(campaign)
+        if cur is not None and (
+            self._background or time.monotonic() - cur.checked_at < self.refresh_seconds
+        ):
+            return cur
+        return self.refresh(campaign)
+
+    def refresh(self, campaign: str) -> _Live:
+        """Re-read a campaign's deployment state now (the background thread, or a decision
+        whose cached state is older than ``refresh_seconds``)."""
         cur = self._live.get(campaign)
         mono = time.monotonic()
-        if cur is not None and mono - cur.checked_at < self.refresh_seconds:
-            return cur
         if cur is not None and mono < self._db_down_until:
             return cur  # the database is down: keep serving the state we know
         try:
@@ -152,6 +176,20 @@ class Decider:
             cur = _Live(cur.generation, cur.released, cur.shadows, mono, cur.canary)
         self._live[campaign] = cur
         return cur
+
+    def refresh_in_background(self) -> None:
+        """From now on decisions use the cached state only; the caller runs :meth:`refresh`
+        for every campaign periodically (and did once before)."""
+        self._background = True
+
+    @property
+    def background(self) -> bool:
+        """Whether a background thread re-reads the deployment state (decisions never do)."""
+        return self._background
+
+    def cached(self, campaign: str) -> _Live | None:
+        """The state decisions use now, without any I/O (None: never read)."""
+        return self._live.get(campaign)
 
     def _log(self, record: DecisionRecord) -> None:
         """Make the decision durable before the answer: appended to the journal (committed
@@ -280,6 +318,7 @@ class Decider:
             context=context,
             score_ms=score_ms,
             fallback="; ".join(notes),
+            price=float(offer.price),
         )
         self._log(record)
         # shadows are scored after the answer, in batches (serving._shadows)
@@ -288,7 +327,12 @@ class Decider:
         )
         self.metrics.decisions.labels(campaign.id, version, mode, offer.id).inc()
         self.metrics.decision_duration.labels(campaign.id).observe(time.perf_counter() - started)
-        return Decision(record, offer)
+        token = (
+            decision_token(self.token_secret, record.decision_id, player_id)
+            if self.token_secret
+            else ""
+        )
+        return Decision(record, offer, token)
 
 
 class _Unavailable:

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from offerloop._errors import (
     ArtifactCorrupt,
@@ -20,12 +21,13 @@ from offerloop._errors import (
     InvalidInput,
     NotFound,
     OfferloopError,
+    Overloaded,
     Problem,
     Unauthenticated,
 )
 from offerloop.monitoring import Metrics
 
-__all__ = ["STATUS", "error_answer", "install_error_handlers", "location"]
+__all__ = ["STATUS", "error_answer", "error_body", "install_error_handlers", "location"]
 
 STATUS: tuple[tuple[type[OfferloopError], int, str], ...] = (
     (InvalidInput, 422, "invalid_input"),
@@ -34,6 +36,7 @@ STATUS: tuple[tuple[type[OfferloopError], int, str], ...] = (
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (BackendUnavailable, 503, "backend_unavailable"),
+    (Overloaded, 503, "overloaded"),
     (ArtifactCorrupt, 500, "artifact_corrupt"),
     (OfferloopError, 500, "error"),
 )
@@ -46,6 +49,11 @@ def location(loc: Sequence[int | str]) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "body"
+
+
+def error_body(kind: str, message: str, problems: Sequence[Problem] = ()) -> dict[str, Any]:
+    """The one JSON shape of every error answer."""
+    return _body(kind, message, problems or [Problem("", message)])
 
 
 def _body(kind: str, message: str, problems: Sequence[Problem]) -> dict[str, Any]:
@@ -68,7 +76,10 @@ def error_answer(
     status, kind = next((st, k) for cls, st, k in STATUS if isinstance(exc, cls))
     problems = exc.problems if isinstance(exc, InvalidInput) else [Problem("", exc.message)]
     metrics.errors.labels("client" if status < 500 else kind).inc()
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = None
+    if status == 503:
+        wait = exc.retry_after if isinstance(exc, Overloaded) else 1.0
+        headers = {"Retry-After": str(max(1, round(wait)))}
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="offerloop-admin"'}
     return status, headers, _body(kind, exc.message, problems)
@@ -81,7 +92,8 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         for err in exc.errors():
             if err.get("type") == "json_invalid":
                 status = 400
-                problems.append(Problem("body", f"malformed JSON: {err.get('msg', '')}"))
+                detail = (err.get("ctx") or {}).get("error") or err.get("msg", "")
+                problems.append(Problem("body", f"malformed JSON: {detail}"))
             elif err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",):
                 status = 400
                 problems.append(Problem("body", "a JSON body is required"))
@@ -100,6 +112,18 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         status, headers, body = error_answer(exc, metrics)
         return JSONResponse(body, status_code=status, headers=headers)
 
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own errors (unknown route, wrong method, a body it cannot parse) in
+        our shape."""
+        kinds = {404: "not_found", 405: "method_not_allowed", 400: "malformed_request"}
+        kind = kinds.get(exc.status_code, "http_error")
+        if exc.status_code < 500:
+            metrics.errors.labels("client").inc()
+        return JSONResponse(
+            error_body(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
     app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, on_http)  # type: ignore[arg-type]
     app.add_exception_handler(OfferloopError, on_offerloop)
     app.add_exception_handler(Exception, on_unexpected)

@@ -8,8 +8,13 @@ body is validated by the same pydantic model (``DecideIn``, parsed from JSON byt
 pydantic-core), errors raised by the decision get the same answers as everywhere
 (``serving._errors.error_answer``), and the request is counted in the same metrics. Every
 other request, and a decide request that is not well-formed JSON for ``DecideIn``, goes to
-the full application unchanged (with the body it has already read), so every error answer
-still comes from one place and the OpenAPI document still describes the route.
+the full application unchanged (the body was read once, by ``serving._edge``), so every error
+answer still comes from one place and the OpenAPI document still describes the route.
+
+The decision itself runs on the event loop: it never blocks on a store (features have a
+short timeout and a breaker; the journal append is a ``write(2)``; deployments are re-read
+by a background thread under ``offerloop serve``), and a thread hop would cost more than
+the whole decision.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import time
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offerloop.serving._api import DecideIn, decide_body
+from offerloop.serving._edge import BODY_KEY
 from offerloop.serving._errors import error_answer
 
 if TYPE_CHECKING:
@@ -33,29 +39,26 @@ _PATH = "/v1/decide"
 
 
 class HotDecide:
-    def __init__(self, app: ASGIApp, system: Offerloop, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, system: Offerloop) -> None:
         self.app = app
         self.system = system
-        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = scope.get(BODY_KEY)  # read (and size-checked) by serving._edge
         if (
             scope["type"] != "http"
             or scope["path"] != _PATH
             or scope["method"] != "POST"
-            or not _plain_json(scope, self.max_body)
+            or body is None
+            or not _json(scope)
         ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        body, more = await _read(receive, self.max_body)
-        if more:  # too large or cut short: the full application answers
-            await self.app(scope, _replay(body, receive, more=True), send)
-            return
         try:
             req = DecideIn.model_validate_json(body)
         except ValidationError:  # the full application names the problems
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, receive, send)
             return
         metrics = self.system.metrics
         headers: dict[str, str] | None = None
@@ -77,43 +80,9 @@ class HotDecide:
         metrics.http_duration.labels(_PATH, "POST").observe(time.perf_counter() - started)
 
 
-def _plain_json(scope: Scope, max_body: int) -> bool:
-    """A JSON body (``application/json``) of a declared size within the limit."""
-    json_body = sized = False
+def _json(scope: Scope) -> bool:
+    """A JSON body (``application/json``)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
-        elif name == b"content-length":
-            sized = value.isdigit() and int(value) <= max_body
-    return json_body and sized
-
-
-async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The whole body, unless it exceeds ``limit`` (then what was read, and True)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True  # disconnected
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks), True
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes, receive: Receive, more: bool = False) -> Receive:
-    """A ``receive`` that first hands back the body already read, then the real stream."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False

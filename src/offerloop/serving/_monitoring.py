@@ -1,7 +1,9 @@
 """The monitoring HTTP API: the numbers behind each dashboard chart as JSON, and the dashboard.
 
-Endpoints are plain ``def`` so their computations (reading logs, re-scoring for
-calibration) run in the thread pool, never blocking the event loop that serves decisions.
+Their computations (reading logs, re-scoring for calibration) run in the ``slow`` pool
+(``serving._pools``): one thread, a few requests in flight at most (more are shed with 503),
+never on the event loop that serves decisions, and never more than one at a time competing
+with it for the interpreter.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from offerloop._clock import parse_rfc3339
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 from offerloop.monitoring._dashboard import render_dashboard
+from offerloop.serving._pools import WorkPools
+from offerloop.serving._routing import StrictJSONRoute
 
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
@@ -52,13 +56,14 @@ def _bucket(value: str) -> float:
     return float(seconds)
 
 
-def monitoring_router(system: Offerloop) -> APIRouter:
+def monitoring_router(system: Offerloop, pools: WorkPools) -> APIRouter:
     m = system.monitor
-    router = APIRouter(tags=["monitoring"])
+    router = APIRouter(tags=["monitoring"], route_class=StrictJSONRoute)
+    slow = pools.run
     prefix = "/v1/monitoring"
 
     @router.get(f"{prefix}/revenue")
-    def revenue(
+    async def revenue(
         campaign: str | None = None,
         start: str | None = Query(default=None, description=_TS),
         end: str | None = Query(default=None, description="RFC 3339 time; default: now."),
@@ -66,59 +71,63 @@ def monitoring_router(system: Offerloop) -> APIRouter:
     ) -> Any:
         """Realised revenue per matured decision by version, mode and time bucket, with the
         deployment transitions in the range (releases, canaries, rollbacks)."""
-        return m.revenue(campaign, _time("start", start), _time("end", end), _bucket(bucket))
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.revenue, campaign, t0, t1, b)
 
     @router.get(f"{prefix}/conversion")
-    def conversion(
+    async def conversion(
         campaign: str | None = None, start: str | None = None, end: str | None = None
     ) -> Any:
         """Conversion and revenue per decision by offer (matured decisions)."""
-        return m.conversion(campaign, _time("start", start), _time("end", end))
+        return await slow("slow", m.conversion, campaign, _time("start", start), _time("end", end))
 
     @router.get(f"{prefix}/calibration")
-    def calibration(
+    async def calibration(
         campaign: str | None = None, start: str | None = None, end: str | None = None
     ) -> Any:
         """Predicted vs realised revenue per version (versions with a reward model)."""
-        return m.calibration(campaign, _time("start", start), _time("end", end))
+        t0, t1 = _time("start", start), _time("end", end)
+        return await slow("slow", m.calibration, campaign, t0, t1)
 
     @router.get(f"{prefix}/shadows")
-    def shadows(
+    async def shadows(
         campaign: str | None = None,
         start: str | None = None,
         end: str | None = None,
         bucket: str = "1d",
     ) -> Any:
         """Off-policy estimates of each shadow on the traffic it scored, per bucket."""
-        return m.shadows(campaign, _time("start", start), _time("end", end), _bucket(bucket))
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.shadows, campaign, t0, t1, b)
 
     @router.get(f"{prefix}/drift")
-    def drift(campaign: str | None = None) -> Any:
+    async def drift(campaign: str | None = None) -> Any:
         """PSI (and Jensen–Shannon for categories) of each feature and of the offer mix,
         live window vs training window, with default-value shares and alert states."""
-        return m.drift(campaign)
+        return await slow("slow", m.drift, campaign)
 
     @router.get(f"{prefix}/latency")
-    def latency() -> Any:
+    async def latency() -> Any:
         """Decision, feature-lookup and HTTP latency quantiles of this process."""
         return m.latency()
 
     @router.get(f"{prefix}/freshness")
-    def freshness() -> Any:
+    async def freshness() -> Any:
         """Quantiles of the age of the newest event behind served features."""
         return m.freshness()
 
     @router.get(f"{prefix}/runs")
-    def runs(limit: int = Query(default=30, ge=1, le=1000)) -> Any:
+    async def runs(limit: int = Query(default=30, ge=1, le=1000)) -> Any:
         """The latest pipeline runs and what they did."""
-        return m.runs(limit)
+        return await slow("read", m.runs, limit)
 
     @router.get("/dashboard", response_class=HTMLResponse, tags=["monitoring"])
-    def dashboard(
+    async def dashboard(
         campaign: str | None = None,
         refresh: int = Query(default=30, ge=0, le=3600, description="Reload every N s; 0: never."),
     ) -> HTMLResponse:
         """The dashboard: server-rendered SVG, no scripts, reloads itself."""
-        return HTMLResponse(render_dashboard(m, campaign, refresh or None))
+        page = await slow("slow", render_dashboard, m, campaign, refresh or None)
+        return HTMLResponse(page)
 
     return router

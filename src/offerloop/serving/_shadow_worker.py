@@ -140,6 +140,7 @@ def _main() -> None:
     from offerloop._clock import SystemClock
     from offerloop.backends import open_backend
 
+    _die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(10)  # background work: the serving process (and Redis) get the CPU first
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -153,7 +154,9 @@ def _main() -> None:
             doc[f.name] = tuple(doc[f.name])
     settings = Settings(**doc)
     seed = json.loads(os.environ.get("OFFERLOOP_SHADOW_WORKER_SEED", "null"))
-    backend = open_backend(settings)
+    # the service migrated the schema; a worker never creates one (a dropped schema or a
+    # deleted data directory stays gone)
+    backend = open_backend(settings, migrate=False)
     worker = _Worker(settings, backend, Registry(backend, SystemClock()), seed)
     try:
         while True:
@@ -164,6 +167,20 @@ def _main() -> None:
             _send(stdout, json.dumps(worker.score(batch)).encode())
     finally:
         backend.close()
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to end this process when its parent dies (Linux ``PR_SET_PDEATHSIG``),
+    even while it is busy: closing stdin is only noticed between batches."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
 
 
 class _Worker:

@@ -19,19 +19,24 @@ from fastapi import FastAPI
 from offerloop._settings import load_settings
 from offerloop._system import Offerloop
 from offerloop.serving._app import create_app
+from offerloop.serving._server import server_config, set_header_timeout
 
 __all__ = ["run_workers", "service_app"]
 
 
 def service_app() -> FastAPI:
     """The app of one worker process (a uvicorn factory)."""
-    system = Offerloop(load_settings().for_service())
+    settings = load_settings().for_service()
+    system = Offerloop(settings)
     system.bootstrap(actor="serve")
     system.warm()  # Redis already built by the parent: nothing to rebuild
+    system.start_background()
     gc.collect()
     gc.freeze()  # as in single-process serve: the start-up heap stays out of full GC passes
     atexit.register(system.close)  # the journal's last batch, the shadow worker
-    return create_app(system)
+    # the connection timeouts of this process's server (serving._server)
+    set_header_timeout(settings.http_header_timeout_seconds, system.metrics)
+    return create_app(system, service=True)
 
 
 def run_workers(host: str, port: int, workers: int) -> None:
@@ -40,16 +45,18 @@ def run_workers(host: str, port: int, workers: int) -> None:
     connection. The single-process server sets it per connection; the worker processes,
     serving a socket passed to them, do not, and a response written as headers then body
     then waits for the client's delayed ACK: 44 ms per keep-alive request, measured."""
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(
+    settings = load_settings()
+    config = server_config(
         "offerloop.serving._workers:service_app",
-        factory=True,
+        host,
+        port,
+        metrics=None,
+        header_timeout=settings.http_header_timeout_seconds,
+        idle_timeout=settings.http_idle_timeout_seconds,
         workers=workers,
-        host=host,
-        port=port,
-        log_level="warning",
+        factory=True,
     )
     sock = config.bind_socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from offerloop.backends import Backend
-from offerloop.events import attribute
+from offerloop.events import AttributionRules, attribute
 from offerloop.policies import LoggedData
 
 __all__ = ["TrainingSet", "build_training_set", "split_by_time"]
@@ -23,16 +23,22 @@ class TrainingSet:
 
 
 def build_training_set(
-    backend: Backend, campaign: str, now: float, window_seconds: float, start: float = 0.0
+    backend: Backend,
+    campaign: str,
+    now: float,
+    rules: AttributionRules | float,
+    start: float = 0.0,
 ) -> TrainingSet:
     """Decisions in ``[start, now - window)``, with rewards that are final at ``now``.
 
     Decisions whose window is still open are excluded, never counted as zero reward.
+    ``rules``: the attribution rules (``Offerloop.attribution``), or just the window.
     """
+    window_seconds = rules.window_seconds if isinstance(rules, AttributionRules) else rules
     end = now - window_seconds
     decisions = backend.decisions(campaign, start, end)
     still_open = len(backend.decisions(campaign, max(start, end), now + 1e-6))
-    rewards = attribute(backend, decisions, window_seconds, now)
+    rewards = attribute(backend, decisions, rules, now)
     assert all(r.final for r in rewards.values())
     data = LoggedData(
         features=[d.training_row for d in decisions],

@@ -1,0 +1,132 @@
+"""Bounded work: no request waits on another, on a stalled dependency, or in an endless queue.
+
+The event loop runs only work that never blocks: the decision path (``serving._hot``: the
+features read has a short timeout and a breaker, the journal append is a ``write(2)``) and
+answers built from memory (``/healthz``, ``/metrics``). Everything that can block on a store
+or compute for long runs in a thread pool of its *class* (:class:`WorkPools`):
+
+* ``write``: event batches, admin changes;
+* ``read``: decision lookups, a player's features, the registry;
+* ``slow``: the dashboard, the monitoring views, reports (heavy reads over the logs).
+
+Each class has a bound on work in flight (queued or running); a request over it is shed at
+once with ``Overloaded`` (HTTP 503 + ``Retry-After``) instead of joining a queue whose wait
+would exceed any client's timeout. Each request has a deadline: a store that stalls makes
+its request answer 503 after ``timeout`` seconds while the thread waits for the store's own
+deadline (``backends._guard``); the slot stays taken until the thread returns, so stuck work
+is counted and sheds new work rather than piling up behind it.
+
+:class:`LoopLag` measures how late the event loop runs its callbacks: how long a request
+that arrives now waits before it is looked at. Above ``shed_ms``, decide requests are shed
+(the CoDel idea: drop on queueing delay, not queue length), so that at five times the
+comfortable rate the answered requests keep their latency and the rest get a quick 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from offerloop._errors import BackendUnavailable, Overloaded
+from offerloop.monitoring import Metrics
+
+__all__ = ["POOLS", "LoopLag", "WorkPools"]
+
+T = TypeVar("T")
+
+# class -> (threads, most in flight, seconds before the request is answered 503)
+POOLS: dict[str, tuple[int, int, float]] = {
+    "write": (4, 64, 5.0),
+    "read": (4, 64, 5.0),
+    "slow": (1, 4, 30.0),
+}
+
+
+class WorkPools:
+    def __init__(
+        self, metrics: Metrics, pools: dict[str, tuple[int, int, float]] | None = None
+    ) -> None:
+        self.metrics = metrics
+        self.limits = dict(pools or POOLS)
+        self._executors = {
+            kind: ThreadPoolExecutor(threads, thread_name_prefix=f"offerloop-{kind}")
+            for kind, (threads, _, _) in self.limits.items()
+        }
+        self._in_flight = dict.fromkeys(self.limits, 0)
+        self._lock = threading.Lock()
+
+    def in_flight(self, kind: str) -> int:
+        return self._in_flight[kind]
+
+    async def run(self, kind: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the ``kind`` pool; ``Overloaded`` at once when the class is full,
+        ``BackendUnavailable`` when it does not finish within the class's deadline."""
+        _, most, timeout = self.limits[kind]
+        with self._lock:
+            if self._in_flight[kind] >= most:
+                self.metrics.shed.labels(kind).inc()
+                raise Overloaded(f"too many {kind} requests in flight ({most}); retry shortly")
+            self._in_flight[kind] += 1
+        try:
+            fut: Future[T] = self._executors[kind].submit(fn, *args)
+        except BaseException:
+            self._release(kind)
+            raise
+        fut.add_done_callback(lambda _f: self._release(kind))
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
+        except TimeoutError:
+            self.metrics.request_timeouts.labels(kind).inc()
+            raise BackendUnavailable(
+                f"the request did not finish within {timeout:g} s (a store is slow or "
+                "unavailable); retry later"
+            ) from None
+
+    def _release(self, kind: str) -> None:
+        with self._lock:
+            self._in_flight[kind] -= 1
+
+    def close(self) -> None:
+        for ex in self._executors.values():
+            ex.shutdown(wait=False, cancel_futures=True)
+
+
+class LoopLag:
+    """How late the event loop is: a ticker every ``interval`` measures its own delay."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self._due = 0.0  # when the ticker should run next (monotonic); 0: not started
+        self._last = 0.0  # the delay the ticker measured last
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._due = time.monotonic() + self.interval
+            self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            self._last = max(0.0, now - self._due)
+            self._due = now + self.interval
+
+    def now_ms(self) -> float:
+        """The loop's current delay: the last measured one, or more if the ticker itself is
+        overdue (the loop is busy right now)."""
+        if not self._due:
+            return 0.0
+        return 1000.0 * max(self._last, time.monotonic() - self._due)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
