@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON := $(PYTHON)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: demo test check bench lint typecheck clean
+.PHONY: demo test quick check bench lint typecheck clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,10 @@ $(CHROMIUM):
 
 test: check $(CHROMIUM)
 	CHROMIUM_PATH=$(CHROMIUM) $(RUN) pytest
+
+# The developer loop: everything but the tests marked slow (real server processes, long runs).
+quick: check
+	$(RUN) pytest -m "not slow" -q
 
 # Load generators for bench/load_test.py and bench/soak.py, from Debian's packages.
 /usr/bin/hey /usr/bin/wrk:

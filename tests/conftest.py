@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from starlette.testclient import TestClient
@@ -107,3 +109,46 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 def unique_name(prefix: str) -> str:
     """A schema or key-prefix name no other test (or concurrent run) uses."""
     return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+
+
+# -- the servers tests need, checked once: a clear skip (or, in CI, a clear failure) when one
+# is not answering, instead of a cascade of connection errors
+SERVICES = {"postgres": PG_URL, "redis": REDIS_URL}
+_HOW = {
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "redis": "redis-server --daemonize yes --port 6379 --save '' --appendonly no",
+}
+
+
+def _answers(url: str) -> bool:
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _needs(item: pytest.Item) -> set[str]:
+    out: set[str] = set()
+    for mark in item.iter_markers("needs"):
+        out.update(mark.args)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for value in params.values():
+        if value == "postgres+redis":
+            out.update(("postgres", "redis"))
+        elif value == "postgres":
+            out.add("postgres")
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = {name for name, url in SERVICES.items() if not _answers(url)}
+    if not missing:
+        return
+    why = "; ".join(f"{n} at {SERVICES[n]} does not answer (start it: {_HOW[n]})" for n in missing)
+    if os.environ.get("OFFERLOOP_TEST_REQUIRE_SERVICES"):
+        raise pytest.UsageError(f"tests need their servers: {why}")
+    for item in items:
+        if _needs(item) & missing:
+            item.add_marker(pytest.mark.skip(reason=f"needs {why}"))

@@ -93,6 +93,8 @@ class Offerloop:
                 settings.redis_prefix,
                 self.features,
                 read_timeout=settings.online_read_timeout_ms / 1000.0,
+                # an event batch's fold gives up well before its request's deadline
+                write_timeout=min(2.0, settings.request_timeout_seconds / 3),
             )
         self._online = OnlineFeatures(self.features, self._redis)
         # the online state catches up with the log by itself (features._follow); a gap in
@@ -369,10 +371,8 @@ class Offerloop:
         the decisions from the database, or from this process's journal if not yet
         committed."""
         ids = list({e.decision_id for e in purchases if e.decision_id})
-        found = self.backend.get_decisions(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            found.update(self.journal.find(missing))
+        found = self.journal.find(ids)  # first: see Offerloop.decision
+        found.update(self.backend.get_decisions([i for i in ids if i not in found]))
         earlier = self.backend.purchases_for(list(found)) if found else []
         return self.attribution.classify(purchases, found, earlier, now)
 
@@ -440,9 +440,11 @@ class Offerloop:
         """A logged decision (from the database, or this process's journal until it is
         committed) and its reward so far. Never waits for shadow scoring: a decision read
         right after its answer shows its shadows once they are scored (``flush_shadows``)."""
-        record = self.backend.get_decisions([decision_id]).get(decision_id)
+        # the journal first: a decision leaves it only once committed, so it is in one or
+        # the other at every moment
+        record = self.journal.find([decision_id]).get(decision_id)
         if record is None:
-            record = self.journal.find([decision_id]).get(decision_id)
+            record = self.backend.get_decisions([decision_id]).get(decision_id)
         if record is None:
             raise NotFound(f"decision {decision_id!r} does not exist")
         reward = attribute(self.backend, [record], self.attribution, self.clock.now())

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from offerloop._errors import BackendUnavailable
 from offerloop.backends import DecisionRecord
 from offerloop.backends._journal import DecisionJournal
+from offerloop.backends._rows import decision_row
 from offerloop.backends._sqlite import SQLiteBackend
 
 
@@ -203,3 +207,69 @@ def test_a_batch_being_committed_still_counts_as_backlog(tmp_path: Path) -> None
     assert seen == [3]
     assert journal.backlog() == 0
     journal.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Each real backend, empty."""
+    if request.param == "sqlite":
+        b: Any = SQLiteBackend(tmp_path / "db")
+        yield b
+        b.close()
+        return
+    from offerloop.backends._postgres import PostgresBackend
+    from tests.conftest import PG_URL, unique_name
+
+    b = PostgresBackend(PG_URL, schema=unique_name("j"))
+    yield b
+    b.drop_schema()
+    b.close()
+
+
+def _refused(store: Any, i: int) -> DecisionRecord:
+    """A decision this store refuses for good (it bypassed validation at the edge): a NUL in
+    a text column for PostgreSQL, an unpaired surrogate for SQLite."""
+    bad = "p\x00x" if store.name == "postgres" else "p\ud800x"
+    return replace(_d(i), player_id=bad)
+
+
+def test_a_record_the_database_refuses_is_quarantined_and_the_batch_committed(
+    store: Any, tmp_path: Path
+) -> None:
+    """Finding 1 of issue 13: one decision with a NUL player id killed the writer thread on
+    PostgreSQL; an innocent decision of the same batch was lost, and so were the next ones."""
+    seen: list[int] = []
+    journal = DecisionJournal(tmp_path, store, interval=3600, on_quarantine=seen.append)
+    for i in range(10):
+        journal.append(_refused(store, i) if i == 4 else _d(i))
+    assert journal.flush() == 9  # every other decision of the batch is committed
+    assert sorted(store.get_decisions([f"d{i:05d}" for i in range(10)])) == [
+        f"d{i:05d}" for i in range(10) if i != 4
+    ]
+    (q,) = store.quarantined()
+    assert (q.kind, q.key) == ("decision", "d00004")
+    assert q.payload[2] == _refused(store, 4).player_id  # kept as it was, for an operator
+    assert seen == [1]
+    journal.start()  # the writer thread keeps going: later decisions still arrive
+    for i in range(10, 13):
+        journal.append(_d(i))
+    journal.close()
+    assert len(store.get_decisions([f"d{i:05d}" for i in range(10, 13)])) == 3
+
+
+def test_replay_at_start_quarantines_what_it_cannot_store_and_never_blocks(
+    store: Any, tmp_path: Path
+) -> None:
+    """Finding 1: `serve` on that data dir then exited at every start, replaying the journal."""
+    dead = tmp_path / "journal" / "1-dead.jsonl"
+    dead.parent.mkdir(parents=True)
+    lines = [json.dumps(list(decision_row(_d(i)))) for i in range(3)]
+    lines.insert(1, json.dumps(list(decision_row(_refused(store, 7)))))
+    lines.insert(2, '{"not": "a decision"}')
+    dead.write_text("\n".join(lines) + "\n" + '["torn by a crash", ')
+    journal = DecisionJournal(tmp_path, store, interval=3600)
+    assert journal.flush() == 3  # the good ones
+    journal.close()
+    assert not dead.exists()
+    kinds = sorted(q.kind for q in store.quarantined())
+    assert kinds == ["decision", "journal_line"]  # the torn last line was never acknowledged

@@ -14,6 +14,8 @@ from offerloop.backends._postgres import _MIGRATIONS, PostgresBackend
 from offerloop.testing import BackendConformance
 from tests.conftest import PG_URL, unique_name
 
+pytestmark = pytest.mark.needs("postgres")
+
 
 @pytest.fixture
 def pg() -> Iterator[PostgresBackend]:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real processes or long scenarios
+
 
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None
@@ -19,7 +23,7 @@ def run(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # an upper bound for a loaded machine, not a speed
     )
 
 
@@ -97,6 +101,7 @@ def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_pat
     assert "run-000002-" in listed.stdout
 
 
+@pytest.mark.needs("postgres", "redis")
 def test_features_rebuild_refills_redis_from_postgresql(tmp_path: Path) -> None:
     from offerloop import Offerloop, load_settings
     from offerloop.events import EventIn
@@ -137,3 +142,21 @@ def test_features_rebuild_refills_redis_from_postgresql(tmp_path: Path) -> None:
     finally:
         system.close()
         _drop(settings)
+
+
+def test_settings_never_prints_secrets(tmp_path: Path) -> None:
+    """Finding 10 of issue 13: `offerloop settings` printed the admin token and the database
+    password in clear."""
+    env = {
+        "OFFERLOOP_ADMIN_TOKEN": "tok-3f9a",
+        "OFFERLOOP_DECISION_TOKEN_SECRET": "hmac-77c1",
+        "OFFERLOOP_DATABASE_URL": "postgresql://app:pw-51e2@db.example:5432/prod",
+        "OFFERLOOP_REDIS_URL": "redis://:pw-9d0b@cache.example:6379/0",
+    }
+    p = run("settings", "--data-dir", str(tmp_path / "d"), cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    for secret in ("tok-3f9a", "hmac-77c1", "pw-51e2", "pw-9d0b"):
+        assert secret not in p.stdout
+    assert "admin_token = '***'" in p.stdout
+    assert "postgresql://app:***@db.example:5432/prod" in p.stdout
+    assert "decision_token_secret = '***'" in p.stdout

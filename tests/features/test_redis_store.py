@@ -16,6 +16,8 @@ from offerloop.features._online import InMemoryOnlineStore, StateCodec
 from offerloop.features._redis import RedisOnlineStore
 from tests.conftest import REDIS_URL, unique_name
 
+pytestmark = pytest.mark.needs("redis")
+
 FEATURES = load_features()
 NOW = 1_800_000_000.0
 

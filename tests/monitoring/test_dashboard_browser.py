@@ -18,6 +18,8 @@ from offerloop import ManualClock, Offerloop, load_settings
 from offerloop.serving import create_app
 from offerloop.sim._demo import DEMO_START, DemoConfig, run_demo
 
+pytestmark = pytest.mark.slow  # real processes or long scenarios
+
 ROOT = Path(__file__).parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 DAYS = 4

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,55 @@ def test_the_scheduler_fires_on_time_and_skips_when_locked(
     metric = system.metrics.pipeline_runs
     assert metric.labels("finished")._value.get() == 1
     assert metric.labels("skipped")._value.get() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.needs("postgres", "redis")
+def test_two_schedulers_on_two_machines_run_each_night_once(tmp_path: Path) -> None:
+    """Finding 9 of issue 13: with database_url set, the pipeline lock was a local file and
+    the run records local JSON, so two schedulers could run the same night twice. Here two
+    scheduler processes, each with a data directory of its own (as on two machines), share
+    one PostgreSQL schema and race for the same firings."""
+    from tests.conftest import _drop, service_env, unique_name
+
+    name = unique_name("sch")
+    env = service_env(name)
+    cmd = [sys.executable, "-m", "offerloop", "pipeline", "schedule", "--every", "2s"]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--runs", "3", "--data-dir", str(tmp_path / f"machine{i}")],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+        from offerloop import Offerloop, load_settings
+
+        settings = load_settings(env={}, data_dir=str(tmp_path / "machine0"), **_pg(env))
+        system = Offerloop(settings)
+        try:
+            runs = list_runs(system.backend)
+        finally:
+            system.close()
+        slots = [r["slot"] for r in runs if r["status"] == "finished"]
+        assert slots, [o for o, _ in outs]
+        assert len(slots) == len(set(slots))  # never one firing twice
+        said = "\n".join(o for o, _ in outs)
+        assert "skipped" in said  # the other scheduler saw it taken (lock, or slot done)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        _drop(load_settings(env={}, **_pg(env)))
+
+
+def _pg(env: dict[str, str]) -> dict[str, str]:
+    keys = ("database_url", "database_schema", "redis_url", "redis_prefix")
+    return {k: env[f"OFFERLOOP_{k.upper()}"] for k in keys}

@@ -117,3 +117,38 @@ def test_without_a_compiler_lightgbm_serves_and_the_failure_is_counted(
         assert value == 1
     finally:
         system.close()
+
+
+def test_a_library_planted_in_the_data_directory_is_never_loaded(tmp_path: Path) -> None:
+    """Finding 10 of issue 13: a file planted over a compiled model's .so in the data dir was
+    loaded and run. The planted library here leaves a mark the moment it is loaded."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    from offerloop.policies._compiled import _c_source
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler")
+    x, y = _data()
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, label=y), 5)
+    text = booster.model_to_string()
+    mark = tmp_path / "planted-code-ran"
+    evil = tmp_path / "evil.c"
+    evil.write_text(
+        "#include <stdio.h>\n"
+        f'__attribute__((constructor)) static void run(void) {{ fopen("{mark}", "w"); }}\n'
+        "void offerloop_predict(const double* x, long n, double* out) "
+        "{ for (long i = 0; i < n; i++) out[i] = 0.5; }\n"
+    )
+    cache = tmp_path / "compiled"
+    cache.mkdir()
+    _, source = _c_source(text)
+    for key in (hashlib.sha256(source.encode()).hexdigest()[:32],):  # where it used to look
+        subprocess.run(
+            [cc, "-shared", "-fPIC", "-o", str(cache / f"trees-{key}.so"), str(evil)], check=True
+        )
+    compiled = compile_booster(text, booster.predict, cache)
+    np.testing.assert_array_equal(compiled.predict(x), booster.predict(x))
+    assert not mark.exists()

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serving.test_serve_process import _free_port
 from tests.serving.test_two_processes import _wait
+
+pytestmark = pytest.mark.slow  # real processes or long scenarios
 
 
 def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:

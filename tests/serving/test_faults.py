@@ -4,18 +4,23 @@ marked in the decision log and counted, and recovery is automatic."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from offerloop import ManualClock, Offerloop, load_settings
+from offerloop import BackendUnavailable, ManualClock, Offerloop, load_settings
 from offerloop.policies import FixedPolicy
 from offerloop.serving import create_app
-from tests.conftest import PG_URL, REDIS_URL, T0, _drop, unique_name
-from tests.faults import TcpProxy
+from offerloop.testing import FaultProxy
+from offerloop.testing import FaultProxy as TcpProxy
+from tests.conftest import PG_URL, REDIS_URL, T0, _drop, event, unique_name
+
+pytestmark = pytest.mark.needs("postgres", "redis")
 
 
 @pytest.fixture
@@ -182,3 +187,160 @@ def test_a_corrupt_artifact_or_a_raising_release_never_fails_a_decision(system: 
         )
         == 1
     )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Offerloop, TestClient, FaultProxy, FaultProxy]]:
+    """`offerloop serve`'s configuration (journal, background refresh and follower, bounded
+    request work) on PostgreSQL and Redis, each behind a proxy the test controls."""
+    pg, rd = FaultProxy(5432), FaultProxy(6379)
+    name = unique_name("s")
+    settings = load_settings(
+        env={},
+        data_dir=str(tmp_path / "d"),
+        database_url=PG_URL.replace(":5432", f":{pg.port}"),
+        database_schema=name,
+        redis_url=REDIS_URL.replace(":6379", f":{rd.port}"),
+        redis_prefix=f"{name}:",
+        decision_seed=1,
+        database_timeout_seconds=1.0,
+        request_timeout_seconds=2.0,
+        online_follow_seconds=0.2,
+        shadow_scoring="thread",
+    ).for_service()
+    system = Offerloop(settings, ManualClock(T0))
+    system.bootstrap(actor="test")
+    system.warm()
+    system.start_background()
+    try:
+        with TestClient(create_app(system, service=True)) as client:
+            yield system, client, pg, rd
+    finally:
+        pg.restore()
+        rd.restore()
+        system.close()
+        pg.close()
+        rd.close()
+        _drop(settings.replace(database_url=PG_URL, redis_url=REDIS_URL))
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
+    """Wait for something the service does by itself (an upper bound, not a speed)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_stalled_postgres_never_freezes_decisions_or_the_health_check(
+    served: tuple[Offerloop, TestClient, FaultProxy, FaultProxy],
+) -> None:
+    """Finding 2 of issue 13: PostgreSQL accepting connections but never answering froze
+    every request of the process, /healthz included."""
+    system, client, pg, _ = served
+    assert client.post("/v1/decide", json={"player_id": "p0"}).status_code == 200
+    pg.stall()
+    ids = []
+    for i in range(20):  # before: the first of these waited for ever
+        r = client.post("/v1/decide", json={"player_id": f"p{i}"})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["decision_id"])
+    assert client.get("/healthz").status_code == 200
+    refused = client.post("/v1/events", json={"events": [event(1)]})
+    assert refused.status_code == 503  # within request_timeout_seconds, named
+    assert refused.json()["error"]["type"] == "backend_unavailable"
+    assert "Retry-After" in refused.headers
+    pg.restore()
+    _until(lambda: system.journal.backlog() == 0, "the journal never drained")
+    assert len(system.backend.get_decisions(ids)) == 20  # each acknowledged one, once
+    # the refused batch may have been stored after all (its answer came first): a retry is
+    # then a duplicate, never a second copy
+    again = client.post("/v1/events", json={"events": [event(1)]}).json()
+    assert again["accepted"] + again["duplicates"] == 1
+
+
+def test_a_stalled_redis_costs_decisions_their_features_never_their_answer(
+    served: tuple[Offerloop, TestClient, FaultProxy, FaultProxy],
+) -> None:
+    system, client, _, rd = served
+    buy = event(1, kind="purchase", amount=9.99)
+    assert client.post("/v1/events", json={"events": [buy]}).json()["features"] == "updated"
+    rd.stall()
+    r = client.post("/v1/decide", json={"player_id": "p1"})
+    assert r.status_code == 200, r.text
+    record = system.decision(r.json()["decision_id"])[0]
+    assert record.fallback.startswith("features: defaults")
+    assert client.get("/healthz").json()["dependencies"]["online_store"] == "unavailable"
+    more = client.post("/v1/events", json={"events": [event(2, kind="purchase", amount=1.0)]})
+    assert more.status_code == 200  # stored; folded once Redis is back
+    assert more.json()["features"] == "deferred"
+    rd.restore()
+
+    def caught_up() -> bool:
+        r = client.post("/v1/decide", json={"player_id": "p1"})
+        assert r.status_code == 200, r.text
+        return system.decision(r.json()["decision_id"])[0].features["purchases_total"] == 2
+
+    _until(caught_up, "the online state never caught up with the log")
+
+
+def test_events_stored_during_a_redis_cut_reach_the_online_state(
+    served: tuple[Offerloop, TestClient, FaultProxy, FaultProxy],
+) -> None:
+    """Finding 4 of issue 13: during a Redis cut, event batches were answered 503 but stored,
+    the client's retries came back as duplicates, and the online state never got them
+    (purchases_total 158 online against 204 in the log, for good)."""
+    system, client, _, rd = served
+    rd.cut()
+    for i in range(30):
+        r = client.post(
+            "/v1/events",
+            json={"events": [event(i, player=f"q{i % 3}", kind="purchase", amount=2.0)]},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 1
+    rd.restore()
+    online = system.online
+
+    def folded() -> bool:
+        try:
+            values = [online.read(f"q{k}", system.clock.now()) for k in range(3)]
+        except BackendUnavailable:  # the breaker has not seen Redis back yet
+            return False
+        return all(v["purchases_total"] == 10 for v in values)
+
+    _until(folded, "events stored during the cut never reached the online state")
+    lag = system.metrics.registry.get_sample_value("offerloop_online_lag_events")
+    assert lag == 0
+    # decisions now serve the same values an offline recomputation gives: no skew
+    for k in range(3):
+        assert client.post("/v1/decide", json={"player_id": f"q{k}"}).status_code == 200
+    system.journal.flush()
+    from offerloop.pipeline import skew_report
+
+    report = skew_report(system)
+    assert report.ok, report.mismatches
+    assert report.decisions == 3
+
+
+def test_a_decision_lookup_never_waits_for_the_shadow_worker(
+    served: tuple[Offerloop, TestClient, FaultProxy, FaultProxy],
+) -> None:
+    """Finding 3 of issue 13: GET /v1/decisions/{id} waited 5.3 s on the shadow worker, and
+    a /healthz sent meanwhile waited too. Here the shadow scorer is blocked outright."""
+    system, client, _, _ = served
+    gate = threading.Event()
+    real = system.decider.shadows.sink.score
+
+    def blocked(items: Any) -> int:
+        gate.wait(120)
+        return real(items)
+
+    system.decider.shadows.sink.score = blocked  # type: ignore[method-assign]
+    try:
+        d = client.post("/v1/decide", json={"player_id": "p1"}).json()
+        got = client.get(f"/v1/decisions/{d['decision_id']}")
+        assert got.status_code == 200
+        assert client.get("/healthz").status_code == 200
+    finally:
+        gate.set()

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.slow  # real processes or long scenarios
 
 
 def _free_port() -> int:
@@ -74,3 +77,44 @@ def test_serve_answers_over_http(tmp_path: Path) -> None:
         proc.wait(timeout=20)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_a_second_server_on_one_embedded_data_dir_is_refused(tmp_path: Path) -> None:
+    """Finding 8 of issue 13: two `serve` on one embedded data dir were not refused, and their
+    online features diverged silently (3 purchases seen by one, 0 by the other)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    data = str(tmp_path / "data")
+    port = _free_port()
+    first = subprocess.Popen(
+        [sys.executable, "-m", "offerloop", "serve", "--port", str(port), "--data-dir", data],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120  # an upper bound for a loaded machine
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert first.poll() is None, "the first server exited"
+            assert time.monotonic() < deadline, "the first server did not come up"
+            time.sleep(0.2)
+        argv = ["serve", "--port", str(_free_port()), "--data-dir", data]
+        second = subprocess.run(
+            [sys.executable, "-m", "offerloop", *argv],
+            cwd=tmp_path,
+            env={**env, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 1
+        assert "another `offerloop serve` is running on data directory" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=60)

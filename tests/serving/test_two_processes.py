@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from offerloop import load_settings
 from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
 from tests.serving.test_serve_process import _free_port
+
+pytestmark = [pytest.mark.needs("postgres", "redis"), pytest.mark.slow]
 
 TOKEN = "s3cret-token"
 
@@ -32,11 +35,12 @@ def _start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait(proc: subprocess.Popen[str], base: str) -> None:
-    deadline = time.monotonic() + 60
+def _wait(proc: subprocess.Popen[Any], base: str, seconds: float = 180) -> None:
+    """Until the service answers its health check (an upper bound for a loaded machine)."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=10).status_code == 200:
                 return
         except httpx.TransportError:
             pass

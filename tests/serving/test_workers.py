@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from offerloop import Offerloop, load_settings
 from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
 from tests.serving.test_serve_process import _free_port
 from tests.serving.test_two_processes import _wait
+
+pytestmark = [pytest.mark.needs("postgres", "redis"), pytest.mark.slow]
 
 
 def _children(pid: int) -> list[int]:
@@ -77,3 +81,44 @@ def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
     finally:
         system.close()
         _drop(settings)
+
+
+def test_workers_start_on_a_loaded_machine_without_a_bytecode_cache(tmp_path: Path) -> None:
+    """Finding 10 of issue 13: `serve --workers 2` crash-looped under CPU load when no
+    bytecode cache existed (each worker imported for 6–7 s and missed uvicorn's 5 s health
+    ping). Here: four busy loops, and every module compiled from source."""
+    name = unique_name("wl")
+    env = service_env(name)
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(tmp_path / "no-cache"))
+    burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    port = _free_port()
+    cmd = [sys.executable, "-m", "offerloop", "serve", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(proc, f"http://127.0.0.1:{port}", seconds=300)
+        first = set(_children(proc.pid))
+        time.sleep(10)  # a crash loop shows as workers replaced meanwhile
+        assert set(_children(proc.pid)) == first
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/decide", json={"player_id": "p"}, timeout=60)
+        assert r.status_code == 200
+    finally:
+        for b in burn:
+            b.kill()
+            b.wait()
+        proc.terminate()
+        proc.wait(timeout=120)
+        _drop(
+            load_settings(
+                env={},
+                database_url=PG_URL,
+                database_schema=name,
+                redis_url=REDIS_URL,
+                redis_prefix=f"{name}:",
+            )
+        )

@@ -10,6 +10,8 @@ import pytest
 from offerloop import load_settings
 from offerloop.sim._demo import DemoConfig, run_demo
 
+pytestmark = pytest.mark.slow  # real processes or long scenarios
+
 
 def test_short_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     settings = load_settings(env={}, data_dir=str(tmp_path / "demo"))

@@ -96,6 +96,7 @@ class DecisionJournal:
         self._rows: list[tuple[Any, ...]] = []  # the pending records' rows, built once
         self._on_disk_only = False  # too many pending: replay them from the file instead
         self._in_flight = 0  # taken by a flush, not yet committed (-1: a file replay)
+        self._flight: list[DecisionRecord] = []  # that batch, still findable until committed
         self._orphans = True  # journals of dead processes may wait for replay
         self._lock = threading.Lock()  # the file and the pending list
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -129,7 +130,11 @@ class DecisionJournal:
         """The decisions among these ids that are journaled but maybe not yet committed."""
         wanted = set(decision_ids)
         with self._lock:
-            return {r.decision_id: r for r in self._pending if r.decision_id in wanted}
+            return {
+                r.decision_id: r
+                for r in (*self._flight, *self._pending)
+                if r.decision_id in wanted
+            }
 
     def backlog(self) -> int:
         """Decisions answered but not yet in the database (-1: more than ``max_pending``)."""
@@ -178,6 +183,7 @@ class DecisionJournal:
             batch, self._pending = self._pending, []
             rows, self._rows = self._rows, []
             self._in_flight = -1 if replay_size >= 0 else len(batch)
+            self._flight = batch
         if replay_size >= 0:
             try:
                 stored += self._replay(self.path, replay_size)
@@ -196,9 +202,11 @@ class DecisionJournal:
                         self._pending[:0] = batch
                         self._rows[:0] = rows
                     self._in_flight = 0
+                    self._flight = []
                 raise
         with self._lock:
             self._in_flight = 0
+            self._flight = []
             if not self._pending and not self._on_disk_only:
                 os.ftruncate(self._fd, 0)  # all of it is in the database
         self.stored += stored

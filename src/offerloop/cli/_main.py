@@ -646,6 +646,12 @@ def features_skew(
         example = f"{bad[0][0]}: {bad[0][1]!r} vs {bad[0][2]!r}" if bad else ""
         table.add_row(name, str(n), str(len(bad)), example)
     out.print(table)
+    if r.defaulted:
+        out.print(
+            f"{r.defaulted} decisions served on default features (online store unavailable) "
+            "not compared",
+            highlight=False,
+        )
     out.print("no skew" if r.ok else "SKEW: served values differ from offline recomputation")
     if fail and not r.ok:
         raise typer.Exit(1)
@@ -897,6 +903,45 @@ def _evaluate_file(system: Offerloop, logs: str, path: Path, campaign: str | Non
             "snips": snips(target, data.propensities, data.rewards),
         },
     )
+
+
+@app.command("quarantine")
+def quarantine_cmd(
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Newest this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Records the database refused for good (kept, never dropped): what, when and why."""
+    with _opened(data_dir, config) as system:
+        records = system.backend.quarantined(limit)
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                [
+                    {
+                        "kind": q.kind,
+                        "key": q.key,
+                        "at": format_ts(q.at),
+                        "reason": q.reason,
+                        "payload": q.payload,
+                    }
+                    for q in records
+                ],
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    if not records:
+        out.print("the quarantine is empty", highlight=False)
+        return
+    table = Table(title=f"quarantine ({len(records)} newest)")
+    for col in ("at", "kind", "key", "reason"):
+        table.add_column(col, overflow="fold")
+    for q in records:
+        table.add_row(format_ts(q.at), q.kind, q.key, q.reason)
+    out.print(table)
 
 
 @app.command("check-campaign")

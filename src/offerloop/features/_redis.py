@@ -95,6 +95,7 @@ class RedisOnlineStore:
         moved floor) folds again."""
         if not changes and not marks:
             return
+        self.breaker.check()  # down a moment ago: the log keeps the events; fold them later
         keys = [self._key(p) for p in changes]
         try:
             with self.client.pipeline() as pipe:
@@ -120,6 +121,7 @@ class RedisOnlineStore:
                     except redis.WatchError:
                         continue  # another process changed one of them: fold on its state
         except redis.RedisError as exc:
+            self.breaker.failure(str(exc))
             raise BackendUnavailable(f"Redis update failed: {exc}") from exc
 
     def folded(self, seqs: Sequence[int]) -> set[int]:

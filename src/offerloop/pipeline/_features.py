@@ -106,11 +106,17 @@ def backfill(
     return BackfillResult(len(decisions), updated, [f.name for f in wanted], warnings)
 
 
+DEFAULTED = "features: defaults"  # the decision path's note when the online store failed
+
+
 @dataclass(frozen=True)
 class SkewReport:
     decisions: int
     compared: dict[str, int]  # feature → decisions where both values exist
     mismatches: dict[str, list[tuple[str, Any, Any]]]  # feature → (decision, served, offline)
+    # decisions served on default features because the online store was unavailable (their
+    # record says so): known defaults, not skew, so not compared
+    defaulted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -132,9 +138,13 @@ def skew_report(
 ) -> SkewReport:
     """Recompute offline the features each decision logged, and list every disagreement.
 
-    Features that cannot be recomputed (SQL sources, not point-in-time) are not compared.
+    Features that cannot be recomputed (SQL sources, not point-in-time) are not compared,
+    nor are decisions whose record says they were served on default features (the online
+    store was unavailable): those are counted in ``defaulted``.
     """
     decisions = _decisions(system, campaign, start, end)
+    defaulted = sum(1 for d in decisions if DEFAULTED in d.fallback)
+    decisions = [d for d in decisions if DEFAULTED not in d.fallback]
     comparable: list[Feature] = [f for f in system.features if not isinstance(f, Sql)]
     compared = {f.name: 0 for f in comparable}
     mismatches: dict[str, list[tuple[str, Any, Any]]] = {f.name: [] for f in comparable}
@@ -146,4 +156,4 @@ def skew_report(
                 compared[f.name] += 1
                 if not _same(d.features[f.name], row[f.name]):
                     mismatches[f.name].append((d.decision_id, d.features[f.name], row[f.name]))
-    return SkewReport(len(decisions), compared, mismatches)
+    return SkewReport(len(decisions), compared, mismatches, defaulted)

@@ -51,17 +51,25 @@ def _unfinished(log: RunLog, campaign: str) -> dict[str, Any] | None:
     return None
 
 
-def run_pipeline(system: Offerloop, campaign: str | None = None) -> dict[str, Any]:
+def run_pipeline(
+    system: Offerloop, campaign: str | None = None, slot: float | None = None
+) -> dict[str, Any]:
     """One controller step, then retrain (→ gate → shadow); returns (and records) the run.
 
     A run that crashed or failed is resumed by the next call: same id, same data window
     (``now`` is recorded at its start), finished stages skipped, candidates it registered
     reused instead of trained again. After ``MAX_ATTEMPTS`` it is abandoned and a new run
-    starts.
+    starts. ``slot``: the schedule's firing time this run is for; a slot that already has a
+    finished run is not run again (``Conflict``), so schedulers in several processes or on
+    several machines sharing one store run each night once.
     """
     log: RunLog = system.backend
     cid = system.campaign(campaign).id
     with pipeline_lock(log):
+        if slot is not None:
+            done = [r for r in log.runs(cid) if r.get("slot") == slot]
+            if any(r.get("status") == "finished" for r in done):
+                raise Conflict(f"the run for {format_ts(slot)} has been done already")
         doc = _unfinished(log, cid)
         if doc is not None and doc.get("attempts", 1) >= MAX_ATTEMPTS:
             doc["status"] = "abandoned"
@@ -81,6 +89,7 @@ def run_pipeline(system: Offerloop, campaign: str | None = None) -> dict[str, An
                 "status": "started",
                 "attempts": 1,
                 "stages": {},
+                "slot": slot,
             }
         else:
             doc["attempts"] = doc.get("attempts", 1) + 1

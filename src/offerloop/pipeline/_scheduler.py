@@ -1,8 +1,9 @@
 """Running the pipeline on a schedule, in its own process or inside the service.
 
 The scheduler asks the injectable clock what time it is and the schedule when the next run
-is due; it never runs two at once (the pipeline lock also keeps other processes out), and a
-run that fails is recorded and retried (resumed) at the next firing time.
+is due; it never runs two at once (the pipeline lock also keeps other processes out), each
+firing time is run once across every scheduler sharing the store (the run records its slot),
+and a run that fails is recorded and retried (resumed) at the next firing time.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ class PipelineScheduler:
         now = self.system.clock.now()
         if now < self.next_at:
             return None
+        slot = self.next_at  # the firing this run is for: other schedulers fire for it too
         self.next_at = self.schedule.next_after(now)
         outcome: Outcome
         try:
-            doc = run_pipeline(self.system, self.campaign)
+            doc = run_pipeline(self.system, self.campaign, slot=slot)
             outcome = {"id": doc["id"], "status": doc["status"]}
         except OfferloopError as exc:  # e.g. another process holds the lock
             outcome = {"status": "skipped", "reason": exc.message}

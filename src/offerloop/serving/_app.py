@@ -86,9 +86,12 @@ class _Observe:
             self.metrics.http_duration.labels(path, method).observe(time.perf_counter() - start)
 
 
-def create_app(system: Offerloop, *, service: bool = False) -> FastAPI:
+def create_app(
+    system: Offerloop, *, service: bool = False, lag: LoopLag | None = None
+) -> FastAPI:
     """The HTTP app of ``system``. ``service``: running under ``offerloop serve`` (sheds
-    decide requests when the event loop runs late, setting ``load_shed_ms``)."""
+    decide requests when the event loop runs late, setting ``load_shed_ms``, as measured by
+    ``lag``: a :class:`~offerloop.serving._pools.LoopLag` of its own by default)."""
     s = system.settings
     timeout = s.request_timeout_seconds
     pools = WorkPools(
@@ -111,7 +114,10 @@ def create_app(system: Offerloop, *, service: bool = False) -> FastAPI:
     # well-formed decide requests skip the framework (serving._hot)
     app.add_middleware(HotDecide, system=system)
     # outermost: body limits and load shedding (serving._edge)
-    lag = LoopLag() if service and s.load_shed_ms > 0 else None
+    if not (service and s.load_shed_ms > 0):
+        lag = None
+    elif lag is None:
+        lag = LoopLag()
     app.add_middleware(
         Edge,
         metrics=system.metrics,

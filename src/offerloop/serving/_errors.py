@@ -56,12 +56,20 @@ def error_body(kind: str, message: str, problems: Sequence[Problem] = ()) -> dic
     return _body(kind, message, problems or [Problem("", message)])
 
 
+def _text(s: str) -> str:
+    """Text that can always be sent: a client's unpaired surrogates (in a key it sent, say)
+    are written as ``\\udXXX`` escapes instead of making the error answer unencodable."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _body(kind: str, message: str, problems: Sequence[Problem]) -> dict[str, Any]:
     return {
         "error": {
             "type": kind,
-            "message": message,
-            "problems": [{"location": p.location, "message": p.message} for p in problems],
+            "message": _text(message),
+            "problems": [
+                {"location": _text(p.location), "message": _text(p.message)} for p in problems
+            ],
         }
     }
 

@@ -106,9 +106,13 @@ class LoopLag:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
+        """Start ticking on the running loop (again, if the loop it ticked on is gone)."""
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
             self._due = time.monotonic() + self.interval
-            self._task = asyncio.get_running_loop().create_task(self._tick())
+            self._last = 0.0
+            self._task = loop.create_task(self._tick())
 
     async def _tick(self) -> None:
         while True:
