@@ -131,9 +131,7 @@ class DecisionJournal:
         wanted = set(decision_ids)
         with self._lock:
             return {
-                r.decision_id: r
-                for r in (*self._flight, *self._pending)
-                if r.decision_id in wanted
+                r.decision_id: r for r in (*self._flight, *self._pending) if r.decision_id in wanted
             }
 
     def backlog(self) -> int:

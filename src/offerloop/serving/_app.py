@@ -86,9 +86,7 @@ class _Observe:
             self.metrics.http_duration.labels(path, method).observe(time.perf_counter() - start)
 
 
-def create_app(
-    system: Offerloop, *, service: bool = False, lag: LoopLag | None = None
-) -> FastAPI:
+def create_app(system: Offerloop, *, service: bool = False, lag: LoopLag | None = None) -> FastAPI:
     """The HTTP app of ``system``. ``service``: running under ``offerloop serve`` (sheds
     decide requests when the event loop runs late, setting ``load_shed_ms``, as measured by
     ``lag``: a :class:`~offerloop.serving._pools.LoopLag` of its own by default)."""
