@@ -23,7 +23,7 @@ from offerloop.backends import (
     TransitionRecord,
     open_backend,
 )
-from offerloop.backends._journal import DecisionJournal
+from offerloop.backends._journal import DecisionJournal, EventJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.events import (
     AttributionRules,
@@ -33,6 +33,7 @@ from offerloop.events import (
     attribute,
     ingest,
 )
+from offerloop.events._ingest import classified, prepare, result
 from offerloop.features import (
     Batch,
     FeatureReading,
@@ -82,6 +83,17 @@ class Offerloop:
             ).inc(),
             on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
         )
+        # event batches acknowledged while the database cannot take them (under serve)
+        self.event_journal = EventJournal(
+            settings.data_dir,
+            self.backend,
+            interval=settings.decision_log_flush_ms / 1000.0,
+            on_error=lambda exc: self.metrics.backend_errors.labels(
+                "database", "append_events"
+            ).inc(),
+            on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
+        )
+        self._journal_events = settings.decision_log == "journal"
         self.monitor = Monitor(self)
         self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
@@ -126,10 +138,11 @@ class Offerloop:
         self.batch_sources = BatchSources(self.features.of_kind(Batch), self.backend)
         self._next_poll = 0.0
         self.poll_batches()
-        try:  # decisions a crashed process left journaled go to the database first
-            self.journal.flush()
-        except BackendUnavailable:
-            self.journal.start()  # retried in the background
+        for journal in (self.event_journal, self.journal):
+            try:  # what a crashed process left journaled goes to the database first
+                journal.flush()
+            except BackendUnavailable:
+                journal.start()  # retried in the background
         seed = None if settings.decision_seed < 0 else settings.decision_seed
         sink = None
         if settings.shadow_scoring == "process":
@@ -281,6 +294,7 @@ class Offerloop:
         self.monitor.close()
         self.decider.shadows.close()
         self.journal.close()
+        self.event_journal.close()
         self.sql_sources.close()
         self.backend.close()
         if self._redis is not None:
@@ -294,14 +308,14 @@ class Offerloop:
         deps["database"] = breaker.state if breaker is not None else "ok"
         if self._redis is not None:
             deps["online_store"] = self._redis.breaker.state
-        backlog = self.journal.backlog()
         ok = all(v == "ok" for v in deps.values())
         return {
             "status": "ok" if ok else "degraded",
             "backend": self.backend.name,
             "version": __version__,
             "dependencies": deps,
-            "decisions_not_yet_stored": backlog,
+            "decisions_not_yet_stored": self.journal.backlog(),
+            "events_not_yet_stored": self.event_journal.backlog(),
         }
 
     def poll_batches(self) -> int:
@@ -336,15 +350,20 @@ class Offerloop:
         """Validate and store a batch (durable on return), then fold it into the online
         state. If the online store cannot take it now, the events stay stored and the state
         catches up from the log when the store is back (``online == "deferred"``)."""
-        result = ingest(
-            self.backend,
-            events,
-            self.clock,
-            self.settings.max_batch_events,
-            self.settings.max_future_seconds,
-            earliest=self._earliest,
-            classify=self._classify,
-        )
+        try:
+            result = ingest(
+                self.backend,
+                events,
+                self.clock,
+                self.settings.max_batch_events,
+                self.settings.max_future_seconds,
+                earliest=self._earliest,
+                classify=self._classify,
+            )
+        except BackendUnavailable:
+            if not self._journal_events:
+                raise
+            return self._ingest_journaled(events)
         online = "updated"
         if self._online_ready and result.stored:
             started = time.perf_counter()
@@ -365,6 +384,35 @@ class Offerloop:
             with contextlib.suppress(BackendUnavailable):
                 self.follow_log()
         return replace(result, online=online)
+
+    def _ingest_journaled(self, events: Sequence[EventIn]) -> IngestResult:
+        """``offerloop serve`` with the database unavailable: the batch is validated as
+        always, journaled locally and fsynced before the answer (``backends._journal``),
+        committed when the database is back, and folded into the online state from the log
+        then (``features._follow``). Purchases naming a decision are ``pending``: their
+        verdict is taken again when revenue is read."""
+        now = self.clock.now()
+        s = self.settings
+        records = prepare(events, now, s.max_batch_events, s.max_future_seconds, self._earliest)
+        records, verdicts = classified(records, now, self._classify_offline)
+        known = self.event_journal.find([r.event_id for r in records])
+        seen: set[str] = set()
+        new = []
+        for r in records:
+            if r.event_id not in known and r.event_id not in seen:
+                seen.add(r.event_id)
+                new.append(r)
+        self.event_journal.append_many(new, sync=True)
+        self.metrics.events.labels("journaled").inc(len(new))
+        self.metrics.events.labels("duplicate").inc(len(records) - len(new))
+        self.metrics.online_deferred.inc(len(new))
+        return result(records, new, verdicts, online="deferred", durable="journal")
+
+    def _classify_offline(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
+        """Verdicts without the database: decisions still in this process's journal are
+        checked; the others are pending (or unknown, when their id is not a recent one)."""
+        ids = list({e.decision_id for e in purchases if e.decision_id})
+        return self.attribution.classify(purchases, self.journal.find(ids), [], now)
 
     def _classify(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
         """Attribution verdicts of purchases naming decisions (``events._attribution``):

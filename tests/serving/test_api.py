@@ -42,6 +42,7 @@ def test_ingest_counts_accepted_and_duplicates(client: TestClient) -> None:
         "accepted": 2,
         "duplicates": 0,
         "attribution": {},
+        "stored": "database",
         "features": "updated",
     }
     # the client retries the same batch: nothing is counted twice
@@ -49,6 +50,7 @@ def test_ingest_counts_accepted_and_duplicates(client: TestClient) -> None:
         "accepted": 0,
         "duplicates": 2,
         "attribution": {},
+        "stored": "database",
         "features": "updated",
     }
     mixed = {"events": [event(2, kind="level_up", level=3), event(3), event(3)]}
@@ -56,6 +58,7 @@ def test_ingest_counts_accepted_and_duplicates(client: TestClient) -> None:
         "accepted": 1,
         "duplicates": 2,
         "attribution": {},
+        "stored": "database",
         "features": "updated",
     }
 

@@ -95,7 +95,13 @@ def test_two_processes_share_features_releases_canary_and_ids(two: tuple[str, st
         },
         timeout=5,
     )
-    assert r.json() == {"accepted": 1, "duplicates": 0, "attribution": {}, "features": "updated"}
+    assert r.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "attribution": {},
+        "stored": "database",
+        "features": "updated",
+    }
     acked = time.perf_counter()
     got = httpx.get(f"{b}/v1/players/p7/features", timeout=5).json()
     seen_after = time.perf_counter() - acked

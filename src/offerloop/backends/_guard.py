@@ -22,11 +22,34 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from offerloop._errors import BackendUnavailable
 
-__all__ = ["Breaker", "Deadlines"]
+__all__ = ["Breaker", "Deadlines", "deadline", "remaining"]
+
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Within the block, this thread's store calls must finish within ``seconds`` in all
+    (nested blocks keep the earlier end): the request pools set it from a request's
+    deadline, so a store that stalls fails the call in time for the request to fall back
+    (``serving._pools``), whatever the store's own, longer timeout."""
+    before: float | None = getattr(_budget, "until", None)
+    until = time.monotonic() + seconds
+    _budget.until = until if before is None else min(before, until)
+    try:
+        yield
+    finally:
+        _budget.until = before
+
+
+def remaining() -> float | None:
+    """Seconds left of this thread's :func:`deadline` (None: no deadline)."""
+    until: float | None = getattr(_budget, "until", None)
+    return None if until is None else until - time.monotonic()
 
 
 class Breaker:

@@ -1,4 +1,12 @@
-"""The decision journal: the decisions this process answered that are not yet in the database.
+"""Write-ahead journals: records this process acknowledged that are not yet in the database.
+
+:class:`DecisionJournal` holds every decision of ``offerloop serve`` on its way to the
+database; :class:`EventJournal` holds event batches acknowledged while the database could not
+take them (down, or stalled past a request's deadline), so a client's events are never
+refused for a fault of ours. Both are one :class:`Journal`, whose semantics follow; a
+*kind* (``DECISIONS``, ``EVENTS``) says only how its records become rows and are stored.
+
+The decision journal: the decisions this process answered that are not yet in the database.
 
 A decision is appended to this process's journal file (one JSON line, written with a single
 ``write(2)``) before its answer; a writer thread moves the journal into the backend in
@@ -40,21 +48,64 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from offerloop._errors import BackendUnavailable
-from offerloop.backends._protocols import DecisionLog, Quarantine
-from offerloop.backends._records import DecisionRecord, QuarantinedRecord
+from offerloop.backends._protocols import DecisionLog, EventLog, Quarantine
+from offerloop.backends._records import DecisionRecord, EventRecord, QuarantinedRecord
 from offerloop.backends._rows import decision_from_row, decision_row
 
-__all__ = ["DecisionJournal"]
+__all__ = ["DECISIONS", "EVENTS", "DecisionJournal", "EventJournal", "Journal", "JournalKind"]
 
 _CHUNK = 1000  # records per transaction when replaying a file
 
 
-class _Store(DecisionLog, Quarantine, Protocol):
+class _Store(DecisionLog, EventLog, Quarantine, Protocol):
     pass
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class JournalKind(Generic[R]):
+    """How one kind of record is journaled: its name (the quarantine's kind, the journal's
+    folder), its id, its row (JSON-encodable, built once) and how a batch is stored."""
+
+    name: str
+    folder: str
+    key: Callable[[R], str]
+    row: Callable[[R], tuple[Any, ...]]
+    parse: Callable[[list[Any]], R]
+    store: Callable[[_Store, list[R], list[tuple[Any, ...]] | None], int]
+
+
+def _event_row(e: EventRecord) -> tuple[Any, ...]:
+    return (e.event_id, e.player_id, e.type, e.ts, dict(e.properties), e.received_at, e.attribution)
+
+
+def _event_parse(r: list[Any]) -> EventRecord:
+    return EventRecord(r[0], r[1], r[2], float(r[3]), dict(r[4]), float(r[5]), r[6] or "")
+
+
+DECISIONS: JournalKind[DecisionRecord] = JournalKind(
+    "decision",
+    "",
+    lambda d: d.decision_id,
+    decision_row,
+    decision_from_row,
+    lambda log, batch, rows: log.append_decisions(batch, rows or ()),
+)
+EVENTS: JournalKind[EventRecord] = JournalKind(
+    "event",
+    "events",
+    lambda e: e.event_id,
+    _event_row,
+    _event_parse,
+    lambda log, batch, rows: len(log.append_events(batch)),
+)
 
 
 class _Unreadable:
@@ -65,9 +116,10 @@ class _Unreadable:
         self.why = why
 
 
-class DecisionJournal:
+class Journal(Generic[R]):
     def __init__(
         self,
+        kind: JournalKind[R],
         directory: str | Path,
         log: _Store,
         *,
@@ -80,7 +132,10 @@ class DecisionJournal:
     ) -> None:
         if sync not in ("interval", "always"):
             raise ValueError(f"sync must be 'interval' or 'always', not {sync!r}")
+        self.kind: JournalKind[R] = kind
         self.dir = Path(directory) / "journal"
+        if kind.folder:
+            self.dir = self.dir / kind.folder
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.interval = interval
@@ -92,11 +147,11 @@ class DecisionJournal:
         self.path = self.dir / f"{os.getpid()}-{secrets.token_hex(6)}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
-        self._pending: list[DecisionRecord] = []
+        self._pending: list[R] = []
         self._rows: list[tuple[Any, ...]] = []  # the pending records' rows, built once
         self._on_disk_only = False  # too many pending: replay them from the file instead
         self._in_flight = 0  # taken by a flush, not yet committed (-1: a file replay)
-        self._flight: list[DecisionRecord] = []  # that batch, still findable until committed
+        self._flight: list[R] = []  # that batch, still findable until committed
         self._orphans = True  # journals of dead processes may wait for replay
         self._lock = threading.Lock()  # the file and the pending list
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -108,17 +163,22 @@ class DecisionJournal:
         self.quarantined = 0  # records the database refused, kept in its quarantine
 
     # -- the request path ----------------------------------------------------------------
-    def append(self, record: DecisionRecord) -> None:
-        """Journal one decision; it is durable against a crash of this process on return."""
-        row = decision_row(record)
-        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
+    def append(self, record: R) -> None:
+        """Journal one record; it is durable against a crash of this process on return."""
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[R], sync: bool = False) -> None:
+        """Journal records with one ``write(2)``; with ``sync`` (or ``sync="always"``) also
+        on disk before return."""
+        rows = [self.kind.row(r) for r in records]
+        data = b"".join((json.dumps(row, separators=(",", ":")) + "\n").encode() for row in rows)
         with self._lock:
-            _write_all(self._fd, line)
-            if self.sync == "always":
+            _write_all(self._fd, data)
+            if sync or self.sync == "always":
                 os.fdatasync(self._fd)
             if not self._on_disk_only:
-                self._pending.append(record)
-                self._rows.append(row)
+                self._pending.extend(records)
+                self._rows.extend(rows)
                 if len(self._pending) > self.max_pending:
                     self._pending.clear()  # the file has them all
                     self._rows.clear()
@@ -126,13 +186,12 @@ class DecisionJournal:
             if self._thread is None:
                 self.start()
 
-    def find(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
-        """The decisions among these ids that are journaled but maybe not yet committed."""
-        wanted = set(decision_ids)
+    def find(self, ids: Sequence[str]) -> dict[str, R]:
+        """The records among these ids that are journaled but maybe not yet committed."""
+        wanted = set(ids)
+        key = self.kind.key
         with self._lock:
-            return {
-                r.decision_id: r for r in (*self._flight, *self._pending) if r.decision_id in wanted
-            }
+            return {key(r): r for r in (*self._flight, *self._pending) if key(r) in wanted}
 
     def backlog(self) -> int:
         """Decisions answered but not yet in the database (-1: more than ``max_pending``)."""
@@ -144,7 +203,9 @@ class DecisionJournal:
     # -- the writer ----------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="offerloop-journal", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"offerloop-journal-{self.kind.name}", daemon=True
+            )
             self._thread.start()
 
     def _run(self) -> None:
@@ -210,11 +271,12 @@ class DecisionJournal:
         self.stored += stored
         return stored
 
-    def _store(self, batch: list[DecisionRecord], rows: list[tuple[Any, ...]] | None) -> int:
+    def _store(self, batch: list[R], rows: list[tuple[Any, ...]] | None) -> int:
         """Commit ``batch``; a batch the database refuses (anything but ``BackendUnavailable``)
         is split until each refused record is alone, and that one is quarantined."""
         try:
-            return self.log.append_decisions(batch, rows or ())
+            stored: int = self.kind.store(self.log, batch, rows or None)
+            return stored
         except BackendUnavailable:
             raise
         except Exception as exc:
@@ -222,9 +284,9 @@ class DecisionJournal:
                 self._quarantine(
                     [
                         QuarantinedRecord(
-                            "decision",
-                            batch[0].decision_id,
-                            _payload(batch[0]),
+                            self.kind.name,
+                            self.kind.key(batch[0]),
+                            _payload(self.kind.row(batch[0])),
                             f"{type(exc).__name__}: {exc}"[:500],
                             self.wall(),
                         )
@@ -244,7 +306,7 @@ class DecisionJournal:
 
     def _replay(self, path: Path, size: int | None = None) -> int:
         stored = 0
-        for chunk in _chunks(_read_records(path, size), _CHUNK):
+        for chunk in _chunks(_read_records(path, self.kind.parse, size), _CHUNK):
             bad = [x for x in chunk if isinstance(x, _Unreadable)]
             if bad:
                 self._quarantine(
@@ -259,7 +321,7 @@ class DecisionJournal:
                         for x in bad
                     ]
                 )
-            good = [x for x in chunk if isinstance(x, DecisionRecord)]
+            good = [x for x in chunk if not isinstance(x, _Unreadable)]
             if good:
                 stored += self._store(good, None)
         return stored
@@ -310,11 +372,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _payload(record: DecisionRecord) -> Any:
-    return json.loads(json.dumps(list(decision_row(record)), default=str))
+def _payload(row: tuple[Any, ...]) -> Any:
+    return json.loads(json.dumps(list(row), default=str))
 
 
-def _read_records(path: Path, size: int | None = None) -> Iterator[DecisionRecord | _Unreadable]:
+def _read_records(
+    path: Path, parse: Callable[[list[Any]], R], size: int | None = None
+) -> Iterator[R | _Unreadable]:
     with path.open("rb") as f:
         data = f.read() if size is None else f.read(size)
     lines = data.split(b"\n")
@@ -323,16 +387,14 @@ def _read_records(path: Path, size: int | None = None) -> Iterator[DecisionRecor
         if not line.strip():
             continue
         try:
-            yield decision_from_row(json.loads(line))
+            yield parse(json.loads(line))
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             yield _Unreadable(line, f"{type(exc).__name__}: {exc}"[:500])
     del torn  # a line without its newline was never acknowledged
 
 
-def _chunks(
-    items: Iterator[DecisionRecord | _Unreadable], size: int
-) -> Iterator[list[DecisionRecord | _Unreadable]]:
-    chunk: list[DecisionRecord | _Unreadable] = []
+def _chunks(items: Iterator[R | _Unreadable], size: int) -> Iterator[list[R | _Unreadable]]:
+    chunk: list[R | _Unreadable] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:
@@ -340,3 +402,18 @@ def _chunks(
             chunk = []
     if chunk:
         yield chunk
+
+
+class DecisionJournal(Journal[DecisionRecord]):
+    """The decisions of ``offerloop serve`` on their way to the database."""
+
+    def __init__(self, directory: str | Path, log: _Store, **kwargs: Any) -> None:
+        super().__init__(DECISIONS, directory, log, **kwargs)
+
+
+class EventJournal(Journal[EventRecord]):
+    """Event batches acknowledged while the database could not take them; committed (and
+    then folded into the online state from the log) when it can."""
+
+    def __init__(self, directory: str | Path, log: _Store, **kwargs: Any) -> None:
+        super().__init__(EVENTS, directory, log, **kwargs)

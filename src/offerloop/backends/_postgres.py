@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from offerloop._errors import BackendUnavailable, Conflict, DataRejected, InvalidInput
-from offerloop.backends._guard import Breaker, Deadlines
+from offerloop.backends._guard import Breaker, Deadlines, remaining
 from offerloop.backends._sql import Cursor, SqlBackend
 
 __all__ = ["PostgresBackend", "PostgresDialect"]
@@ -219,9 +219,13 @@ class PostgresDialect:
         """A pooled connection whose every answer must come within the deadline."""
         self.breaker.check()
         self.transactions += 1  # a plain counter: what one decision or batch costs (bench)
+        limit, wait = self.timeout + 1.0, 2.0
+        left = remaining()  # a request's deadline (serving._pools) may be sooner
+        if left is not None:
+            limit = wait = max(0.05, left)
         try:
-            with self._pool.connection() as conn:
-                token = self.deadlines.arm(conn.pgconn.socket, self.timeout + 1.0)
+            with self._pool.connection(timeout=min(wait, 2.0)) as conn:
+                token = self.deadlines.arm(conn.pgconn.socket, limit)
                 try:
                     yield conn
                 finally:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from offerloop._errors import BackendUnavailable, Conflict, DataRejected, OfferloopError
+from offerloop.backends._guard import remaining
 from offerloop.backends._sql import Cursor, SqlBackend
 
 __all__ = ["SQLiteBackend", "SQLiteDialect"]
@@ -206,10 +207,16 @@ class SQLiteDialect:
     @contextmanager
     def write(self) -> Iterator[Cursor]:
         conn = self._conn()
+        left = remaining()  # a request's deadline (serving._pools): wait no longer for the lock
+        if left is not None:
+            conn.execute(f"PRAGMA busy_timeout={max(1, min(self._busy_ms, int(left * 1000)))}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"{self.path} is not writable now: {exc}") from exc
+        finally:
+            if left is not None:
+                conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         try:
             yield conn.cursor()
         except BaseException as exc:

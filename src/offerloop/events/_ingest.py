@@ -11,7 +11,7 @@ from offerloop._errors import InvalidInput, Problem
 from offerloop.backends import EventLog, EventRecord
 from offerloop.events._schema import EventIn, check_event
 
-__all__ = ["Classify", "IngestResult", "ingest"]
+__all__ = ["Classify", "IngestResult", "ingest", "prepare"]
 
 # verdicts (by event id) for the purchases of a batch that name a decision
 Classify = Callable[[Sequence[EventRecord], float], Mapping[str, str]]
@@ -25,6 +25,7 @@ class IngestResult:
     # the new purchases naming a decision: event id -> verdict (events._attribution)
     attribution: Mapping[str, str] = field(default_factory=dict)
     online: str = "updated"  # or "deferred": folded into the online state from the log later
+    durable: str = "database"  # or "journal": the database could not take them; on their way
 
 
 def ingest(
@@ -43,11 +44,25 @@ def ingest(
     not stored twice: those events count as duplicates. ``classify`` gives each purchase
     that names a decision its attribution verdict, stored with it.
     """
+    now = clock.now()
+    records = prepare(events, now, max_batch, max_future_seconds, earliest)
+    records, verdicts = classified(records, now, classify)
+    stored = log.append_events(records)
+    return result(records, stored, verdicts)
+
+
+def prepare(
+    events: Sequence[EventIn],
+    now: float,
+    max_batch: int,
+    max_future_seconds: float,
+    earliest: float = -math.inf,
+) -> list[EventRecord]:
+    """The batch as records received at ``now``; ``InvalidInput`` naming every problem."""
     if len(events) > max_batch:
         raise InvalidInput.of(
             [Problem("events", f"has {len(events)} events; at most {max_batch} per batch")]
         )
-    now = clock.now()
     records: list[EventRecord] = []
     problems: list[Problem] = []
     for i, e in enumerate(events):
@@ -57,16 +72,32 @@ def ingest(
             records.append(EventRecord(e.event_id, e.player_id, e.type, ts, e.properties, now))
     if problems:
         raise InvalidInput.of(problems)
-    verdicts: Mapping[str, str] = {}
+    return records
+
+
+def classified(
+    records: list[EventRecord], now: float, classify: Classify | None
+) -> tuple[list[EventRecord], Mapping[str, str]]:
+    """The records with their attribution verdicts, and the verdicts by event id."""
     named = [r for r in records if r.decision_id]
-    if named and classify is not None:
-        verdicts = classify(named, now)
-        records = [replace(r, attribution=verdicts.get(r.event_id, "")) for r in records]
-    stored = log.append_events(records)
+    if not named or classify is None:
+        return records, {}
+    verdicts = classify(named, now)
+    return [replace(r, attribution=verdicts.get(r.event_id, "")) for r in records], verdicts
+
+
+def result(
+    records: Sequence[EventRecord],
+    stored: Sequence[EventRecord],
+    verdicts: Mapping[str, str],
+    **extra: str,
+) -> IngestResult:
+    """What an ingest answers: new events counted, the rest duplicates."""
     new = {e.event_id for e in stored}
     return IngestResult(
         len(stored),
         len(records) - len(stored),
         tuple(stored),
         {k: v for k, v in verdicts.items() if k in new},
+        **extra,
     )

@@ -99,7 +99,8 @@ class Metrics:
         )
         self.events = Counter(
             "offerloop_events",
-            "Events received, by outcome (accepted, duplicate).",
+            "Events received, by outcome (accepted, duplicate, journaled: acknowledged while the "
+            "database could not take them, committed later).",
             ["outcome"],
             registry=r,
         )

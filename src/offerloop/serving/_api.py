@@ -121,6 +121,12 @@ class IngestOut(BaseModel):
         "count (unknown_decision, other_player, before_decision, outside_window, "
         "price_mismatch, bad_token, repeat). The purchase is stored either way.",
     )
+    stored: str = Field(
+        default="database",
+        description="database: committed before this answer; journal: the database could not "
+        "take them now, so they were written to this process's local journal (on disk before "
+        "this answer) and are committed when it can.",
+    )
     features: str = Field(
         default="updated",
         description="updated: the players' online features reflect these events; deferred: "

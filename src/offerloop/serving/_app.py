@@ -139,6 +139,7 @@ def create_app(system: Offerloop, *, service: bool = False, lag: LoopLag | None 
             accepted=r.accepted,
             duplicates=r.duplicates,
             attribution=dict(r.attribution),
+            stored=r.durable,
             features=r.online,
         )
 

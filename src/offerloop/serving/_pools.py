@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from offerloop._errors import BackendUnavailable, Overloaded
+from offerloop.backends._guard import deadline
 from offerloop.monitoring import Metrics
 
 __all__ = ["POOLS", "LoopLag", "WorkPools"]
@@ -73,7 +74,9 @@ class WorkPools:
                 raise Overloaded(f"too many {kind} requests in flight ({most}); retry shortly")
             self._in_flight[kind] += 1
         try:
-            fut: Future[T] = self._executors[kind].submit(fn, *args)
+            # the work's store calls give up in time for this request to answer (and, for
+            # events, to fall back to the journal): 60 % of the request's deadline
+            fut: Future[T] = self._executors[kind].submit(_within, 0.6 * timeout, fn, *args)
         except BaseException:
             self._release(kind)
             raise
@@ -94,6 +97,11 @@ class WorkPools:
     def close(self) -> None:
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
+
+
+def _within(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    with deadline(seconds):
+        return fn(*args)
 
 
 class LoopLag:

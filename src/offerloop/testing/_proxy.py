@@ -136,3 +136,26 @@ class FaultProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+
+def _main() -> None:
+    """``python -m offerloop.testing._proxy PORT``: a proxy in a process of its own (so its
+    pumping never competes with the process under test), driven by lines on stdin:
+    ``cut``, ``stall``, ``slow SECONDS``, ``reset``, ``restore``; it prints its port, then
+    ``ok`` after each command."""
+    import sys
+
+    proxy = FaultProxy(int(sys.argv[1]))
+    print(proxy.port, flush=True)
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "slow":
+            proxy.slow(float(args[0]))
+        else:
+            getattr(proxy, cmd)()
+        print("ok", flush=True)
+    proxy.close()
+
+
+if __name__ == "__main__":
+    _main()
