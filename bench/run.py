@@ -17,6 +17,7 @@ BENCHES = [
     "backends_bench.py",
     "load_test.py",
     "soak.py",
+    "faults.py",
 ]
 
 if __name__ == "__main__":

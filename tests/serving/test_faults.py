@@ -349,3 +349,71 @@ def test_a_decision_lookup_never_waits_for_the_shadow_worker(
         assert client.get("/healthz").status_code == 200
     finally:
         gate.set()
+
+
+_CHILD = """
+import json, sys
+from offerloop import Offerloop, load_settings
+from offerloop.events import EventIn
+
+system = Offerloop(load_settings(env={}, **json.loads(sys.argv[1])).for_service())
+system.bootstrap(actor="test")
+print("up", flush=True)
+sys.stdin.readline()  # the test cuts PostgreSQL
+r = system.ingest([EventIn(event_id=f"j{i}", player_id="p1", type="session_start",
+                           ts="2026-03-02T11:00:00Z") for i in range(5)])
+print(r.durable, r.accepted, flush=True)  # acknowledged
+sys.stdin.readline()  # killed -9 meanwhile
+"""
+
+
+@pytest.mark.slow
+def test_events_journaled_while_postgres_is_down_survive_a_kill_9(tmp_path: Path) -> None:
+    """What "acknowledged" means for a journaled batch: on disk before the answer, committed
+    by the next process when the process that took it died."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pg = FaultProxy(5432)
+    name = unique_name("k")
+    local = {
+        "data_dir": str(tmp_path / "d"),
+        "database_url": PG_URL.replace(":5432", f":{pg.port}"),
+        "database_schema": name,
+        "database_timeout_seconds": 1.0,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(local)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "up"
+        pg.cut()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().split() == ["journal", "5"]
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(60)
+        for f in (child.stdin, child.stdout):
+            if f is not None:
+                f.close()
+        pg.close()
+    again = load_settings(env={}, **{**local, "database_url": PG_URL})
+    system = Offerloop(again)  # the next process replays what the dead one journaled
+    try:
+        stored = [e.event_id for e in system.backend.player_events("p1", 1e12)]
+        assert sorted(stored) == [f"j{i}" for i in range(5)]
+    finally:
+        system.close()
+        _drop(again.replace(redis_url=REDIS_URL, redis_prefix=f"{name}:"))

@@ -15,22 +15,19 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from offerloop import ManualClock, Offerloop, load_settings
+from offerloop import ManualClock, load_settings
 from offerloop.serving import create_app
-from tests.conftest import T0
+from tests.conftest import T0, open_system
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 EXAMPLES = 20  # per operation and mode: bounded, so `make test` stays quick
 
 
+@pytest.mark.parametrize("kind", ["embedded", "postgres+redis"])
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path: Path, mode: str) -> None:
-    system = Offerloop(
-        load_settings(env={}, data_dir=str(tmp_path), admin_token="fuzz-token", decision_seed=1),
-        ManualClock(T0),
-    )
-    system.bootstrap(actor="test")
-    try:
+def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path: Path, mode: str, kind: str) -> None:
+    base = load_settings(env={}, data_dir=str(tmp_path), admin_token="fuzz-token", decision_seed=1)
+    with open_system(kind, base, ManualClock(T0)) as system:
         schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(system))
         ops = [r.ok() for r in schema.get_all_operations()]
         assert len(ops) >= 20  # every public, admin and monitoring route
@@ -50,5 +47,3 @@ def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path: Path, mode: str) -
             case.validate_response(response, checks=CHECKS)
 
         run()
-    finally:
-        system.close()
