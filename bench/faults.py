@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,12 +92,14 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        log = open(self.data.parent / "serve.log", "ab")  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "offerloop", "serve", "--port", str(self.port)],
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
+        log.close()
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -128,9 +131,12 @@ class Tally:
     decide_ms: list[tuple[float, float]] = field(default_factory=list)  # (sent at, ms)
     errors: int = 0  # connection errors (a killed server)
     hostile: int = 0
+    server_errors: list[str] = field(default_factory=list)  # the first 5xx answers, to show
 
-    def status(self, code: int) -> None:
+    def status(self, code: int, text: str = "") -> None:
         self.statuses[code] = self.statuses.get(code, 0) + 1
+        if code >= 500 and len(self.server_errors) < 5:
+            self.server_errors.append(f"{code} {text[:200]}")
 
 
 HOSTILE = [
@@ -175,7 +181,7 @@ async def _decide(
         tally.errors += 1
         return
     tally.decide_ms.append((sent, (time.monotonic() - sent) * 1000))
-    tally.status(r.status_code)
+    tally.status(r.status_code, r.text)
     if r.status_code == 200:
         d = r.json()
         tally.decisions.append(d["decision_id"])
@@ -205,7 +211,7 @@ async def _events(
         except httpx.TransportError:
             tally.errors += 1
         else:
-            tally.status(r.status_code)
+            tally.status(r.status_code, r.text)
             if r.status_code == 200:
                 tally.events.update(e["event_id"] for e in events)
                 if r.json()["accepted"]:
@@ -224,7 +230,7 @@ async def _hostile(client: httpx.AsyncClient, i: int, tally: Tally) -> None:
         return
     tally.hostile += 1
     if r.status_code >= 500:
-        tally.status(r.status_code)
+        tally.status(r.status_code, r.text)
 
 
 def _slow_clients(port: int, n: int) -> list[socket.socket]:
@@ -286,28 +292,36 @@ def scenario(
     server = Server(kind, tmp / "data", env)
     tally = Tally()
     slow: list[socket.socket] = []
+    restart = 0.0
     server.start()
     try:
-        loop = asyncio.new_event_loop()
+        # the client load runs in a thread of its own: injecting a fault (restarting a server)
+        # must not pause the clients
         total = warm + hold + after
-        load = loop.create_task(drive(server.base, total, 100.0, tally, fault == "hostile"))
-        loop.run_until_complete(asyncio.sleep(warm))
+        driver = threading.Thread(
+            target=asyncio.run,
+            args=(drive(server.base, total, 100.0, tally, fault == "hostile"),),
+            daemon=True,
+        )
+        driver.start()
+        time.sleep(warm)
         fault_at = time.monotonic()
         if target in proxies:
             proxies[target]("slow 0.25" if fault == "slow" else fault)
         elif fault == "kill -9":
             server.kill()
+            t = time.monotonic()
             server.start()  # as a supervisor would, at once
+            restart = time.monotonic() - t
         elif fault == "slow clients":
             slow = _slow_clients(server.port, 50)
-        loop.run_until_complete(asyncio.sleep(max(0.0, hold - (time.monotonic() - fault_at))))
+        time.sleep(max(0.0, hold - (time.monotonic() - fault_at)))
         fault_end = time.monotonic()
         if target in proxies:
             proxies[target]("restore")
         for s in slow:
             s.close()
-        loop.run_until_complete(load)
-        loop.close()
+        driver.join()
         recovery = _settle(server) + (time.monotonic() - fault_end) - after
         online = _online(server, tally)
     finally:
@@ -333,6 +347,11 @@ def scenario(
         "connection_errors": tally.errors,
         "decide_p99_ms_during_fault": round(p99, 1),
         "recovery_s": round(max(0.0, recovery), 1),
+        "restart_s": round(restart, 1),
+        "statuses": tally.statuses,
+        "decisions_answered": len(tally.decisions),
+        "log": str(tmp / "serve.log"),
+        "server_errors": tally.server_errors,
     }
 
 
@@ -366,6 +385,56 @@ def _stored(direct: dict[str, str], tally: Tally) -> tuple[int, int, dict[str, i
     finally:
         system.close()
     return decisions, events, buys
+
+
+def overload(seconds: int) -> dict[str, Any]:
+    """Decide requests offered at five times what the server answers back to back (20
+    connections without pause), from 500 connections (hey): how many are shed, and the p99 of
+    the answered ones (the shedding must keep it bounded)."""
+    import csv
+    import io
+    import shutil
+
+    if shutil.which("hey") is None:
+        return {"scenario": "overload 5x", "skipped": "hey is not installed (make bench)"}
+    tmp = Path(tempfile.mkdtemp(prefix="overload-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    env.update(OFFERLOOP_DATA_DIR=str(tmp / "data"))
+    server = Server("embedded", tmp / "data", env)
+    server.start()
+    url = f"{server.base}/v1/decide"
+
+    def hey(*args: str) -> list[dict[str, str]]:
+        body = ["-m", "POST", "-T", "application/json", "-d", '{"player_id": "p1"}']
+        out = subprocess.run(
+            ["hey", *args, *body, "-o", "csv", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return list(csv.DictReader(io.StringIO(out)))
+
+    try:
+        t = time.monotonic()
+        base = hey("-n", "20000", "-c", "20")
+        capacity = len(base) / (time.monotonic() - t)
+        offered = int(5 * capacity)
+        rows = hey("-z", f"{seconds}s", "-c", "500", "-q", str(max(1, offered // 500)))
+    finally:
+        server.stop()
+    ok = sorted(float(r["response-time"]) * 1000 for r in rows if r["status-code"] == "200")
+    shed = sum(1 for r in rows if r["status-code"] == "503")
+    other = sum(1 for r in rows if r["status-code"] not in ("200", "503"))
+    return {
+        "scenario": "overload 5x",
+        "capacity_per_s": round(capacity),
+        "offered_per_s": offered,
+        "answered": len(ok),
+        "shed_503": shed,
+        "other_errors": other,
+        "answered_p50_ms": round(ok[len(ok) // 2], 1) if ok else None,
+        "answered_p99_ms": round(ok[int(0.99 * (len(ok) - 1))], 1) if ok else None,
+    }
 
 
 SCENARIOS = [
@@ -403,6 +472,7 @@ def main() -> None:
         "duplicated",
         "online_diverged",
         "5xx",
+        "connection_errors",
         "decide_p99_ms_during_fault",
         "recovery_s",
     ]
@@ -413,9 +483,17 @@ def main() -> None:
         row = scenario(kind, target, fault, warm, hold, after)
         rows.append(row)
         print(" | ".join(str(row[c]) for c in cols), flush=True)
+    if not args.only or "overload" in args.only:
+        over = overload(5 if args.quick else 15)
+        print(json.dumps(over), flush=True)
+        rows.append(over)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-    bad = [r for r in rows if r["lost"] or r["duplicated"] or r["5xx"] or r["online_diverged"]]
+    bad = [
+        r
+        for r in rows
+        if r.get("lost") or r.get("duplicated") or r.get("5xx") or r.get("online_diverged")
+    ]
     print("all scenarios: 0 lost, 0 duplicated, 0 5xx" if not bad else f"FAILED: {bad}")
 
 

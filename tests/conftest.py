@@ -24,7 +24,11 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(env={}, data_dir=str(tmp_path / "data"), decision_seed=1)
+    # functional tests are about values, not timeouts: a loaded machine may take more than
+    # the production 25 ms to answer a Redis read (the fault tests set their own)
+    return load_settings(
+        env={}, data_dir=str(tmp_path / "data"), decision_seed=1, online_read_timeout_ms=2000
+    )
 
 
 @pytest.fixture(params=["embedded", "postgres+redis"])
@@ -68,6 +72,8 @@ def service_env(name: str) -> dict[str, str]:
         OFFERLOOP_DATABASE_SCHEMA=name,
         OFFERLOOP_REDIS_URL=REDIS_URL,
         OFFERLOOP_REDIS_PREFIX=f"{name}:",
+        # values, not timeouts, are under test: a loaded machine may be slower than 25 ms
+        OFFERLOOP_ONLINE_READ_TIMEOUT_MS="2000",
     )
     return env
 

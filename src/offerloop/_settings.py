@@ -211,7 +211,7 @@ class Settings:
         secret=True,
     )
     online_read_timeout_ms: float = _s(
-        50.0,
+        25.0,
         "Redis: how long a decision waits for the player's state before it decides on default "
         "features (and says so); after a timeout the store is skipped until it answers again.",
     )

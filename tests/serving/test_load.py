@@ -73,11 +73,21 @@ class _Late(LoopLag):
         return self.late_ms
 
 
+def test_a_burst_that_drains_is_not_shed_a_sustained_delay_is() -> None:
+    lag = _Late()
+    lag.late_ms = 300.0  # late by 300 ms: late by more than 100 for 200 ms so far
+    assert not lag.overloaded(100.0)
+    lag.late_ms = 50.0  # drained
+    assert not lag.overloaded(100.0)
+    lag.late_ms = 700.0  # late by more than 100 for 600 ms: sustained
+    assert lag.overloaded(100.0)
+
+
 def test_decides_are_shed_while_the_loop_runs_late(system: Offerloop) -> None:
     lag = _Late()
     with TestClient(create_app(system, service=True, lag=lag)) as client:
         assert client.post("/v1/decide", json={"player_id": "p1"}).status_code == 200
-        lag.late_ms = 500.0  # five times the budget: requests waited too long already
+        lag.late_ms = 700.0  # late by more than the budget for over 5 x the budget: sustained
         r = client.post("/v1/decide", json={"player_id": "p1"})
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"

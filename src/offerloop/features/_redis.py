@@ -48,7 +48,7 @@ class RedisOnlineStore:
         url: str,
         prefix: str,
         features: FeatureSet,
-        read_timeout: float = 0.05,
+        read_timeout: float = 0.025,
         write_timeout: float = 2.0,
     ) -> None:
         self.codec = StateCodec(features)

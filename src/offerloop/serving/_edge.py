@@ -6,9 +6,10 @@
   seconds between chunks is answered 408. The inner layers get the body already read
   (``scope["offerloop.body"]``), so the framework never buffers more than the limit.
 * **Load shedding.** With a :class:`~offerloop.serving._pools.LoopLag` (``offerloop serve``),
-  a decide request that meets an event loop running more than ``shed_ms`` late is answered
-  503 + ``Retry-After`` at once: it has already waited too long to be answered in time, and
-  answering it anyway would make every request behind it late too.
+  a decide request that meets an event loop that has run more than ``shed_ms`` late for a
+  while (``LoopLag.overloaded``) is answered 503 + ``Retry-After`` at once: it has already
+  waited too long to be answered in time, and answering it anyway would make every request
+  behind it late too.
 
 Every answer given here has the one JSON error shape (``serving._errors``) and is counted
 in the request metrics.
@@ -59,7 +60,7 @@ class Edge:
             return
         if self.lag is not None:
             self.lag.start()
-            if self.shed_ms and scope["path"] == _DECIDE and self.lag.now_ms() > self.shed_ms:
+            if self.shed_ms and scope["path"] == _DECIDE and self.lag.overloaded(self.shed_ms):
                 self.metrics.shed.labels("decide").inc()
                 await self._answer(
                     scope,

@@ -17,9 +17,11 @@ deadline (``backends._guard``); the slot stays taken until the thread returns, s
 is counted and sheds new work rather than piling up behind it.
 
 :class:`LoopLag` measures how late the event loop runs its callbacks: how long a request
-that arrives now waits before it is looked at. Above ``shed_ms``, decide requests are shed
-(the CoDel idea: drop on queueing delay, not queue length), so that at five times the
-comfortable rate the answered requests keep their latency and the rest get a quick 503.
+that arrives now waits before it is looked at. When the loop has been later than ``shed_ms``
+for ``5 × shed_ms`` without a break, decide requests are shed (the CoDel idea: drop on
+sustained queueing delay, not on queue length, and not on a burst that drains by itself, such
+as the backlog a restarted server finds), so that at five times the comfortable rate the
+answered requests keep their latency and the rest get a quick 503.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class LoopLag:
         self.interval = interval
         self._due = 0.0  # when the ticker should run next (monotonic); 0: not started
         self._last = 0.0  # the delay the ticker measured last
+        self._over_since: float | None = None  # when the delay last rose above the target
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -135,6 +138,19 @@ class LoopLag:
         if not self._due:
             return 0.0
         return 1000.0 * max(self._last, time.monotonic() - self._due)
+
+    def overloaded(self, target_ms: float) -> bool:
+        """Whether the loop has been later than ``target_ms`` for ``5 × target_ms`` without
+        a break (a delay of d ms means it has been late for d - target ms at least)."""
+        lag = self.now_ms()
+        now = time.monotonic()
+        if lag <= target_ms:
+            self._over_since = None
+            return False
+        began = now - (lag - target_ms) / 1000.0
+        if self._over_since is None or began < self._over_since:
+            self._over_since = began
+        return now - self._over_since >= 5 * target_ms / 1000.0
 
     async def stop(self) -> None:
         if self._task is not None:
