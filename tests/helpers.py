@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from offerloop.backends import EventRecord
@@ -71,3 +73,22 @@ def logged_data(
         feats, offers, np.array(rewards), np.array(props), np.arange(n, dtype=np.float64)
     )
     return data, np.array(expected), world
+
+
+def wait_healthy(proc: Any, base: str, seconds: float = 180.0) -> None:
+    """Until a service process answers its health check. ``seconds`` is an upper bound for a
+    loaded machine, not a speed: the test never depends on how fast it comes up."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the service exited"
+        assert time.monotonic() < deadline, "the service did not come up"
+        time.sleep(0.1)

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_healthy
 from tests.serving.test_serve_process import _free_port
-from tests.serving.test_two_processes import _wait
 
 pytestmark = pytest.mark.slow  # real processes or long scenarios
 
@@ -61,7 +61,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _serve(tmp_path, port)
-    _wait(proc, base)
+    wait_healthy(proc, base)
     acked_batches: list[int] = []
     sent_batches: list[int] = []
     acked_decisions: list[str] = []
@@ -105,7 +105,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     # restart on the same data; the client retries everything it ever sent
     proc = _serve(tmp_path, port)
     try:
-        _wait(proc, base)
+        wait_healthy(proc, base)
         accepted = duplicates = 0
         with httpx.Client(timeout=10) as c:
             for i in sent_batches:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,18 @@ from offerloop import BackendUnavailable, ManualClock, Offerloop, load_settings
 from offerloop.policies import FixedPolicy
 from offerloop.serving import create_app
 from offerloop.testing import FaultProxy
-from offerloop.testing import FaultProxy as TcpProxy
 from tests.conftest import PG_URL, REDIS_URL, T0, _drop, event, unique_name
 
 pytestmark = pytest.mark.needs("postgres", "redis")
 
 
-@pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Offerloop, TcpProxy, TcpProxy]]:
-    """PostgreSQL and Redis, each behind a proxy the test can cut."""
-    pg, rd = TcpProxy(5432), TcpProxy(6379)
+@contextmanager
+def _behind_proxies(
+    tmp_path: Path, service: bool, **extra: Any
+) -> Iterator[tuple[Offerloop, FaultProxy, FaultProxy]]:
+    """An offerloop on PostgreSQL and Redis, each behind a proxy the test controls
+    (``service``: with `offerloop serve`'s configuration and background tasks)."""
+    pg, rd = FaultProxy(5432), FaultProxy(6379)
     name = unique_name("f")
     settings = load_settings(
         env={},
@@ -36,18 +39,29 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Offerloop, TcpProxy, TcpProxy]]:
         redis_url=REDIS_URL.replace(":6379", f":{rd.port}"),
         redis_prefix=f"{name}:",
         decision_seed=1,
-        deployment_refresh_seconds=0.0,
+        **extra,
     )
-    system = Offerloop(settings, ManualClock(T0))
+    system = Offerloop(settings.for_service() if service else settings, ManualClock(T0))
     system.bootstrap(actor="test")
     system.warm()
+    if service:
+        system.start_background()
     try:
         yield system, pg, rd
     finally:
+        pg.restore()
+        rd.restore()
         system.close()
         pg.close()
         rd.close()
         _drop(settings.replace(database_url=PG_URL, redis_url=REDIS_URL))
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Offerloop, FaultProxy, FaultProxy]]:
+    """Library use (direct decision log), every deployment change seen at once."""
+    with _behind_proxies(tmp_path, False, deployment_refresh_seconds=0.0) as got:
+        yield got
 
 
 def _metric(system: Offerloop, name: str, **labels: str) -> float:
@@ -56,7 +70,7 @@ def _metric(system: Offerloop, name: str, **labels: str) -> float:
 
 
 def test_redis_down_decisions_use_default_features_and_recover(
-    proxied: tuple[Offerloop, TcpProxy, TcpProxy],
+    proxied: tuple[Offerloop, FaultProxy, FaultProxy],
 ) -> None:
     system, _, rd = proxied
     with TestClient(create_app(system)) as client:
@@ -103,7 +117,7 @@ def test_redis_down_decisions_use_default_features_and_recover(
 
 
 def test_postgres_down_events_are_refused_and_decisions_are_journaled(
-    proxied: tuple[Offerloop, TcpProxy, TcpProxy],
+    proxied: tuple[Offerloop, FaultProxy, FaultProxy],
 ) -> None:
     system, pg, _ = proxied
     with TestClient(create_app(system)) as client:
@@ -192,36 +206,19 @@ def test_a_corrupt_artifact_or_a_raising_release_never_fails_a_decision(system: 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Offerloop, TestClient, FaultProxy, FaultProxy]]:
     """`offerloop serve`'s configuration (journal, background refresh and follower, bounded
-    request work) on PostgreSQL and Redis, each behind a proxy the test controls."""
-    pg, rd = FaultProxy(5432), FaultProxy(6379)
-    name = unique_name("s")
-    settings = load_settings(
-        env={},
-        data_dir=str(tmp_path / "d"),
-        database_url=PG_URL.replace(":5432", f":{pg.port}"),
-        database_schema=name,
-        redis_url=REDIS_URL.replace(":6379", f":{rd.port}"),
-        redis_prefix=f"{name}:",
-        decision_seed=1,
-        database_timeout_seconds=1.0,
-        request_timeout_seconds=2.0,
-        online_follow_seconds=0.2,
-        shadow_scoring="thread",
-    ).for_service()
-    system = Offerloop(settings, ManualClock(T0))
-    system.bootstrap(actor="test")
-    system.warm()
-    system.start_background()
-    try:
-        with TestClient(create_app(system, service=True)) as client:
-            yield system, client, pg, rd
-    finally:
-        pg.restore()
-        rd.restore()
-        system.close()
-        pg.close()
-        rd.close()
-        _drop(settings.replace(database_url=PG_URL, redis_url=REDIS_URL))
+    request work), with short deadlines."""
+    with (
+        _behind_proxies(
+            tmp_path,
+            True,
+            database_timeout_seconds=1.0,
+            request_timeout_seconds=2.0,
+            online_follow_seconds=0.2,
+            shadow_scoring="thread",
+        ) as (system, pg, rd),
+        TestClient(create_app(system, service=True)) as client,
+    ):
+        yield system, client, pg, rd
 
 
 def _until(check: Callable[[], bool], what: str, seconds: float = 60.0) -> None:

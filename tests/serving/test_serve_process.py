@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_healthy
+
 pytestmark = pytest.mark.slow  # real processes or long scenarios
 
 
@@ -45,16 +47,7 @@ def test_serve_answers_over_http(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "service did not come up"
-            time.sleep(0.2)
+        wait_healthy(proc, base)
         d = httpx.post(f"{base}/v1/decide", json={"player_id": "p42"}, timeout=5).json()
         assert d["model_version"] == "random-1"
         got = httpx.get(f"{base}/v1/decisions/{d['decision_id']}", timeout=5).json()
@@ -93,16 +86,7 @@ def test_a_second_server_on_one_embedded_data_dir_is_refused(tmp_path: Path) -> 
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120  # an upper bound for a loaded machine
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert first.poll() is None, "the first server exited"
-            assert time.monotonic() < deadline, "the first server did not come up"
-            time.sleep(0.2)
+        wait_healthy(first, f"http://127.0.0.1:{port}")
         argv = ["serve", "--port", str(_free_port()), "--data-dir", data]
         second = subprocess.run(
             [sys.executable, "-m", "offerloop", *argv],

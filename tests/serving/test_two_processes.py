@@ -8,13 +8,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from offerloop import load_settings
 from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
+from tests.helpers import wait_healthy
 from tests.serving.test_serve_process import _free_port
 
 pytestmark = [pytest.mark.needs("postgres", "redis"), pytest.mark.slow]
@@ -35,30 +35,16 @@ def _start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait(proc: subprocess.Popen[Any], base: str, seconds: float = 180) -> None:
-    """Until the service answers its health check (an upper bound for a loaded machine)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=10).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "service exited"
-        assert time.monotonic() < deadline, "service did not come up"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[tuple[str, str]]:
     name = unique_name("mp")
     env = service_env(name)
     env.update(OFFERLOOP_ADMIN_TOKEN=TOKEN, OFFERLOOP_DATA_DIR=str(tmp_path / "local"))
     a, base_a = _start(tmp_path, env)
-    _wait(a, base_a)  # the first one creates the schema and builds the online state
+    wait_healthy(a, base_a)  # the first one creates the schema and builds the online state
     b, base_b = _start(tmp_path, env)
     try:
-        _wait(b, base_b)
+        wait_healthy(b, base_b)
         yield base_a, base_b
     finally:
         for p in (a, b):

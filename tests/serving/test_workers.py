@@ -12,8 +12,8 @@ import pytest
 
 from offerloop import Offerloop, load_settings
 from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
+from tests.helpers import wait_healthy
 from tests.serving.test_serve_process import _free_port
-from tests.serving.test_two_processes import _wait
 
 pytestmark = [pytest.mark.needs("postgres", "redis"), pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def test_two_worker_processes_share_one_state(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     ids: list[str] = []
     try:
-        _wait(proc, base)
+        wait_healthy(proc, base)
         workers = [p for p in _children(proc.pid) if Path(f"/proc/{p}/cmdline").exists()]
         assert len(workers) >= 2  # the two service processes (and uvicorn's helpers)
         ev = {
@@ -101,7 +101,7 @@ def test_workers_start_on_a_loaded_machine_without_a_bytecode_cache(tmp_path: Pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(proc, f"http://127.0.0.1:{port}", seconds=300)
+        wait_healthy(proc, f"http://127.0.0.1:{port}", seconds=300)
         first = set(_children(proc.pid))
         time.sleep(10)  # a crash loop shows as workers replaced meanwhile
         assert set(_children(proc.pid)) == first

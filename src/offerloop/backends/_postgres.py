@@ -315,18 +315,11 @@ class TableArtifacts:
 
 
 class PostgresBackend(SqlBackend):
-    """All stores in one PostgreSQL schema (default ``offerloop``)."""
+    """All stores in one PostgreSQL schema (default ``offerloop``); ``kwargs`` are
+    :class:`PostgresDialect`'s (pool size, timeout, migrate, on_unavailable)."""
 
-    def __init__(
-        self,
-        url: str,
-        schema: str = "offerloop",
-        pool_size: int = 8,
-        timeout: float = 10.0,
-        migrate: bool = True,
-        on_unavailable: Callable[[str], None] | None = None,
-    ) -> None:
-        self.pg = PostgresDialect(url, schema, pool_size, timeout, migrate, on_unavailable)
+    def __init__(self, url: str, schema: str = "offerloop", **kwargs: Any) -> None:
+        self.pg = PostgresDialect(url, schema, **kwargs)
         self.url = url
         self.schema = schema
         super().__init__("postgres", self.pg, TableArtifacts(self.pg))
