@@ -21,37 +21,12 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from offerloop.monitoring import Metrics
+from offerloop.serving._deadline import HeaderDeadline, set_header_timeout
 
-__all__ = ["TimedH11", "server_config"]
-
-
-class _HeaderDeadline:
-    """A deadline on each request's line and headers, for uvicorn's protocol classes."""
-
-    header_timeout = 10.0
-    metrics: Metrics | None = None
-    _header_timer: asyncio.TimerHandle | None = None
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _too_slow(self) -> None:
-        self._header_timer = None
-        if _HeaderDeadline.metrics is not None:
-            _HeaderDeadline.metrics.connection_timeouts.labels("slow").inc()
-        if not self.transport.is_closing():
-            self.transport.close()
+__all__ = ["TimedH11", "server_config", "set_header_timeout"]
 
 
-class TimedH11(_HeaderDeadline, H11Protocol):
+class TimedH11(HeaderDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request's headers: armed when a
     connection opens and when the first bytes of a request arrive, cleared once the request
     is being served."""
@@ -108,12 +83,6 @@ def server_config(
         # a worker that takes a while to import on a loaded machine is not a dead worker
         timeout_worker_healthcheck=60,
     )
-
-
-def set_header_timeout(seconds: float, metrics: Metrics | None) -> None:
-    """This process's connection header timeout (and where to count its closings)."""
-    _HeaderDeadline.header_timeout = seconds
-    _HeaderDeadline.metrics = metrics
 
 
 def nodelay(sock: socket.socket) -> socket.socket:

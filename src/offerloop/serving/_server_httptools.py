@@ -7,12 +7,12 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from offerloop.serving._server import _HeaderDeadline
+from offerloop.serving._deadline import HeaderDeadline
 
 __all__ = ["TimedHttpTools"]
 
 
-class TimedHttpTools(_HeaderDeadline, HttpToolsProtocol):
+class TimedHttpTools(HeaderDeadline, HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
