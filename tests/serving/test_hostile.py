@@ -211,6 +211,7 @@ def _hostile_batch(draw: st.DrawFn) -> str:
     return _events_body(*events)
 
 
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @settings(
     max_examples=60,
     deadline=None,
