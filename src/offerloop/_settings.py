@@ -107,6 +107,16 @@ class Settings:
         "margin with 80% confidence). Lenient on purpose: a shadow is never shown, and the "
         "controller demands live evidence before any player sees it.",
     )
+    min_effective_rows: float = _s(
+        50.0,
+        "Off-policy evidence: an estimate whose importance weights have fewer effective rows "
+        "than this is too thin; the gate and the controller refuse to decide on it.",
+    )
+    min_rewarded_rows: int = _s(
+        10,
+        "Off-policy evidence: an estimate resting on fewer rewarded rows (where the policy "
+        "could have chosen the logged offer) is too thin to decide on.",
+    )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
@@ -388,6 +398,10 @@ def _validate(s: Settings) -> None:
     for name in ("gate_confidence", "shadow_confidence", "guard_confidence"):
         if not 0.5 <= getattr(s, name) < 1:
             problems.append(Problem(name, "must be in [0.5, 1)"))
+    if s.min_effective_rows < 1:
+        problems.append(Problem("min_effective_rows", "must be >= 1"))
+    if s.min_rewarded_rows < 0:
+        problems.append(Problem("min_rewarded_rows", "must be >= 0"))
     if not 0 <= s.max_error_rate < 1:
         problems.append(Problem("max_error_rate", "must be in [0, 1)"))
     if s.feature_delay_seconds < 0:

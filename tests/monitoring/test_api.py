@@ -51,7 +51,9 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
 ) -> None:
     _traffic(system, clock, 600)
     clock.advance(25 * HOUR)
-    system.settings = system.settings.replace(gate_margin=-1e9)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
     learned = retrain(system, actor="test").version
     system.release(learned, actor="test")
     _traffic(system, clock, 400)

@@ -41,7 +41,9 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     _traffic(system, clock, 600)
     clock.advance(25 * HOUR)
     _traffic(system, clock, 30)  # open windows: must be left out
-    system.settings = system.settings.replace(gate_margin=-1e9)  # every winner passes the gate
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )  # every winner passes the gate
     r = retrain(system, actor="test")
     assert r.rows == 600
     m = system.registry.get(r.version)
@@ -95,7 +97,9 @@ def test_a_winner_that_fails_the_gate_is_registered_but_not_deployed(
 def test_retrain_within_a_run_is_idempotent(system: Offerloop, clock: ManualClock) -> None:
     _traffic(system, clock, 600)
     clock.advance(25 * HOUR)
-    system.settings = system.settings.replace(gate_margin=-1e9)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
     now = clock.now()
     first = retrain(system, actor="test", run="run-x", now=now)
     clock.advance(HOUR)  # a resumed run later: same window, nothing trained or registered twice

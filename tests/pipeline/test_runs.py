@@ -93,7 +93,9 @@ def _crash_after_registering(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failed_run_is_resumed_without_training_twice(
     system: Offerloop, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    system.settings = system.settings.replace(gate_margin=-1e9)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
     _traffic(system, clock, 400)
     clock.advance(25 * 3600)
     with monkeypatch.context() as m:
@@ -125,7 +127,9 @@ def test_a_run_that_keeps_failing_is_abandoned(
 ) -> None:
     from offerloop.pipeline import MAX_ATTEMPTS
 
-    system.settings = system.settings.replace(gate_margin=-1e9)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
     _traffic(system, clock, 400)
     clock.advance(25 * 3600)
     with monkeypatch.context() as m:
@@ -142,7 +146,9 @@ def test_a_run_that_keeps_failing_is_abandoned(
 
 def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) -> None:
     """A real crash: the process kills itself (-9) right after registering candidates."""
-    system.settings = system.settings.replace(gate_margin=-1e9)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
     _traffic(system, clock, 400)
     clock.advance(25 * 3600)
     code = (

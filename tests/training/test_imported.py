@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from offerloop import InvalidInput
-from offerloop.training import ImportSpec, evaluate_all, import_log, load_log, split_by_time
+from offerloop.training import ImportSpec, estimate_all, import_log, load_log, split_by_time
 from tests.cli.test_cli import run
 from tests.helpers import logged_data
 
@@ -63,9 +63,59 @@ def test_bad_rows_are_named_and_nothing_is_written(tmp_path: Path) -> None:
     _write_csv(src, n=50, bad_row=7)
     with pytest.raises(InvalidInput, match=r"row 7: p: 0\.0 is not in \(0, 1\]"):
         import_log(tmp_path, "bad", src, SPEC)
-    assert not (tmp_path / "logs" / "bad.json").exists()
-    with pytest.raises(InvalidInput, match="arm2: no such column"):
+    assert not (tmp_path / "logs" / "bad").exists()
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
+    with pytest.raises(InvalidInput, match=r"no action column matches 'arm2'.*did you mean arm"):
         import_log(tmp_path, "bad", src, ImportSpec("time", "arm2", "revenue", "p"))
+
+
+def test_globs_unlimited_categories_and_columnar_storage(tmp_path: Path) -> None:
+    n = 3000
+    src = tmp_path / "wide.csv"
+    with src.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["ts", "action", "reward", "propensity", "user", "tier", *[f"f_{j}" for j in range(30)]]
+        )
+        for i in range(n):
+            w.writerow(
+                [
+                    i,
+                    f"a{i % 7}",
+                    float(i % 50 == 0),
+                    1 / 7,
+                    f"u{i}",
+                    f"t{i % 3}",
+                    *[(i * j) % 11 for j in range(30)],
+                ]
+            )
+    spec = ImportSpec(
+        "ts",
+        "action",
+        "reward",
+        "propensity",
+        numeric=["f_*"],
+        categorical=["user", "tier"],
+        max_categories=100,
+    )
+    log = import_log(tmp_path, "wide", src, spec)
+    assert log.encoder.feature_names[:30] == [f"f_{j}" for j in range(30)]
+    assert any("user: 3000 values" in note and "hashed into 100" in note for note in log.notes)
+    assert any(note == "tier: 3 values, dictionary-encoded" for note in log.notes)
+    assert {r["user"] for r in log.data.features} <= {f"h{k}" for k in range(100)}
+    stored = tmp_path / "logs" / "wide" / "rows.parquet"
+    assert stored.stat().st_size < src.stat().st_size  # columnar and compressed, not JSON
+    with pytest.raises(InvalidInput, match=r"no numeric column matches 'g_\*'"):
+        import_log(
+            tmp_path,
+            "wide2",
+            src,
+            ImportSpec("ts", "action", "reward", "propensity", numeric=["g_*"]),
+        )
+    # a tampered file is refused on load, never read silently
+    stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(InvalidInput, match="sha256"):
+        load_log(tmp_path, "wide")
 
 
 def test_learners_train_and_are_judged_on_imported_logs(tmp_path: Path) -> None:
@@ -78,9 +128,9 @@ def test_learners_train_and_are_judged_on_imported_logs(tmp_path: Path) -> None:
     spec = log.encoder.spec()
     policy = EpsilonGreedy(log.actions, GBTRevenue(log.actions, encoder=spec), 0.1).fit(train)
     judge = GBTRevenue(log.actions, encoder=spec).fit(train)
-    learned = evaluate_all(policy, valid, judge)
-    uniform = evaluate_all(RandomPolicy(log.actions), valid, judge)
-    assert set(learned) == {"ips", "snips", "dr"}
+    learned = estimate_all(policy, valid, judge)
+    uniform = estimate_all(RandomPolicy(log.actions), valid, judge)
+    assert set(learned) == {"dm", "ips", "snips", "dr", "sndr", "switch_dr"}
     assert learned["dr"].n == len(valid) == 750
     assert learned["dr"].ess < uniform["dr"].ess == 750  # uniform logging: weights all 1
     # the simulator knows the truth for these rows (same seed, same order; fixed: no flakes)
@@ -136,3 +186,50 @@ def test_cli_evaluates_per_decision_probabilities_from_a_file(tmp_path: Path) ->
     r = run("evaluate", "--probabilities", str(probs), "--logs", "legacy", *d, cwd=tmp_path)
     assert r.returncode == 2
     assert "needs 200 probabilities" in r.stderr
+
+
+def test_cli_full_distributions_give_every_estimator_as_json(tmp_path: Path) -> None:
+    import json
+
+    d = _cli_import(tmp_path, 600, "--numeric", "level", "--categorical", "country")
+    log = load_log(tmp_path / "data", "legacy")
+    probs = tmp_path / "uniform.csv"
+    k = len(log.actions)
+    with probs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(log.actions)
+        for _ in range(600):
+            w.writerow([1 / k] * k)
+    r = run(
+        "evaluate", "--probabilities", str(probs), "--logs", "legacy", "--json", *d, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert set(doc["estimates"]) == {"dm", "ips", "snips", "dr", "sndr", "switch_dr"}
+    for e in doc["estimates"].values():
+        assert e["lower"] <= e["value"] <= e["upper"]
+        assert {"ess", "matched", "events", "usable", "warnings"} <= set(e)
+    # paired against a learner on the same rows, in a table without "-0"
+    r = run(
+        "evaluate",
+        "--policy",
+        "linear",
+        "--baseline",
+        f"file:{probs}",
+        "--logs",
+        "legacy",
+        *d,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "paired doubly robust difference linear − file:" in r.stdout
+    assert "cross-fitted over 5 time blocks" in r.stdout
+    assert "-0 " not in r.stdout
+    assert "-0.0000" not in r.stdout
+    # a file without the offers' columns or a 'probability' column: one line, exit 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x\n" + "0.5\n" * 600)
+    r = run("evaluate", "--probabilities", str(bad), "--logs", "legacy", *d, cwd=tmp_path)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "one column per offer" in r.stderr

@@ -30,13 +30,19 @@ def test_estimates_cover_the_true_value_of_a_fixed_policy() -> None:
 
 
 def test_paired_comparison_finds_a_real_uplift() -> None:
-    c = campaign()
-    train, valid = split_by_time(logged_data(12000, seed=8)[0])
-    cand = EpsilonGreedy(c.offer_ids, LinearRevenue(c.offer_ids), 0.1).fit(train)
     from offerloop.policies import RandomPolicy
 
-    cand_est, base_est, diff = compare(cand, RandomPolicy(c.offer_ids), cand.model, valid)
-    assert diff.lower > 0
+    c = campaign()
+    data, expected, _ = logged_data(12000, seed=8)
+    train, valid = split_by_time(data)
+    cand = EpsilonGreedy(c.offer_ids, LinearRevenue(c.offer_ids), 0.1).fit(train)
+    base = RandomPolicy(c.offer_ids)
+    cand_est, base_est, diff = compare(cand, base, cand.model, valid)
+    held = expected[len(train) :]
+    truth = _truth(cand, valid, held) - _truth(base, valid, held)
+    assert truth > 0.5  # the learner is really better
+    assert diff.lower <= truth <= diff.upper
+    assert diff.lower_bound(0.8) > 0  # the pipeline gate's one-sided 80 % bound sees it
     assert abs(diff.value - (cand_est.value - base_est.value)) < 1e-9
 
 

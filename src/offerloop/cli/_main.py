@@ -22,7 +22,6 @@ from offerloop._clock import format_ts, parse_rfc3339
 from offerloop._errors import Conflict, InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
 from offerloop._system import Offerloop
-from offerloop.features import Encoder
 from offerloop.training import Estimate
 
 __all__ = ["app", "main"]
@@ -35,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
 
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="Data directory (setting data_dir).")
@@ -748,10 +747,23 @@ def logs_import(
     action_col: Annotated[str, typer.Option(help="Action (offer) column.")] = "action",
     reward_col: Annotated[str, typer.Option(help="Reward column.")] = "reward",
     propensity_col: Annotated[str, typer.Option(help="Propensity column.")] = "propensity",
-    numeric: Annotated[str | None, typer.Option(help="Numeric feature columns, a,b.")] = None,
-    categorical: Annotated[str | None, typer.Option(help="Categorical columns.")] = None,
+    numeric: Annotated[
+        str | None, typer.Option(help="Numeric feature columns, a,b; globs allowed ('f_*').")
+    ] = None,
+    categorical: Annotated[
+        str | None,
+        typer.Option(help="Categorical columns (dictionary-encoded; hashed if too many values)."),
+    ] = None,
     hashed: Annotated[str | None, typer.Option(help="String columns to hash.")] = None,
     hash_buckets: Annotated[int, typer.Option(min=2, max=4096)] = 16,
+    max_categories: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=65536,
+            help="A categorical column with more distinct values is hashed into this many.",
+        ),
+    ] = 256,
     replace: Annotated[bool, typer.Option(help="Overwrite a log of that name.")] = False,
     data_dir: DataDir = None,
     config: Config = None,
@@ -768,12 +780,16 @@ def logs_import(
         _cols(categorical),
         _cols(hashed),
         hash_buckets,
+        max_categories,
     )
     log = import_log(_settings(data_dir, config).data_dir, name, path, spec, replace)
     out.print(
         f"imported {len(log.data)} decisions with {len(log.actions)} actions and "
-        f"{len(log.encoder.feature_names)} features as log {name!r}"
+        f"{len(log.encoder.feature_names)} features as log {name!r} (Parquet)",
+        highlight=False,
     )
+    for note in log.notes:
+        out.print(f"  {note}", highlight=False)
 
 
 @app.command("evaluate")
@@ -782,127 +798,103 @@ def evaluate_cmd(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="A registry version, 'random', or a learner (linear, gbt, purchase_gbt) trained "
-            "on the older 75% of the log and judged on the rest."
+            help="A registry version, 'random', a learner (linear, gbt, purchase_gbt: "
+            "cross-fitted over --folds time blocks), or file:PATH of probabilities."
         ),
     ] = None,
     probabilities: Annotated[
         Path | None,
         typer.Option(
-            help="Instead of --policy: a CSV/Parquet file whose column 'probability' gives, for "
-            "every decision of the log in order, the evaluated policy's probability of the "
-            "logged offer (IPS and SNIPS)."
+            help="Instead of --policy: a CSV/Parquet file, one row per decision of the log in "
+            "order, with one column per offer (the full distribution: every estimator) or a "
+            "single 'probability' column of the logged offer (IPS and SNIPS only)."
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="A second policy (same forms as --policy): paired comparison."),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="Reward model for DM/DR (default purchase_gbt native, gbt imported)."),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting time blocks.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
     campaign: CampaignOpt = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Off-policy estimates (IPS, SNIPS, DR) of a policy on logged data."""
-    from offerloop.pipeline import LEARNERS, make_policy
-    from offerloop.policies import (
-        EpsilonGreedy,
-        GBTPurchase,
-        GBTRevenue,
-        LinearRevenue,
-        Policy,
-        RandomPolicy,
-        RewardModel,
-    )
-    from offerloop.training import build_training_set, evaluate_all, load_log, split_by_time
+    """Off-policy estimates (DM, IPS, SNIPS, DR, SNDR, Switch-DR) of a policy on logged data,
+    with intervals that hold for rare rewards, and a warning when the evidence is thin."""
+    from offerloop.pipeline import evaluate_offline
 
     if (policy is None) == (probabilities is None):
         raise InvalidInput("give exactly one of --policy and --probabilities")
+    spec = policy if policy is not None else f"file:{probabilities}"
     with _opened(data_dir, config) as system:
-        s = system.settings
-        judge: RewardModel
-        if probabilities is not None:
-            _evaluate_file(system, logs, probabilities, campaign)
-            return
-        assert policy is not None
-        if logs == "native":
-            c = system.campaign(campaign)
-            data = build_training_set(
-                system.backend, c.id, system.clock.now(), system.attribution
-            ).data
-            train, valid = split_by_time(data)
-            actions = c.offer_ids
-            encoder = Encoder.of(system.features)
-            if policy in LEARNERS:
-                candidate: Policy = make_policy(policy, c, encoder, s)
-            judge = GBTPurchase(actions, [o.price for o in c.offers], encoder.spec())
-        else:
-            log = load_log(s.data_dir, logs)
-            train, valid = split_by_time(log.data)
-            actions, spec = log.actions, log.encoder.spec()
-            models: dict[str, RewardModel] = {
-                "linear": LinearRevenue(actions, s.ridge_alpha, spec),
-                "gbt": GBTRevenue(actions, encoder=spec),
-                "purchase_gbt": GBTPurchase(actions, encoder=spec),
-            }
-            if policy in models:
-                candidate = EpsilonGreedy(actions, models[policy], s.epsilon)
-            judge = GBTRevenue(actions, encoder=spec)
-        if len(train) < 10 or len(valid) < 10:
-            raise InvalidInput(f"log {logs!r} has too few decisions to evaluate on")
-        if policy in LEARNERS:
-            candidate.fit(train)
-            data = valid
-        elif policy == "random":
-            candidate, data = RandomPolicy(actions), valid
-        else:
-            candidate, data = system.registry.load(policy), valid
-            if list(candidate.offers) != list(actions):
-                raise InvalidInput(f"{policy} chooses among other offers than log {logs!r}")
-        judge.fit(train)
-        results = evaluate_all(candidate, data, judge)
-    _print_estimates(
-        f"{policy} on {logs}: {len(data)} held-out decisions "
-        f"(logged policy earned {float(data.rewards.mean()):.4f})",
-        results,
+        report = evaluate_offline(
+            system, logs, spec, baseline=baseline, judge=judge, folds=folds, campaign=campaign
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        return
+    title = (
+        f"{report.policy} on {logs}: {report.rows} decisions "
+        f"(the logging policy earned {_num(report.logged_value)} per decision)"
     )
+    _print_estimates(title, report.estimates)
+    if report.difference is not None:
+        _print_estimates(f"baseline {report.baseline}", report.baseline_estimates)
+        d = report.difference
+        verdict = (
+            "evidence too thin to decide"
+            if not d.usable
+            else "better"
+            if d.lower > 0
+            else "worse"
+            if d.upper < 0
+            else "no significant difference"
+        )
+        out.print(
+            f"paired doubly robust difference {report.policy} − {report.baseline}: "
+            f"{_num(d.value)} per decision, 95% interval {_num(d.lower)} .. {_num(d.upper)}: "
+            f"{verdict}",
+            highlight=False,
+        )
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False)
+    warned = {w for e in report.estimates.values() for w in e.warnings}
+    for w in sorted(warned):
+        out.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def _num(v: float) -> str:
+    """Four significant digits, no exponent for everyday sizes, never ``-0``."""
+    import math
+
+    if not math.isfinite(v):
+        return "inf" if v > 0 else "-inf" if v < 0 else "nan"
+    if abs(v) < 1e-12:
+        return "0"
+    digits = min(10, max(0, 3 - math.floor(math.log10(abs(v)))))
+    text = f"{v:,.{digits}f}"
+    return "0" if text.strip("-0.,") == "" else text
 
 
 def _print_estimates(title: str, results: Mapping[str, Estimate]) -> None:
     table = Table(title=title)
-    for col in ("estimator", "value per decision", "95% interval", "ESS"):
+    for col in ("estimator", "value per decision", "95% interval", "ESS", "matched", "usable"):
         table.add_column(col)
     for name, e in results.items():
-        table.add_row(name, f"{e.value:.4f}", f"{e.lower:.4f} .. {e.upper:.4f}", f"{e.ess:.0f}")
-    out.print(table)
-
-
-def _evaluate_file(system: Offerloop, logs: str, path: Path, campaign: str | None) -> None:
-    import duckdb
-    import numpy as np
-
-    from offerloop.training import build_training_set, ips, load_log, snips
-
-    if logs == "native":
-        c = system.campaign(campaign)
-        data = build_training_set(system.backend, c.id, system.clock.now(), system.attribution).data
-    else:
-        data = load_log(system.settings.data_dir, logs).data
-    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
-    try:
-        with duckdb.connect() as con:
-            lit = str(path).replace("'", "''")
-            col = con.execute(f"SELECT probability FROM {reader}('{lit}')").fetchnumpy()
-    except duckdb.Error as exc:
-        raise InvalidInput(f"{path}: cannot read a 'probability' column: {exc}") from exc
-    target = np.asarray(col["probability"], dtype=np.float64)
-    if len(target) != len(data) or not np.all((target >= 0) & (target <= 1)):
-        raise InvalidInput(
-            f"{path}: needs {len(data)} probabilities in [0, 1], one per "
-            f"decision of {logs!r} in order; found {len(target)}"
+        table.add_row(
+            name,
+            _num(e.value),
+            f"{_num(e.lower)} .. {_num(e.upper)}",
+            f"{e.ess:,.0f}",
+            f"{e.matched:.0%}",
+            "yes" if e.usable else "[yellow]thin[/yellow]",
         )
-    _print_estimates(
-        f"{path.name} on {logs}: {len(data)} decisions",
-        {
-            "ips": ips(target, data.propensities, data.rewards),
-            "snips": snips(target, data.propensities, data.rewards),
-        },
-    )
+    out.print(table)
 
 
 @app.command("quarantine")

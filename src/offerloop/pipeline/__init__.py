@@ -3,6 +3,7 @@ release, rollback on evidence); scheduled, resumable runs; and the
 feature jobs over the decision log (backfill, skew report)."""
 
 from offerloop.pipeline._controller import ControlStep, control
+from offerloop.pipeline._evaluate import OfflineReport, evaluate_offline
 from offerloop.pipeline._features import (
     BackfillResult,
     SkewReport,
@@ -26,11 +27,13 @@ __all__ = [
     "BackfillResult",
     "Candidate",
     "ControlStep",
+    "OfflineReport",
     "PipelineScheduler",
     "RetrainResult",
     "SkewReport",
     "backfill",
     "control",
+    "evaluate_offline",
     "list_runs",
     "make_policy",
     "offline_engine",

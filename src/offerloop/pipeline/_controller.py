@@ -42,7 +42,7 @@ from offerloop._system import Offerloop
 from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
 from offerloop.features import Encoder
-from offerloop.pipeline._retrain import make_model
+from offerloop.pipeline._retrain import evidence, make_model, reward_bound
 from offerloop.policies import GBTPurchase, LoggedData, RewardModel
 from offerloop.registry import RELEASED, release_stack
 from offerloop.training import build_training_set, compare
@@ -345,12 +345,19 @@ def _judge_shadow(
         ts=np.array([d.ts for d in rows], dtype=np.float64),
     )
     shadow, release = system.registry.load(version), system.registry.load(released)
-    _, _, diff = compare(shadow, release, model, data)
-    low = diff.value - _z(s.shadow_confidence) * diff.se
+    top = reward_bound(system, system.campaign(campaign))
+    _, _, diff = compare(shadow, release, model, data, top, evidence(s))
+    low = diff.lower_bound(s.shadow_confidence)
     summary = (
         f"live doubly robust uplift over {released} {diff.value:+.4f} per decision "
         f"(one-sided {s.shadow_confidence:.0%} lower bound {low:+.4f}) on {n} decisions"
     )
+    if not diff.usable:
+        return ControlStep(
+            "wait",
+            version,
+            f"{version} in shadow: {summary}; evidence too thin: " + "; ".join(diff.warnings),
+        ), low
     if low > 0:
         return ControlStep("canary", version, summary), low
     return ControlStep("wait", version, f"{version} in shadow: {summary}, not yet positive"), low

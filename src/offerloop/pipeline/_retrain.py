@@ -4,9 +4,8 @@ release → registry → the gate → the best one in shadow (the controller tak
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 from offerloop._errors import Conflict, InvalidInput
@@ -25,9 +24,20 @@ from offerloop.policies import (
     Softmax,
 )
 from offerloop.registry import SHADOW, code_version
-from offerloop.training import Estimate, build_training_set, compare, split_by_time
+from offerloop.training import Estimate, Evidence, build_training_set, compare, split_by_time
 
-__all__ = ["LEARNERS", "Candidate", "RetrainResult", "make_policy", "retrain"]
+__all__ = [
+    "LEARNERS",
+    "Candidate",
+    "RetrainResult",
+    "evidence",
+    "make_model",
+    "make_policy",
+    "model_for",
+    "policy_for",
+    "retrain",
+    "reward_bound",
+]
 
 LEARNERS = tuple(REWARD_MODELS)
 
@@ -55,23 +65,57 @@ class RetrainResult:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def make_model(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> RewardModel:
+def reward_bound(system: Offerloop, campaign: Campaign) -> float:
+    """The most one decision can earn: the dearest offer, bought as often as attribution
+    counts (the scale of the estimators' rare-event intervals)."""
+    return max(o.price for o in campaign.offers) * system.settings.attribution_max_purchases
+
+
+def evidence(s: Settings) -> Evidence:
+    """The settings' bar for deciding on an off-policy estimate."""
+    return Evidence(s.min_effective_rows, s.min_rewarded_rows)
+
+
+def model_for(
+    learner: str,
+    offers: Sequence[str],
+    prices: Sequence[float],
+    encoder: Sequence[Mapping[str, Any]],
+    s: Settings,
+) -> RewardModel:
+    """A fresh reward model of ``learner`` over ``offers`` (``prices`` may be empty: rewards
+    are then clicks or values per decision, not purchases of a priced offer)."""
     if learner not in REWARD_MODELS:
         raise InvalidInput(f"unknown learner {learner!r} (known: {', '.join(REWARD_MODELS)})")
-    params: dict[str, Any] = {"offers": c.offer_ids, "encoder": encoder.spec()}
+    params: dict[str, Any] = {"offers": list(offers), "encoder": list(encoder)}
     if learner == LinearRevenue.kind:
         params["alpha"] = s.ridge_alpha
-    else:
-        params["prices"] = [o.price for o in c.offers]
+    elif prices:
+        params["prices"] = list(prices)
     return REWARD_MODELS[learner](**params)
 
 
-def make_policy(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> EpsilonGreedy:
+def policy_for(
+    learner: str,
+    offers: Sequence[str],
+    prices: Sequence[float],
+    encoder: Sequence[Mapping[str, Any]],
+    s: Settings,
+) -> EpsilonGreedy:
     """A learner wrapped in the configured exploration (every offer keeps a known floor)."""
-    model = make_model(learner, c, encoder, s)
+    model = model_for(learner, offers, prices, encoder, s)
     if s.exploration == "softmax":
-        return Softmax(c.offer_ids, model, s.softmax_temperature, s.epsilon / len(c.offers))
-    return EpsilonGreedy(c.offer_ids, model, epsilon=s.epsilon)
+        return Softmax(list(offers), model, s.softmax_temperature, s.epsilon / len(offers))
+    return EpsilonGreedy(list(offers), model, epsilon=s.epsilon)
+
+
+def make_model(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> RewardModel:
+    return model_for(learner, c.offer_ids, [o.price for o in c.offers], encoder.spec(), s)
+
+
+def make_policy(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> EpsilonGreedy:
+    """A learner of the campaign's offers in the configured exploration."""
+    return policy_for(learner, c.offer_ids, [o.price for o in c.offers], encoder.spec(), s)
 
 
 def retrain(
@@ -152,20 +196,21 @@ def retrain(
         ),
         None,
     ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
-    z = NormalDist().inv_cdf(s.gate_confidence)
+    top, bar = reward_bound(system, c), evidence(s)
     trained = []
     for learner, policy in policies:
         if release is not None:
-            est, rel, diff = compare(policy, release, judge, valid)
+            est, rel, diff = compare(policy, release, judge, valid, top, bar)
         else:
-            est, rel, diff = compare(policy, policy, judge, valid)[0], None, None
+            est, rel, diff = compare(policy, policy, judge, valid, top, bar)[0], None, None
         problems = check_model(policy, valid.features, system.features, s.scoring_budget_ms)
         trained.append((learner, policy, est, rel, diff, problems))
     passing = [i for i, t in enumerate(trained) if not t[5]]
     best = max(passing, key=lambda i: trained[i][2].value) if passing else -1
     best_diff = trained[best][4] if best >= 0 else None
-    gate_low = best_diff.value - z * best_diff.se if best_diff is not None else math.inf
-    gated = best >= 0 and gate_low > s.gate_margin
+    gate_low = best_diff.lower_bound(s.gate_confidence) if best_diff is not None else math.inf
+    thin = best_diff is not None and not best_diff.usable
+    gated = best >= 0 and gate_low > s.gate_margin and not thin
     candidates: list[Candidate] = []
     for i, (learner, policy, est, rel, diff, problems) in enumerate(trained):
         if problems:
@@ -174,6 +219,10 @@ def retrain(
             verdict = "passed checks, not the best"
         elif gated:
             verdict = "best candidate, passed the gate: deployed in shadow"
+        elif thin and diff is not None:
+            verdict = (
+                "best candidate, not gated: evidence too thin (" + "; ".join(diff.warnings) + ")"
+            )
         else:
             verdict = (
                 f"best candidate, failed the gate: uplift lower bound {gate_low:+.4f} "
@@ -207,6 +256,11 @@ def retrain(
     diff = winner.uplift
     if diff is None:
         reason = "no release to compare with"
+    elif thin:
+        reason = (
+            f"uplift over {state.released} {diff.value:+.4f} per decision, not decided on: "
+            "evidence too thin (" + "; ".join(diff.warnings) + ")"
+        )
     else:
         reason = (
             f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "

@@ -9,6 +9,11 @@ fitted on the decisions where the offer was shown, without importance weights: t
 policy depends only on x, so E[reward | x, a] is the same under any logging policy, and the
 regression estimates it directly (weighting would only trade variance for robustness to
 misspecification; see docs/architecture.md).
+
+The design matrix is sparse (each row holds its offer's indicator and two copies of x), so
+wide data stays cheap: up to ``DIRECT_COLUMNS`` coefficients the ridge is solved exactly from
+the sparse Gram matrix, beyond that iteratively (LSQR with the ridge as damping), never
+forming a dense n × p matrix.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
+from scipy.sparse.linalg import lsqr
 
 from offerloop.features import Encoder, load_features
 from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
@@ -25,6 +32,7 @@ from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundl
 __all__ = ["LinearRevenue"]
 
 Matrix = NDArray[np.float64]
+DIRECT_COLUMNS = 2000  # above this many coefficients the ridge is solved iteratively
 
 
 class LinearRevenue(RewardModel):
@@ -55,18 +63,21 @@ class LinearRevenue(RewardModel):
     def _x(self, rows: Sequence[FeatureRow]) -> Matrix:
         return np.hstack([np.ones((len(rows), 1)), self.encoder.matrix(rows)])
 
-    def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
+    def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> sparse.csr_matrix:
         n, d = x.shape
-        k, nb, nm = len(self.offers), len(self.bundles), len(self.messages)
-        phi = np.zeros((n, k + nb * d + nm * d))
-        rows = np.arange(n)
-        phi[rows, offer_idx] = 1.0
-        b = self._b[offer_idx]
-        m = self._m[offer_idx]
-        for j in range(d):
-            phi[rows, k + b * d + j] = x[:, j]
-            phi[rows, k + nb * d + m * d + j] = x[:, j]
-        return phi
+        k, nb = len(self.offers), len(self.bundles)
+        cols = np.concatenate(
+            [
+                offer_idx[:, None],
+                k + self._b[offer_idx][:, None] * d + np.arange(d)[None, :],
+                k + nb * d + self._m[offer_idx][:, None] * d + np.arange(d)[None, :],
+            ],
+            axis=1,
+        )
+        vals = np.concatenate([np.ones((n, 1)), x, x], axis=1)
+        width = k + (nb + len(self.messages)) * d
+        indptr = np.arange(0, n * (2 * d + 1) + 1, 2 * d + 1)
+        return sparse.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(n, width))
 
     def fit(self, data: LoggedData) -> Self:
         index = {o: i for i, o in enumerate(self.offers)}
@@ -77,8 +88,12 @@ class LinearRevenue(RewardModel):
         a = np.array([index[o] for o in data.offers], dtype=np.int64)
         phi = self._design(x, a)
         y = np.asarray(data.rewards, dtype=np.float64)
-        gram = phi.T @ phi + self.alpha * np.eye(phi.shape[1])
-        beta = np.linalg.solve(gram, phi.T @ y)
+        p = phi.shape[1]
+        if p <= DIRECT_COLUMNS:
+            gram = (phi.T @ phi).toarray() + self.alpha * np.eye(p)
+            beta = np.linalg.solve(gram, phi.T @ y)
+        else:
+            beta = lsqr(phi, y, damp=float(np.sqrt(self.alpha)), atol=1e-10, btol=1e-10)[0]
         k, d, nb = len(self.offers), x.shape[1], len(self.bundles)
         self.w = np.asarray(beta[:k], dtype=np.float64)
         self.U = np.asarray(beta[k : k + nb * d], dtype=np.float64).reshape(nb, d)

@@ -1,34 +1,54 @@
-"""Training sets from logged decisions, and off-policy evaluation."""
+"""Training sets from logged decisions, off-policy evaluation, and imported logs."""
 
 from offerloop.training._dataset import TrainingSet, build_training_set, split_by_time
-from offerloop.training._evaluate import evaluate_all
-from offerloop.training._imported import ImportedLog, ImportSpec, import_log, load_log
-from offerloop.training._ope import (
+from offerloop.training._estimators import (
+    ESTIMATORS,
+    EVIDENCE,
     Estimate,
+    Evidence,
     compare,
+    compare_arrays,
+    direct_method,
     doubly_robust,
     dr_terms,
+    estimate_all,
+    estimate_arrays,
     evaluate,
     ips,
+    paired,
+    sndr,
     snips,
+    summarise,
+    switch_dr,
     target_probabilities,
 )
+from offerloop.training._imported import ImportedLog, ImportSpec, import_log, load_log
 
 __all__ = [
+    "ESTIMATORS",
+    "EVIDENCE",
     "Estimate",
+    "Evidence",
     "ImportSpec",
     "ImportedLog",
     "TrainingSet",
     "build_training_set",
     "compare",
+    "compare_arrays",
+    "direct_method",
     "doubly_robust",
     "dr_terms",
+    "estimate_all",
+    "estimate_arrays",
     "evaluate",
-    "evaluate_all",
     "import_log",
     "ips",
     "load_log",
+    "paired",
+    "sndr",
     "snips",
     "split_by_time",
+    "summarise",
+    "switch_dr",
     "target_probabilities",
 ]
