@@ -18,6 +18,7 @@ BENCHES = [
     "load_test.py",
     "soak.py",
     "faults.py",
+    "evaluation.py",
 ]
 
 if __name__ == "__main__":

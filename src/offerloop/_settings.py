@@ -107,6 +107,12 @@ class Settings:
         "margin with 80% confidence). Lenient on purpose: a shadow is never shown, and the "
         "controller demands live evidence before any player sees it.",
     )
+    warm_start_logs: tuple[str, ...] = _s(
+        (),
+        "Imported logs (offerloop logs import) whose decisions retrain adds to the campaign's "
+        "own, older than any of them: a first model before offerloop has logged anything. "
+        "Their actions must be the campaign's offers; columns named like features are used.",
+    )
     min_effective_rows: float = _s(
         50.0,
         "Off-policy evidence: an estimate whose importance weights have fewer effective rows "

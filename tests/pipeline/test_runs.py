@@ -162,7 +162,15 @@ def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) 
     st = system.settings
     same = {
         k: getattr(st, k)
-        for k in ("data_dir", "gate_margin", "database_url", "database_schema", "redis_url")
+        for k in (
+            "data_dir",
+            "gate_margin",
+            "min_effective_rows",
+            "min_rewarded_rows",
+            "database_url",
+            "database_schema",
+            "redis_url",
+        )
     }
     same["redis_prefix"] = st.redis_prefix
     proc = subprocess.run(

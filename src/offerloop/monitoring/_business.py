@@ -17,6 +17,7 @@ import numpy as np
 from offerloop.backends import Backend, DecisionRecord
 from offerloop.events import AttributionRules, attribute
 from offerloop.policies import Policy
+from offerloop.training import EVIDENCE, Evidence, ips, snips
 
 __all__ = [
     "calibration",
@@ -137,31 +138,41 @@ def calibration(
 
 
 def shadow_estimates(
-    decisions: Sequence[DecisionRecord], rewards: dict[str, float], bucket_seconds: float
+    decisions: Sequence[DecisionRecord],
+    rewards: dict[str, float],
+    bucket_seconds: float,
+    reward_max: float | None = None,
+    evidence: Evidence = EVIDENCE,
 ) -> list[dict[str, Any]]:
-    """Per shadow version and time bucket: its self-normalised importance-weighted value on
-    the decisions it scored, beside the realised revenue of what served those decisions."""
-    groups: dict[tuple[str, float], list[tuple[float, float]]] = defaultdict(list)
+    """Per shadow version and time bucket: its off-policy value on the decisions it scored
+    (self-normalised and plain IPS, by :mod:`offerloop.training`, with the same rare-event
+    intervals and thin-evidence warnings as the gate), beside the realised revenue of what
+    served those decisions."""
+    groups: dict[tuple[str, float], list[tuple[float, float, float]]] = defaultdict(list)
     for d in decisions:
         bucket = math.floor(d.ts / bucket_seconds) * bucket_seconds
         reward = rewards[d.decision_id]
         for sh in d.shadows:
-            groups[(sh.version, bucket)].append(
-                (sh.logged_offer_probability / d.propensity, reward)
-            )
+            groups[(sh.version, bucket)].append((sh.logged_offer_probability, d.propensity, reward))
     out = []
-    for (version, bucket), pairs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        w = np.array([p[0] for p in pairs])
-        r = np.array([p[1] for p in pairs])
-        value = float((w * r).sum() / w.sum()) if w.sum() > 0 else 0.0
+    for (version, bucket), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        target, prop, r = (np.array(col, dtype=np.float64) for col in zip(*rows, strict=True))
+        sn = snips(target, prop, r, reward_max, evidence)
+        plain = ips(target, prop, r, reward_max, evidence)
         out.append(
             {
                 "version": version,
                 "bucket_start": bucket,
-                "decisions": len(pairs),
-                "snips_per_decision": value,
+                "decisions": len(rows),
+                "snips_per_decision": sn.value,
+                "lower": sn.lower,
+                "upper": sn.upper,
+                "ips_per_decision": plain.value,
                 "served_per_decision": float(r.mean()),
-                "ess": float(w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0,
+                "ess": sn.ess,
+                "events": sn.events,
+                "usable": sn.usable,
+                "warnings": list(sn.warnings),
             }
         )
     return out

@@ -250,17 +250,28 @@ def render_dashboard(
             ],
             "runs-table",
         ),
-        "<h2>Shadows on the same traffic (latest day, self-normalised IPS)</h2>",
+        "<h2>Shadows on the same traffic (latest day, self-normalised IPS, 95% interval)</h2>",
         _table(
-            ("version", "day", "decisions", "estimate / decision", "served / decision", "ESS"),
+            (
+                "version",
+                "day",
+                "decisions",
+                "estimate / decision",
+                "95% interval",
+                "served / decision",
+                "ESS",
+                "evidence",
+            ),
             [
                 (
                     v,
                     format_ts(p["bucket_start"])[:10],
                     p["decisions"],
                     _num(p["snips_per_decision"]),
+                    f"{_num(p['lower'])} .. {_num(p['upper'])}",
                     _num(p["served_per_decision"]),
                     f"{p['ess']:.0f}",
+                    "enough" if p["usable"] else "thin: " + "; ".join(p["warnings"]),
                 )
                 for v, p in sorted(last_buckets.items())
             ],

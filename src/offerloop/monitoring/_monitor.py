@@ -24,6 +24,7 @@ from offerloop.monitoring._business import (
     shadow_estimates,
 )
 from offerloop.monitoring._drift import drift_report
+from offerloop.training import Evidence, reward_bound
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -184,7 +185,10 @@ class Monitor:
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, _ = self._matured(c.id, start, end)
-        return {"campaign": c.id, "series": shadow_estimates(decisions, rewards, bucket_seconds)}
+        s = self.system.settings
+        top = reward_bound([o.price for o in c.offers], s)
+        series = shadow_estimates(decisions, rewards, bucket_seconds, top, Evidence.of(s))
+        return {"campaign": c.id, "series": series}
 
     # -- drift ---------------------------------------------------------------------------
     def drift(self, campaign: str | None = None) -> dict[str, Any]:

@@ -42,10 +42,10 @@ from offerloop._system import Offerloop
 from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
 from offerloop.features import Encoder
-from offerloop.pipeline._retrain import evidence, make_model, reward_bound
+from offerloop.pipeline._retrain import make_model
 from offerloop.policies import GBTPurchase, LoggedData, RewardModel
 from offerloop.registry import RELEASED, release_stack
-from offerloop.training import build_training_set, compare
+from offerloop.training import Evidence, build_training_set, compare, reward_bound
 
 __all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control"]
 
@@ -345,8 +345,8 @@ def _judge_shadow(
         ts=np.array([d.ts for d in rows], dtype=np.float64),
     )
     shadow, release = system.registry.load(version), system.registry.load(released)
-    top = reward_bound(system, system.campaign(campaign))
-    _, _, diff = compare(shadow, release, model, data, top, evidence(s))
+    top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
+    _, _, diff = compare(shadow, release, model, data, top, Evidence.of(s))
     low = diff.lower_bound(s.shadow_confidence)
     summary = (
         f"live doubly robust uplift over {released} {diff.value:+.4f} per decision "

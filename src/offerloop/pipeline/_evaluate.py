@@ -29,15 +29,17 @@ from offerloop._errors import InvalidInput
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
 from offerloop.features import Encoder
-from offerloop.pipeline._retrain import LEARNERS, evidence, model_for, policy_for
+from offerloop.pipeline._retrain import LEARNERS, model_for, policy_for
 from offerloop.policies import LoggedData, Policy, RandomPolicy
 from offerloop.training import (
     Estimate,
+    Evidence,
     build_training_set,
     compare_arrays,
     estimate_arrays,
     ips,
     load_log,
+    reward_bound,
     snips,
 )
 
@@ -92,7 +94,7 @@ def _source(system: Offerloop, logs: str, campaign: str | None) -> _Log:
         c = system.campaign(campaign)
         data = build_training_set(system.backend, c.id, system.clock.now(), system.attribution).data
         prices = [o.price for o in c.offers]
-        top = max(prices) * system.settings.attribution_max_purchases
+        top = reward_bound(prices, system.settings)
         return _Log(data, c.offer_ids, Encoder.of(system.features).spec(), prices, top)
     log = load_log(system.settings.data_dir, logs)
     return _Log(log.data, log.actions, log.encoder.spec(), [], None)
@@ -234,7 +236,7 @@ def evaluate_offline(
         notes.append(f"judge {judge} cross-fitted over {folds} time blocks")
     else:
         notes.append("only the logged offer's probability given: IPS and SNIPS only")
-    bar = evidence(s)
+    bar = Evidence.of(s)
     d = log.data
     if probs is None:
         assert target is not None

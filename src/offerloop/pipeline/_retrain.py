@@ -19,24 +19,31 @@ from offerloop.policies import (
     EpsilonGreedy,
     GBTPurchase,
     LinearRevenue,
+    LoggedData,
     Policy,
     RewardModel,
     Softmax,
 )
 from offerloop.registry import SHADOW, code_version
-from offerloop.training import Estimate, Evidence, build_training_set, compare, split_by_time
+from offerloop.training import (
+    Estimate,
+    Evidence,
+    build_training_set,
+    compare,
+    reward_bound,
+    split_by_time,
+    warm_start,
+)
 
 __all__ = [
     "LEARNERS",
     "Candidate",
     "RetrainResult",
-    "evidence",
     "make_model",
     "make_policy",
     "model_for",
     "policy_for",
     "retrain",
-    "reward_bound",
 ]
 
 LEARNERS = tuple(REWARD_MODELS)
@@ -63,17 +70,6 @@ class RetrainResult:
     shadowed: bool  # passed the gate and went to shadow
     reasons: list[str] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
-
-
-def reward_bound(system: Offerloop, campaign: Campaign) -> float:
-    """The most one decision can earn: the dearest offer, bought as often as attribution
-    counts (the scale of the estimators' rare-event intervals)."""
-    return max(o.price for o in campaign.offers) * system.settings.attribution_max_purchases
-
-
-def evidence(s: Settings) -> Evidence:
-    """The settings' bar for deciding on an off-policy estimate."""
-    return Evidence(s.min_effective_rows, s.min_rewarded_rows)
 
 
 def model_for(
@@ -149,13 +145,15 @@ def retrain(
     now = system.clock.now() if now is None else now
     stage = on_stage or (lambda _name, _doc: None)
     ts = build_training_set(system.backend, c.id, now, system.attribution)
-    n = len(ts.data)
+    warm, warm_notes = warm_start(s.data_dir, s.warm_start_logs, c.offer_ids, system.features.names)
+    data = ts.data if warm is None else LoggedData.concat([warm, ts.data])
+    n = len(data)
     if n < s.min_training_decisions:
         raise Conflict(
             f"only {n} decisions of {c.id!r} have a final reward "
             f"({ts.open_excluded} still open); retraining needs {s.min_training_decisions}"
         )
-    train, valid = split_by_time(ts.data)
+    train, valid = split_by_time(data)
     stage("data", {"start": ts.start, "end": ts.end, "rows": n, "open": ts.open_excluded})
     encoder = Encoder.of(system.features)
     state = system.deployments.state(c.id)
@@ -168,6 +166,7 @@ def retrain(
         "train_rows": len(train),
         "valid_rows": len(valid),
         "open_excluded": ts.open_excluded,
+        "warm_start": warm_notes,
         "features": encoder.feature_names,
         "features_sha256": system.features.digest(),
         "code_version": code_version(),
@@ -196,7 +195,7 @@ def retrain(
         ),
         None,
     ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
-    top, bar = reward_bound(system, c), evidence(s)
+    top, bar = reward_bound([o.price for o in c.offers], s), Evidence.of(s)
     trained = []
     for learner, policy in policies:
         if release is not None:

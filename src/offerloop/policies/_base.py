@@ -56,6 +56,16 @@ class LoggedData:
             ts=self.ts[idx],
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[LoggedData]) -> LoggedData:
+        return cls(
+            features=[f for p in parts for f in p.features],
+            offers=[o for p in parts for o in p.offers],
+            rewards=np.concatenate([p.rewards for p in parts]),
+            propensities=np.concatenate([p.propensities for p in parts]),
+            ts=np.concatenate([p.ts for p in parts]),
+        )
+
 
 class Policy:
     """Base class: parameters in, probabilities over ``offers`` out."""

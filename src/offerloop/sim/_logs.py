@@ -10,11 +10,12 @@ see it. Everything is numpy and seeded, so one repetition takes milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BanditLog", "BanditWorld"]
+__all__ = ["BanditLog", "BanditWorld", "Coverage", "coverage"]
 
 Floats = NDArray[np.float64]
 
@@ -97,3 +98,74 @@ class BanditWorld:
         prior = float(r.mean()) if rows else 0.0
         fitted: Floats = (total + 5.0 * prior) / (count + 5.0)
         return fitted
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How often each estimator's interval held the truth over repeated logs."""
+
+    estimator: str
+    covered: float  # share of repetitions whose interval held the true value
+    normal_covered: float  # the same for value ± z·se (the normal approximation)
+    width: float  # mean interval width / true value
+    thin: float  # share of repetitions flagged as thin evidence
+
+
+def coverage(
+    world: BanditWorld,
+    rows: int,
+    repetitions: int,
+    judge: str,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> list[Coverage]:
+    """Repeat: log ``rows`` decisions, estimate a near-greedy policy's value (and its paired
+    difference from uniform) with every estimator, count the intervals that hold the truth."""
+    from offerloop.training import ESTIMATORS, compare_arrays, estimate_arrays
+
+    rng = np.random.default_rng(seed)
+    policy = world.learned(0.5, 0.05, rng)
+    uniform = np.full_like(policy, 1.0 / world.offers)
+    q = world.judge(judge, rng)
+    truth = world.truth(policy)
+    names = [*ESTIMATORS, "paired"]
+    hits = dict.fromkeys(names, 0)
+    normal = dict.fromkeys(names, 0)
+    width = dict.fromkeys(names, 0.0)
+    thin = dict.fromkeys(names, 0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    for _ in range(repetitions):
+        log = world.sample(rows, rng)
+        qq = q[log.group]
+        var = qq[np.arange(rows), log.logged] * world.price[log.logged]
+        est = estimate_arrays(
+            policy[log.group], log.logged, log.propensity, log.reward, qq, var, world.reward_max
+        )
+        est["paired"] = compare_arrays(
+            policy[log.group],
+            uniform[log.group],
+            log.logged,
+            log.propensity,
+            log.reward,
+            qq,
+            var,
+            world.reward_max,
+        )
+        for name, e in est.items():
+            t = truth - world.truth(uniform) if name == "paired" else truth
+            lo, hi = e.interval(confidence)
+            hits[name] += lo <= t <= hi
+            normal[name] += abs(e.value - t) <= z * e.se
+            width[name] += (hi - lo) / max(abs(truth), 1e-12)
+            thin[name] += not e.usable
+    return [
+        Coverage(
+            n,
+            hits[n] / repetitions,
+            normal[n] / repetitions,
+            width[n] / repetitions,
+            thin[n] / repetitions,
+        )
+        for n in names
+    ]
+

@@ -16,13 +16,20 @@ from offerloop.training._estimators import (
     evaluate,
     ips,
     paired,
+    reward_bound,
     sndr,
     snips,
     summarise,
     switch_dr,
     target_probabilities,
 )
-from offerloop.training._imported import ImportedLog, ImportSpec, import_log, load_log
+from offerloop.training._imported import (
+    ImportedLog,
+    ImportSpec,
+    import_log,
+    load_log,
+    warm_start,
+)
 
 __all__ = [
     "ESTIMATORS",
@@ -45,10 +52,12 @@ __all__ = [
     "ips",
     "load_log",
     "paired",
+    "reward_bound",
     "sndr",
     "snips",
     "split_by_time",
     "summarise",
     "switch_dr",
     "target_probabilities",
+    "warm_start",
 ]

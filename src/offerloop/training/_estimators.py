@@ -57,6 +57,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from offerloop._errors import InvalidInput
+from offerloop._settings import Settings
 from offerloop.policies import LoggedData, Policy, RewardModel
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "evaluate",
     "ips",
     "paired",
+    "reward_bound",
     "sndr",
     "snips",
     "summarise",
@@ -95,6 +97,16 @@ class Evidence:
 
     min_ess: float = 50.0  # effective rows of the importance weights
     min_events: int = 10  # rewarded rows the policy could have chosen
+
+    @classmethod
+    def of(cls, settings: Settings) -> Evidence:
+        return cls(settings.min_effective_rows, settings.min_rewarded_rows)
+
+
+def reward_bound(prices: Sequence[float], settings: Settings) -> float:
+    """The most one decision can earn: the dearest offer, bought as often as attribution
+    counts (the scale of the rare-event intervals)."""
+    return max(prices) * settings.attribution_max_purchases
 
 
 EVIDENCE = Evidence()

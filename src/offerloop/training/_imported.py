@@ -36,7 +36,7 @@ from offerloop._errors import Conflict, InvalidInput, NotFound
 from offerloop.features import Encoder
 from offerloop.policies import LoggedData
 
-__all__ = ["ImportSpec", "ImportedLog", "import_log", "load_log"]
+__all__ = ["ImportSpec", "ImportedLog", "import_log", "load_log", "warm_start"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 FORMAT = "offerloop.log/2"
@@ -307,3 +307,30 @@ def load_log(data_dir: str | Path, name: str) -> ImportedLog:
     return ImportedLog(
         name, data, list(meta["actions"]), Encoder(specs), meta["source"], list(meta["notes"])
     )
+
+
+def warm_start(
+    data_dir: str | Path, names: Sequence[str], offers: Sequence[str], features: Sequence[str]
+) -> tuple[LoggedData | None, list[str]]:
+    """The rows of imported logs ``names`` as training data for a campaign whose offers are
+    ``offers`` and whose features are ``features`` (setting ``warm_start_logs``): every
+    logged action must be one of the offers; columns named like a feature are used, the
+    others ignored, missing features take their defaults. Returns the rows (None without
+    logs) and a note per log."""
+    parts: list[LoggedData] = []
+    notes: list[str] = []
+    known, wanted = set(offers), set(features)
+    for name in names:
+        log = load_log(data_dir, name)
+        unknown = sorted(set(log.actions) - known)
+        if unknown:
+            raise InvalidInput(
+                f"warm-start log {name!r} logs actions that are not offers of the campaign: "
+                f"{', '.join(unknown[:5])}"
+            )
+        used = [f for f in log.encoder.feature_names if f in wanted]
+        rows = [{k: v for k, v in r.items() if k in wanted} for r in log.data.features]
+        d = log.data
+        parts.append(LoggedData(rows, d.offers, d.rewards, d.propensities, d.ts))
+        notes.append(f"{name}: {len(d)} imported decisions, features {', '.join(used) or 'none'}")
+    return (LoggedData.concat(parts) if parts else None), notes
