@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "format_ts", "parse_rfc3339"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "clock_of", "format_ts", "parse_rfc3339"]
 
 
 class Clock(Protocol):
@@ -46,6 +46,28 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+    def move_to(self, ts: float) -> float:
+        """Forward only: a clock that went back would reorder the logs."""
+        with self._lock:
+            if ts < self._now:
+                raise ValueError(
+                    f"the clock only moves forward: it is {format_ts(self._now)}, "
+                    f"{format_ts(ts)} is earlier"
+                )
+            self._now = float(ts)
+            return self._now
+
+
+def clock_of(spec: str) -> Clock:
+    """The clock a setting names: ``system`` (the wall clock), ``manual`` (starts at the
+    wall-clock time, then moves only when told) or ``manual:<RFC 3339 time>``."""
+    kind, _, start = spec.partition(":")
+    if kind == "system" and not start:
+        return SystemClock()
+    if kind == "manual":
+        return ManualClock(parse_rfc3339(start) if start else time.time())
+    raise ValueError("must be 'system', 'manual' or 'manual:<RFC 3339 time>'")
 
 
 _RFC3339 = re.compile(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offerloop._clock import parse_rfc3339
+from offerloop._clock import clock_of, parse_rfc3339
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 
@@ -184,6 +184,12 @@ class Settings:
         0.01,
         "Guardrail: a canary (or shadow) that fails to score more than this share of its "
         "decisions is taken out of service.",
+    )
+    clock: str = _s(
+        "system",
+        "Where time comes from: 'system' (the wall clock), 'manual' (starts now, then moves "
+        "only through POST /v1/admin/clock) or 'manual:2026-01-01T00:00:00Z': decisions, "
+        "attribution windows, schedules and pipeline runs all follow it (backtests, rehearsals).",
     )
     pipeline_schedule: str = _s(
         "",
@@ -404,6 +410,10 @@ def _validate(s: Settings) -> None:
     for name in ("gate_confidence", "shadow_confidence", "guard_confidence"):
         if not 0.5 <= getattr(s, name) < 1:
             problems.append(Problem(name, "must be in [0.5, 1)"))
+    try:
+        clock_of(s.clock)
+    except ValueError as exc:
+        problems.append(Problem("clock", str(exc)))
     if s.min_effective_rows < 1:
         problems.append(Problem("min_effective_rows", "must be >= 1"))
     if s.min_rewarded_rows < 0:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from offerloop._clock import Clock, SystemClock, parse_rfc3339
+from offerloop._clock import Clock, clock_of, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
 from offerloop._periodic import Periodic
 from offerloop._settings import Settings
@@ -62,7 +62,7 @@ class Offerloop:
         self, settings: Settings, clock: Clock | None = None, backend: Backend | None = None
     ) -> None:
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or clock_of(settings.clock)
         self.features = load_features(settings.features)
         paths = settings.campaigns or (str(default_campaign_path()),)
         self.campaigns: dict[str, Campaign] = load_campaigns(paths, features=self.features.names)

@@ -49,16 +49,17 @@ Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the history.
 Actor = Annotated[str | None, typer.Option("--actor", help="Who; default: the OS user.")]
 
 
-def _settings(data_dir: str | None, config: Path | None) -> Settings:
-    return load_settings(config, data_dir=data_dir)
+def _settings(data_dir: str | None, config: Path | None, **overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(config, data_dir=data_dir, **given)
 
 
 @contextmanager
 def _opened(
-    data_dir: str | None, config: Path | None, service: bool = False
+    data_dir: str | None, config: Path | None, service: bool = False, **overrides: Any
 ) -> Iterator[Offerloop]:
     """The data directory's offerloop, bootstrapped on first use, closed afterwards."""
-    settings = _settings(data_dir, config)
+    settings = _settings(data_dir, config, **overrides)
     system = Offerloop(settings.for_service() if service else settings)
     try:
         system.bootstrap(actor="cli")
@@ -93,6 +94,13 @@ def serve(
             "be shared). One process decides on one core.",
         ),
     ] = 1,
+    clock: Annotated[
+        str | None,
+        typer.Option(
+            help="Setting clock: 'manual' or 'manual:<RFC 3339>' to drive time through "
+            "POST /v1/admin/clock (backtests, rehearsals); default 'system'."
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -106,9 +114,14 @@ def serve(
     from offerloop.serving._server import server_config
     from offerloop.serving._workers import run_workers
 
-    settings = _settings(data_dir, config)
+    settings = _settings(data_dir, config, clock=clock)
     when = schedule if schedule is not None else settings.pipeline_schedule
     parsed = parse_schedule(when) if when else None
+    if workers > 1 and settings.clock != "system":
+        raise InvalidInput(
+            "--workers > 1 runs on the system clock: each process would keep its own manual "
+            "clock (drive one process)"
+        )
     if workers > 1:
         if not settings.redis_url:
             raise InvalidInput(
@@ -129,7 +142,7 @@ def serve(
         err.print(f"serving on http://{host}:{port} with {workers} processes")
         run_workers(host, port, workers)
         return
-    with _opened(data_dir, config, service=True) as system, _one_server(system):
+    with _opened(data_dir, config, True, clock=clock) as system, _one_server(system):
         system.warm()  # online features from the event log before the first request
         system.start_background()  # decisions never wait on a store from here on
         # the state built at start (online features, models) is long-lived: keep it out of
@@ -663,6 +676,10 @@ app.add_typer(pipeline_app, name="pipeline")
 @pipeline_app.command("run")
 def pipeline_run(
     campaign: CampaignOpt = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Run as of this RFC 3339 time (backtests; default: now)."),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -671,7 +688,13 @@ def pipeline_run(
     A run that crashed or failed is resumed (same id and data window)."""
     from offerloop.pipeline import run_pipeline
 
-    with _opened(data_dir, config) as system:
+    clock = None
+    if at is not None:
+        try:
+            clock = f"manual:{format_ts(parse_rfc3339(at))}"
+        except ValueError as exc:
+            raise InvalidInput(f"--at: {exc}") from exc
+    with _opened(data_dir, config, clock=clock) as system:
         doc = run_pipeline(system, campaign)
     out.print_json(json.dumps(doc, default=str))
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from offerloop._clock import format_ts, parse_rfc3339
-from offerloop._errors import Forbidden, InvalidInput, Unauthenticated
+from offerloop._clock import ManualClock, format_ts, parse_rfc3339
+from offerloop._errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from offerloop._limits import SafeId
 from offerloop.serving._pools import WorkPools
 from offerloop.serving._routing import StrictJSONRoute
@@ -30,6 +30,12 @@ class VersionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: SafeId = Field(min_length=1, max_length=128)
     reason: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
+
+
+class ClockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    now: str | None = Field(default=None, max_length=64, description="RFC 3339; forward only.")
+    advance_seconds: float | None = Field(default=None, ge=0.0, le=10 * 365 * 86400.0)
 
 
 class CanaryIn(VersionIn):
@@ -71,6 +77,33 @@ def admin_router(system: Offerloop, pools: WorkPools) -> APIRouter:
             "canary_share": st.canary_share if st.canary else None,
             "shadows": list(st.shadows),
         }
+
+    @router.get("/clock")
+    async def clock(who: str = Depends(actor)) -> Any:
+        """The service's time, and whether it can be driven (setting ``clock``)."""
+        manual = isinstance(system.clock, ManualClock)
+        return {"now": format_ts(system.clock.now()), "manual": manual}
+
+    @router.post("/clock")
+    async def set_clock(body: ClockIn, who: str = Depends(actor)) -> Any:
+        """Move a manual clock forward: to ``now`` or by ``advance_seconds``."""
+        if (body.now is None) == (body.advance_seconds is None):
+            raise InvalidInput("give exactly one of now and advance_seconds")
+        c = system.clock
+        if not isinstance(c, ManualClock):
+            raise Conflict("the service runs on the system clock; start it with --clock manual")
+        if body.now is not None:
+            try:
+                target = parse_rfc3339(body.now)
+            except ValueError as exc:
+                raise InvalidInput.of([Problem("now", str(exc))]) from exc
+        else:
+            target = c.now() + float(body.advance_seconds or 0.0)
+        try:
+            c.move_to(target)
+        except ValueError as exc:
+            raise Conflict(str(exc)) from exc
+        return {"now": format_ts(c.now()), "manual": True}
 
     @router.get("/deployments")
     async def deployments(campaign: str | None = None, who: str = Depends(actor)) -> Any:

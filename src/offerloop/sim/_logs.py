@@ -168,4 +168,3 @@ def coverage(
         )
         for n in names
     ]
-

@@ -3,9 +3,6 @@
 from offerloop.training._dataset import TrainingSet, build_training_set, split_by_time
 from offerloop.training._estimators import (
     ESTIMATORS,
-    EVIDENCE,
-    Estimate,
-    Evidence,
     compare,
     compare_arrays,
     direct_method,
@@ -16,7 +13,6 @@ from offerloop.training._estimators import (
     evaluate,
     ips,
     paired,
-    reward_bound,
     sndr,
     snips,
     summarise,
@@ -30,6 +26,7 @@ from offerloop.training._imported import (
     load_log,
     warm_start,
 )
+from offerloop.training._intervals import EVIDENCE, Estimate, Evidence, reward_bound
 
 __all__ = [
     "ESTIMATORS",

@@ -48,23 +48,32 @@ Propensities must lie in (0, 1]; anything else is a clear error, never a silent 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from statistics import NormalDist
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from offerloop._errors import InvalidInput
-from offerloop._settings import Settings
 from offerloop.policies import LoggedData, Policy, RewardModel
+from offerloop.training._intervals import (
+    EVIDENCE,
+    Estimate,
+    Evidence,
+    Floats,
+    Rows,
+    check_propensities,
+    estimate_of,
+    hull,
+    rare_interval,
+    reward_scale,
+    rows_of,
+    widened,
+    z_of,
+)
 
 __all__ = [
     "ESTIMATORS",
-    "EVIDENCE",
-    "Estimate",
-    "Evidence",
     "compare",
     "compare_arrays",
     "direct_method",
@@ -75,7 +84,6 @@ __all__ = [
     "evaluate",
     "ips",
     "paired",
-    "reward_bound",
     "sndr",
     "snips",
     "summarise",
@@ -83,101 +91,11 @@ __all__ = [
     "target_probabilities",
 ]
 
-Floats = NDArray[np.float64]
-Bounds = Callable[[float], tuple[float, float]]  # two-sided confidence -> (lower, upper)
 
-HEAVY_WEIGHT = 1000.0  # weights above this are worth a warning
 ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr")
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """How much an estimate must rest on to be decided on (settings ``min_effective_rows``,
-    ``min_rewarded_rows``)."""
-
-    min_ess: float = 50.0  # effective rows of the importance weights
-    min_events: int = 10  # rewarded rows the policy could have chosen
-
-    @classmethod
-    def of(cls, settings: Settings) -> Evidence:
-        return cls(settings.min_effective_rows, settings.min_rewarded_rows)
-
-
-def reward_bound(prices: Sequence[float], settings: Settings) -> float:
-    """The most one decision can earn: the dearest offer, bought as often as attribution
-    counts (the scale of the rare-event intervals)."""
-    return max(prices) * settings.attribution_max_purchases
-
-
-EVIDENCE = Evidence()
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value per decision with a 95 % interval, and what it rests on."""
-
-    value: float
-    lower: float
-    upper: float
-    se: float  # the normal-approximation standard error (for reference)
-    ess: float  # effective sample size of the importance weights
-    n: int  # rows
-    matched: float = 1.0  # share of rows with a positive weight
-    events: int = 0  # rows with a positive weight and a reward
-    max_weight: float = 0.0
-    warnings: tuple[str, ...] = ()
-    thin: bool = False
-    _bounds: Bounds | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def usable(self) -> bool:
-        """Enough evidence to decide on (not thin)."""
-        return not self.thin
-
-    def interval(self, confidence: float) -> tuple[float, float]:
-        """The two-sided interval at ``confidence`` (0.95 gives ``lower``, ``upper``)."""
-        if not 0.0 < confidence < 1.0:
-            raise ValueError("confidence must be strictly between 0 and 1")
-        if self._bounds is None:
-            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-            return self.value - z * self.se, self.value + z * self.se
-        return self._bounds(confidence)
-
-    def lower_bound(self, confidence: float = 0.95) -> float:
-        """A one-sided lower bound holding with ``confidence``."""
-        return self.interval(2.0 * confidence - 1.0)[0] if confidence > 0.5 else -math.inf
-
-    def upper_bound(self, confidence: float = 0.95) -> float:
-        return self.interval(2.0 * confidence - 1.0)[1] if confidence > 0.5 else math.inf
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "value": self.value,
-            "lower": self.lower,
-            "upper": self.upper,
-            "se": self.se,
-            "ess": self.ess,
-            "n": self.n,
-            "matched": self.matched,
-            "events": self.events,
-            "max_weight": self.max_weight,
-            "usable": self.usable,
-            "warnings": list(self.warnings),
-        }
-
-
-# -- building blocks ---------------------------------------------------------------------
-def _check_propensities(p: Floats) -> Floats:
-    p = np.asarray(p, dtype=np.float64)
-    if len(p) == 0:
-        raise InvalidInput("no logged decisions to evaluate on")
-    bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InvalidInput(f"propensity of row {i} is {p[i]!r}; every propensity must be in (0, 1]")
-    return p
-
-
+# -- offers --------------------------------------------------------------------------
 def _offer_columns(offers: Sequence[str], logged: Sequence[str]) -> NDArray[np.int64]:
     index = {o: i for i, o in enumerate(offers)}
     missing = sorted({o for o in logged if o not in index})
@@ -194,135 +112,6 @@ def target_probabilities(policy: Policy, data: LoggedData) -> Floats:
     return out
 
 
-def _ess(w: Floats) -> float:
-    s2 = float(np.sum(w**2))
-    return float(w.sum()) ** 2 / s2 if s2 > 0 else 0.0
-
-
-def _z(confidence: float) -> float:
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
-def _gamma_interval(sizes: Floats, potential: Floats, confidence: float) -> tuple[float, float]:
-    """Fay–Feuer interval for the mean of a sum of rare events: ``sizes`` are the observed
-    events' contributions (0 where none), ``potential`` what an event on each row would
-    contribute at most (0 where none could happen)."""
-    alpha = 1.0 - confidence
-    y = float(np.sum(sizes))
-    v = float(np.sum(sizes * sizes))
-    pos = potential > 0
-    if not pos.any():
-        return 0.0, 0.0
-    cp = potential[pos]
-    add = _ADD(cp)
-    lo = 0.0 if y <= 0 or v <= 0 else float(stats.gamma.ppf(alpha / 2, y * y / v, scale=v / y))
-    hi = float(
-        stats.gamma.ppf(
-            1 - alpha / 2, (y + add) ** 2 / (v + add**2), scale=(v + add**2) / (y + add)
-        )
-    )
-    return lo, hi
-
-
-def _bound(rewards: Floats, reward_max: float | None) -> float:
-    r_max = float(np.max(rewards)) if len(rewards) else 0.0
-    bound = max(r_max, reward_max or 0.0)
-    return bound if bound > 0 else 1.0
-
-
-def _warnings(w: Floats, events: int, evidence: Evidence) -> tuple[tuple[str, ...], bool]:
-    notes = []
-    thin = False
-    ess = _ess(w)
-    if ess < evidence.min_ess:
-        notes.append(
-            f"effective sample size {ess:.0f} < {evidence.min_ess:g}: the weights rest on few rows"
-        )
-        thin = True
-    if events < evidence.min_events:
-        notes.append(
-            f"only {events} rewarded rows where the policy could have chosen the logged offer "
-            f"(< {evidence.min_events}): the interval is wide and the value uncertain"
-        )
-        thin = True
-    wmax = float(np.max(np.abs(w))) if len(w) else 0.0
-    if wmax > HEAVY_WEIGHT:
-        notes.append(
-            f"importance weights up to {wmax:,.0f}: the logging policy rarely showed what this "
-            "policy prefers"
-        )
-    return tuple(notes), thin
-
-
-def _hull(*intervals: tuple[float, float]) -> tuple[float, float]:
-    return min(i[0] for i in intervals), max(i[1] for i in intervals)
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The arrays every estimator works on."""
-
-    w: Floats  # target probability of the logged offer / logged propensity
-    r: Floats
-    bound: float  # a bound on one reward
-    n: int
-    evidence: Evidence = EVIDENCE
-
-    @property
-    def events(self) -> int:
-        return int(np.sum((self.w != 0) & (self.r > 0)))
-
-
-def _rows(
-    target: Floats,
-    propensities: Floats,
-    rewards: Floats,
-    reward_max: float | None,
-    evidence: Evidence,
-) -> _Rows:
-    p = _check_propensities(propensities)
-    r = np.asarray(rewards, dtype=np.float64)
-    if len(r) != len(p) or len(np.asarray(target)) != len(p):
-        raise InvalidInput(
-            f"{len(p)} propensities, {len(r)} rewards and {len(np.asarray(target))} target "
-            "probabilities: one of each per logged decision"
-        )
-    w = np.asarray(target, dtype=np.float64) / p
-    return _Rows(w, r, _bound(r, reward_max), len(p), evidence)
-
-
-def _ips_parts(rows: _Rows, normaliser: float) -> Bounds:
-    """The rare-event interval of ``Σ w r / normaliser`` (``w ≥ 0``)."""
-    w, r, b = rows.w, rows.r, rows.bound
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        return _gamma_interval(w * r / normaliser, w * b / normaliser, confidence)
-
-    return bounds
-
-
-def _estimate(
-    value: float, se: float, rows: _Rows, bounds: Bounds, weights: Floats | None = None
-) -> Estimate:
-    w = rows.w if weights is None else weights
-    notes, thin = _warnings(w, rows.events, rows.evidence)
-    lo, hi = bounds(0.95)
-    return Estimate(
-        value=value,
-        lower=lo,
-        upper=hi,
-        se=se,
-        ess=_ess(w),
-        n=rows.n,
-        matched=float(np.mean(w != 0)),
-        events=rows.events,
-        max_weight=float(np.max(np.abs(w))) if len(w) else 0.0,
-        warnings=notes,
-        thin=thin,
-        _bounds=bounds,
-    )
-
-
 # -- importance-weighted -----------------------------------------------------------------
 def ips(
     target: Floats,
@@ -332,17 +121,17 @@ def ips(
     evidence: Evidence = EVIDENCE,
 ) -> Estimate:
     """Inverse propensity scoring: mean of (target / logged propensity) × reward."""
-    rows = _rows(target, propensities, rewards, reward_max, evidence)
+    rows = rows_of(target, propensities, rewards, reward_max, evidence)
     t = rows.w * rows.r
     value = float(t.mean())
     se = float(t.std(ddof=1)) / math.sqrt(rows.n) if rows.n > 1 else math.inf
-    rare = _ips_parts(rows, rows.n)
+    rare = rare_interval(rows, rows.n)
 
     def bounds(confidence: float) -> tuple[float, float]:
-        z = _z(confidence)
-        return _hull((value - z * se, value + z * se), rare(confidence))
+        z = z_of(confidence)
+        return hull((value - z * se, value + z * se), rare(confidence))
 
-    return _estimate(value, se, rows, bounds)
+    return estimate_of(value, se, rows, bounds)
 
 
 def snips(
@@ -353,20 +142,20 @@ def snips(
     evidence: Evidence = EVIDENCE,
 ) -> Estimate:
     """Self-normalised IPS: the weighted mean of rewards (weights sum to one)."""
-    rows = _rows(target, propensities, rewards, reward_max, evidence)
+    rows = rows_of(target, propensities, rewards, reward_max, evidence)
     total = float(rows.w.sum())
     if total <= 0:
         bound = rows.bound
-        return _estimate(0.0, math.inf, rows, lambda _c: (0.0, bound))
+        return estimate_of(0.0, math.inf, rows, lambda _c: (0.0, bound))
     value = float(np.dot(rows.w, rows.r) / total)
     se = math.sqrt(float(np.sum((rows.w * (rows.r - value)) ** 2))) / total
-    rare = _ips_parts(rows, total)
+    rare = rare_interval(rows, total)
 
     def bounds(confidence: float) -> tuple[float, float]:
-        z = _z(confidence)
-        return _hull((value - z * se, value + z * se), rare(confidence))
+        z = z_of(confidence)
+        return hull((value - z * se, value + z * se), rare(confidence))
 
-    return _estimate(value, se, rows, bounds)
+    return estimate_of(value, se, rows, bounds)
 
 
 # -- model-based -------------------------------------------------------------------------
@@ -378,7 +167,7 @@ class _Model:
     weight: Floats  # π(logged | x) / logged propensity
     residual: Floats  # r − q̂(x, logged)
     variance: Floats | None  # the judge's conditional variance of the logged reward
-    rows: _Rows
+    rows: Rows
 
 
 def _arrays(
@@ -391,7 +180,7 @@ def _arrays(
     reward_max: float | None,
     evidence: Evidence,
 ) -> _Model:
-    p = _check_propensities(propensities)
+    p = check_propensities(propensities)
     probs, q = np.asarray(probs, dtype=np.float64), np.asarray(q, dtype=np.float64)
     n = len(p)
     if probs.ndim != 2 or probs.shape[0] != n or q.shape != probs.shape or len(logged) != n:
@@ -412,7 +201,7 @@ def _arrays(
         weight=w,
         residual=r - q[idx, logged],
         variance=None if variance is None else np.asarray(variance, dtype=np.float64),
-        rows=_Rows(w, r, _bound(r, reward_max), n, evidence),
+        rows=Rows(w, r, reward_scale(r, reward_max), n, evidence),
     )
 
 
@@ -423,7 +212,7 @@ def _model(
     reward_max: float | None,
     evidence: Evidence = EVIDENCE,
 ) -> _Model:
-    _check_propensities(data.propensities)
+    check_propensities(data.propensities)
     cols = _offer_columns(policy.offers, list(data.offers))
     var = model.reward_variance(data.features)
     idx = np.arange(len(cols))
@@ -452,40 +241,11 @@ def _dr_se(direct: Floats, coef: Floats, residual: Floats, variance: Floats | No
     return math.sqrt(float(np.sum((direct - direct.mean()) ** 2) + np.sum(spread))) / n
 
 
-def _excess(rows: _Rows, normaliser: float, confidence: float) -> tuple[float, float]:
-    """How far the rare-event interval of ``Σ w r / normaliser`` reaches beyond its own
-    normal interval, below and above: the part of the risk a normal interval misses when
-    the rewards behind it are few."""
-    t = rows.w * rows.r / normaliser
-    point = float(t.sum())
-    se = math.sqrt(float(np.sum((t - point / rows.n) ** 2))) if rows.n > 1 else math.inf
-    lo, hi = _ips_parts(rows, normaliser)(confidence)
-    z = _z(confidence)
-    return max(0.0, point - lo - z * se), max(0.0, hi - point - z * se)
-
-
-def _widened(value: float, se: float, parts: Sequence[tuple[_Rows, float, int]]) -> Bounds:
-    """The normal interval around ``value`` widened by each reward-carrying part's excess
-    (``parts``: rows, normaliser, sign of the part in the estimate). With several parts
-    each is taken at its share of the risk."""
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        z = _z(confidence)
-        lo, hi = value - z * se, value + z * se
-        each = 1.0 - (1.0 - confidence) / len(parts)
-        for rows, normaliser, sign in parts:
-            down, up = _excess(rows, normaliser, each)
-            lo, hi = (lo - down, hi + up) if sign > 0 else (lo - up, hi + down)
-        return lo, hi
-
-    return bounds
-
-
 def _dr(m: _Model) -> Estimate:
     terms = m.direct + m.weight * m.residual
     value = float(terms.mean())
     se = _dr_se(m.direct, m.weight, m.residual, m.variance)
-    return _estimate(value, se, m.rows, _widened(value, se, [(m.rows, m.rows.n, 1)]))
+    return estimate_of(value, se, m.rows, widened(value, se, [(m.rows, m.rows.n, 1)]))
 
 
 def _sndr(m: _Model) -> Estimate:
@@ -502,7 +262,7 @@ def _sndr(m: _Model) -> Estimate:
     se = math.sqrt(
         float(np.sum((m.direct - m.direct.mean()) ** 2)) / n**2 + float(np.sum(spread)) / total**2
     )
-    return _estimate(value, se, m.rows, _widened(value, se, [(m.rows, total, 1)]))
+    return estimate_of(value, se, m.rows, widened(value, se, [(m.rows, total, 1)]))
 
 
 def _dm(m: _Model, dr: Estimate) -> Estimate:
@@ -512,10 +272,10 @@ def _dm(m: _Model, dr: Estimate) -> Estimate:
     dr_bounds = dr.interval
 
     def bounds(confidence: float) -> tuple[float, float]:
-        z = _z(confidence)  # the judge may be biased: never narrower than what the log says
-        return _hull((value - z * se, value + z * se), dr_bounds(confidence))
+        z = z_of(confidence)  # the judge may be biased: never narrower than what the log says
+        return hull((value - z * se, value + z * se), dr_bounds(confidence))
 
-    return _estimate(value, se, m.rows, bounds)
+    return estimate_of(value, se, m.rows, bounds)
 
 
 def _switch(m: _Model, dr: Estimate, tau: float | None) -> Estimate:
@@ -527,10 +287,10 @@ def _switch(m: _Model, dr: Estimate, tau: float | None) -> Estimate:
     dr_bounds = dr.interval
 
     def bounds(confidence: float) -> tuple[float, float]:
-        z = _z(confidence)  # clipping biases it: never narrower than DR
-        return _hull((value - z * se, value + z * se), dr_bounds(confidence))
+        z = z_of(confidence)  # clipping biases it: never narrower than DR
+        return hull((value - z * se, value + z * se), dr_bounds(confidence))
 
-    return _estimate(value, se, m.rows, bounds)
+    return estimate_of(value, se, m.rows, bounds)
 
 
 def _all(m: _Model, target: Floats, propensities: Floats, rewards: Floats) -> dict[str, Estimate]:
@@ -645,12 +405,12 @@ def estimate_arrays(
 
 def _paired(c: _Model, b: _Model) -> Estimate:
     d = c.weight - b.weight
-    diff_rows = _Rows(d, c.rows.r, c.rows.bound, c.rows.n, c.rows.evidence)
+    diff_rows = Rows(d, c.rows.r, c.rows.bound, c.rows.n, c.rows.evidence)
     direct = c.direct - b.direct
     value = float((direct + d * c.residual).mean())
     se = _dr_se(direct, d, c.residual, c.variance)
-    bounds = _widened(value, se, [(c.rows, c.rows.n, 1), (b.rows, b.rows.n, -1)])
-    return _estimate(value, se, diff_rows, bounds, weights=c.weight)
+    bounds = widened(value, se, [(c.rows, c.rows.n, 1), (b.rows, b.rows.n, -1)])
+    return estimate_of(value, se, diff_rows, bounds, weights=c.weight)
 
 
 def paired(
@@ -711,10 +471,3 @@ def evaluate(policy: Policy, data: LoggedData) -> Estimate:
 def summarise(estimates: Mapping[str, Estimate]) -> dict[str, dict[str, object]]:
     """Every estimate as plain data (``--json``, run records)."""
     return {k: e.as_dict() for k, e in estimates.items()}
-
-
-def _add_geo(cp: Floats) -> float:
-    return math.sqrt(float(cp.max()) * float(np.sum(cp**2) / np.sum(cp)))
-
-
-_ADD = _add_geo
