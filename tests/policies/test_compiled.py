@@ -32,6 +32,7 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         {"objective": "regression"},
         {"objective": "regression", "zero_as_missing": True},
         {"objective": "binary", "use_missing": False},
+        {"objective": "tweedie"},  # GBTRevenue: revenue is non-negative, log link
     ],
 )
 def test_compiled_trees_reproduce_lightgbm_exactly(params: dict, tmp_path: Path) -> None:

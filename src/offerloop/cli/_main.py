@@ -216,6 +216,13 @@ def demo(
     redis_url: Annotated[
         str | None, typer.Option(help="Keep online features in Redis (prefix offerloop_demo:).")
     ] = None,
+    taste_change_day: Annotated[
+        int,
+        typer.Option(
+            min=-1,
+            help="From this day on the grinders' favourite bundle and message move (-1: never).",
+        ),
+    ] = -1,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -261,7 +268,8 @@ def demo(
         def on_day(s: object) -> None:
             progress.advance(task)
 
-        result = run_demo(settings, DemoConfig(days, players, seed, fresh), on_day=on_day)
+        demo_config = DemoConfig(days, players, seed, fresh, taste_change_day=taste_change_day)
+        result = run_demo(settings, demo_config, on_day=on_day)
     for s in result:
         j = s.as_json()
         rows.append(j)

@@ -16,7 +16,7 @@ predicts rows it saw.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,13 @@ from offerloop.training import (
     Evidence,
     build_training_set,
     compare_arrays,
+    cross_fit,
     estimate_arrays,
     ips,
     load_log,
     reward_bound,
     snips,
+    time_blocks,
 )
 
 __all__ = ["OfflineReport", "evaluate_offline"]
@@ -100,30 +102,13 @@ def _source(system: Offerloop, logs: str, campaign: str | None) -> _Log:
     return _Log(log.data, log.actions, log.encoder.spec(), [], None)
 
 
-def _blocks(n: int, folds: int) -> list[NDArray[np.int64]]:
-    """Contiguous blocks of the rows in time order."""
-    return [b.astype(np.int64) for b in np.array_split(np.arange(n), folds)]
+def _act(model: Any, part: LoggedData) -> Floats:
+    out: Floats = model.act_batch(part.features)
+    return out
 
 
-def _crossfit(
-    make: Callable[[], Any], data: LoggedData, blocks: Sequence[NDArray[np.int64]], predict: str
-) -> Floats:
-    """Out-of-fold ``predict`` ("act" or "q") of a fresh model per block."""
-    out: Floats | None = None
-    everything = np.arange(len(data))
-    for block in blocks:
-        rest = np.setdiff1d(everything, block)
-        model = make().fit(data.take(rest))
-        part = data.take(block)
-        values = (
-            model.act_batch(part.features)
-            if predict == "act"
-            else model.predict_batch(part.features)
-        )
-        if out is None:
-            out = np.zeros((len(data), values.shape[1]))
-        out[block] = values
-    assert out is not None
+def _q(model: Any, part: LoggedData) -> Floats:
+    out: Floats = model.predict_batch(part.features)
     return out
 
 
@@ -176,12 +161,13 @@ def _probabilities(
         notes.append(
             f"{spec} cross-fitted over {len(blocks)} time blocks in {s.exploration} exploration"
         )
-        return _crossfit(
+        made = cross_fit(
             lambda: policy_for(spec, log.actions, log.prices, log.encoder, s),
             log.data,
             blocks,
-            "act",
-        ), None
+            _act,
+        )
+        return made[0], None
     policy: Policy = system.registry.load(spec)
     if list(policy.offers) != list(log.actions):
         raise InvalidInput(f"{spec} chooses among other offers than the log")
@@ -210,7 +196,7 @@ def evaluate_offline(
     judge = judge or ("purchase_gbt" if log.prices else "gbt")
     if judge not in LEARNERS:
         raise InvalidInput(f"unknown judge {judge!r} (known: {', '.join(LEARNERS)})")
-    blocks = _blocks(n, folds)
+    blocks = time_blocks(log.data, folds)
     notes: list[str] = []
     index = {a: i for i, a in enumerate(log.actions)}
     unknown = sorted({o for o in log.data.offers if o not in index})
@@ -227,12 +213,12 @@ def evaluate_offline(
             )
     q: Floats | None = None
     if probs is not None:
-        q = _crossfit(
+        q = cross_fit(
             lambda: model_for(judge, log.actions, log.prices, log.encoder, s),
             log.data,
             blocks,
-            "q",
-        )
+            _q,
+        )[0]
         notes.append(f"judge {judge} cross-fitted over {folds} time blocks")
     else:
         notes.append("only the logged offer's probability given: IPS and SNIPS only")

@@ -141,6 +141,8 @@ def _transform(header: dict[str, str]) -> str:
     name, params = objective[0], dict(p.split(":", 1) for p in objective[1:] if ":" in p)
     if name in ("regression", "regression_l2", "l2", "mse", "mean_squared_error"):
         return "s"
+    if name == "tweedie":  # log link: the raw score is the log of the prediction
+        return "exp(s)"
     if name == "binary":
         sigmoid = float(params.get("sigmoid", "1"))
         return f"1.0 / (1.0 + exp(-({sigmoid.hex()}) * s))"

@@ -170,9 +170,13 @@ class _GBT(RewardModel):
 
 
 class GBTRevenue(_GBT):
-    """LightGBM regression of revenue on player and offer features."""
+    """LightGBM regression of revenue on player and offer features, with a Tweedie objective:
+    revenue is mostly zero and otherwise a price, and the log link keeps every prediction
+    positive (a squared-error booster predicted negative revenue, and the model checks
+    rejected the learner on every night of the demo)."""
 
     kind = "gbt"
+    objective = "tweedie"
 
 
 class GBTPurchase(_GBT):

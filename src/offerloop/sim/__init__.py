@@ -1,6 +1,15 @@
 """The game simulator: a world with a known optimum, and a driver that plays it."""
 
 from offerloop.sim._runner import DayStats, GameSimulation
-from offerloop.sim._world import SEGMENTS, Player, Segment, World, policy_value
+from offerloop.sim._world import SEGMENTS, Player, Segment, TasteChange, World, policy_value
 
-__all__ = ["SEGMENTS", "DayStats", "GameSimulation", "Player", "Segment", "World", "policy_value"]
+__all__ = [
+    "SEGMENTS",
+    "DayStats",
+    "GameSimulation",
+    "Player",
+    "Segment",
+    "TasteChange",
+    "World",
+    "policy_value",
+]

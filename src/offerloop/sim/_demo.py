@@ -16,7 +16,7 @@ from offerloop.pipeline import run_pipeline
 from offerloop.policies import FixedPolicy
 from offerloop.serving import InProcessClient, create_app
 from offerloop.sim._runner import DayStats, GameSimulation
-from offerloop.sim._world import World
+from offerloop.sim._world import DAY, TasteChange, World
 
 __all__ = ["DEMO_START", "DemoConfig", "run_demo"]
 
@@ -36,6 +36,8 @@ class DemoConfig:
     broken_day: int = 8
     canary_share: float = 0.3
     canary_promote_decisions: int = 400
+    # from the start of this day on, a segment's tastes move (sim.TasteChange); -1: never
+    taste_change_day: int = -1
     # the dashboard's views as a static file in the data directory ("" for none)
     report: str = "report.html"
 
@@ -78,7 +80,12 @@ def run_demo(
         where = f"schema {settings.database_schema}" if settings.database_url else str(data)
         raise Conflict(f"{where} already holds a deployment history; use --fresh or another dir")
     system.bootstrap(actor="demo")
-    world = World(system.campaign(None), seed=config.seed)
+    change = (
+        TasteChange(DEMO_START + config.taste_change_day * DAY)
+        if config.taste_change_day >= 0
+        else None
+    )
+    world = World(system.campaign(None), seed=config.seed, change=change)
     days: list[DayStats] = []
     injected = False
     try:

@@ -10,13 +10,14 @@ world knows each offer's expected revenue for a player at any moment, it can sco
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from offerloop.campaigns import Campaign
 
-__all__ = ["SEGMENTS", "Player", "Segment", "World"]
+__all__ = ["SEGMENTS", "Player", "Segment", "TasteChange", "World"]
 
 DAY = 86400.0
 COUNTRIES = ("us", "gb", "de", "jp", "fr", "br", "in", "mx")
@@ -141,10 +142,45 @@ class Player:
     history: list[tuple[float, float]] = field(default_factory=list)  # (ts, amount)
 
 
-class World:
-    """The game's ground truth for one campaign."""
+@dataclass(frozen=True)
+class TasteChange:
+    """From ``at`` on, ``segment``'s favourite bundle and message move: its taste for its
+    current favourites goes to ``bundle`` and ``message`` and theirs to the old favourites
+    (a drift the simulator's ground truth knows, for the loop to recover from)."""
 
-    def __init__(self, campaign: Campaign, seed: int = 0) -> None:
+    at: float
+    segment: str = "grinder"
+    bundle: str = "cosmetic"
+    message: str = "social"
+
+
+def _swap(taste: dict[str, float], to: str) -> dict[str, float]:
+    if not taste:
+        return dict(taste)
+    top = max(taste, key=lambda k: taste[k])
+    out = dict(taste)
+    out[top], out[to] = taste.get(to, 0.0), taste[top]
+    return out
+
+
+class World:
+    """The game's ground truth for one campaign (optionally with a change of tastes)."""
+
+    def __init__(
+        self, campaign: Campaign, seed: int = 0, change: TasteChange | None = None
+    ) -> None:
+        self.change = change
+        if change is not None and change.segment not in {x.name for x in SEGMENTS}:
+            raise ValueError(f"no segment {change.segment!r}")
+        self._changed = {
+            x.name: dataclasses.replace(
+                x,
+                bundle_taste=_swap(x.bundle_taste, change.bundle),
+                message_taste=_swap(x.message_taste, change.message),
+            )
+            for x in SEGMENTS
+            if change is not None and x.name == change.segment
+        }
         self.campaign = campaign
         self.rng = np.random.default_rng(seed)
         self.prices = np.array([o.price for o in campaign.offers])
@@ -173,6 +209,8 @@ class World:
     def purchase_probabilities(self, p: Player, now: float) -> np.ndarray:
         """P(buy | offer shown) for every offer of the campaign, in campaign order."""
         s = p.segment
+        if self.change is not None and now >= self.change.at:
+            s = self._changed.get(s.name, s)
         logit = np.full(len(self.prices), s.base) - s.price_sensitivity * self._log_price
         logit += [s.bundle_taste.get(b, 0.0) + p.bundle_noise.get(b, 0.0) for b in self._bundles]
         logit += [s.message_taste.get(m, 0.0) + p.message_noise.get(m, 0.0) for m in self._messages]

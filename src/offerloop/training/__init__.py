@@ -1,6 +1,12 @@
 """Training sets from logged decisions, off-policy evaluation, and imported logs."""
 
-from offerloop.training._dataset import TrainingSet, build_training_set, split_by_time
+from offerloop.training._dataset import (
+    TrainingSet,
+    build_training_set,
+    cross_fit,
+    split_by_time,
+    time_blocks,
+)
 from offerloop.training._estimators import (
     ESTIMATORS,
     compare,
@@ -39,6 +45,7 @@ __all__ = [
     "build_training_set",
     "compare",
     "compare_arrays",
+    "cross_fit",
     "direct_method",
     "doubly_robust",
     "dr_terms",
@@ -56,5 +63,6 @@ __all__ = [
     "summarise",
     "switch_dr",
     "target_probabilities",
+    "time_blocks",
     "warm_start",
 ]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from offerloop.backends import Backend
 from offerloop.events import AttributionRules, attribute
 from offerloop.policies import LoggedData
 
-__all__ = ["TrainingSet", "build_training_set", "split_by_time"]
+__all__ = ["TrainingSet", "build_training_set", "cross_fit", "split_by_time", "time_blocks"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,32 @@ def split_by_time(data: LoggedData, valid_share: float = 0.25) -> tuple[LoggedDa
     order = np.argsort(data.ts, kind="stable")
     cut = round(len(order) * (1.0 - valid_share))
     return data.take(order[:cut]), data.take(order[cut:])
+
+
+def time_blocks(data: LoggedData, folds: int) -> list[NDArray[np.int64]]:
+    """The rows' indices in time order, cut into ``folds`` contiguous blocks."""
+    order = np.argsort(data.ts, kind="stable").astype(np.int64)
+    return [b for b in np.array_split(order, folds) if len(b)]
+
+
+def cross_fit(
+    make: Callable[[], Any],
+    data: LoggedData,
+    blocks: Sequence[NDArray[np.int64]],
+    predict: Callable[[Any, LoggedData], NDArray[np.float64]],
+) -> tuple[NDArray[np.float64], list[Any]]:
+    """Out-of-fold predictions: for each block a fresh ``make()`` fitted on the other blocks
+    predicts that block (rows × columns, in ``data``'s order); also the fitted models. Every
+    row is scored by a model that never saw it."""
+    out: NDArray[np.float64] | None = None
+    models = []
+    everything = np.arange(len(data))
+    for block in blocks:
+        model = make().fit(data.take(np.setdiff1d(everything, block)))
+        values = predict(model, data.take(block))
+        if out is None:
+            out = np.zeros((len(data), values.shape[1]))
+        out[block] = values
+        models.append(model)
+    assert out is not None, "no blocks"
+    return out, models
