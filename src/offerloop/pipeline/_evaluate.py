@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
@@ -38,10 +37,11 @@ from offerloop.training import (
     compare_arrays,
     cross_fit,
     estimate_arrays,
-    ips,
+    estimate_target,
     load_log,
+    offer_columns,
+    read_table,
     reward_bound,
-    snips,
     time_blocks,
 )
 
@@ -114,15 +114,7 @@ def _q(model: Any, part: LoggedData) -> Floats:
 
 def _file_probabilities(path: Path, log: _Log) -> tuple[Floats | None, Floats | None]:
     """(full distributions n × K, or None; the logged offer's probability, or None)."""
-    if not path.is_file():
-        raise InvalidInput(f"{path} does not exist")
-    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
-    lit = "'" + str(path).replace("'", "''") + "'"
-    try:
-        with duckdb.connect() as con:
-            table = con.execute(f"SELECT * FROM {reader}({lit})").fetchnumpy()
-    except duckdb.Error as exc:
-        raise InvalidInput(f"{path}: cannot read: {str(exc).splitlines()[0]}") from exc
+    table = read_table(path)
     n = len(log.data)
     have = list(table)
     if all(a in table for a in log.actions):
@@ -198,11 +190,7 @@ def evaluate_offline(
         raise InvalidInput(f"unknown judge {judge!r} (known: {', '.join(LEARNERS)})")
     blocks = time_blocks(log.data, folds)
     notes: list[str] = []
-    index = {a: i for i, a in enumerate(log.actions)}
-    unknown = sorted({o for o in log.data.offers if o not in index})
-    if unknown:
-        raise InvalidInput(f"logged offers unknown to the policy: {', '.join(unknown[:5])}")
-    logged = np.array([index[o] for o in log.data.offers], dtype=np.int64)
+    logged = offer_columns(log.actions, list(log.data.offers))
     probs, target = _probabilities(system, policy, log, blocks, s, notes)
     base_probs: Floats | None = None
     if baseline is not None:
@@ -226,10 +214,7 @@ def evaluate_offline(
     d = log.data
     if probs is None:
         assert target is not None
-        estimates = {
-            "ips": ips(target, d.propensities, d.rewards, log.reward_max, bar),
-            "snips": snips(target, d.propensities, d.rewards, log.reward_max, bar),
-        }
+        estimates = estimate_target(target, d.propensities, d.rewards, log.reward_max, bar)
     else:
         estimates = estimate_arrays(
             probs, logged, d.propensities, d.rewards, q, reward_max=log.reward_max, evidence=bar

@@ -64,12 +64,11 @@ from offerloop.training._intervals import (
     Rows,
     check_propensities,
     estimate_of,
-    hull,
+    normal_or,
     rare_interval,
     reward_scale,
     rows_of,
     widened,
-    z_of,
 )
 
 __all__ = [
@@ -81,8 +80,10 @@ __all__ = [
     "dr_terms",
     "estimate_all",
     "estimate_arrays",
+    "estimate_target",
     "evaluate",
     "ips",
+    "offer_columns",
     "paired",
     "sndr",
     "snips",
@@ -96,7 +97,8 @@ ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr")
 
 
 # -- offers --------------------------------------------------------------------------
-def _offer_columns(offers: Sequence[str], logged: Sequence[str]) -> NDArray[np.int64]:
+def offer_columns(offers: Sequence[str], logged: Sequence[str]) -> NDArray[np.int64]:
+    """The column of each logged offer among ``offers`` (a clear error for unknown ones)."""
     index = {o: i for i, o in enumerate(offers)}
     missing = sorted({o for o in logged if o not in index})
     if missing:
@@ -107,12 +109,29 @@ def _offer_columns(offers: Sequence[str], logged: Sequence[str]) -> NDArray[np.i
 def target_probabilities(policy: Policy, data: LoggedData) -> Floats:
     """The policy's probability of each logged offer."""
     probs = policy.act_batch(data.features)
-    cols = _offer_columns(policy.offers, list(data.offers))
+    cols = offer_columns(policy.offers, list(data.offers))
     out: Floats = probs[np.arange(len(cols)), cols]
     return out
 
 
 # -- importance-weighted -----------------------------------------------------------------
+def _ips(rows: Rows) -> Estimate:
+    t = rows.w * rows.r
+    value = float(t.mean())
+    se = float(t.std(ddof=1)) / math.sqrt(rows.n) if rows.n > 1 else math.inf
+    return estimate_of(value, se, rows, normal_or(value, se, rare_interval(rows, rows.n)))
+
+
+def _snips(rows: Rows) -> Estimate:
+    total = float(rows.w.sum())
+    if total <= 0:
+        bound = rows.bound
+        return estimate_of(0.0, math.inf, rows, lambda _c: (0.0, bound))
+    value = float(np.dot(rows.w, rows.r) / total)
+    se = math.sqrt(float(np.sum((rows.w * (rows.r - value)) ** 2))) / total
+    return estimate_of(value, se, rows, normal_or(value, se, rare_interval(rows, total)))
+
+
 def ips(
     target: Floats,
     propensities: Floats,
@@ -121,17 +140,7 @@ def ips(
     evidence: Evidence = EVIDENCE,
 ) -> Estimate:
     """Inverse propensity scoring: mean of (target / logged propensity) × reward."""
-    rows = rows_of(target, propensities, rewards, reward_max, evidence)
-    t = rows.w * rows.r
-    value = float(t.mean())
-    se = float(t.std(ddof=1)) / math.sqrt(rows.n) if rows.n > 1 else math.inf
-    rare = rare_interval(rows, rows.n)
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        z = z_of(confidence)
-        return hull((value - z * se, value + z * se), rare(confidence))
-
-    return estimate_of(value, se, rows, bounds)
+    return _ips(rows_of(target, propensities, rewards, reward_max, evidence))
 
 
 def snips(
@@ -142,20 +151,20 @@ def snips(
     evidence: Evidence = EVIDENCE,
 ) -> Estimate:
     """Self-normalised IPS: the weighted mean of rewards (weights sum to one)."""
+    return _snips(rows_of(target, propensities, rewards, reward_max, evidence))
+
+
+def estimate_target(
+    target: Floats,
+    propensities: Floats,
+    rewards: Floats,
+    reward_max: float | None = None,
+    evidence: Evidence = EVIDENCE,
+) -> dict[str, Estimate]:
+    """IPS and SNIPS: all that the evaluated policy's probability of the logged offer
+    (``target``) allows, without its full distribution or a judge."""
     rows = rows_of(target, propensities, rewards, reward_max, evidence)
-    total = float(rows.w.sum())
-    if total <= 0:
-        bound = rows.bound
-        return estimate_of(0.0, math.inf, rows, lambda _c: (0.0, bound))
-    value = float(np.dot(rows.w, rows.r) / total)
-    se = math.sqrt(float(np.sum((rows.w * (rows.r - value)) ** 2))) / total
-    rare = rare_interval(rows, total)
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        z = z_of(confidence)
-        return hull((value - z * se, value + z * se), rare(confidence))
-
-    return estimate_of(value, se, rows, bounds)
+    return {"ips": _ips(rows), "snips": _snips(rows)}
 
 
 # -- model-based -------------------------------------------------------------------------
@@ -212,8 +221,7 @@ def _model(
     reward_max: float | None,
     evidence: Evidence = EVIDENCE,
 ) -> _Model:
-    check_propensities(data.propensities)
-    cols = _offer_columns(policy.offers, list(data.offers))
+    cols = offer_columns(policy.offers, list(data.offers))
     var = model.reward_variance(data.features)
     idx = np.arange(len(cols))
     return _arrays(
@@ -269,13 +277,8 @@ def _dm(m: _Model, dr: Estimate) -> Estimate:
     n = m.rows.n
     value = float(m.direct.mean())
     se = float(m.direct.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
-    dr_bounds = dr.interval
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        z = z_of(confidence)  # the judge may be biased: never narrower than what the log says
-        return hull((value - z * se, value + z * se), dr_bounds(confidence))
-
-    return estimate_of(value, se, m.rows, bounds)
+    # the judge may be biased: never narrower than what the log says
+    return estimate_of(value, se, m.rows, normal_or(value, se, dr.interval))
 
 
 def _switch(m: _Model, dr: Estimate, tau: float | None) -> Estimate:
@@ -284,22 +287,16 @@ def _switch(m: _Model, dr: Estimate, tau: float | None) -> Estimate:
     coef = np.where(m.weight <= cut, m.weight, 0.0)
     value = float((m.direct + coef * m.residual).mean())
     se = _dr_se(m.direct, coef, m.residual, m.variance)
-    dr_bounds = dr.interval
-
-    def bounds(confidence: float) -> tuple[float, float]:
-        z = z_of(confidence)  # clipping biases it: never narrower than DR
-        return hull((value - z * se, value + z * se), dr_bounds(confidence))
-
-    return estimate_of(value, se, m.rows, bounds)
+    # clipping biases it: never narrower than DR
+    return estimate_of(value, se, m.rows, normal_or(value, se, dr.interval))
 
 
-def _all(m: _Model, target: Floats, propensities: Floats, rewards: Floats) -> dict[str, Estimate]:
-    r = m.rows
+def _all(m: _Model) -> dict[str, Estimate]:
     dr = _dr(m)
     out = {
         "dm": _dm(m, dr),
-        "ips": ips(target, propensities, rewards, r.bound, r.evidence),
-        "snips": snips(target, propensities, rewards, r.bound, r.evidence),
+        "ips": _ips(m.rows),
+        "snips": _snips(m.rows),
         "dr": dr,
         "sndr": _sndr(m),
         "switch_dr": _switch(m, dr, None),
@@ -363,14 +360,10 @@ def estimate_all(
     evidence: Evidence = EVIDENCE,
 ) -> dict[str, Estimate]:
     """Every estimator of :data:`ESTIMATORS` (only IPS and SNIPS without a judge)."""
-    target = target_probabilities(policy, data)
     if judge is None:
-        return {
-            "ips": ips(target, data.propensities, data.rewards, reward_max, evidence),
-            "snips": snips(target, data.propensities, data.rewards, reward_max, evidence),
-        }
-    m = _model(policy, judge, data, reward_max, evidence)
-    return _all(m, target, data.propensities, data.rewards)
+        target = target_probabilities(policy, data)
+        return estimate_target(target, data.propensities, data.rewards, reward_max, evidence)
+    return _all(_model(policy, judge, data, reward_max, evidence))
 
 
 def estimate_arrays(
@@ -393,14 +386,10 @@ def estimate_arrays(
         raise InvalidInput("probabilities must be one row per logged decision")
     if len(logged) and (logged.min() < 0 or logged.max() >= probs.shape[1]):
         raise InvalidInput("a logged offer is not among the evaluated policy's offers")
-    target = probs[np.arange(len(logged)), logged]
     if q is None:
-        return {
-            "ips": ips(target, propensities, rewards, reward_max, evidence),
-            "snips": snips(target, propensities, rewards, reward_max, evidence),
-        }
-    m = _arrays(probs, q, logged, propensities, rewards, variance, reward_max, evidence)
-    return _all(m, target, propensities, rewards)
+        target = probs[np.arange(len(logged)), logged]
+        return estimate_target(target, propensities, rewards, reward_max, evidence)
+    return _all(_arrays(probs, q, logged, propensities, rewards, variance, reward_max, evidence))
 
 
 def _paired(c: _Model, b: _Model) -> Estimate:

@@ -36,7 +36,7 @@ from offerloop._errors import Conflict, InvalidInput, NotFound
 from offerloop.features import Encoder
 from offerloop.policies import LoggedData
 
-__all__ = ["ImportSpec", "ImportedLog", "import_log", "load_log", "warm_start"]
+__all__ = ["ImportSpec", "ImportedLog", "import_log", "load_log", "read_table", "warm_start"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 FORMAT = "offerloop.log/2"
@@ -71,6 +71,29 @@ def _q(name: str) -> str:
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _table_sql(path: Path) -> str:
+    """The DuckDB table function that reads a CSV or Parquet file."""
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
+    return f"{reader}({_lit(str(path))})"
+
+
+def _unreadable(path: Path, exc: duckdb.Error) -> InvalidInput:
+    return InvalidInput(f"{path}: cannot read: {str(exc).splitlines()[0]}")
+
+
+def read_table(path: str | Path) -> dict[str, Any]:
+    """Every column of a CSV or Parquet file as numpy arrays (one-line error if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"{path} does not exist")
+    try:
+        with duckdb.connect() as con:
+            table: dict[str, Any] = con.execute(f"SELECT * FROM {_table_sql(path)}").fetchnumpy()
+    except duckdb.Error as exc:
+        raise _unreadable(path, exc) from exc
+    return table
 
 
 def _expand(patterns: Sequence[str], columns: list[str], path: Path, kind: str) -> list[str]:
@@ -123,16 +146,15 @@ def import_log(
     out = logs / name
     if out.exists() and not replace:
         raise Conflict(f"log {name!r} exists; pass --replace to overwrite it")
-    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
     with duckdb.connect() as con:
         try:
             con.execute(
-                f"CREATE TEMP VIEW src AS SELECT row_number() OVER () - 1 AS rn, * "
-                f"FROM {reader}({_lit(str(path))})"
+                "CREATE TEMP VIEW src AS SELECT row_number() OVER () - 1 AS rn, * "
+                f"FROM {_table_sql(path)}"
             )
             described = con.execute("DESCRIBE src").fetchall()
         except duckdb.Error as exc:
-            raise InvalidInput(f"{path}: cannot read: {str(exc).splitlines()[0]}") from exc
+            raise _unreadable(path, exc) from exc
         types = {str(r[0]): str(r[1]) for r in described if r[0] != "rn"}
         columns = list(types)
         fixed = [spec.ts, spec.action, spec.reward, spec.propensity]
@@ -287,8 +309,7 @@ def load_log(data_dir: str | Path, name: str) -> ImportedLog:
         raise InvalidInput(f"log {name!r} is in format {meta.get('format')!r}; import it again")
     if hashlib.sha256(rows.read_bytes()).hexdigest() != meta["sha256"]:
         raise InvalidInput(f"log {name!r}: rows.parquet does not match its sha256; import again")
-    with duckdb.connect() as con:
-        table = con.execute(f"SELECT * FROM read_parquet({_lit(str(rows))})").fetchnumpy()
+    table = read_table(rows)
     names = [s["name"] for s in meta["schema"]]
     cols = [np.asarray(table[c]).tolist() for c in names]
     features = (

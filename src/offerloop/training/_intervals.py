@@ -33,6 +33,7 @@ __all__ = [
     "estimate_of",
     "gamma_interval",
     "hull",
+    "normal_or",
     "rare_interval",
     "reward_bound",
     "reward_scale",
@@ -96,7 +97,7 @@ class Estimate:
         if not 0.0 < confidence < 1.0:
             raise ValueError("confidence must be strictly between 0 and 1")
         if self._bounds is None:
-            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+            z = z_of(confidence)
             return self.value - z * self.se, self.value + z * self.se
         return self._bounds(confidence)
 
@@ -171,10 +172,11 @@ def reward_scale(rewards: Floats, reward_max: float | None) -> float:
     return bound if bound > 0 else 1.0
 
 
-def evidence_warnings(w: Floats, events: int, evidence: Evidence) -> tuple[tuple[str, ...], bool]:
+def evidence_warnings(
+    ess: float, wmax: float, events: int, evidence: Evidence
+) -> tuple[tuple[str, ...], bool]:
     notes = []
     thin = False
-    ess = effective_rows(w)
     if ess < evidence.min_ess:
         notes.append(
             f"effective sample size {ess:.0f} < {evidence.min_ess:g}: the weights rest on few rows"
@@ -186,7 +188,6 @@ def evidence_warnings(w: Floats, events: int, evidence: Evidence) -> tuple[tuple
             f"(< {evidence.min_events}): the interval is wide and the value uncertain"
         )
         thin = True
-    wmax = float(np.max(np.abs(w))) if len(w) else 0.0
     if wmax > HEAVY_WEIGHT:
         notes.append(
             f"importance weights up to {wmax:,.0f}: the logging policy rarely showed what this "
@@ -197,6 +198,17 @@ def evidence_warnings(w: Floats, events: int, evidence: Evidence) -> tuple[tuple
 
 def hull(*intervals: tuple[float, float]) -> tuple[float, float]:
     return min(i[0] for i in intervals), max(i[1] for i in intervals)
+
+
+def normal_or(value: float, se: float, other: Bounds) -> Bounds:
+    """The hull of the normal interval around ``value`` and ``other``: never narrower than
+    either."""
+
+    def bounds(confidence: float) -> tuple[float, float]:
+        z = z_of(confidence)
+        return hull((value - z * se, value + z * se), other(confidence))
+
+    return bounds
 
 
 @dataclass(frozen=True)
@@ -246,18 +258,21 @@ def estimate_of(
     value: float, se: float, rows: Rows, bounds: Bounds, weights: Floats | None = None
 ) -> Estimate:
     w = rows.w if weights is None else weights
-    notes, thin = evidence_warnings(w, rows.events, rows.evidence)
+    ess = effective_rows(w)
+    wmax = float(np.max(np.abs(w))) if len(w) else 0.0
+    events = rows.events
+    notes, thin = evidence_warnings(ess, wmax, events, rows.evidence)
     lo, hi = bounds(0.95)
     return Estimate(
         value=value,
         lower=lo,
         upper=hi,
         se=se,
-        ess=effective_rows(w),
+        ess=ess,
         n=rows.n,
         matched=float(np.mean(w != 0)),
-        events=rows.events,
-        max_weight=float(np.max(np.abs(w))) if len(w) else 0.0,
+        events=events,
+        max_weight=wmax,
         warnings=notes,
         thin=thin,
         _bounds=bounds,
