@@ -23,7 +23,6 @@ from offerloop.training._estimators import (
     paired,
     sndr,
     snips,
-    summarise,
     switch_dr,
     target_probabilities,
 )
@@ -66,7 +65,6 @@ __all__ = [
     "sndr",
     "snips",
     "split_by_time",
-    "summarise",
     "switch_dr",
     "target_probabilities",
     "time_blocks",

@@ -48,7 +48,7 @@ Propensities must lie in (0, 1]; anything else is a clear error, never a silent 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +87,6 @@ __all__ = [
     "paired",
     "sndr",
     "snips",
-    "summarise",
     "switch_dr",
     "target_probabilities",
 ]
@@ -455,8 +454,3 @@ def dr_terms(policy: Policy, model: RewardModel, data: LoggedData) -> tuple[Floa
 
 def evaluate(policy: Policy, data: LoggedData) -> Estimate:
     return snips(target_probabilities(policy, data), data.propensities, data.rewards)
-
-
-def summarise(estimates: Mapping[str, Estimate]) -> dict[str, dict[str, object]]:
-    """Every estimate as plain data (``--json``, run records)."""
-    return {k: e.as_dict() for k, e in estimates.items()}
