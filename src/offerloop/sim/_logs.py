@@ -128,6 +128,7 @@ def coverage(
     uniform = np.full_like(policy, 1.0 / world.offers)
     q = world.judge(judge, rng)
     truth = world.truth(policy)
+    uplift = truth - world.truth(uniform)  # the paired difference's true value
     names = [*ESTIMATORS, "paired"]
     hits = dict.fromkeys(names, 0)
     normal = dict.fromkeys(names, 0)
@@ -152,7 +153,7 @@ def coverage(
             world.reward_max,
         )
         for name, e in est.items():
-            t = truth - world.truth(uniform) if name == "paired" else truth
+            t = uplift if name == "paired" else truth
             lo, hi = e.interval(confidence)
             hits[name] += lo <= t <= hi
             normal[name] += abs(e.value - t) <= z * e.se
