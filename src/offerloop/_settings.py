@@ -123,6 +123,11 @@ class Settings:
         "Off-policy evidence: an estimate resting on fewer rewarded rows (where the policy "
         "could have chosen the logged offer) is too thin to decide on.",
     )
+    refit_on_all: bool = _s(
+        True,
+        "Retrain judges each candidate as fitted on the older rows against the newest ones, "
+        "then deploys the winner refitted on all rows (its lineage names the judged fit).",
+    )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
@@ -130,9 +135,22 @@ class Settings:
         "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price).",
     )
     exploration: str = _s(
-        "epsilon_greedy",
-        "How learned policies explore: epsilon_greedy, or softmax (temperature "
-        "softmax_temperature); both keep every offer at least epsilon/n_offers.",
+        "squarecb",
+        "How learned policies explore: squarecb (inverse-gap weighting: offers predicted "
+        "nearly as good as the best are tried often, far worse ones rarely, less as data "
+        "grows; every offer keeps exploration_floor/n_offers), epsilon_greedy, or softmax "
+        "(temperature softmax_temperature); the last two keep every offer at least "
+        "epsilon/n_offers.",
+    )
+    squarecb_gamma_scale: float = _s(
+        1.0,
+        "squarecb exploration: gamma = this x sqrt(n_offers x training rows), in 1/revenue; "
+        "the expected cost of exploring is at most n_offers/gamma per decision.",
+    )
+    exploration_floor: float = _s(
+        0.02,
+        "squarecb exploration: this share of every decision is spread uniformly over the "
+        "offers, so off-policy evaluation of any other policy stays possible.",
     )
     softmax_temperature: float = _s(
         0.2, "Temperature of softmax exploration, in revenue per decision."
@@ -147,7 +165,24 @@ class Settings:
         "the same interval, in most of 5 readings (a busy host slows both, so it alone never "
         "rolls a candidate back).",
     )
-    canary_share: float = _s(0.2, "Share of players a candidate serves as the canary.")
+    canary_share: float = _s(
+        0.2,
+        "Smallest share of players a canary serves: a new canary starts here (or higher, as "
+        "its evidence allows) and moves with the evidence up to canary_max_share.",
+    )
+    canary_max_share: float = _s(
+        0.9,
+        "Largest share a canary reaches before release: its share is the probability that it "
+        "earns more than the release (live doubly robust evidence), within "
+        "[canary_share, canary_max_share].",
+    )
+    sequential_confidence: float = _s(
+        0.95,
+        "Confidence of the controller's always-valid (time-uniform) intervals: a canary is "
+        "released once the lower bound of its live uplift is above 0, rolled back and a "
+        "shadow retired once the upper bound is below 0, judged again at every run without "
+        "peeking bias.",
+    )
     max_learned_shadows: int = _s(
         3,
         "Retrained candidates kept in shadow at once (newest first); each needs a day of "
@@ -422,8 +457,12 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("max_error_rate", "must be in [0, 1)"))
     if s.feature_delay_seconds < 0:
         problems.append(Problem("feature_delay_seconds", "must be >= 0"))
-    if s.exploration not in ("epsilon_greedy", "softmax"):
-        problems.append(Problem("exploration", "must be epsilon_greedy or softmax"))
+    if s.exploration not in ("squarecb", "epsilon_greedy", "softmax"):
+        problems.append(Problem("exploration", "must be squarecb, epsilon_greedy or softmax"))
+    if s.squarecb_gamma_scale <= 0:
+        problems.append(Problem("squarecb_gamma_scale", "must be > 0"))
+    if not 0 < s.exploration_floor < 1:
+        problems.append(Problem("exploration_floor", "must be between 0 and 1 (exclusive)"))
     if s.softmax_temperature <= 0:
         problems.append(Problem("softmax_temperature", "must be > 0"))
     unknown = [x for x in s.learners if x not in ("linear", "gbt", "purchase_gbt")]
@@ -435,6 +474,10 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("latency_tolerance", "must be >= 1"))
     if not 0 < s.canary_share < 1:
         problems.append(Problem("canary_share", "must be between 0 and 1"))
+    if not s.canary_share <= s.canary_max_share < 1:
+        problems.append(Problem("canary_max_share", "must be in [canary_share, 1)"))
+    if not 0.5 < s.sequential_confidence < 1:
+        problems.append(Problem("sequential_confidence", "must be between 0.5 and 1"))
     if s.durability not in ("full", "normal"):
         problems.append(Problem("durability", "must be 'full' or 'normal'"))
     for name, allowed in (

@@ -1,4 +1,4 @@
-"""Retraining: closed windows only, registered with lineage, deployed in shadow."""
+"""Retraining: closed windows only, registered with lineage, deployed as the evidence allows."""
 
 from __future__ import annotations
 
@@ -51,23 +51,30 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     assert m.lineage["open_excluded"] == 30
     assert m.lineage["train_rows"] + m.lineage["valid_rows"] == 600
     assert m.metrics["release_version"] == r.release_version
-    assert r.version in system.deployments.state(system.default_campaign).shadows
-    assert r.shadowed
+    # no canary was running: the winner, refitted on all rows, is the canary at once
+    st = system.deployments.state(system.default_campaign)
+    assert r.shadowed and r.action == "canary"
+    assert r.deployed == st.canary and 0.2 <= st.canary_share <= 0.9
+    refit = system.registry.get(r.deployed)
+    assert refit.lineage["refit_of"] == r.version and refit.lineage["train_rows"] == 600
     assert system.deployments.state(system.default_campaign).released == r.release_version
-    # with room for two learned shadows, a third candidate retires the oldest
+    # with the canary busy, later winners go to shadow; with room for two learned shadows the
+    # oldest keeps its place (it has gathered the most evidence) and the newest slot turns over
     system.settings = system.settings.replace(max_learned_shadows=2)
     r2 = retrain(system, actor="test")
     r3 = retrain(system, actor="test")
+    r4 = retrain(system, actor="test")
     shadows = system.deployments.state(system.default_campaign).shadows
-    assert r2.version in shadows
-    assert r3.version in shadows
-    assert r.version not in shadows
+    assert r2.action == r3.action == r4.action == "shadow"
+    assert r2.deployed in shadows
+    assert r4.deployed in shadows
+    assert r3.deployed not in shadows
     # every candidate is registered with its verdict and model checks
     for cand in r3.candidates:
         m = system.registry.get(cand.version)
         assert m.metrics["checks"] == ["passed"]
         assert m.metrics["verdict"] in (
-            "best candidate, passed the gate: deployed in shadow",
+            "best candidate, passed the gate",
             "passed checks, not the best",
         )
         assert m.lineage["features_sha256"] == system.features.digest()

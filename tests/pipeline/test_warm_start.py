@@ -65,4 +65,6 @@ def test_an_imported_log_trains_registers_and_gates_the_first_model(tmp_path: Pa
         system.close()
     assert winner.lineage["warm_start"][0].startswith("legacy: 4000 imported decisions")
     assert explorer == "Softmax"  # the exploration setting is respected
-    assert winner.version in state.shadows
+    # no canary was running: the winner, refitted on all rows, serves as the canary
+    assert retrain["action"] == "canary"
+    assert state.canary == retrain["deployed"] != winner.version

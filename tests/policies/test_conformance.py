@@ -112,6 +112,16 @@ class TestGBTPurchaseSoftmax(PolicyConformance):
         return Softmax(c.offer_ids, model, temperature=0.3, floor=0.004)
 
 
+class TestGBTPurchaseInverseGap(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        from offerloop.policies import GBTPurchase, InverseGap
+
+        c = campaign()
+        model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
+        return InverseGap(c.offer_ids, model, gamma_scale=0.5, floor=0.02)
+
+
 class TestFixed(PolicyConformance):
     @pytest.fixture
     def policy(self) -> Policy:
@@ -128,6 +138,33 @@ def test_softmax_keeps_its_floor(logged: LoggedData) -> None:
     model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
     probs = Softmax(c.offer_ids, model, 0.05, floor=0.004).fit(logged).act_batch(logged.features)
     assert probs.min() >= 0.004 - 1e-12
+
+
+def test_inverse_gap_explores_by_gap_and_less_with_more_data(logged: LoggedData) -> None:
+    from offerloop.policies import InverseGap, LinearRevenue
+
+    c = campaign()
+    k = len(c.offer_ids)
+    policy = InverseGap(c.offer_ids, LinearRevenue(c.offer_ids, encoder=_enc()), 1.0, 0.02)
+    assert np.allclose(policy.act_batch(logged.features[:5]), 1.0 / k)  # unfitted: uniform
+    policy.fit(logged)
+    assert policy.gamma == pytest.approx(np.sqrt(k * len(logged)))
+    rows = logged.features[:200]
+    probs = policy.act_batch(rows)
+    scores = policy.model.predict_batch(rows)
+    assert probs.min() >= 0.02 / k - 1e-12  # the floor
+    # the best offer is the likeliest; among the others, a smaller gap never gets less
+    assert (probs.argmax(axis=1) == scores.argmax(axis=1)).all()
+    for p, y in zip(probs, scores, strict=True):
+        others = np.argsort(-y)[1:]
+        assert (np.diff(p[others]) <= 1e-12).all()
+    # SquareCB's bound: expected regret against the model's own best <= k / gamma + floor part
+    gap = scores.max(axis=1, keepdims=True) - scores
+    cost = (probs * gap).sum(axis=1)
+    assert (cost <= k / policy.gamma + 0.02 * gap.max(axis=1) + 1e-9).all()
+    half = InverseGap(c.offer_ids, LinearRevenue(c.offer_ids, encoder=_enc()), 1.0, 0.02)
+    half.fit(logged.take(np.arange(len(logged) // 4)))
+    assert half.gamma < policy.gamma  # less data: more exploration
 
 
 def test_changed_artifact_on_disk_refuses_to_load(tmp_path: object) -> None:

@@ -109,7 +109,7 @@ def serve(
     import uvicorn
 
     from offerloop._schedule import parse_schedule
-    from offerloop.pipeline import PipelineScheduler
+    from offerloop.pipeline import PipelineScheduler, run_pipeline
     from offerloop.serving import create_app
     from offerloop.serving._server import server_config
     from offerloop.serving._workers import run_workers
@@ -160,7 +160,11 @@ def serve(
             err.print(f"pipeline schedule {when!r}: next run at {format_ts(sched.next_at)}")
         try:
             server_config_ = server_config(
-                create_app(system, service=True),
+                create_app(
+                    system,
+                    service=True,
+                    pipeline=lambda campaign: run_pipeline(system, campaign),
+                ),
                 host,
                 port,
                 metrics=system.metrics,
@@ -333,12 +337,15 @@ def retrain_cmd(
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Train on decisions with final rewards, register, gate, deploy the winner in shadow."""
+    """Train on decisions with final rewards, register, gate, deploy as the evidence allows
+    (refresh of the released learner, canary, or shadow)."""
     from offerloop.pipeline import retrain
 
     with _opened(data_dir, config) as system:
         r = retrain(system, campaign, actor=_actor(actor))
-    where = "deployed in shadow" if r.shadowed else "not deployed (failed the gate)"
+    where = (
+        f"{r.deployed} deployed ({r.action})" if r.deployed else "not deployed (failed the gate)"
+    )
     out.print(
         f"registered {len(r.candidates)} candidates from {r.rows} decisions; "
         f"best {r.version}, {where}"

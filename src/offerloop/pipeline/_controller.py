@@ -43,9 +43,10 @@ from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
 from offerloop.features import Encoder
 from offerloop.pipeline._retrain import make_model
+from offerloop.pipeline._traffic import share_for
 from offerloop.policies import GBTPurchase, LoggedData, RewardModel
-from offerloop.registry import RELEASED, release_stack
-from offerloop.training import Evidence, build_training_set, compare, reward_bound
+from offerloop.registry import RELEASED, SHADOW, release_stack
+from offerloop.training import Estimate, Evidence, build_training_set, compare, reward_bound
 
 __all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control"]
 
@@ -57,9 +58,10 @@ WATCH_LOOKBACK_SECONDS = 7 * 86400.0
 
 @dataclass(frozen=True)
 class ControlStep:
-    action: str  # "canary" | "release" | "rollback" | "remove" | "wait"
+    action: str  # "canary" | "share" | "release" | "rollback" | "remove" | "wait"
     version: str | None
     reason: str
+    share: float = 0.0  # for "canary" and "share": the canary's new share of players
 
 
 def _z(one_sided: float) -> float:
@@ -73,7 +75,7 @@ def _since(system: Offerloop, campaign: str, version: str) -> float:
 
 
 def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]:
-    """One step: judge the fresh release, then the canary or the shadows; apply and return."""
+    """One step: judge the fresh release, the canary and every shadow; apply and return."""
     c = system.campaign(campaign)
     system.flush_shadows()  # this process's decisions carry their shadow scores
     st = system.deployments.state(c.id)
@@ -85,22 +87,47 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
             if watch.action == "rollback":
                 system.rollback(c.id, actor="controller", reason=watch.reason)
                 return steps
+    if not st.released:
+        return steps
+    live = {v: _live_uplift(system, c.id, v, st.released) for v in (*st.shadows, st.canary) if v}
+    canary_step = None
     if st.canary:
-        steps.append(_judge_canary(system, c.id, st.canary, st.released))
-    elif st.released:
-        judged = [_judge_shadow(system, c.id, v, st.released) for v in st.shadows]
-        steps.extend(j[0] for j in judged if j[0].action != "canary")
-        ready = sorted((j for j in judged if j[0].action == "canary"), key=lambda j: -j[1])
-        steps.extend(j[0] for j in ready[:1])
+        canary_step = _judge_canary(system, c.id, st.canary, st.released, live[st.canary])
+        steps.append(canary_step)
+    judged = [_judge_shadow(system, c.id, v, st.released, live[v]) for v in st.shadows]
+    steps.extend(j[0] for j in judged if j[0].action != "canary")
+    ready = sorted((j for j in judged if j[0].action == "canary"), key=lambda j: -j[1])
+    released_now = canary_step is not None and canary_step.action == "release"
+    if ready and not released_now:  # evidence against the old release waits a run
+        step, low = ready[0]
+        running = st.canary if canary_step is None or canary_step.action != "rollback" else None
+        rival = live.get(running) if running else None
+        if running is None:
+            steps.append(step)
+        elif rival is not None and rival[0] is not None and low > rival[0].value:
+            steps.append(
+                ControlStep(
+                    "canary",
+                    step.version,
+                    f"{step.reason}; its lower bound beats canary {running}'s estimate "
+                    f"{rival[0].value:+.4f}, which returns to shadow",
+                    step.share,
+                )
+            )
+        else:
+            steps.append(
+                ControlStep("wait", step.version, f"{step.reason}; canary {running} keeps its turn")
+            )
     for step in steps:
         if step.action in ("rollback", "remove") and step.version:
             system.undeploy(step.version, actor="controller", reason=step.reason)
         elif step.action == "release" and step.version:
             system.release(step.version, actor="controller", reason=step.reason)
-        elif step.action == "canary" and step.version:
-            system.canary(
-                step.version, system.settings.canary_share, actor="controller", reason=step.reason
-            )
+        elif step.action in ("canary", "share") and step.version:
+            replaced = system.deployments.state(c.id).canary
+            system.canary(step.version, step.share, actor="controller", reason=step.reason)
+            if replaced and replaced != step.version:
+                system.deploy(replaced, SHADOW, actor="controller", reason=step.reason)
     return steps
 
 
@@ -243,7 +270,11 @@ def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlSt
 
 
 def _judge_canary(
-    system: Offerloop, campaign: str, canary: str, released: str | None
+    system: Offerloop,
+    campaign: str,
+    canary: str,
+    released: str | None,
+    live: tuple[Estimate | None, str],
 ) -> ControlStep:
     s = system.settings
     decisions = system.backend.decisions(
@@ -258,23 +289,39 @@ def _judge_canary(
     arm_r = [
         d for d in _matured(system, _served(decisions, released or "", RELEASED)) if not d.fallback
     ]
-    if len(arm_c) < s.canary_min_decisions or len(arm_r) < 2:
-        return ControlStep(
-            "wait",
-            canary,
-            f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions",
+    summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
+    if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
+        rewards = _rewards(system, [*arm_c, *arm_r])
+        worse, summary = _worse(
+            [rewards[d.decision_id] for d in arm_c],
+            [rewards[d.decision_id] for d in arm_r],
+            s.guard_confidence,
         )
-    rewards = _rewards(system, [*arm_c, *arm_r])
-    worse, summary = _worse(
-        [rewards[d.decision_id] for d in arm_c],
-        [rewards[d.decision_id] for d in arm_r],
-        s.guard_confidence,
-    )
-    summary = f"canary vs {released}: {summary}"
-    if worse:
-        return ControlStep("rollback", canary, f"canary worse: {summary}")
+        summary = f"canary vs {released}: {summary}"
+        if worse:
+            return ControlStep("rollback", canary, f"canary worse: {summary}")
+    diff, note = live
+    conf = f"always-valid {s.sequential_confidence:.0%}"
+    if diff is not None and diff.usable:
+        lo, hi = diff.always_valid(s.sequential_confidence)
+        sequential = f"live uplift {diff.value:+.4f} per decision, {conf} [{lo:+.4f}, {hi:+.4f}]"
+        if hi < 0:
+            return ControlStep("rollback", canary, f"canary worse: {sequential} ({note})")
+        if lo > 0:
+            return ControlStep(
+                "release", canary, f"canary better: {sequential} ({note}); {summary}"
+            )
+        summary = f"{summary}; {sequential}"
+    elif note:
+        summary = f"{summary}; {note}"
     if len(arm_c) >= s.canary_promote_decisions:
         return ControlStep("release", canary, f"canary held: {summary}")
+    share = share_for(diff, s) if diff is not None and diff.usable else None
+    current = system.deployments.state(campaign).canary_share
+    if share is not None and abs(share - current) >= 0.05:
+        return ControlStep(
+            "share", canary, f"canary {canary} to {share:.0%} of players: {summary}", share
+        )
     return ControlStep("wait", canary, f"canary {canary} watching: {summary}")
 
 
@@ -303,9 +350,55 @@ def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel,
     return fitted.fit(ts.data), since
 
 
-def _judge_shadow(
+LIVE_ROWS = 5000  # live evidence: at most the newest this many matured decisions
+
+
+def _live_uplift(
     system: Offerloop, campaign: str, version: str, released: str
+) -> tuple[Estimate | None, str]:
+    """The paired doubly robust uplift of ``version`` over the release on live decisions it
+    never trained on (matured, after its training data ended or, for a version without a
+    training window, after it was deployed), whichever arm served them, each with its logged
+    propensity; judged by a purchase × price model independent of those rows. (None, why)
+    when there is nothing to judge on yet."""
+    s = system.settings
+    if version == released:
+        return None, ""
+    record = system.registry.get(version)
+    start = float(record.lineage.get("data_end", _since(system, campaign, version)))
+    judge = _judge(system, campaign, start)
+    if judge is None:
+        return None, "no data yet to fit a judge on"
+    model, start = judge
+    decisions = system.backend.decisions(campaign, start, system.clock.now() + 1e-6)
+    rows = [d for d in _matured(system, decisions) if not d.fallback][-LIVE_ROWS:]
+    if len(rows) < s.shadow_min_decisions:
+        return None, f"{len(rows)} of {s.shadow_min_decisions} matured live decisions"
+    rewards = _rewards(system, rows)
+    data = LoggedData(
+        features=[d.training_row for d in rows],
+        offers=[d.offer_id for d in rows],
+        rewards=np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
+        propensities=np.array([d.propensity for d in rows], dtype=np.float64),
+        ts=np.array([d.ts for d in rows], dtype=np.float64),
+    )
+    policy, release = system.registry.load(version), system.registry.load(released)
+    top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
+    _, _, diff = compare(policy, release, model, data, top, Evidence.of(s))
+    note = f"on {len(rows)} live decisions"
+    if not diff.usable:
+        note += "; evidence too thin: " + "; ".join(diff.warnings)
+    return diff, note
+
+
+def _judge_shadow(
+    system: Offerloop,
+    campaign: str,
+    version: str,
+    released: str,
+    live: tuple[Estimate | None, str],
 ) -> tuple[ControlStep, float]:
+    """A shadow's step and, when it is ready for canary, its lower bound (to rank by)."""
     s = system.settings
     since = _since(system, campaign, version)
     decisions = system.backend.decisions(campaign, since, system.clock.now() + 1e-6)
@@ -318,46 +411,22 @@ def _judge_shadow(
             f"shadow {version} failed to score {total - scored} of {total} decisions "
             f"(> max_error_rate {s.max_error_rate:.1%})",
         ), 0.0
-    judge = _judge(system, campaign, since)
-    if judge is None:
-        return ControlStep(
-            "wait", version, f"{version} in shadow: no data yet to fit a judge on"
-        ), 0.0
-    model, start = judge
-    rows = [
-        d
-        for d in _matured(system, _served(decisions, released, RELEASED))
-        if d.ts >= start and any(sh.version == version for sh in d.shadows)
-    ]
-    n = len(rows)
-    if n < s.shadow_min_decisions:
-        return ControlStep(
-            "wait",
-            version,
-            f"{version} in shadow: {n} of {s.shadow_min_decisions} matured decisions scored",
-        ), 0.0
-    rewards = _rewards(system, rows)
-    data = LoggedData(
-        features=[d.training_row for d in rows],
-        offers=[d.offer_id for d in rows],
-        rewards=np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
-        propensities=np.array([d.propensity for d in rows], dtype=np.float64),
-        ts=np.array([d.ts for d in rows], dtype=np.float64),
-    )
-    shadow, release = system.registry.load(version), system.registry.load(released)
-    top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
-    _, _, diff = compare(shadow, release, model, data, top, Evidence.of(s))
+    diff, note = live
+    if diff is None:
+        return ControlStep("wait", version, f"{version} in shadow: {note}"), 0.0
     low = diff.lower_bound(s.shadow_confidence)
+    lo, hi = diff.always_valid(s.sequential_confidence)
     summary = (
         f"live doubly robust uplift over {released} {diff.value:+.4f} per decision "
-        f"(one-sided {s.shadow_confidence:.0%} lower bound {low:+.4f}) on {n} decisions"
+        f"(one-sided {s.shadow_confidence:.0%} lower bound {low:+.4f}; always-valid "
+        f"{s.sequential_confidence:.0%} [{lo:+.4f}, {hi:+.4f}]) {note}"
     )
     if not diff.usable:
+        return ControlStep("wait", version, f"{version} in shadow: {summary}"), low
+    if hi < 0:
         return ControlStep(
-            "wait",
-            version,
-            f"{version} in shadow: {summary}; evidence too thin: " + "; ".join(diff.warnings),
+            "remove", version, f"retired: earns less than the release: {summary}"
         ), low
     if low > 0:
-        return ControlStep("canary", version, summary), low
+        return ControlStep("canary", version, summary, share_for(diff, s)), low
     return ControlStep("wait", version, f"{version} in shadow: {summary}, not yet positive"), low

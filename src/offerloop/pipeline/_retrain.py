@@ -14,10 +14,12 @@ from offerloop._system import Offerloop
 from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
 from offerloop.pipeline._checks import check_model
+from offerloop.pipeline._traffic import share_for
 from offerloop.policies import (
     REWARD_MODELS,
     EpsilonGreedy,
     GBTPurchase,
+    InverseGap,
     LinearRevenue,
     LoggedData,
     Policy,
@@ -67,9 +69,13 @@ class RetrainResult:
     release_version: str | None
     release: Estimate | None
     uplift: Estimate | None
-    shadowed: bool  # passed the gate and went to shadow
+    shadowed: bool  # deployed: released (refresh), canary or shadow (see reasons)
     reasons: list[str] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    # the version this run put in service (the refit of the judged winner with refit_on_all,
+    # or the refreshed released learner) and how: "released", "canary", "shadow" or ""
+    deployed: str | None = None
+    action: str = ""
 
 
 def model_for(
@@ -100,6 +106,8 @@ def policy_for(
 ) -> EpsilonGreedy:
     """A learner wrapped in the configured exploration (every offer keeps a known floor)."""
     model = model_for(learner, offers, prices, encoder, s)
+    if s.exploration == "squarecb":
+        return InverseGap(list(offers), model, s.squarecb_gamma_scale, s.exploration_floor)
     if s.exploration == "softmax":
         return Softmax(list(offers), model, s.softmax_temperature, s.epsilon / len(offers))
     return EpsilonGreedy(list(offers), model, epsilon=s.epsilon)
@@ -173,11 +181,9 @@ def retrain(
         "trained_at": now,
         "run": run,
     }
-    done = {
-        str(m.lineage.get("learner")): m
-        for m in system.registry.list(c.id)
-        if run and m.lineage.get("run") == run
-    }
+    ours = [m for m in system.registry.list(c.id) if run and m.lineage.get("run") == run]
+    done = {str(m.lineage.get("learner")): m for m in ours if not m.lineage.get("refit_of")}
+    refits = {str(m.lineage["refit_of"]): m.version for m in ours if m.lineage.get("refit_of")}
     policies: list[tuple[str, Policy]] = []
     for learner in learners:
         if learner in done:
@@ -217,7 +223,7 @@ def retrain(
         elif i != best:
             verdict = "passed checks, not the best"
         elif gated:
-            verdict = "best candidate, passed the gate: deployed in shadow"
+            verdict = "best candidate, passed the gate"
         elif thin and diff is not None:
             verdict = (
                 "best candidate, not gated: evidence too thin (" + "; ".join(diff.warnings) + ")"
@@ -265,14 +271,87 @@ def retrain(
             f"uplift over {state.released} {diff.value:+.4f} per decision, {conf} lower bound "
             f"{gate_low:+.4f} {'>' if gated else '<='} margin {s.gate_margin:g}"
         )
-    if gated and state.mode_of(winner.version) == "":
-        system.deploy(winner.version, SHADOW, actor=actor, reason=f"passed the gate: {reason}")
-        # keep the newest few learned shadows: each needs a day of scored, matured decisions
-        # before the controller can judge it; older ones make way
-        learned = [v for v in state.shadows if system.registry.get(v).kind in LEARNERS]
-        for old in learned[: max(0, len(learned) - (s.max_learned_shadows - 1))]:
-            system.undeploy(old, actor=actor, reason=f"superseded by {winner.version}")
-    stage("gate", {"winner": winner.version, "shadowed": gated, "reason": reason})
+
+    def served_fit(i: int) -> str:
+        """The version to deploy for candidate ``i``: judged as fitted on the older rows,
+        it serves as fitted on all of them (``refit_on_all``)."""
+        judged = candidates[i].version
+        if judged in refits:  # a resumed run: refitted before
+            return refits[judged]
+        if not (s.refit_on_all and len(valid)):
+            return judged
+        refit = trained[i][1].clone().fit(data)
+        return system.registry.register(
+            c.id,
+            refit,
+            {**lineage, "learner": candidates[i].learner, "train_rows": n, "refit_of": judged},
+            {"verdict": f"refit on all {n} rows of {judged}, which was judged"},
+        ).version
+
+    def undeployed(i: int) -> bool:
+        v = candidates[i].version
+        return state.mode_of(v) == "" and state.mode_of(refits.get(v, v)) == ""
+
+    deployed: str | None = None
+    # a refresh: the released learner, fitted on more and newer data, replaces its older fit
+    # at once unless the newest rows say it is worse (the fresh-release watch still guards
+    # it): continuous training of a learner already trusted in production
+    released_learner = (
+        system.registry.get(state.released).lineage.get("learner") if state.released else None
+    )
+    fresh = next(
+        (
+            i
+            for i, cand in enumerate(candidates)
+            if cand.learner == released_learner
+            and not cand.problems
+            and cand.uplift is not None
+            and not (cand.uplift.usable and cand.uplift.upper_bound(s.gate_confidence) < 0)
+        ),
+        -1,
+    )
+    action = ""
+    notes: list[str] = []
+    if fresh >= 0 and undeployed(fresh):
+        up = candidates[fresh].uplift
+        assert up is not None
+        served = served_fit(fresh)
+        why = f"refresh of {released_learner}: uplift over {state.released} {up.value:+.4f}"
+        system.release(served, actor=actor, reason=why)
+        action, deployed = "released", served
+        notes.append(f"{served} released ({why})")
+    positive_but_thin = thin and diff is not None and diff.value > 0
+    if best != fresh and undeployed(best) and (gated or positive_but_thin):
+        served = served_fit(best)
+        deployed = deployed or served
+        if gated and not state.canary and not action:
+            assert diff is not None
+            share = share_for(diff, s)
+            system.canary(served, share, actor=actor, reason=f"passed the gate: {reason}")
+            notes.append(f"{served} canary at {share:.0%}")
+            action = "canary"
+        else:
+            why = (
+                "passed the gate" if gated else "evidence too thin, positive: gathers live evidence"
+            )
+            system.deploy(served, SHADOW, actor=actor, reason=f"{why}: {reason}")
+            notes.append(f"{served} to shadow")
+            action = action or "shadow"
+            # keep the oldest learned shadows (they have gathered the most evidence); the
+            # newest slot takes each new candidate
+            learned = [
+                v
+                for v in system.deployments.state(c.id).shadows
+                if system.registry.get(v).kind in LEARNERS and v != served
+            ]
+            keep = max(0, s.max_learned_shadows - 1)
+            for old in learned[keep:]:
+                system.undeploy(
+                    old, actor=actor, reason=f"newest shadow slot: {served} replaces it"
+                )
+    if notes:
+        reason = f"{reason}; " + "; ".join(notes)
+    stage("gate", {"winner": winner.version, "shadowed": bool(action), "reason": reason})
     return RetrainResult(
         campaign=c.id,
         version=winner.version,
@@ -281,7 +360,9 @@ def retrain(
         release_version=state.released,
         release=trained[best][3],
         uplift=diff,
-        shadowed=gated,
+        shadowed=bool(action),
         reasons=[reason],
         candidates=candidates,
+        deployed=deployed,
+        action=action,
     )

@@ -121,6 +121,8 @@ def run_pipeline(
                         "rows": r.rows,
                         "winner": r.version,
                         "shadowed": r.shadowed,
+                        "deployed": r.deployed,
+                        "action": r.action,
                         "reasons": r.reasons,
                         "candidates": [
                             {

@@ -2,7 +2,7 @@
 
 from offerloop.policies._artifact import REWARD_MODELS, dump_policy, load_policy, sha256
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
-from offerloop.policies._explore import EpsilonGreedy, Softmax
+from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
 from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
@@ -14,6 +14,7 @@ __all__ = [
     "FixedPolicy",
     "GBTPurchase",
     "GBTRevenue",
+    "InverseGap",
     "LinearRevenue",
     "LoggedData",
     "Policy",

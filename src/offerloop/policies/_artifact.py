@@ -11,7 +11,7 @@ from typing import Any
 
 from offerloop._errors import ArtifactCorrupt
 from offerloop.policies._base import Policy, RewardModel
-from offerloop.policies._explore import EpsilonGreedy, Softmax
+from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
 from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
@@ -27,6 +27,7 @@ _POLICIES: dict[str, type[Policy]] = {
 _WRAPPERS: dict[str, type[EpsilonGreedy]] = {
     EpsilonGreedy.kind: EpsilonGreedy,
     Softmax.kind: Softmax,
+    InverseGap.kind: InverseGap,
 }
 REWARD_MODELS: dict[str, type[RewardModel]] = {
     LinearRevenue.kind: LinearRevenue,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -11,7 +12,7 @@ from numpy.typing import NDArray
 
 from offerloop.policies._base import FeatureRow, Floats, LoggedData, Policy, RewardModel
 
-__all__ = ["EpsilonGreedy", "Softmax"]
+__all__ = ["EpsilonGreedy", "InverseGap", "Softmax"]
 
 
 class EpsilonGreedy(Policy):
@@ -107,4 +108,68 @@ class Softmax(EpsilonGreedy):
         soft = z / z.sum(axis=1, keepdims=True)
         k = soft.shape[1]
         out: NDArray[np.float64] = (1.0 - self.floor * k) * soft + self.floor
+        return out
+
+
+class InverseGap(EpsilonGreedy):
+    """SquareCB's inverse-gap weighting (Foster & Rakhlin, 2020), mixed with a uniform floor.
+
+    For predicted revenues ``y`` with best offer ``b``, every other offer ``a`` gets
+    ``1 / (k + gamma * (y[b] - y[a]))`` and ``b`` the rest; then ``floor`` (a total share)
+    is spread uniformly on top. Offers the model thinks nearly as good as the best are tried
+    often, offers it thinks far worse rarely, and the expected cost of exploring is at most
+    ``k / gamma`` per decision. ``gamma`` grows with the data the model was fitted on,
+    ``gamma_scale * sqrt(k * rows)`` (set by :meth:`fit`): exploration shrinks as the model
+    learns, instead of a fixed epsilon for ever. Every offer keeps at least ``floor / k``, and
+    the probabilities are exact, so the logged propensities are the served ones.
+    """
+
+    kind = "squarecb"
+
+    def __init__(
+        self,
+        offers: Sequence[str],
+        model: RewardModel,
+        gamma_scale: float = 1.0,
+        floor: float = 0.02,
+        gamma: float = 0.0,
+    ) -> None:
+        super().__init__(offers, model, epsilon=0.0)
+        if gamma_scale <= 0:
+            raise ValueError("gamma_scale must be > 0")
+        if not 0.0 <= floor < 1.0:
+            raise ValueError("floor must be in [0, 1)")
+        if gamma < 0:
+            raise ValueError("gamma must be >= 0")
+        self.gamma_scale = float(gamma_scale)
+        self.floor = float(floor)
+        self.gamma = float(gamma)  # 0 until fitted: uniform
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "offers": list(self.offers),
+            "model": self.model,
+            "gamma_scale": self.gamma_scale,
+            "floor": self.floor,
+            "gamma": self.gamma,
+        }
+
+    def clone(self) -> Self:
+        model = type(self.model)(**self.model.get_params())
+        return type(self)(self.offers, model, self.gamma_scale, self.floor)
+
+    def fit(self, data: LoggedData) -> Self:
+        self.model.fit(data)
+        self.gamma = self.gamma_scale * math.sqrt(len(self.offers) * max(len(data), 1))
+        return self
+
+    def act_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        scores = self.model.predict_batch(rows)
+        n, k = scores.shape
+        best = np.argmax(scores, axis=1)
+        gap = scores[np.arange(n), best][:, None] - scores
+        p = 1.0 / (k + self.gamma * np.maximum(gap, 0.0))
+        p[np.arange(n), best] = 0.0
+        p[np.arange(n), best] = 1.0 - p.sum(axis=1)
+        out: NDArray[np.float64] = (1.0 - self.floor) * p + self.floor / k
         return out

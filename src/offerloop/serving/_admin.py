@@ -9,6 +9,7 @@ and event endpoints do not depend on any of this.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -42,13 +43,23 @@ class CanaryIn(VersionIn):
     share: float = Field(gt=0.0, lt=1.0, description="Share of players the canary serves.")
 
 
+class PipelineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    campaign: SafeId | None = Field(default=None, max_length=128)
+
+
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     campaign: SafeId | None = Field(default=None, max_length=128)
     reason: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
 
 
-def admin_router(system: Offerloop, pools: WorkPools) -> APIRouter:
+PipelineRunner = Callable[[str | None], dict[str, Any]]
+
+
+def admin_router(
+    system: Offerloop, pools: WorkPools, pipeline: PipelineRunner | None = None
+) -> APIRouter:
     def actor(
         authorization: str | None = Header(default=None),
         x_offerloop_actor: str | None = Header(default=None, max_length=128),
@@ -104,6 +115,15 @@ def admin_router(system: Offerloop, pools: WorkPools) -> APIRouter:
         except ValueError as exc:
             raise Conflict(str(exc)) from exc
         return {"now": format_ts(c.now()), "manual": True}
+
+    @router.post("/pipeline/run")
+    async def pipeline_run(body: PipelineIn, who: str = Depends(actor)) -> Any:
+        """Run the pipeline once now, at the service's time (a backtest drives it after
+        moving the clock): one controller step, then retraining. Returns the run record."""
+        if pipeline is None:
+            raise Conflict("this app has no pipeline runner (start it with offerloop serve)")
+        runner = pipeline
+        return await run("pipeline", lambda: runner(body.campaign))
 
     @router.get("/deployments")
     async def deployments(campaign: str | None = None, who: str = Depends(actor)) -> Any:

@@ -21,7 +21,7 @@ from offerloop._clock import format_ts
 from offerloop._version import __version__
 from offerloop.events import EventBatch
 from offerloop.monitoring import Metrics
-from offerloop.serving._admin import admin_router
+from offerloop.serving._admin import PipelineRunner, admin_router
 from offerloop.serving._api import (
     DecideIn,
     DecideOut,
@@ -86,17 +86,25 @@ class _Observe:
             self.metrics.http_duration.labels(path, method).observe(time.perf_counter() - start)
 
 
-def create_app(system: Offerloop, *, service: bool = False, lag: LoopLag | None = None) -> FastAPI:
+def create_app(
+    system: Offerloop,
+    *,
+    service: bool = False,
+    lag: LoopLag | None = None,
+    pipeline: PipelineRunner | None = None,
+) -> FastAPI:
     """The HTTP app of ``system``. ``service``: running under ``offerloop serve`` (sheds
     decide requests when the event loop runs late, setting ``load_shed_ms``, as measured by
-    ``lag``: a :class:`~offerloop.serving._pools.LoopLag` of its own by default)."""
+    ``lag``: a :class:`~offerloop.serving._pools.LoopLag` of its own by default).
+    ``pipeline``: what ``POST /v1/admin/pipeline/run`` calls (the CLI passes the pipeline's
+    ``run_pipeline``; serving itself does not depend on the pipeline)."""
     s = system.settings
     timeout = s.request_timeout_seconds
     pools = WorkPools(
         system.metrics,
         {
-            k: (threads, most, timeout if k != "slow" else 30.0)
-            for k, (threads, most, _) in POOLS.items()
+            k: (threads, most, timeout if k in ("read", "write") else fixed)
+            for k, (threads, most, fixed) in POOLS.items()
         },
     )
     app = FastAPI(
@@ -227,7 +235,7 @@ def create_app(system: Offerloop, *, service: bool = False, lag: LoopLag | None 
         offline estimates against the release."""
         return await pools.run("read", model_out, version)
 
-    app.include_router(admin_router(system, pools))
+    app.include_router(admin_router(system, pools, pipeline))
     app.include_router(monitoring_router(system, pools))
 
     @app.get("/healthz", tags=["operations"])

@@ -7,7 +7,9 @@ or compute for long runs in a thread pool of its *class* (:class:`WorkPools`):
 
 * ``write``: event batches, admin changes;
 * ``read``: decision lookups, a player's features, the registry;
-* ``slow``: the dashboard, the monitoring views, reports (heavy reads over the logs).
+* ``slow``: the dashboard, the monitoring views, reports (heavy reads over the logs);
+* ``pipeline``: a pipeline run asked through the admin API (one at a time; it trains models,
+  so its deadline is an hour, not seconds).
 
 Each class has a bound on work in flight (queued or running); a request over it is shed at
 once with ``Overloaded`` (HTTP 503 + ``Retry-After``) instead of joining a queue whose wait
@@ -47,6 +49,7 @@ POOLS: dict[str, tuple[int, int, float]] = {
     "write": (4, 64, 5.0),
     "read": (4, 64, 5.0),
     "slow": (1, 4, 30.0),
+    "pipeline": (1, 1, 3600.0),
 }
 
 

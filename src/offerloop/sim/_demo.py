@@ -6,8 +6,9 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from offerloop._clock import ManualClock, parse_rfc3339
+from offerloop._clock import ManualClock, format_ts, parse_rfc3339
 from offerloop._errors import BackendUnavailable, Conflict
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
@@ -18,10 +19,19 @@ from offerloop.serving import InProcessClient, create_app
 from offerloop.sim._runner import DayStats, GameSimulation
 from offerloop.sim._world import DAY, TasteChange, World
 
-__all__ = ["DEMO_START", "DemoConfig", "run_demo"]
+__all__ = ["DEMO_SETTINGS", "DEMO_START", "DemoConfig", "run_demo"]
 
 DEMO_START = parse_rfc3339("2026-03-02T00:00:00Z")
 MARKER = "offerloop-demo.marker"
+# what the demo (and bench/learning.py, which drives `offerloop serve` the same way) changes
+DEMO_SETTINGS: dict[str, Any] = {
+    "deployment_refresh_seconds": 0.0,
+    # simulated players buy within 3 hours of an offer, so a 4-hour window loses nothing and
+    # lets each run judge the decisions of a few hours before
+    "attribution_window_hours": 4.0,
+    "max_learned_shadows": 2,
+    "canary_promote_decisions": 400,
+}
 
 
 @dataclass(frozen=True)
@@ -34,12 +44,12 @@ class DemoConfig:
     # night from this day on when no other canary is in flight, to show the controller
     # rolling it back; -1: never.
     broken_day: int = 8
-    canary_share: float = 0.3
-    canary_promote_decisions: int = 400
     # from the start of this day on, a segment's tastes move (sim.TasteChange); -1: never
     taste_change_day: int = -1
     # the dashboard's views as a static file in the data directory ("" for none)
     report: str = "report.html"
+    # pipeline runs per simulated day (evenly spaced; the last one at midnight)
+    runs_per_day: int = 4
 
 
 def run_demo(
@@ -65,13 +75,7 @@ def run_demo(
     marker.write_text("created by offerloop demo; --fresh may delete this directory\n")
     settings = settings.replace(
         decision_seed=config.seed,
-        deployment_refresh_seconds=0.0,
-        # simulated players buy within 3 hours of an offer, so a 4-hour window loses nothing
-        # and lets each night judge that day's decisions
-        attribution_window_hours=4.0,
-        canary_share=config.canary_share,
-        canary_promote_decisions=config.canary_promote_decisions,
-        max_learned_shadows=2,
+        **DEMO_SETTINGS,
     )
     clock = ManualClock(DEMO_START)
     system = Offerloop(settings, clock)
@@ -88,42 +92,57 @@ def run_demo(
     world = World(system.campaign(None), seed=config.seed, change=change)
     days: list[DayStats] = []
     injected = False
+    notes: list[str] = []
+
+    def pipeline(at_night: bool) -> None:
+        nonlocal injected
+        doc = run_pipeline(system)
+        when = "night" if at_night else format_ts(clock.now())[11:16]
+        for step in doc["controller"]:
+            if at_night or step["action"] != "wait":
+                notes.append(
+                    f"{when} controller {step['action']} {step['version']}: {step['reason']}"
+                )
+        r = doc["retrain"]
+        if "skipped" in r:
+            if at_night:
+                notes.append(f"{when} pipeline skipped: {r['skipped']}")
+        elif at_night or r["shadowed"]:
+            where = "to shadow" if r["shadowed"] else "not deployed"
+            notes.append(
+                f"{when} pipeline: {r['winner']} best of {len(r['candidates'])}, {where}: "
+                f"{r['reasons'][0]}"
+            )
+        if (
+            config.broken_day >= 0
+            and clock.now() >= DEMO_START + (config.broken_day + 1) * DAY
+            and not injected
+            and not system.deployments.state(system.default_campaign).canary
+        ):
+            injected = True
+            broken = _broken_candidate(system)
+            system.canary(
+                broken,
+                settings.canary_share,
+                actor="demo: fault injection",
+                reason="forced: always the cheapest bundle",
+            )
+            notes.append(f"{when} fault injection: broken {broken} forced into canary")
+
+    every = DAY / max(1, config.runs_per_day)
     try:
         with InProcessClient(create_app(system)) as client:
             sim = GameSimulation(client, world, clock, config.players, system.default_campaign)
             sim.seed_history()
             for day in range(config.days):
                 st = system.deployments.state(system.default_campaign)
-                stats = sim.play_day(day, on_decision)
+                stats = sim.play_day(
+                    day, on_decision, every=every, on_tick=lambda _ts: pipeline(False)
+                )
                 stats.canary = f"{st.canary} ({st.canary_share:.0%})" if st.canary else ""
-                notes = []
-                doc = run_pipeline(system)
-                for step in doc["controller"]:
-                    notes.append(f"controller {step['action']} {step['version']}: {step['reason']}")
-                r = doc["retrain"]
-                if "skipped" in r:
-                    notes.append(f"pipeline skipped: {r['skipped']}")
-                else:
-                    where = "to shadow" if r["shadowed"] else "not deployed"
-                    notes.append(
-                        f"pipeline: {r['winner']} best of {len(r['candidates'])}, {where}: "
-                        f"{r['reasons'][0]}"
-                    )
-                if (
-                    0 <= config.broken_day <= day
-                    and not injected
-                    and not system.deployments.state(system.default_campaign).canary
-                ):
-                    injected = True
-                    broken = _broken_candidate(system)
-                    system.canary(
-                        broken,
-                        settings.canary_share,
-                        actor="demo: fault injection",
-                        reason="forced: always the cheapest bundle",
-                    )
-                    notes.append(f"fault injection: broken {broken} forced into canary")
+                pipeline(True)
                 stats.night = " | ".join(notes)
+                notes.clear()
                 days.append(stats)
                 if on_day:
                     on_day(stats)

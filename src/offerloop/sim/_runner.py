@@ -43,6 +43,7 @@ class DayStats:
     realised: float = 0.0  # revenue of purchases answering decisions
     night: str = ""
     canary: str = ""  # the canary serving that day, with its share
+    served: dict[str, int] = field(default_factory=dict)  # decisions per model version
 
     def per_decision(self, total: float) -> float:
         return total / self.decisions if self.decisions else 0.0
@@ -58,6 +59,7 @@ class DayStats:
             "oracle": round(self.per_decision(self.expected_oracle), 4),
             "realised": round(self.per_decision(self.realised), 4),
             "canary": self.canary,
+            "served": dict(self.served),
             "night": self.night,
         }
 
@@ -130,7 +132,17 @@ class GameSimulation:
         self.flush()
 
     # -- one day -------------------------------------------------------------------------
-    def play_day(self, day: int, on_decision: Callable[[], None] | None = None) -> DayStats:
+    def play_day(
+        self,
+        day: int,
+        on_decision: Callable[[], None] | None = None,
+        every: float = 0.0,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> DayStats:
+        """One day of play. With ``every`` (seconds) and ``on_tick``, ``on_tick(ts)`` is called
+        at each multiple of ``every`` within the day (after the day start, before its end),
+        with the clock set to that moment and every earlier event flushed: a pipeline that
+        runs every few hours sees exactly the traffic before it."""
         w = self.world
         t0 = self.start + day * DAY
         stats = DayStats(day)
@@ -151,8 +163,17 @@ class GameSimulation:
             at(float(times[0]) + 120, "store", p)
             if w.rng.random() < p.segment.organic_rate:
                 at(float(w.rng.choice(times)) + 600, "organic", p)
+        ticks = (
+            [t0 + i * every for i in range(1, int(DAY // every) + 1) if i * every < DAY]
+            if every > 0 and on_tick is not None
+            else []
+        )
         while heap:
             ts, _, kind, p, data = heapq.heappop(heap)
+            while ticks and ticks[0] <= ts and on_tick is not None:
+                self.flush()
+                self.clock.set(ticks[0])
+                on_tick(ticks.pop(0))
             self.clock.set(ts)
             if kind == "session":
                 self._event(p, "session_start", ts)
@@ -172,6 +193,11 @@ class GameSimulation:
                 self._store_visit(p, ts, stats, at)
                 if on_decision:
                     on_decision()
+        for tick in ticks:
+            self.flush()
+            self.clock.set(tick)
+            if on_tick is not None:
+                on_tick(tick)
         self.clock.set(t0 + DAY)
         self.flush()
         return stats
@@ -198,8 +224,10 @@ class GameSimulation:
         stats.expected_released += float(expected[k])
         stats.expected_random += float(expected.mean())
         stats.expected_oracle += float(expected.max())
-        if d["model_version"] not in stats.released_versions:
-            stats.released_versions.append(d["model_version"])
+        version = d["model_version"]
+        if version not in stats.released_versions:
+            stats.released_versions.append(version)
+        stats.served[version] = stats.served.get(version, 0) + 1
         if w.rng.random() < w.purchase_probabilities(p, ts)[k]:
             delay = min(float(w.rng.exponential(1200.0)), 3 * 3600.0)
             stats.realised += d["price"]

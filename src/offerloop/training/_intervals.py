@@ -108,6 +108,19 @@ class Estimate:
     def upper_bound(self, confidence: float = 0.95) -> float:
         return self.interval(2.0 * confidence - 1.0)[1] if confidence > 0.5 else math.inf
 
+    def always_valid(
+        self, confidence: float = 0.95, horizon: float = 1000.0
+    ) -> tuple[float, float]:
+        """A time-uniform interval at ``confidence``: it may be looked at after every new batch
+        of decisions and acted on the first time it excludes zero, without the bias of
+        peeking. The interval at ``confidence`` (honest widening included) is stretched by the
+        ratio of the asymptotic confidence sequence of Waudby-Smith et al. (2021, normal
+        mixture, tightest near ``horizon`` rows) to the fixed-n normal half-width at this
+        estimate's number of rows."""
+        lo, hi = self.interval(confidence)
+        stretch = sequence_stretch(max(self.n, 1), 1.0 - confidence, horizon)
+        return self.value - stretch * (self.value - lo), self.value + stretch * (hi - self.value)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "value": self.value,
@@ -139,6 +152,16 @@ def check_propensities(p: Floats) -> Floats:
 def effective_rows(w: Floats) -> float:
     s2 = float(np.sum(w**2))
     return float(w.sum()) ** 2 / s2 if s2 > 0 else 0.0
+
+
+def sequence_stretch(n: float, alpha: float, horizon: float) -> float:
+    """How much wider a two-sided (1 - alpha) asymptotic confidence sequence is than the
+    fixed-n normal interval after ``n`` observations (Waudby-Smith et al. 2021, the normal
+    mixture boundary with rho tuned for ``horizon`` observations; never narrower)."""
+    rho2 = (-2.0 * math.log(alpha) + math.log(-2.0 * math.log(alpha) + 1.0)) / horizon
+    t = n * rho2
+    half = math.sqrt(2.0 * (t + 1.0) / (n * rho2) * math.log(math.sqrt(t + 1.0) / alpha))
+    return max(1.0, half / z_of(1.0 - alpha))
 
 
 def z_of(confidence: float) -> float:
