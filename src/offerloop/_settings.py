@@ -194,7 +194,9 @@ class Settings:
         "decisions, when its off-policy estimate on them beats the release.",
     )
     canary_min_decisions: int = _s(
-        300, "Matured canary decisions before the controller judges a canary at all."
+        100,
+        "Matured canary decisions before the controller compares its realised revenue with the "
+        "release's (an always-valid test, asked again at every run).",
     )
     canary_promote_decisions: int = _s(
         1000,

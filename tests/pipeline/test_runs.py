@@ -82,12 +82,13 @@ def test_a_crashed_holder_releases_the_lock(system: Offerloop) -> None:
 
 
 def _crash_after_registering(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process dies right after the candidates are registered, before the shadow deploy."""
+    """The process dies right after the candidates are registered, before any deploy."""
 
     def crash(*_a: object, **_k: object) -> None:
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(Offerloop, "deploy", crash)
+    for step in ("deploy", "canary", "release"):
+        monkeypatch.setattr(Offerloop, step, crash)
 
 
 def test_a_failed_run_is_resumed_without_training_twice(
@@ -156,7 +157,8 @@ def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) 
         "import json, os, signal, sys\n"
         "from offerloop import Offerloop, load_settings\n"
         "from offerloop.pipeline import run_pipeline\n"
-        "Offerloop.deploy = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "Offerloop.deploy = Offerloop.canary = Offerloop.release = die\n"
         "s = load_settings(env={}, **json.loads(sys.argv[1]))\n"
         "run_pipeline(Offerloop(s))\n"
     )

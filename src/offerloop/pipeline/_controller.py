@@ -32,9 +32,11 @@ Every step is a recorded transition with its reason and the actor ``controller``
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -44,9 +46,17 @@ from offerloop.events import attribute
 from offerloop.features import Encoder
 from offerloop.pipeline._retrain import make_model
 from offerloop.pipeline._traffic import share_for
-from offerloop.policies import GBTPurchase, LoggedData, RewardModel
+from offerloop.policies import GBTPurchase, RewardModel
 from offerloop.registry import RELEASED, SHADOW, release_stack
-from offerloop.training import Estimate, Evidence, build_training_set, compare, reward_bound
+from offerloop.training import (
+    Estimate,
+    Evidence,
+    build_training_set,
+    compare_arrays,
+    offer_columns,
+    reward_bound,
+)
+from offerloop.training._intervals import SEQUENCE_HORIZON, sequence_stretch
 
 __all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control"]
 
@@ -80,8 +90,12 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
     system.flush_shadows()  # this process's decisions carry their shadow scores
     st = system.deployments.state(c.id)
     steps: list[ControlStep] = []
+    log = _Log(system, c.id)
+    starts = [_start_of(system, c.id, v) for v in (*st.shadows, st.canary) if v]
+    if starts:
+        log.since(min(starts))  # one read for every judge below
     if st.released:
-        watch = _watch_release(system, c.id, st.released)
+        watch = _watch_release(system, c.id, st.released, log)
         if watch is not None:
             steps.append(watch)
             if watch.action == "rollback":
@@ -89,12 +103,14 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
                 return steps
     if not st.released:
         return steps
-    live = {v: _live_uplift(system, c.id, v, st.released) for v in (*st.shadows, st.canary) if v}
+    live = {
+        v: _live_uplift(system, c.id, v, st.released, log) for v in (*st.shadows, st.canary) if v
+    }
     canary_step = None
     if st.canary:
-        canary_step = _judge_canary(system, c.id, st.canary, st.released, live[st.canary])
+        canary_step = _judge_canary(system, c.id, st.canary, st.released, live[st.canary], log)
         steps.append(canary_step)
-    judged = [_judge_shadow(system, c.id, v, st.released, live[v]) for v in st.shadows]
+    judged = [_judge_shadow(system, c.id, v, st.released, live[v], log) for v in st.shadows]
     steps.extend(j[0] for j in judged if j[0].action != "canary")
     ready = sorted((j for j in judged if j[0].action == "canary"), key=lambda j: -j[1])
     released_now = canary_step is not None and canary_step.action == "release"
@@ -141,6 +157,36 @@ def _rewards(system: Offerloop, decisions: Sequence[DecisionRecord]) -> dict[str
 def _matured(system: Offerloop, decisions: Sequence[DecisionRecord]) -> list[DecisionRecord]:
     end = system.clock.now() - system.window_seconds
     return [d for d in decisions if d.ts < end]
+
+
+class _Log:
+    """The campaign's decisions up to now, read once per controller step (from the earliest
+    time a judge asks for), their rewards attributed once, and the arrays the live
+    judgments share (features, policies' probabilities, the judge's predictions)."""
+
+    def __init__(self, system: Offerloop, campaign: str) -> None:
+        self.system, self.campaign = system, campaign
+        self.now = system.clock.now()
+        self._start = math.inf
+        self._rows: list[DecisionRecord] = []
+        self._ts: list[float] = []
+        self._rewards: dict[str, float] = {}
+        self.memo: dict[object, Any] = {}
+
+    def since(self, start: float, end: float | None = None) -> list[DecisionRecord]:
+        if start < self._start:
+            self._rows = self.system.backend.decisions(self.campaign, start, self.now + 1e-6)
+            self._ts = [d.ts for d in self._rows]
+            self._start = start
+        lo = bisect_left(self._ts, start)
+        hi = len(self._ts) if end is None else bisect_left(self._ts, end)
+        return self._rows[lo:hi]
+
+    def rewards(self, decisions: Sequence[DecisionRecord]) -> dict[str, float]:
+        missing = [d for d in decisions if d.decision_id not in self._rewards]
+        if missing:
+            self._rewards.update(_rewards(self.system, missing))
+        return {d.decision_id: self._rewards[d.decision_id] for d in decisions}
 
 
 def _served(decisions: Sequence[DecisionRecord], version: str, mode: str) -> list[DecisionRecord]:
@@ -194,13 +240,16 @@ def _latency_breach(
 
 
 def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tuple[bool, str]:
-    """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? (Welch z-test.)"""
+    """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? A Welch z-test
+    made always-valid (``Estimate.always_valid``'s stretch at ``new``'s count): the
+    controller asks again at every run, so a fixed-n test would be a peeking test."""
     diff = float(np.mean(new) - np.mean(old))
     se = math.sqrt(float(np.var(new, ddof=1)) / len(new) + float(np.var(old, ddof=1)) / len(old))
-    upper = diff + _z(confidence) * se
+    stretch = sequence_stretch(len(new), 2.0 * (1.0 - confidence), SEQUENCE_HORIZON)
+    upper = diff + stretch * _z(confidence) * se
     return upper < 0, (
         f"{np.mean(new):.4f} vs {np.mean(old):.4f} per decision ({len(new)} vs {len(old)} "
-        f"matured): {diff:+.4f}, one-sided {confidence:.0%} upper bound {upper:+.4f}"
+        f"matured): {diff:+.4f}, always-valid one-sided {confidence:.0%} upper bound {upper:+.4f}"
     )
 
 
@@ -226,7 +275,9 @@ def _guardrails(
 
 
 # -- judges ----------------------------------------------------------------------------------
-def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlStep | None:
+def _watch_release(
+    system: Offerloop, campaign: str, released: str, log: _Log
+) -> ControlStep | None:
     s = system.settings
     transitions = system.backend.transitions(campaign)
     start = next(
@@ -237,12 +288,16 @@ def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlSt
     if start is None or start.action == "rollback" or len(stack) < 2 or stack[-1] != released:
         return None
     previous = stack[-2]
-    now = system.clock.now()
-    after = _served(system.backend.decisions(campaign, start.ts, now + 1e-6), released, RELEASED)
+    after = _served(log.since(start.ts), released, RELEASED)
     matured = _matured(system, after)
     if len(matured) >= s.release_watch_decisions:
         return None  # no longer fresh
-    earlier = system.backend.decisions(campaign, start.ts - WATCH_LOOKBACK_SECONDS, start.ts)
+    earlier = system.backend.decisions(
+        campaign,
+        start.ts - WATCH_LOOKBACK_SECONDS,
+        start.ts,
+        newest=3 * s.release_watch_decisions,
+    )
     previous_served = _served(earlier, previous, RELEASED)[-s.release_watch_decisions :]
     if broken := _guardrails(system, released, after, 0, previous_served, aligned=False):
         return ControlStep("rollback", released, f"fresh release breaks a guardrail: {broken}")
@@ -256,7 +311,7 @@ def _watch_release(system: Offerloop, campaign: str, released: str) -> ControlSt
     before = _matured(system, previous_served)
     if len(before) < 2:
         return None
-    rewards = _rewards(system, [*matured, *before])
+    rewards = log.rewards([*matured, *before])
     worse, summary = _worse(
         [rewards[d.decision_id] for d in matured],
         [rewards[d.decision_id] for d in before],
@@ -275,11 +330,10 @@ def _judge_canary(
     canary: str,
     released: str | None,
     live: tuple[Estimate | None, str],
+    log: _Log,
 ) -> ControlStep:
     s = system.settings
-    decisions = system.backend.decisions(
-        campaign, _since(system, campaign, canary), system.clock.now() + 1e-6
-    )
+    decisions = log.since(_since(system, campaign, canary))
     served = _served(decisions, canary, "canary")
     failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
     reference = [d for d in _served(decisions, released or "", RELEASED) if not d.fallback]
@@ -291,7 +345,7 @@ def _judge_canary(
     ]
     summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
     if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
-        rewards = _rewards(system, [*arm_c, *arm_r])
+        rewards = log.rewards([*arm_c, *arm_r])
         worse, summary = _worse(
             [rewards[d.decision_id] for d in arm_c],
             [rewards[d.decision_id] for d in arm_r],
@@ -353,38 +407,69 @@ def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel,
 LIVE_ROWS = 5000  # live evidence: at most the newest this many matured decisions
 
 
+def _start_of(system: Offerloop, campaign: str, version: str) -> float:
+    """Where ``version``'s live evidence starts: after its training data ended (rows it never
+    trained on) or, for a version without a training window, when it was deployed."""
+    record = system.registry.get(version)
+    return float(record.lineage.get("data_end", _since(system, campaign, version)))
+
+
 def _live_uplift(
-    system: Offerloop, campaign: str, version: str, released: str
+    system: Offerloop, campaign: str, version: str, released: str, log: _Log
 ) -> tuple[Estimate | None, str]:
-    """The paired doubly robust uplift of ``version`` over the release on live decisions it
-    never trained on (matured, after its training data ended or, for a version without a
-    training window, after it was deployed), whichever arm served them, each with its logged
-    propensity; judged by a purchase × price model independent of those rows. (None, why)
-    when there is nothing to judge on yet."""
+    """The paired doubly robust uplift of ``version`` over the release on the newest
+    ``LIVE_ROWS`` matured live decisions it never trained on (``_start_of``), whichever arm
+    served them, each with its logged propensity; judged by a purchase × price model
+    independent of those rows. (None, why) when there is nothing to judge on yet."""
     s = system.settings
     if version == released:
         return None, ""
-    record = system.registry.get(version)
-    start = float(record.lineage.get("data_end", _since(system, campaign, version)))
-    judge = _judge(system, campaign, start)
+    judge = _judge(system, campaign, _start_of(system, campaign, version))
     if judge is None:
         return None, "no data yet to fit a judge on"
     model, start = judge
-    decisions = system.backend.decisions(campaign, start, system.clock.now() + 1e-6)
-    rows = [d for d in _matured(system, decisions) if not d.fallback][-LIVE_ROWS:]
+    rows = [d for d in _matured(system, log.since(start)) if not d.fallback][-LIVE_ROWS:]
     if len(rows) < s.shadow_min_decisions:
         return None, f"{len(rows)} of {s.shadow_min_decisions} matured live decisions"
-    rewards = _rewards(system, rows)
-    data = LoggedData(
-        features=[d.training_row for d in rows],
-        offers=[d.offer_id for d in rows],
-        rewards=np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
-        propensities=np.array([d.propensity for d in rows], dtype=np.float64),
-        ts=np.array([d.ts for d in rows], dtype=np.float64),
-    )
-    policy, release = system.registry.load(version), system.registry.load(released)
+    # the arrays every judgment of this step shares, keyed by the rows they are over
+    key = (rows[0].decision_id, len(rows))
+    arrays = log.memo.get(key)
+    if arrays is None:
+        offers = system.campaign(campaign).offer_ids
+        rewards = log.rewards(rows)
+        arrays = {
+            "features": [d.training_row for d in rows],
+            "logged": offer_columns(offers, [d.offer_id for d in rows]),
+            "propensities": np.array([d.propensity for d in rows], dtype=np.float64),
+            "rewards": np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
+        }
+        log.memo[key] = arrays
+    features = arrays["features"]
+
+    def probs(v: str) -> np.ndarray:
+        got = log.memo.get((key, v))
+        if got is None:
+            got = log.memo[(key, v)] = system.registry.load(v).act_batch(features)
+        return np.asarray(got)
+
+    q = log.memo.get((key, id(model)))
+    if q is None:
+        var = model.reward_variance(features)
+        q = log.memo[(key, id(model))] = (model.predict_batch(features), var)
+    predicted, variance = q
+    logged = arrays["logged"]
     top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
-    _, _, diff = compare(policy, release, model, data, top, Evidence.of(s))
+    diff = compare_arrays(
+        probs(version),
+        probs(released),
+        logged,
+        arrays["propensities"],
+        arrays["rewards"],
+        predicted,
+        None if variance is None else variance[np.arange(len(rows)), logged],
+        top,
+        Evidence.of(s),
+    )
     note = f"on {len(rows)} live decisions"
     if not diff.usable:
         note += "; evidence too thin: " + "; ".join(diff.warnings)
@@ -397,11 +482,11 @@ def _judge_shadow(
     version: str,
     released: str,
     live: tuple[Estimate | None, str],
+    log: _Log,
 ) -> tuple[ControlStep, float]:
     """A shadow's step and, when it is ready for canary, its lower bound (to rank by)."""
     s = system.settings
-    since = _since(system, campaign, version)
-    decisions = system.backend.decisions(campaign, since, system.clock.now() + 1e-6)
+    decisions = log.since(_since(system, campaign, version))
     scored = sum(1 for d in decisions if any(sh.version == version for sh in d.shadows))
     total = len(decisions)
     if total >= GUARD_MIN_DECISIONS and (total - scored) / total > s.max_error_rate:

@@ -70,6 +70,9 @@ def reward_bound(prices: Sequence[float], settings: Settings) -> float:
 EVIDENCE = Evidence()
 
 
+SEQUENCE_HORIZON = 1000.0  # rows at which always-valid intervals are tightest
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A value per decision with a 95 % interval, and what it rests on."""
