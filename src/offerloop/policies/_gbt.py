@@ -37,6 +37,9 @@ Matrix = NDArray[np.float64]
 
 class _GBT(RewardModel):
     objective = "regression"
+    default_hessian = 1e-3  # LightGBM's own default
+    # -1: the target falls as the offer's price rises (price, log price: the last columns)
+    price_monotone = 0
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class _GBT(RewardModel):
         ipw: bool = False,
         max_weight: float = 50.0,
         seed: int = 0,
+        min_sum_hessian_in_leaf: float | None = None,
     ) -> None:
         super().__init__(offers)
         self.prices = [float(p) for p in prices] or [1.0] * len(self.offers)
@@ -63,6 +67,11 @@ class _GBT(RewardModel):
         self.ipw = bool(ipw)
         self.max_weight = float(max_weight)
         self.seed = int(seed)
+        self.min_sum_hessian_in_leaf = (
+            self.default_hessian
+            if min_sum_hessian_in_leaf is None
+            else float(min_sum_hessian_in_leaf)
+        )
         self._last: tuple[Sequence[FeatureRow], Matrix] | None = None
         self.booster: lgb.Booster | None = None
         self._compiled: CompiledTrees | None = None  # native code serving this booster
@@ -90,6 +99,7 @@ class _GBT(RewardModel):
             "ipw": self.ipw,
             "max_weight": self.max_weight,
             "seed": self.seed,
+            "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
         }
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
@@ -111,11 +121,14 @@ class _GBT(RewardModel):
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
             "seed": self.seed,
+            "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": 2,
             "verbose": -1,
         }
+        if self.price_monotone:
+            params["monotone_constraints"] = [0] * (x.shape[1] - 2) + [self.price_monotone] * 2
         ds = lgb.Dataset(x, label=self._target(data), weight=weight, free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=self.n_estimators)
         self._last = None
@@ -180,10 +193,15 @@ class GBTRevenue(_GBT):
 
 
 class GBTPurchase(_GBT):
-    """LightGBM purchase probability × price."""
+    """LightGBM purchase probability × price. The probability may only fall as the price
+    rises (a monotone constraint), and a leaf needs some weight of evidence
+    (``min_sum_hessian_in_leaf`` 3): on 1–7 days of simulated logs this beat LightGBM's
+    defaults at 7 days (+0.025 of the oracle, 11 seeds) and tied them on fewer."""
 
     kind = "purchase_gbt"
     objective = "binary"
+    default_hessian = 3.0
+    price_monotone = -1
 
     def _target(self, data: LoggedData) -> Matrix:
         return (np.asarray(data.rewards) > 0).astype(np.float64)
