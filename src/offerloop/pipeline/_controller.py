@@ -336,22 +336,21 @@ def _judge_canary(
     decisions = log.since(_since(system, campaign, canary))
     served = _served(decisions, canary, "canary")
     failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
-    reference = [d for d in _served(decisions, released or "", RELEASED) if not d.fallback]
+    # the other arm: whatever release served meanwhile (refreshes replace its fit)
+    reference = [d for d in decisions if d.mode == RELEASED and not d.fallback]
     if broken := _guardrails(system, canary, served, failed, reference):
         return ControlStep("rollback", canary, f"canary breaks a guardrail: {broken}")
     arm_c = _matured(system, served)
-    arm_r = [
-        d for d in _matured(system, _served(decisions, released or "", RELEASED)) if not d.fallback
-    ]
+    arm_r = _matured(system, reference)
     summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
+    gap = -math.inf  # realised revenue per decision, canary minus release
     if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
         rewards = log.rewards([*arm_c, *arm_r])
-        worse, summary = _worse(
-            [rewards[d.decision_id] for d in arm_c],
-            [rewards[d.decision_id] for d in arm_r],
-            s.guard_confidence,
-        )
-        summary = f"canary vs {released}: {summary}"
+        got_c = [rewards[d.decision_id] for d in arm_c]
+        got_r = [rewards[d.decision_id] for d in arm_r]
+        worse, summary = _worse(got_c, got_r, s.guard_confidence)
+        gap = float(np.mean(got_c) - np.mean(got_r))
+        summary = f"canary vs the release ({released}): {summary}"
         if worse:
             return ControlStep("rollback", canary, f"canary worse: {summary}")
     diff, note = live
@@ -369,7 +368,13 @@ def _judge_canary(
     elif note:
         summary = f"{summary}; {note}"
     if len(arm_c) >= s.canary_promote_decisions:
-        return ControlStep("release", canary, f"canary held: {summary}")
+        ahead = gap >= 0 and (diff is None or not diff.usable or diff.value >= 0)
+        if ahead:
+            return ControlStep("release", canary, f"canary held and earns no less: {summary}")
+        if len(arm_c) >= 2 * s.canary_promote_decisions:
+            return ControlStep(
+                "remove", canary, f"canary not ahead after {len(arm_c)} decisions: {summary}"
+            )
     share = share_for(diff, s) if diff is not None and diff.usable else None
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:

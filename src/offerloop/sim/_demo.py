@@ -43,7 +43,7 @@ class DemoConfig:
     # A broken candidate (always the cheapest bundle) is forced into canary on the first
     # night from this day on when no other canary is in flight, to show the controller
     # rolling it back; -1: never.
-    broken_day: int = 8
+    broken_day: int = 4
     # from the start of this day on, a segment's tastes move (sim.TasteChange); -1: never
     taste_change_day: int = -1
     # the dashboard's views as a static file in the data directory ("" for none)
