@@ -143,7 +143,7 @@ class Settings:
         "epsilon/n_offers.",
     )
     squarecb_gamma_scale: float = _s(
-        1.0,
+        3.0,
         "squarecb exploration: gamma = this x sqrt(n_offers x training rows), in 1/revenue; "
         "the expected cost of exploring is at most n_offers/gamma per decision.",
     )

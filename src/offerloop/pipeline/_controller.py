@@ -159,6 +159,9 @@ def _matured(system: Offerloop, decisions: Sequence[DecisionRecord]) -> list[Dec
     return [d for d in decisions if d.ts < end]
 
 
+LOG_ROWS = 12000  # a controller step reads at most the newest this many decisions
+
+
 class _Log:
     """The campaign's decisions up to now, read once per controller step (from the earliest
     time a judge asks for), their rewards attributed once, and the arrays the live
@@ -171,16 +174,26 @@ class _Log:
         self._rows: list[DecisionRecord] = []
         self._ts: list[float] = []
         self._rewards: dict[str, float] = {}
+        self._capped = False
         self.memo: dict[object, Any] = {}
 
     def since(self, start: float, end: float | None = None) -> list[DecisionRecord]:
-        if start < self._start:
-            self._rows = self.system.backend.decisions(self.campaign, start, self.now + 1e-6)
+        """Decisions from ``start`` on, of the newest ``LOG_ROWS`` (older ones are never
+        judged on: every judgment needs only recent rows)."""
+        if start < self._start and not self._capped:
+            self._rows = self.system.backend.decisions(
+                self.campaign, start, self.now + 1e-6, newest=LOG_ROWS
+            )
             self._ts = [d.ts for d in self._rows]
             self._start = start
+            self._capped = len(self._rows) >= LOG_ROWS
         lo = bisect_left(self._ts, start)
         hi = len(self._ts) if end is None else bisect_left(self._ts, end)
         return self._rows[lo:hi]
+
+    def loaded(self) -> list[DecisionRecord]:
+        """Every decision read so far (from the earliest start asked for)."""
+        return self._rows
 
     def rewards(self, decisions: Sequence[DecisionRecord]) -> dict[str, float]:
         missing = [d for d in decisions if d.decision_id not in self._rewards]
@@ -433,45 +446,49 @@ def _live_uplift(
     if judge is None:
         return None, "no data yet to fit a judge on"
     model, start = judge
-    rows = [d for d in _matured(system, log.since(start)) if not d.fallback][-LIVE_ROWS:]
+    # the arrays every judgment of this step shares: over all matured decisions read
+    arrays = log.memo.get("arrays")
+    if arrays is None:
+        every = [d for d in _matured(system, log.loaded()) if not d.fallback]
+        offers = system.campaign(campaign).offer_ids
+        rewards = log.rewards(every)
+        arrays = log.memo["arrays"] = {
+            "rows": every,
+            "ts": np.array([d.ts for d in every], dtype=np.float64),
+            "features": [d.training_row for d in every],
+            "logged": offer_columns(offers, [d.offer_id for d in every]),
+            "propensities": np.array([d.propensity for d in every], dtype=np.float64),
+            "rewards": np.array([rewards[d.decision_id] for d in every], dtype=np.float64),
+        }
+    pick = np.flatnonzero(arrays["ts"] >= start)[-LIVE_ROWS:]
+    rows = [arrays["rows"][i] for i in pick]
     if len(rows) < s.shadow_min_decisions:
         return None, f"{len(rows)} of {s.shadow_min_decisions} matured live decisions"
-    # the arrays every judgment of this step shares, keyed by the rows they are over
-    key = (rows[0].decision_id, len(rows))
-    arrays = log.memo.get(key)
-    if arrays is None:
-        offers = system.campaign(campaign).offer_ids
-        rewards = log.rewards(rows)
-        arrays = {
-            "features": [d.training_row for d in rows],
-            "logged": offer_columns(offers, [d.offer_id for d in rows]),
-            "propensities": np.array([d.propensity for d in rows], dtype=np.float64),
-            "rewards": np.array([rewards[d.decision_id] for d in rows], dtype=np.float64),
-        }
-        log.memo[key] = arrays
     features = arrays["features"]
 
     def probs(v: str) -> np.ndarray:
-        got = log.memo.get((key, v))
+        got = log.memo.get(("probs", v))
         if got is None:
-            got = log.memo[(key, v)] = system.registry.load(v).act_batch(features)
-        return np.asarray(got)
+            got = log.memo[("probs", v)] = system.registry.load(v).act_batch(features)
+        return np.asarray(got)[pick]
 
-    q = log.memo.get((key, id(model)))
+    q = log.memo.get(("judge", id(model)))
     if q is None:
-        var = model.reward_variance(features)
-        q = log.memo[(key, id(model))] = (model.predict_batch(features), var)
+        q = log.memo[("judge", id(model))] = (
+            model.predict_batch(features),
+            model.reward_variance(features),
+        )
     predicted, variance = q
-    logged = arrays["logged"]
+    logged = arrays["logged"][pick]
     top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
     diff = compare_arrays(
         probs(version),
         probs(released),
         logged,
-        arrays["propensities"],
-        arrays["rewards"],
-        predicted,
-        None if variance is None else variance[np.arange(len(rows)), logged],
+        arrays["propensities"][pick],
+        arrays["rewards"][pick],
+        predicted[pick],
+        None if variance is None else variance[pick, logged],
         top,
         Evidence.of(s),
     )

@@ -324,10 +324,14 @@ def retrain(
     if best != fresh and undeployed(best) and (gated or positive_but_thin):
         served = served_fit(best)
         deployed = deployed or served
-        if gated and not state.canary and not action:
+        # the first learned model (the release is random or rules) reaches a small canary
+        # even on thin evidence: the canary's guards judge it on players from then on
+        first = released_learner is None and positive_but_thin
+        if (gated or first) and not state.canary and not action:
             assert diff is not None
-            share = share_for(diff, s)
-            system.canary(served, share, actor=actor, reason=f"passed the gate: {reason}")
+            share = share_for(diff, s) if gated else s.canary_share
+            why = "passed the gate" if gated else "first learned model, thin positive evidence"
+            system.canary(served, share, actor=actor, reason=f"{why}: {reason}")
             notes.append(f"{served} canary at {share:.0%}")
             action = "canary"
         else:

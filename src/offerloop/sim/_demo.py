@@ -31,6 +31,8 @@ DEMO_SETTINGS: dict[str, Any] = {
     "attribution_window_hours": 4.0,
     "max_learned_shadows": 2,
     "canary_promote_decisions": 400,
+    # the learners that ever win here; gbt (LightGBM revenue) only costs time in the demo
+    "learners": ("linear", "purchase_gbt"),
 }
 
 
