@@ -61,6 +61,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def run_offerloop(seed: int, change: int, players: int, days: int, log: Path) -> list[DayStats]:
     port, token = _free_port(), "bench-learning"
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +72,7 @@ def run_offerloop(seed: int, change: int, players: int, days: int, log: Path) ->
             **os.environ,
             "OFFERLOOP_ADMIN_TOKEN": token,
             "OFFERLOOP_DECISION_SEED": str(seed),
-            **{f"OFFERLOOP_{k.upper()}": str(v) for k, v in DEMO_SETTINGS.items()},
+            **{f"OFFERLOOP_{k.upper()}": _env(v) for k, v in DEMO_SETTINGS.items()},
         }
         cmd = [
             sys.executable,

@@ -53,10 +53,13 @@ def test_retrain_registers_with_lineage_and_shadows(system: Offerloop, clock: Ma
     assert m.metrics["release_version"] == r.release_version
     # no canary was running: the winner, refitted on all rows, is the canary at once
     st = system.deployments.state(system.default_campaign)
-    assert r.shadowed and r.action == "canary"
-    assert r.deployed == st.canary and 0.2 <= st.canary_share <= 0.9
+    assert r.shadowed
+    assert r.action == "canary"
+    assert r.deployed == st.canary
+    assert 0.2 <= st.canary_share <= 0.9
     refit = system.registry.get(r.deployed)
-    assert refit.lineage["refit_of"] == r.version and refit.lineage["train_rows"] == 600
+    assert refit.lineage["refit_of"] == r.version
+    assert refit.lineage["train_rows"] == 600
     assert system.deployments.state(system.default_campaign).released == r.release_version
     # with the canary busy, later winners go to shadow; with room for two learned shadows the
     # oldest keeps its place (it has gathered the most evidence) and the newest slot turns over

@@ -166,7 +166,8 @@ def test_a_backtest_drives_serve_through_http_on_simulated_time(tmp_path: Path) 
         days = Backtest(
             base, world, parse_rfc3339(start), players=300, days=2, runs_per_day=2, token=TOKEN
         ).run(on_run=runs.append)
-        assert [d.day for d in days] == [0, 1] and all(d.decisions > 100 for d in days)
+        assert [d.day for d in days] == [0, 1]
+        assert all(d.decisions > 100 for d in days)
         assert [r["started_at"][:16] for r in runs] == [
             "2026-03-02T12:00", "2026-03-03T00:00", "2026-03-03T12:00", "2026-03-04T00:00",
         ]  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offerloop.pipeline._traffic import better_probability, share_for
 from offerloop import load_settings
+from offerloop.pipeline._traffic import better_probability, share_for
 from offerloop.training import Estimate
 from offerloop.training._intervals import sequence_stretch, z_of
 
@@ -38,8 +38,10 @@ def test_estimate_always_valid_widens_its_own_interval() -> None:
     e = Estimate(value=0.5, lower=0.1, upper=0.9, se=0.2, ess=300.0, n=400)
     lo, hi = e.always_valid(0.95)
     k = sequence_stretch(400, 0.05, 1000) * z_of(0.95) * 0.2
-    assert lo == pytest.approx(0.5 - k) and hi == pytest.approx(0.5 + k)
-    assert lo < e.lower and hi > e.upper
+    assert lo == pytest.approx(0.5 - k)
+    assert hi == pytest.approx(0.5 + k)
+    assert lo < e.lower
+    assert hi > e.upper
 
 
 def test_canary_share_follows_the_evidence_within_bounds() -> None:
@@ -48,7 +50,8 @@ def test_canary_share_follows_the_evidence_within_bounds() -> None:
     even = Estimate(value=0.0, lower=-1.0, upper=1.0, se=0.5, ess=500.0, n=800)
     worse = Estimate(value=-1.0, lower=-1.5, upper=-0.5, se=0.25, ess=500.0, n=800)
     thin = Estimate(value=1.0, lower=0.5, upper=1.5, se=0.25, ess=5.0, n=800, thin=True)
-    assert better_probability(clear) > 0.99 and better_probability(worse) < 0.01
+    assert better_probability(clear) > 0.99
+    assert better_probability(worse) < 0.01
     assert better_probability(even) == pytest.approx(0.5)
     assert better_probability(thin) == 0.5  # thin evidence leans neither way
     assert share_for(clear, s) == 0.9

@@ -60,11 +60,12 @@ def run_demo(
     on_day: Callable[[DayStats], None] | None = None,
     on_decision: Callable[[], None] | None = None,
 ) -> list[DayStats]:
-    """Day 0: ``random`` released, ``rules`` in shadow. Each night one pipeline run: the
-    controller judges shadows on live logs (→ canary), canaries and fresh releases on realised
-    revenue (→ released or rolled back); then every learner is retrained and the best one goes
-    to shadow if it passes the gate. No promotion logic lives here. After ``broken_day`` a
-    broken candidate is forced into canary, and the controller rolls it back."""
+    """Day 0: ``random`` released, ``rules`` in shadow. ``runs_per_day`` pipeline runs a
+    simulated day (the last at midnight): the controller judges the fresh release, the canary
+    and every shadow on live logs (share, release, rollback, retirement), then every learner
+    is retrained and delivered as the evidence allows (refresh of the released learner,
+    canary, or shadow). No promotion logic lives here. From the night of ``broken_day`` a
+    broken candidate is forced into canary when none runs, and the controller rolls it back."""
     data = Path(settings.data_dir)
     marker = data / MARKER
     if config.fresh and data.exists() and any(data.iterdir()):
@@ -110,10 +111,9 @@ def run_demo(
             if at_night:
                 notes.append(f"{when} pipeline skipped: {r['skipped']}")
         elif at_night or r["shadowed"]:
-            where = "to shadow" if r["shadowed"] else "not deployed"
             notes.append(
-                f"{when} pipeline: {r['winner']} best of {len(r['candidates'])}, {where}: "
-                f"{r['reasons'][0]}"
+                f"{when} pipeline: {r['winner']} best of {len(r['candidates'])}"
+                f"{', ' + r['action'] if r['action'] else ', not deployed'}: {r['reasons'][0]}"
             )
         if (
             config.broken_day >= 0
