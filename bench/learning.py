@@ -338,13 +338,17 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--change-day", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="seed 1 only, 600 players, 5 days")
+    ap.add_argument(
+        "--worlds", nargs="+", default=["stable", "change"], choices=["stable", "change"]
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.players, args.days, args.change_day = [1], 600, 5, 2
     RESULTS.mkdir(exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     t_all = time.perf_counter()
-    for change in (-1, args.change_day):
+    changes = [c for w, c in (("stable", -1), ("change", args.change_day)) if w in args.worlds]
+    for change in changes:
         world_name = "stable" if change < 0 else f"taste change on day {change}"
         for seed in args.seeds:
             row: dict[str, Any] = {}
@@ -396,6 +400,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t_all),
     }
     name = "learning_quick.json" if args.quick else "learning.json"
+    if args.worlds != ["stable", "change"] or args.seeds != [1, 2, 3, 4, 5]:
+        name = f"learning_{'_'.join(args.worlds)}_{'_'.join(map(str, args.seeds))}.json"
     (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({"medians": medians, "ahead_of_both": doc["offerloop_ahead_of_both"]}))
 

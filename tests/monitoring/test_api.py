@@ -54,7 +54,8 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     system.settings = system.settings.replace(
         gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
     )
-    learned = retrain(system, actor="test").version
+    r = retrain(system, actor="test")
+    learned = r.deployed or r.version  # the delivered (refitted) version serves everyone now
     system.release(learned, actor="test")
     _traffic(system, clock, 400)
     drift = client.get("/v1/monitoring/drift").json()

@@ -357,12 +357,15 @@ def _judge_canary(
     arm_r = _matured(system, reference)
     summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
     gap = -math.inf  # realised revenue per decision, canary minus release
+    realised_better = 1.0  # P(the canary earns more) on realised revenue (1: not known yet)
     if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
         rewards = log.rewards([*arm_c, *arm_r])
         got_c = [rewards[d.decision_id] for d in arm_c]
         got_r = [rewards[d.decision_id] for d in arm_r]
         worse, summary = _worse(got_c, got_r, s.guard_confidence)
         gap = float(np.mean(got_c) - np.mean(got_r))
+        se = math.sqrt(np.var(got_c, ddof=1) / len(got_c) + np.var(got_r, ddof=1) / len(got_r))
+        realised_better = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
         summary = f"canary vs the release ({released}): {summary}"
         if worse:
             return ControlStep("rollback", canary, f"canary worse: {summary}")
@@ -388,7 +391,12 @@ def _judge_canary(
             return ControlStep(
                 "remove", canary, f"canary not ahead after {len(arm_c)} decisions: {summary}"
             )
-    share = share_for(diff, s) if diff is not None and diff.usable else None
+    # its share: P(it earns more), by the live estimate and no more than realised revenue says
+    share = (
+        round(max(s.canary_share, min(share_for(diff, s), realised_better)), 2)
+        if diff is not None and diff.usable
+        else None
+    )
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:
         return ControlStep(

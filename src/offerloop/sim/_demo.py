@@ -42,9 +42,8 @@ class DemoConfig:
     players: int = 2000
     seed: int = 7
     fresh: bool = False
-    # A broken candidate (always the cheapest bundle) is forced into canary on the first
-    # night from this day on when no other canary is in flight, to show the controller
-    # rolling it back; -1: never.
+    # A broken candidate (always the cheapest bundle) is forced into canary (replacing any
+    # canary) on this day's night, to show the controller rolling it back; -1: never.
     broken_day: int = 4
     # from the start of this day on, a segment's tastes move (sim.TasteChange); -1: never
     taste_change_day: int = -1
@@ -64,8 +63,8 @@ def run_demo(
     simulated day (the last at midnight): the controller judges the fresh release, the canary
     and every shadow on live logs (share, release, rollback, retirement), then every learner
     is retrained and delivered as the evidence allows (refresh of the released learner,
-    canary, or shadow). No promotion logic lives here. From the night of ``broken_day`` a
-    broken candidate is forced into canary when none runs, and the controller rolls it back."""
+    canary, or shadow). No promotion logic lives here. On the night of ``broken_day`` a broken
+    candidate is forced into canary, and the controller rolls it back."""
     data = Path(settings.data_dir)
     marker = data / MARKER
     if config.fresh and data.exists() and any(data.iterdir()):
@@ -119,7 +118,6 @@ def run_demo(
             config.broken_day >= 0
             and clock.now() >= DEMO_START + (config.broken_day + 1) * DAY
             and not injected
-            and not system.deployments.state(system.default_campaign).canary
         ):
             injected = True
             broken = _broken_candidate(system)
