@@ -19,6 +19,7 @@ BENCHES = [
     "soak.py",
     "faults.py",
     "evaluation.py",
+    "learning.py",
 ]
 
 if __name__ == "__main__":
