@@ -98,8 +98,9 @@ class Settings:
     )
     gate_margin: float = _s(
         0.0,
-        "Pipeline gate: a candidate goes to shadow only if the lower bound of its doubly robust "
-        "uplift over the release exceeds this (revenue per decision).",
+        "Pipeline gate: a new learner goes to canary (or shadow, while a canary runs) only if "
+        "the lower bound of its doubly robust uplift over the release exceeds this (revenue "
+        "per decision).",
     )
     gate_confidence: float = _s(
         0.8,
@@ -185,8 +186,8 @@ class Settings:
     )
     max_learned_shadows: int = _s(
         3,
-        "Retrained candidates kept in shadow at once (newest first); each needs a day of "
-        "matured, shadow-scored decisions before the controller can judge it.",
+        "Learned candidates kept in shadow at once: the oldest keep their place (they have "
+        "gathered the most live evidence) and the newest slot takes each new candidate.",
     )
     shadow_min_decisions: int = _s(
         500,
