@@ -162,10 +162,24 @@ def _matured(system: Offerloop, decisions: Sequence[DecisionRecord]) -> list[Dec
 LOG_ROWS = 12000  # a controller step reads at most the newest this many decisions
 
 
+@dataclass(frozen=True)
+class _LiveRows:
+    """The matured, non-fallback decisions of one controller step, as the arrays every live
+    judgment of that step shares."""
+
+    rows: list[DecisionRecord]
+    ts: np.ndarray
+    features: list[Any]
+    logged: np.ndarray
+    propensities: np.ndarray
+    rewards: np.ndarray
+
+
 class _Log:
-    """The campaign's decisions up to now, read once per controller step (from the earliest
-    time a judge asks for), their rewards attributed once, and the arrays the live
-    judgments share (features, policies' probabilities, the judge's predictions)."""
+    """One controller step's view of the campaign's log: the decisions up to now, read once
+    (from the earliest time a judge asks for, at most the newest ``LOG_ROWS``), their rewards
+    attributed once, and what the live judgments share (the rows as arrays, each policy's
+    probabilities and each judge's predictions over them, the judge for each start)."""
 
     def __init__(self, system: Offerloop, campaign: str) -> None:
         self.system, self.campaign = system, campaign
@@ -173,11 +187,14 @@ class _Log:
         self._start = math.inf
         self._rows: list[DecisionRecord] = []
         self._ts: list[float] = []
-        self._rewards: dict[str, float] = {}
         self._capped = False
-        self.memo: dict[object, Any] = {}
+        self._rewards: dict[str, float] = {}
+        self._live: _LiveRows | None = None
+        self._probs: dict[str, np.ndarray] = {}
+        self._judges: dict[float, tuple[RewardModel, float] | None] = {}
+        self._predictions: dict[int, tuple[RewardModel, np.ndarray, np.ndarray | None]] = {}
 
-    def since(self, start: float, end: float | None = None) -> list[DecisionRecord]:
+    def since(self, start: float) -> list[DecisionRecord]:
         """Decisions from ``start`` on, of the newest ``LOG_ROWS`` (older ones are never
         judged on: every judgment needs only recent rows)."""
         if start < self._start and not self._capped:
@@ -187,19 +204,55 @@ class _Log:
             self._ts = [d.ts for d in self._rows]
             self._start = start
             self._capped = len(self._rows) >= LOG_ROWS
-        lo = bisect_left(self._ts, start)
-        hi = len(self._ts) if end is None else bisect_left(self._ts, end)
-        return self._rows[lo:hi]
-
-    def loaded(self) -> list[DecisionRecord]:
-        """Every decision read so far (from the earliest start asked for)."""
-        return self._rows
+            self._live = None
+            self._probs.clear()
+            self._predictions.clear()
+        return self._rows[bisect_left(self._ts, start) :]
 
     def rewards(self, decisions: Sequence[DecisionRecord]) -> dict[str, float]:
         missing = [d for d in decisions if d.decision_id not in self._rewards]
         if missing:
             self._rewards.update(_rewards(self.system, missing))
         return {d.decision_id: self._rewards[d.decision_id] for d in decisions}
+
+    def live(self) -> _LiveRows:
+        """Every matured, non-fallback decision read so far, as arrays (built once)."""
+        if self._live is None:
+            every = [d for d in _matured(self.system, self._rows) if not d.fallback]
+            rewards = self.rewards(every)
+            offers = self.system.campaign(self.campaign).offer_ids
+            self._live = _LiveRows(
+                rows=every,
+                ts=np.array([d.ts for d in every], dtype=np.float64),
+                features=[d.training_row for d in every],
+                logged=offer_columns(offers, [d.offer_id for d in every]),
+                propensities=np.array([d.propensity for d in every], dtype=np.float64),
+                rewards=np.array([rewards[d.decision_id] for d in every], dtype=np.float64),
+            )
+        return self._live
+
+    def probabilities(self, version: str) -> np.ndarray:
+        """``version``'s probabilities of every offer on :meth:`live`'s rows."""
+        if version not in self._probs:
+            policy = self.system.registry.load(version)
+            self._probs[version] = np.asarray(policy.act_batch(self.live().features))
+        return self._probs[version]
+
+    def judge(self, since: float) -> tuple[RewardModel, float] | None:
+        """``_judge`` for ``since``, found (or fitted) once per step."""
+        if since not in self._judges:
+            self._judges[since] = _judge(self.system, self.campaign, since)
+        return self._judges[since]
+
+    def predictions(self, model: RewardModel) -> tuple[np.ndarray, np.ndarray | None]:
+        """``model``'s predicted rewards and their variances on :meth:`live`'s rows (the
+        model is kept with them, so its id cannot be reused within the step)."""
+        got = self._predictions.get(id(model))
+        if got is None:
+            features = self.live().features
+            got = (model, model.predict_batch(features), model.reward_variance(features))
+            self._predictions[id(model)] = got
+        return got[1], got[2]
 
 
 def _served(decisions: Sequence[DecisionRecord], version: str, mode: str) -> list[DecisionRecord]:
@@ -252,12 +305,18 @@ def _latency_breach(
     )
 
 
+def _welch(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
+    """The difference of the means and its (Welch) standard error."""
+    diff = float(np.mean(new) - np.mean(old))
+    se = math.sqrt(float(np.var(new, ddof=1)) / len(new) + float(np.var(old, ddof=1)) / len(old))
+    return diff, se
+
+
 def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tuple[bool, str]:
     """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? A Welch z-test
     made always-valid (``Estimate.always_valid``'s stretch at ``new``'s count): the
     controller asks again at every run, so a fixed-n test would be a peeking test."""
-    diff = float(np.mean(new) - np.mean(old))
-    se = math.sqrt(float(np.var(new, ddof=1)) / len(new) + float(np.var(old, ddof=1)) / len(old))
+    diff, se = _welch(new, old)
     stretch = sequence_stretch(len(new), 2.0 * (1.0 - confidence), SEQUENCE_HORIZON)
     upper = diff + stretch * _z(confidence) * se
     return upper < 0, (
@@ -363,8 +422,7 @@ def _judge_canary(
         got_c = [rewards[d.decision_id] for d in arm_c]
         got_r = [rewards[d.decision_id] for d in arm_r]
         worse, summary = _worse(got_c, got_r, s.guard_confidence)
-        gap = float(np.mean(got_c) - np.mean(got_r))
-        se = math.sqrt(np.var(got_c, ddof=1) / len(got_c) + np.var(got_r, ddof=1) / len(got_r))
+        gap, se = _welch(got_c, got_r)
         realised_better = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
         summary = f"canary vs the release ({released}): {summary}"
         if worse:
@@ -392,11 +450,7 @@ def _judge_canary(
                 "remove", canary, f"canary not ahead after {len(arm_c)} decisions: {summary}"
             )
     # its share: P(it earns more), by the live estimate and no more than realised revenue says
-    share = (
-        round(max(s.canary_share, min(share_for(diff, s), realised_better)), 2)
-        if diff is not None and diff.usable
-        else None
-    )
+    share = share_for(diff, s, realised_better) if diff is not None and diff.usable else None
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:
         return ControlStep(
@@ -450,57 +504,29 @@ def _live_uplift(
     s = system.settings
     if version == released:
         return None, ""
-    judge = _judge(system, campaign, _start_of(system, campaign, version))
+    judge = log.judge(_start_of(system, campaign, version))
     if judge is None:
         return None, "no data yet to fit a judge on"
     model, start = judge
-    # the arrays every judgment of this step shares: over all matured decisions read
-    arrays = log.memo.get("arrays")
-    if arrays is None:
-        every = [d for d in _matured(system, log.loaded()) if not d.fallback]
-        offers = system.campaign(campaign).offer_ids
-        rewards = log.rewards(every)
-        arrays = log.memo["arrays"] = {
-            "rows": every,
-            "ts": np.array([d.ts for d in every], dtype=np.float64),
-            "features": [d.training_row for d in every],
-            "logged": offer_columns(offers, [d.offer_id for d in every]),
-            "propensities": np.array([d.propensity for d in every], dtype=np.float64),
-            "rewards": np.array([rewards[d.decision_id] for d in every], dtype=np.float64),
-        }
-    pick = np.flatnonzero(arrays["ts"] >= start)[-LIVE_ROWS:]
-    rows = [arrays["rows"][i] for i in pick]
-    if len(rows) < s.shadow_min_decisions:
-        return None, f"{len(rows)} of {s.shadow_min_decisions} matured live decisions"
-    features = arrays["features"]
-
-    def probs(v: str) -> np.ndarray:
-        got = log.memo.get(("probs", v))
-        if got is None:
-            got = log.memo[("probs", v)] = system.registry.load(v).act_batch(features)
-        return np.asarray(got)[pick]
-
-    q = log.memo.get(("judge", id(model)))
-    if q is None:
-        q = log.memo[("judge", id(model))] = (
-            model.predict_batch(features),
-            model.reward_variance(features),
-        )
-    predicted, variance = q
-    logged = arrays["logged"][pick]
+    live = log.live()
+    pick = np.flatnonzero(live.ts >= start)[-LIVE_ROWS:]
+    if len(pick) < s.shadow_min_decisions:
+        return None, f"{len(pick)} of {s.shadow_min_decisions} matured live decisions"
+    predicted, variance = log.predictions(model)
+    logged = live.logged[pick]
     top = reward_bound([o.price for o in system.campaign(campaign).offers], s)
     diff = compare_arrays(
-        probs(version),
-        probs(released),
+        log.probabilities(version)[pick],
+        log.probabilities(released)[pick],
         logged,
-        arrays["propensities"][pick],
-        arrays["rewards"][pick],
+        live.propensities[pick],
+        live.rewards[pick],
         predicted[pick],
         None if variance is None else variance[pick, logged],
         top,
         Evidence.of(s),
     )
-    note = f"on {len(rows)} live decisions"
+    note = f"on {len(pick)} live decisions"
     if not diff.usable:
         note += "; evidence too thin: " + "; ".join(diff.warnings)
     return diff, note

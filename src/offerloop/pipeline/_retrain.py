@@ -69,13 +69,17 @@ class RetrainResult:
     release_version: str | None
     release: Estimate | None
     uplift: Estimate | None
-    shadowed: bool  # deployed: released (refresh), canary or shadow (see reasons)
     reasons: list[str] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     # the version this run put in service (the refit of the judged winner with refit_on_all,
     # or the refreshed released learner) and how: "released", "canary", "shadow" or ""
     deployed: str | None = None
     action: str = ""
+
+    @property
+    def shadowed(self) -> bool:
+        """Whether this run deployed anything (the name predates canaries and refreshes)."""
+        return bool(self.action)
 
 
 def model_for(
@@ -364,7 +368,6 @@ def retrain(
         release_version=state.released,
         release=trained[best][3],
         uplift=diff,
-        shadowed=bool(action),
         reasons=[reason],
         candidates=candidates,
         deployed=deployed,

@@ -24,9 +24,10 @@ def better_probability(diff: Estimate) -> float:
     return NormalDist().cdf(diff.value / sd)
 
 
-def share_for(diff: Estimate | None, s: Settings) -> float:
+def share_for(diff: Estimate | None, s: Settings, at_most: float = 1.0) -> float:
     """The canary share ``diff`` (uplift over the release) earns: Thompson-style, the share of
-    traffic is the probability of being better, kept within [canary_share, canary_max_share]
-    and rounded to whole percent so small wobbles do not rewrite the deployment."""
-    p = better_probability(diff) if diff is not None else 0.0
+    traffic is the probability of being better (no more than ``at_most``, another estimate of
+    that probability), kept within [canary_share, canary_max_share] and rounded to whole
+    percent so small wobbles do not rewrite the deployment."""
+    p = min(better_probability(diff), at_most) if diff is not None else 0.0
     return round(min(s.canary_max_share, max(s.canary_share, p)), 2)
