@@ -37,9 +37,6 @@ Matrix = NDArray[np.float64]
 
 class _GBT(RewardModel):
     objective = "regression"
-    default_hessian = 1e-3  # LightGBM's own default
-    # -1: the target falls as the offer's price rises (price, log price: the last columns)
-    price_monotone = 0
 
     def __init__(
         self,
@@ -53,7 +50,7 @@ class _GBT(RewardModel):
         ipw: bool = False,
         max_weight: float = 50.0,
         seed: int = 0,
-        min_sum_hessian_in_leaf: float | None = None,
+        min_sum_hessian_in_leaf: float = 1e-3,  # LightGBM's own default
     ) -> None:
         super().__init__(offers)
         self.prices = [float(p) for p in prices] or [1.0] * len(self.offers)
@@ -67,11 +64,7 @@ class _GBT(RewardModel):
         self.ipw = bool(ipw)
         self.max_weight = float(max_weight)
         self.seed = int(seed)
-        self.min_sum_hessian_in_leaf = (
-            self.default_hessian
-            if min_sum_hessian_in_leaf is None
-            else float(min_sum_hessian_in_leaf)
-        )
+        self.min_sum_hessian_in_leaf = float(min_sum_hessian_in_leaf)
         self._last: tuple[Sequence[FeatureRow], Matrix] | None = None
         self.booster: lgb.Booster | None = None
         self._compiled: CompiledTrees | None = None  # native code serving this booster
@@ -127,8 +120,6 @@ class _GBT(RewardModel):
             "num_threads": 2,
             "verbose": -1,
         }
-        if self.price_monotone:
-            params["monotone_constraints"] = [0] * (x.shape[1] - 2) + [self.price_monotone] * 2
         ds = lgb.Dataset(x, label=self._target(data), weight=weight, free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=self.n_estimators)
         self._last = None

@@ -168,12 +168,17 @@ class GameSimulation:
             if every > 0 and on_tick is not None
             else []
         )
-        while heap:
-            ts, _, kind, p, data = heapq.heappop(heap)
+
+        def tick_until(ts: float) -> None:
+            """Fire every tick up to ``ts``, each after the traffic before it."""
             while ticks and ticks[0] <= ts and on_tick is not None:
                 self.flush()
                 self.clock.set(ticks[0])
                 on_tick(ticks.pop(0))
+
+        while heap:
+            ts, _, kind, p, data = heapq.heappop(heap)
+            tick_until(ts)
             self.clock.set(ts)
             if kind == "session":
                 self._event(p, "session_start", ts)
@@ -193,11 +198,7 @@ class GameSimulation:
                 self._store_visit(p, ts, stats, at)
                 if on_decision:
                     on_decision()
-        for tick in ticks:
-            self.flush()
-            self.clock.set(tick)
-            if on_tick is not None:
-                on_tick(tick)
+        tick_until(t0 + DAY)
         self.clock.set(t0 + DAY)
         self.flush()
         return stats
