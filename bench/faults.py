@@ -100,16 +100,9 @@ class Server:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
+        from offerloop.testing import wait_healthy
+
+        wait_healthy(self.proc, self.base)
 
     def kill(self) -> None:
         if self.proc is not None:

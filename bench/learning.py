@@ -38,7 +38,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from offerloop._clock import ManualClock, format_ts, parse_rfc3339
@@ -47,6 +46,7 @@ from offerloop.sim import DayStats, GameSimulation, TasteChange, World
 from offerloop.sim._demo import DEMO_SETTINGS, DEMO_START
 from offerloop.sim._remote import Backtest
 from offerloop.sim._world import DAY
+from offerloop.testing import wait_healthy
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,16 +92,10 @@ def run_offerloop(seed: int, change: int, players: int, days: int, log: Path) ->
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"offerloop serve did not start; see {log}")
-                time.sleep(0.2)
+            try:
+                wait_healthy(proc, base, 120)
+            except RuntimeError as exc:
+                raise RuntimeError(f"offerloop serve did not start ({exc}); see {log}") from exc
             world = _world(seed, change)
             return Backtest(base, world, DEMO_START, players, days, token=token).run()
         finally:

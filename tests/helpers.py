@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from offerloop.backends import EventRecord
@@ -11,6 +9,7 @@ from offerloop.campaigns import Campaign, default_campaign_path, load_campaign
 from offerloop.features import FeatureValue, load_features, reference_features
 from offerloop.policies import LoggedData
 from offerloop.sim import Player, World
+from offerloop.testing import wait_healthy as wait_healthy  # the tests' name for it
 
 FEATURES = load_features()
 
@@ -73,22 +72,3 @@ def logged_data(
         feats, offers, np.array(rewards), np.array(props), np.arange(n, dtype=np.float64)
     )
     return data, np.array(expected), world
-
-
-def wait_healthy(proc: Any, base: str, seconds: float = 180.0) -> None:
-    """Until a service process answers its health check. ``seconds`` is an upper bound for a
-    loaded machine, not a speed: the test never depends on how fast it comes up."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=10).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "the service exited"
-        assert time.monotonic() < deadline, "the service did not come up"
-        time.sleep(0.1)

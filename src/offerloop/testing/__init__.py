@@ -1,8 +1,10 @@
 """Test kit, public so that third-party backends, policies and deployments can use it: the
-conformance suites, and a TCP proxy that injects real network faults."""
+conformance suites, a TCP proxy that injects real network faults, and a wait for a started
+service."""
 
 from offerloop.testing._backends import BackendConformance
 from offerloop.testing._policies import PolicyConformance
 from offerloop.testing._proxy import FaultProxy
+from offerloop.testing._service import wait_healthy
 
-__all__ = ["BackendConformance", "FaultProxy", "PolicyConformance"]
+__all__ = ["BackendConformance", "FaultProxy", "PolicyConformance", "wait_healthy"]
