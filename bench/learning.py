@@ -394,7 +394,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t_all),
     }
     name = "learning_quick.json" if args.quick else "learning.json"
-    if args.worlds != ["stable", "change"] or args.seeds != [1, 2, 3, 4, 5]:
+    if not args.quick and (args.worlds != ["stable", "change"] or args.seeds != [1, 2, 3, 4, 5]):
         name = f"learning_{'_'.join(args.worlds)}_{'_'.join(map(str, args.seeds))}.json"
     (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({"medians": medians, "ahead_of_both": doc["offerloop_ahead_of_both"]}))
