@@ -95,6 +95,10 @@ class DecisionLog(Protocol):
         only the latest that many of them (still oldest first)."""
         ...
 
+    def count_decisions(self, campaign: str, start: float, end: float) -> int:
+        """How many decisions :meth:`decisions` would return (without reading them)."""
+        ...
+
     def add_shadows(self, values: Mapping[str, Sequence[ShadowChoice]]) -> int:
         """Append shadow scores to decisions (by id), scored after the answer; returns how
         many decisions changed."""

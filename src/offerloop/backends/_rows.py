@@ -15,6 +15,7 @@ from offerloop.backends._records import (
 
 __all__ = [
     "DECISION_COLUMNS",
+    "DecisionDecoder",
     "decision_from_row",
     "decision_row",
     "dumps",
@@ -68,14 +69,40 @@ def decision_from_row(r: Sequence[Any]) -> DecisionRecord:
         model_version=r[5],
         mode=r[6],
         propensity=r[7],
-        features=json.loads(r[8]),
-        context=json.loads(r[9]),
-        shadows=tuple(ShadowChoice(**s) for s in json.loads(r[10])),
-        backfilled=json.loads(r[11]),
+        features=_object(r[8]),
+        context=_object(r[9]),
+        shadows=() if r[10] == "[]" else tuple(ShadowChoice(**s) for s in json.loads(r[10])),
+        backfilled=_object(r[11]),
         score_ms=r[12],
         fallback=r[13],
         price=r[14] if len(r) > 14 else 0.0,
     )
+
+
+def _object(text: str) -> Any:
+    return {} if text == "{}" else json.loads(text)
+
+
+class DecisionDecoder:
+    """``decision_from_row`` with a memory: a row read again (every pipeline run reads the
+    same recent decisions) is decoded once. A decision's row changes only when shadow scores
+    or backfilled values are merged into it, so a cached record is reused only when the whole
+    row read now equals the row it was decoded from; otherwise it is decoded again. Holds at
+    most ``size`` records (cleared when full: the pipeline's working set is far smaller)."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self._memo: dict[str, tuple[Sequence[Any], DecisionRecord]] = {}
+
+    def __call__(self, r: Sequence[Any]) -> DecisionRecord:
+        hit = self._memo.get(r[0])
+        if hit is not None and tuple(hit[0]) == tuple(r):
+            return hit[1]
+        record = decision_from_row(r)
+        if len(self._memo) >= self.size:
+            self._memo.clear()
+        self._memo[r[0]] = (r, record)
+        return record
 
 
 def model_row(m: ModelRecord) -> tuple[Any, ...]:

@@ -45,7 +45,7 @@ from offerloop.backends._records import (
 )
 from offerloop.backends._rows import (
     DECISION_COLUMNS,
-    decision_from_row,
+    DecisionDecoder,
     decision_row,
     dumps,
     model_from_row,
@@ -128,6 +128,7 @@ class SqlBackend:
         self.name = name
         self.dialect = dialect
         self.artifacts = artifacts
+        self._decode = DecisionDecoder()
         d = dialect
         self._q_events_after = d.sql(
             f"SELECT {d.seq}, {EVENT_COLUMNS} FROM events WHERE {d.seq} > ? "
@@ -238,7 +239,7 @@ class SqlBackend:
         rows = self._in(
             f"SELECT {DECISION_COLUMNS} FROM decisions WHERE {{cond}}", "decision_id", decision_ids
         )
-        return {r[0]: decision_from_row(r) for r in rows}
+        return {r[0]: self._decode(r) for r in rows}
 
     def decisions(
         self, campaign: str, start: float, end: float, newest: int | None = None
@@ -253,7 +254,16 @@ class SqlBackend:
             rows = self.dialect.read(
                 self.dialect.sql(f"{base} ORDER BY ts, decision_id"), (campaign, start, end)
             )
-        return [decision_from_row(r) for r in rows]
+        return [self._decode(r) for r in rows]
+
+    def count_decisions(self, campaign: str, start: float, end: float) -> int:
+        rows = self.dialect.read(
+            self.dialect.sql(
+                "SELECT COUNT(*) FROM decisions WHERE campaign = ? AND ts >= ? AND ts < ?"
+            ),
+            (campaign, start, end),
+        )
+        return int(rows[0][0])
 
     def _splice(self, column: str, empty: str, values: Mapping[str, str]) -> int:
         """Extend the JSON array/object text in ``column`` of each decision by the elements

@@ -43,7 +43,7 @@ def matured_rewards(
     window = rules.window_seconds if isinstance(rules, AttributionRules) else float(rules)
     cutoff = min(end, now - window)
     decisions = backend.decisions(campaign, start, cutoff) if cutoff > start else []
-    still_open = len(backend.decisions(campaign, max(start, cutoff), end)) if end > cutoff else 0
+    still_open = backend.count_decisions(campaign, max(start, cutoff), end) if end > cutoff else 0
     rewards = attribute(backend, decisions, rules, now)
     return decisions, {k: r.revenue for k, r in rewards.items()}, still_open
 

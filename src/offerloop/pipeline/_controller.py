@@ -32,8 +32,9 @@ Every step is a recorded transition with its reason and the actor ``controller``
 from __future__ import annotations
 
 import math
+import weakref
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -169,7 +170,6 @@ class _LiveRows:
 
     rows: list[DecisionRecord]
     ts: np.ndarray
-    features: list[Any]
     logged: np.ndarray
     propensities: np.ndarray
     rewards: np.ndarray
@@ -216,15 +216,16 @@ class _Log:
         return {d.decision_id: self._rewards[d.decision_id] for d in decisions}
 
     def live(self) -> _LiveRows:
-        """Every matured, non-fallback decision read so far, as arrays (built once)."""
+        """The newest ``LIVE_ROWS`` matured, non-fallback decisions read so far, as arrays
+        (built once; every live judgment reads at most the newest ``LIVE_ROWS`` of them, so
+        policies and judges score no older row)."""
         if self._live is None:
-            every = [d for d in _matured(self.system, self._rows) if not d.fallback]
+            every = [d for d in _matured(self.system, self._rows) if not d.fallback][-LIVE_ROWS:]
             rewards = self.rewards(every)
             offers = self.system.campaign(self.campaign).offer_ids
             self._live = _LiveRows(
                 rows=every,
                 ts=np.array([d.ts for d in every], dtype=np.float64),
-                features=[d.training_row for d in every],
                 logged=offer_columns(offers, [d.offer_id for d in every]),
                 propensities=np.array([d.propensity for d in every], dtype=np.float64),
                 rewards=np.array([rewards[d.decision_id] for d in every], dtype=np.float64),
@@ -235,7 +236,9 @@ class _Log:
         """``version``'s probabilities of every offer on :meth:`live`'s rows."""
         if version not in self._probs:
             policy = self.system.registry.load(version)
-            self._probs[version] = np.asarray(policy.act_batch(self.live().features))
+            self._probs[version] = _scored(
+                _SCORES, policy, self.live().rows, lambda f: np.asarray(policy.act_batch(f))
+            )
         return self._probs[version]
 
     def judge(self, since: float) -> tuple[RewardModel, float] | None:
@@ -249,10 +252,42 @@ class _Log:
         model is kept with them, so its id cannot be reused within the step)."""
         got = self._predictions.get(id(model))
         if got is None:
-            features = self.live().features
-            got = (model, model.predict_batch(features), model.reward_variance(features))
+            rows = self.live().rows
+            variance = None
+            if model.reward_variance([rows[0].training_row]) is not None:
+                variance = _scored(
+                    _VARIANCES, model, rows, lambda f: np.asarray(model.reward_variance(f))
+                )
+            got = (model, _scored(_SCORES, model, rows, model.predict_batch), variance)
             self._predictions[id(model)] = got
         return got[1], got[2]
+
+
+# Scores of registered (immutable) policies and judges on decision rows, kept across steps:
+# each step scores only the rows it has not scored before. A row is the same row while the
+# backend returns the same record object (its decoder reuses a record while the stored row
+# is unchanged); a row changed since (shadow scores, backfill) is scored again.
+_Memo = weakref.WeakKeyDictionary[object, dict[str, tuple[DecisionRecord, np.ndarray]]]
+_SCORES: _Memo = weakref.WeakKeyDictionary()  # policies' probabilities, judges' predictions
+_VARIANCES: _Memo = weakref.WeakKeyDictionary()  # judges' variances
+
+
+def _scored(
+    memos: _Memo,
+    owner: object,
+    rows: Sequence[DecisionRecord],
+    score: Callable[[list[dict[str, Any]]], np.ndarray],
+) -> np.ndarray:
+    """``score`` of every row's training features (rows × offers), computed only for rows
+    ``owner`` has not scored before; the memo keeps just these rows."""
+    memo = memos.get(owner, {})
+    missing = [d for d in rows if (hit := memo.get(d.decision_id)) is None or hit[0] is not d]
+    if missing:
+        fresh = np.asarray(score([d.training_row for d in missing]), dtype=np.float64)
+        memo.update({d.decision_id: (d, fresh[i]) for i, d in enumerate(missing)})
+    out = np.array([memo[d.decision_id][1] for d in rows], dtype=np.float64)
+    memos[owner] = {d.decision_id: memo[d.decision_id] for d in rows}
+    return out
 
 
 def _served(decisions: Sequence[DecisionRecord], version: str, mode: str) -> list[DecisionRecord]:

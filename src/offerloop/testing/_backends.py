@@ -97,14 +97,20 @@ class BackendConformance:
         assert [d.decision_id for d in got] == ["d1", "d2", "d3"]
         latest = backend.decisions("c", 0.0, 100.0, newest=2)
         assert [d.decision_id for d in latest] == ["d3", "d4"]
+        assert backend.count_decisions("c", 10.0, 40.0) == 3
+        assert backend.count_decisions("c", 0.0, 100.0) == 5
+        assert backend.count_decisions("nope", 0.0, 100.0) == 0
 
     def test_shadows_scored_later_are_appended(self, backend: Backend) -> None:
         backend.append_decisions([_decision(2, 1.0)])
+        before = backend.decisions("c", 0.0, 10.0)  # read (and decoded) before the merge
+        assert before[0].shadows == _decision(2, 1.0).shadows
         later = (ShadowChoice("gbt-9", "a:d", 0.9, 0.05),)
         assert backend.add_shadows({"d2": later, "nope": later}) == 1
         got = backend.get_decisions(["d2"]).get("d2")
         assert got is not None
         assert got.shadows == (*_decision(2, 1.0).shadows, *later)
+        assert backend.decisions("c", 0.0, 10.0)[0].shadows == got.shadows
 
     def test_backfill_merges_without_touching_logged_values(self, backend: Backend) -> None:
         backend.append_decisions([_decision(1, 1.0)])

@@ -40,7 +40,7 @@ def build_training_set(
     window_seconds = rules.window_seconds if isinstance(rules, AttributionRules) else rules
     end = now - window_seconds
     decisions = backend.decisions(campaign, start, end)
-    still_open = len(backend.decisions(campaign, max(start, end), now + 1e-6))
+    still_open = backend.count_decisions(campaign, max(start, end), now + 1e-6)
     rewards = attribute(backend, decisions, rules, now)
     assert all(r.final for r in rewards.values())
     data = LoggedData(
