@@ -17,6 +17,7 @@ LEARNED = re.compile(r"^(linear|gbt|purchase_gbt)-\d+$")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a guard against a hang, not a speed test: 24 pipeline runs
 def test_a_learned_policy_serves_within_a_day_and_a_broken_canary_is_rolled_back(
     tmp_path: Path,
 ) -> None:
