@@ -236,9 +236,7 @@ class _Log:
         """``version``'s probabilities of every offer on :meth:`live`'s rows."""
         if version not in self._probs:
             policy = self.system.registry.load(version)
-            self._probs[version] = _scored(
-                _SCORES, policy, self.live().rows, lambda f: np.asarray(policy.act_batch(f))
-            )
+            self._probs[version] = _scored(_SCORES, policy, self.live().rows, policy.act_batch)
         return self._probs[version]
 
     def judge(self, since: float) -> tuple[RewardModel, float] | None:
@@ -252,13 +250,17 @@ class _Log:
         model is kept with them, so its id cannot be reused within the step)."""
         got = self._predictions.get(id(model))
         if got is None:
-            rows = self.live().rows
-            variance = None
-            if model.reward_variance([rows[0].training_row]) is not None:
-                variance = _scored(
-                    _VARIANCES, model, rows, lambda f: np.asarray(model.reward_variance(f))
-                )
-            got = (model, _scored(_SCORES, model, rows, model.predict_batch), variance)
+
+            def both(features: list[dict[str, Any]]) -> np.ndarray:
+                """Predictions, then variances (when the model has them), side by side: one
+                pass over the rows serves both."""
+                predicted = np.asarray(model.predict_batch(features))
+                variance = model.reward_variance(features)
+                return predicted if variance is None else np.hstack([predicted, variance])
+
+            scores = _scored(_SCORES, model, self.live().rows, both)
+            k = len(self.system.campaign(self.campaign).offer_ids)
+            got = (model, scores[:, :k], scores[:, k:] if scores.shape[1] > k else None)
             self._predictions[id(model)] = got
         return got[1], got[2]
 
@@ -269,7 +271,6 @@ class _Log:
 # is unchanged); a row changed since (shadow scores, backfill) is scored again.
 _Memo = weakref.WeakKeyDictionary[object, dict[str, tuple[DecisionRecord, np.ndarray]]]
 _SCORES: _Memo = weakref.WeakKeyDictionary()  # policies' probabilities, judges' predictions
-_VARIANCES: _Memo = weakref.WeakKeyDictionary()  # judges' variances
 
 
 def _scored(
@@ -280,6 +281,8 @@ def _scored(
 ) -> np.ndarray:
     """``score`` of every row's training features (rows × offers), computed only for rows
     ``owner`` has not scored before; the memo keeps just these rows."""
+    if not rows:  # the model's own shape for no rows, as when nothing was memoised
+        return np.asarray(score([]), dtype=np.float64)
     memo = memos.get(owner, {})
     missing = [d for d in rows if (hit := memo.get(d.decision_id)) is None or hit[0] is not d]
     if missing:
