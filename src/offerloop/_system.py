@@ -17,6 +17,7 @@ from offerloop._periodic import Periodic
 from offerloop._settings import Settings
 from offerloop._version import __version__
 from offerloop.backends import (
+    OFFER_OUTCOME,
     Backend,
     DecisionRecord,
     EventRecord,
@@ -26,6 +27,7 @@ from offerloop.backends import (
 from offerloop.backends._journal import DecisionJournal, EventJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.events import (
+    ATTRIBUTED,
     AttributionRules,
     EventIn,
     IngestResult,
@@ -34,11 +36,14 @@ from offerloop.events import (
     ingest,
 )
 from offerloop.events._ingest import classified, prepare, result
+from offerloop.events._offers import bought_event, seen_event
 from offerloop.features import (
+    Aggregate,
     Batch,
     FeatureReading,
     FeatureValue,
     OnlineFeatures,
+    SinceLast,
     Sql,
     load_features,
     reference_features,
@@ -94,6 +99,10 @@ class Offerloop:
             on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
         )
         self._journal_events = settings.decision_log == "journal"
+        # offer-history features read the offer_outcome events written here (events._offers)
+        self._offer_outcomes = OFFER_OUTCOME in {
+            f.event for f in self.features.of_kind(Aggregate, SinceLast)
+        }
         self.monitor = Monitor(self)
         self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
@@ -285,6 +294,7 @@ class Offerloop:
         reports call this first."""
         with contextlib.suppress(BackendUnavailable):  # they stay journaled; retried
             self.journal.flush()
+            self.event_journal.flush()
         return self.decider.shadows.flush()
 
     def close(self) -> None:
@@ -359,6 +369,7 @@ class Offerloop:
                 self.settings.max_future_seconds,
                 earliest=self._earliest,
                 classify=self._classify,
+                derive=self._bought if self._offer_outcomes else None,
             )
         except BackendUnavailable:
             if not self._journal_events:
@@ -395,6 +406,8 @@ class Offerloop:
         s = self.settings
         records = prepare(events, now, s.max_batch_events, s.max_future_seconds, self._earliest)
         records, verdicts = classified(records, now, self._classify_offline)
+        if self._offer_outcomes:
+            records = records + self._bought(records, database=False)
         known = self.event_journal.find([r.event_id for r in records])
         seen: set[str] = set()
         new = []
@@ -403,10 +416,39 @@ class Offerloop:
                 seen.add(r.event_id)
                 new.append(r)
         self.event_journal.append_many(new, sync=True)
-        self.metrics.events.labels("journaled").inc(len(new))
-        self.metrics.events.labels("duplicate").inc(len(records) - len(new))
+        mine = [r for r in records if r.type != OFFER_OUTCOME]
+        accepted = sum(1 for r in new if r.type != OFFER_OUTCOME)
+        self.metrics.events.labels("journaled").inc(accepted)
+        self.metrics.events.labels("duplicate").inc(len(mine) - accepted)
         self.metrics.online_deferred.inc(len(new))
-        return result(records, new, verdicts, online="deferred", durable="journal")
+        return result(mine, new, verdicts, online="deferred", durable="journal")
+
+    def _bought(self, records: Sequence[EventRecord], database: bool = True) -> list[EventRecord]:
+        """The ``offer_outcome`` events of the purchases attributed to a decision
+        (``events._offers``), stored with them."""
+        credited = [r for r in records if r.attribution == ATTRIBUTED and r.decision_id]
+        if not credited:
+            return []
+        ids = list({r.decision_id for r in credited if r.decision_id})
+        found = self.journal.find(ids)
+        if database:
+            found.update(self.backend.get_decisions([i for i in ids if i not in found]))
+        return [bought_event(r, found[r.decision_id]) for r in credited if r.decision_id in found]
+
+    def _seen(self, record: DecisionRecord) -> None:
+        """A decision's ``offer_outcome`` event: journaled (committed with the next batch,
+        never a database round trip on the request path) and folded into the online state
+        now, so the player's next decision counts it. The follower folds the committed copy
+        again later as a no-op (``features._online``: an entry is folded once per event id)."""
+        event = seen_event(record)
+        self.event_journal.append(event)
+        if not self._online_ready:
+            return
+        try:
+            self._online.apply([event], self.clock.now())
+        except BackendUnavailable:  # the follower folds it from the log when the store is back
+            self.metrics.backend_errors.labels("online_store", "update").inc()
+            self.metrics.online_deferred.inc()
 
     def _classify_offline(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
         """Verdicts without the database: decisions still in this process's journal are
@@ -482,7 +524,10 @@ class Offerloop:
     def decide(
         self, player_id: str, campaign: str | None = None, context: Mapping[str, Any] | None = None
     ) -> Decision:
-        return self.decider.decide(player_id, campaign or self.default_campaign, context)
+        decision = self.decider.decide(player_id, campaign or self.default_campaign, context)
+        if self._offer_outcomes:
+            self._seen(decision.record)
+        return decision
 
     def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
         """A logged decision (from the database, or this process's journal until it is

@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from offerloop import BackendUnavailable, ManualClock, Offerloop, load_settings
+from offerloop.backends import OFFER_OUTCOME
 from offerloop.policies import FixedPolicy
 from offerloop.serving import create_app
 from offerloop.testing import FaultProxy
@@ -251,7 +252,10 @@ def test_a_stalled_postgres_never_freezes_decisions_or_the_health_check(
     _until(lambda: system.journal.backlog() == 0, "the journal never drained")
     _until(lambda: system.event_journal.backlog() == 0, "the event journal never drained")
     assert len(system.backend.get_decisions(ids)) == 20  # each acknowledged one, once
-    assert [e.event_id for e in system.backend.player_events("p1", 1e12)] == ["e1"]
+    stored = system.backend.player_events("p1", 1e12)
+    assert [e.event_id for e in stored if e.type != OFFER_OUTCOME] == ["e1"]
+    # and p1's decision as an offer_outcome event, once (events._offers)
+    assert [e.event_id for e in stored if e.type == OFFER_OUTCOME] == [f"{ids[1]}.seen"]
     again = client.post("/v1/events", json={"events": [event(1, kind="purchase", amount=2.0)]})
     assert again.json()["duplicates"] == 1  # a retry is a duplicate, never a second copy
     # and the online state got it from the log, once

@@ -23,6 +23,7 @@ from offerloop.backends._protocols import (
     RunLog,
 )
 from offerloop.backends._records import (
+    OFFER_OUTCOME,
     DecisionRecord,
     DeploymentRecord,
     EventRecord,
@@ -34,6 +35,7 @@ from offerloop.backends._records import (
 
 __all__ = [
     "BACKENDS",
+    "OFFER_OUTCOME",
     "ArtifactStore",
     "Backend",
     "DecisionLog",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "OFFER_OUTCOME",
     "DecisionRecord",
     "DeploymentRecord",
     "EventRecord",
@@ -17,6 +18,10 @@ __all__ = [
 ]
 
 JSON = Mapping[str, Any]
+
+# The event type offerloop writes itself for every decision and every attributed purchase
+# (``events._offers``), read by offer-history features; never accepted from a client.
+OFFER_OUTCOME = "offer_outcome"
 
 
 @dataclass(frozen=True)

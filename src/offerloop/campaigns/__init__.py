@@ -6,7 +6,15 @@ from offerloop.campaigns._load import (
     load_campaigns,
     parse_campaign,
 )
-from offerloop.campaigns._model import Bundle, Campaign, Condition, Message, Offer, Rule
+from offerloop.campaigns._model import (
+    Bundle,
+    Campaign,
+    Condition,
+    Message,
+    Offer,
+    Rule,
+    offer_keys,
+)
 
 __all__ = [
     "Bundle",
@@ -18,5 +26,6 @@ __all__ = [
     "default_campaign_path",
     "load_campaign",
     "load_campaigns",
+    "offer_keys",
     "parse_campaign",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Bundle", "Campaign", "Condition", "Message", "Offer", "Rule"]
+__all__ = ["Bundle", "Campaign", "Condition", "Message", "Offer", "Rule", "offer_keys"]
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -106,3 +106,10 @@ class Campaign:
 
 def offer_id(bundle_id: str, message_id: str) -> str:
     return f"{bundle_id}:{message_id}"
+
+
+def offer_keys(offer: str) -> dict[str, str]:
+    """What an offer id ``bundle:message`` is made of: ``offer`` (the id), ``bundle`` and
+    ``message``. Any other action is its own bundle, with message ``-``."""
+    bundle, sep, message = offer.partition(":")
+    return {"offer": offer, "bundle": bundle, "message": message if sep else "-"}

@@ -11,17 +11,20 @@ from offerloop._errors import InvalidInput, Problem
 from offerloop.backends import EventLog, EventRecord
 from offerloop.events._schema import EventIn, check_event
 
-__all__ = ["Classify", "IngestResult", "ingest", "prepare"]
+__all__ = ["Classify", "Derive", "IngestResult", "ingest", "prepare"]
 
 # verdicts (by event id) for the purchases of a batch that name a decision
 Classify = Callable[[Sequence[EventRecord], float], Mapping[str, str]]
+# the events offerloop writes with a batch (its records with their verdicts; events._offers)
+Derive = Callable[[Sequence[EventRecord]], list[EventRecord]]
 
 
 @dataclass(frozen=True)
 class IngestResult:
     accepted: int
     duplicates: int
-    stored: tuple[EventRecord, ...] = ()  # the new events, for the online feature state
+    # the new events (with those offerloop derived from them), for the online feature state
+    stored: tuple[EventRecord, ...] = ()
     # the new purchases naming a decision: event id -> verdict (events._attribution)
     attribution: Mapping[str, str] = field(default_factory=dict)
     online: str = "updated"  # or "deferred": folded into the online state from the log later
@@ -37,17 +40,20 @@ def ingest(
     *,
     earliest: float = -math.inf,
     classify: Classify | None = None,
+    derive: Derive | None = None,
 ) -> IngestResult:
     """All-or-nothing: a batch with any invalid event writes nothing.
 
     The events are durable in the log when this returns. A retried batch (same event ids) is
     not stored twice: those events count as duplicates. ``classify`` gives each purchase
-    that names a decision its attribution verdict, stored with it.
+    that names a decision its attribution verdict, stored with it; ``derive`` adds the
+    events offerloop writes for the batch (stored in the same transaction, not counted).
     """
     now = clock.now()
     records = prepare(events, now, max_batch, max_future_seconds, earliest)
     records, verdicts = classified(records, now, classify)
-    stored = log.append_events(records)
+    extra = derive(records) if derive is not None else []
+    stored = log.append_events(records + extra)
     return result(records, stored, verdicts)
 
 
@@ -92,11 +98,13 @@ def result(
     verdicts: Mapping[str, str],
     **extra: str,
 ) -> IngestResult:
-    """What an ingest answers: new events counted, the rest duplicates."""
+    """What an ingest answers: new events counted, the rest duplicates (``stored`` may hold
+    derived events too: they are folded, not counted)."""
     new = {e.event_id for e in stored}
+    accepted = len({r.event_id for r in records} & new)
     return IngestResult(
-        len(stored),
-        len(records) - len(stored),
+        accepted,
+        len(records) - accepted,
         tuple(stored),
         {k: v for k, v in verdicts.items() if k in new},
         **extra,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from offerloop._clock import parse_rfc3339
 from offerloop._errors import Problem
 from offerloop._limits import MAX_ID, SafeId, check_id, check_properties
+from offerloop.backends import OFFER_OUTCOME
 
 __all__ = ["KNOWN_TYPES", "EventBatch", "EventIn", "check_event"]
 
@@ -79,6 +80,14 @@ def check_event(
             problems.append(Problem(f"{loc}.ts", "is before earliest_event_ts"))
     if not _TYPE.match(e.type):
         problems.append(Problem(f"{loc}.type", "must be a lower_snake_case event type"))
+    elif e.type == OFFER_OUTCOME:
+        problems.append(
+            Problem(
+                f"{loc}.type",
+                f"{OFFER_OUTCOME} events are written by offerloop itself (for each decision "
+                "and attributed purchase); send decisions' purchases as purchase events",
+            )
+        )
     problems.extend(
         Problem(f"{loc}.properties{where}", msg) for where, msg in check_properties(e.properties)
     )

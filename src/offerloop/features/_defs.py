@@ -6,6 +6,9 @@ Kinds (entity: player):
 * :func:`aggregate` — count, sum, mean, min, max, last or distinct count of an event type's
   property over a window (``1h``, ``24h``, ``7d``, ``30d``, ``lifetime``, ...), with filters;
 * :func:`since_last` — time since the latest matching event;
+* :func:`offer_history` — the player's own offer history: offers seen, bought and ignored
+  per bundle, message or offer over a window (from the ``offer_outcome`` events offerloop
+  writes itself), which a model can also read as "this offer's own history";
 * :func:`context` — a value passed with the decision request;
 * :func:`sql` — a column of a query against a database the team already has;
 * :func:`batch` — a column of a Parquet/CSV table of (player id, timestamp, columns).
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offerloop._errors import InvalidInput, Problem
+from offerloop.backends import OFFER_OUTCOME
 from offerloop.campaigns import Condition
 from offerloop.campaigns._load import _COND
 
@@ -38,12 +42,14 @@ __all__ = [
     "EventSchema",
     "Feature",
     "FeatureSet",
+    "OfferHistory",
     "Profile",
     "SinceLast",
     "Sql",
     "aggregate",
     "batch",
     "context",
+    "offer_history",
     "parse_duration",
     "profile",
     "since_last",
@@ -85,7 +91,21 @@ BUILTIN_EVENTS: tuple[EventSchema, ...] = (
     EventSchema("level_up", {"level": "int"}),
     EventSchema("purchase", {"amount": "float", "decision_id": "category"}),
     EventSchema("player_profile", open=True),
+    EventSchema(
+        OFFER_OUTCOME,
+        {
+            "offer": "category",
+            "bundle": "category",
+            "message": "category",
+            "decision_id": "category",
+            "seen": "int",
+            "bought": "int",
+            "ignored": "int",
+        },
+    ),
 )
+OFFER_OUTCOMES = ("seen", "bought", "ignored")
+OFFER_KEYS = ("bundle", "message", "offer")
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,25 @@ class Aggregate(Feature):
     @builtins.property
     def stream(self) -> tuple[str, tuple[Condition, ...]]:
         return (self.event, self.where)
+
+
+@dataclass(frozen=True)
+class OfferHistory(Aggregate):
+    """How often the player was shown (``seen``), bought (``bought``) or did not buy
+    (``ignored``: seen minus bought in the window) offers whose ``by`` (bundle, message or
+    offer) is ``key``. An :class:`Aggregate` (a sum over ``offer_outcome`` events) to every
+    engine; models also see it per offer, as the history of the offer being scored
+    (:meth:`offerloop.features.Encoder.offer_columns`)."""
+
+    by: str = "bundle"
+    key: str = ""
+    outcome: str = "seen"
+    kind = "offer_history"
+
+    @builtins.property
+    def group(self) -> str:
+        """The features that differ only in ``key``: one "own history" column per offer."""
+        return f"{self.by}_{self.outcome}_{self.window}"
 
 
 @dataclass(frozen=True)
@@ -307,6 +346,54 @@ def aggregate(
         window,
         _conditions(where),
     )
+
+
+def offer_history(
+    keys: Sequence[str],
+    *,
+    by: str = "bundle",
+    window: str = "30d",
+    outcomes: Sequence[str] = OFFER_OUTCOMES,
+    scale: float = 1.0,
+) -> list[OfferHistory]:
+    """The player's offer history by ``by`` (``bundle``, ``message`` or ``offer``): one feature
+    per key and outcome, named ``{by}_{key}_{outcome}_{window}`` (``bundle_starter_seen_30d``).
+
+    offerloop writes the events these read: an ``offer_outcome`` event for every decision
+    (``seen=1, ignored=1``, just after the decision, so a decision never counts itself) and
+    one for every purchase attributed to a decision (``bought=1, ignored=-1``, at the
+    purchase's time). A key not listed here is not counted; an offer id's key for
+    ``offer`` is the offer id with ``:`` as ``__`` (names are lower_snake_case).
+    """
+    if by not in OFFER_KEYS:
+        raise ValueError(f"by must be one of {', '.join(OFFER_KEYS)}, not {by!r}")
+    bad = [o for o in outcomes if o not in OFFER_OUTCOMES]
+    if bad:
+        raise ValueError(f"outcomes must be among {', '.join(OFFER_OUTCOMES)}, not {bad}")
+    out = []
+    for key in keys:
+        part = key.replace(":", "__")
+        for outcome in outcomes:
+            out.append(
+                OfferHistory(
+                    f"{by}_{part}_{outcome}_{window}",
+                    "int",
+                    0,
+                    f"Offers with {by} {key} {outcome} in the last {window}.",
+                    (),
+                    "log1p",
+                    scale,
+                    OFFER_OUTCOME,
+                    "sum",
+                    outcome,
+                    window,
+                    (Condition(by, "==", key),),
+                    by,
+                    key,
+                    outcome,
+                )
+            )
+    return out
 
 
 def since_last(
@@ -491,6 +578,8 @@ class FeatureSet:
                 self._check_stream(f, bad)
             if isinstance(f, Aggregate):
                 self._check_aggregate(f, bad)
+            if isinstance(f, OfferHistory):
+                self._check_offer_history(f, bad)
             if isinstance(f, SinceLast) and f.unit not in _UNITS:
                 bad(f"unit must be one of {', '.join(_UNITS)}")
             if isinstance(f, Profile) and not f.attribute:
@@ -514,6 +603,15 @@ class FeatureSet:
         for c in f.where:
             if not schema.open and c.feature not in schema.properties:
                 bad(f"filter on unknown property {c.feature!r} of {f.event}")
+
+    def _check_offer_history(self, f: OfferHistory, bad: Any) -> None:
+        if f.by not in OFFER_KEYS:
+            bad(f"by must be one of {', '.join(OFFER_KEYS)}, not {f.by!r}")
+        if f.outcome not in OFFER_OUTCOMES:
+            bad(f"outcome must be one of {', '.join(OFFER_OUTCOMES)}, not {f.outcome!r}")
+        expected = (OFFER_OUTCOME, "sum", f.outcome, (Condition(f.by, "==", f.key),))
+        if (f.event, f.agg, f.property, f.where) != expected:
+            bad("an offer history sums its outcome over offer_outcome events of its key")
 
     def _check_aggregate(self, f: Aggregate, bad: Any) -> None:
         if f.agg not in AGGREGATIONS:

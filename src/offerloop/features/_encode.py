@@ -1,7 +1,10 @@
 """How a model sees a feature row: numbers (optionally log1p, scaled) and one-hot categories.
 
 An :class:`Encoder` is plain data, stored inside each model artifact, so a model keeps
-encoding rows the way it was trained even after the feature definitions change.
+encoding rows the way it was trained even after the feature definitions change. It also
+knows which encoded columns are a player's history of one bundle, message or offer
+(:class:`~offerloop.features.OfferHistory`), so a model can read "the history of the offer
+it is scoring" as one column shared by every offer (:meth:`Encoder.offer_columns`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from offerloop.features._defs import Feature, FeatureSet
+from offerloop.features._defs import Feature, FeatureSet, OfferHistory
 
 __all__ = ["Encoder"]
 
@@ -35,6 +38,16 @@ class Encoder:
             for s in spec
         ]
         self.names = [n for f in self._features for n in f.encoded_names()]
+        # (column, by, key, group) of every offer-history feature
+        self._offer: list[tuple[int, str, str, str]] = []
+        j = 0
+        for s, f in zip(spec, self._features, strict=True):
+            if "offer_by" in s and f.type != "category":
+                self._offer.append((j, str(s["offer_by"]), str(s["offer_key"]), str(s["group"])))
+            j += len(f.encoded_names())
+        self._extra = [
+            {k: s[k] for k in ("offer_by", "offer_key", "group") if k in s} for s in spec
+        ]
         self._key = repr(self.spec())
 
     @classmethod
@@ -42,7 +55,25 @@ class Encoder:
         return cls([_spec(f) for f in features])
 
     def spec(self) -> list[dict[str, Any]]:
-        return [_spec(f) for f in self._features]
+        return [_spec(f) | x for f, x in zip(self._features, self._extra, strict=True)]
+
+    @property
+    def offer_groups(self) -> list[str]:
+        """The offer-history groups (``bundle_seen_30d``, ...), in a fixed order."""
+        return sorted({g for *_, g in self._offer})
+
+    def offer_columns(self, offers: Sequence[Mapping[str, str]]) -> NDArray[np.int64]:
+        """For every offer (its ``bundle``, ``message`` and ``offer`` id) and every group of
+        :attr:`offer_groups`: the encoded column holding the player's history of that offer's
+        key, or -1 when the features do not count its key. Shape (offers, groups)."""
+        groups = self.offer_groups
+        where = {(by, key, g): j for j, by, key, g in self._offer}
+        out = np.full((len(offers), len(groups)), -1, dtype=np.int64)
+        for i, o in enumerate(offers):
+            for gi, g in enumerate(groups):
+                by = next(b for _, b, _, gg in self._offer if gg == g)
+                out[i, gi] = where.get((by, o.get(by, ""), g), -1)
+        return out
 
     @property
     def feature_names(self) -> list[str]:
@@ -106,8 +137,11 @@ def _number(v: object) -> float:
 
 def _spec(f: Feature) -> dict[str, Any]:
     d = asdict(f)
-    return {
+    out = {
         k: (list(v) if isinstance(v, tuple) else v)
         for k, v in d.items()
         if k in ("name", "type", "default", "categories", "transform", "scale")
     }
+    if isinstance(f, OfferHistory):
+        out |= {"offer_by": f.by, "offer_key": f.key, "group": f.group}
+    return out

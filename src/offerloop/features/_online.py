@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from offerloop.backends import EventRecord
+from offerloop.backends import OFFER_OUTCOME, EventRecord
 from offerloop.features._defs import (
     _UNITS,
     Aggregate,
@@ -299,7 +299,7 @@ class OnlineFeatures:
                 props[key].append(prop)
             w = f.seconds if isinstance(f, Aggregate) else 0.0
             windows[key] = max(windows.get(key, 0.0), 0.0 if math.isinf(w) else w)
-        self._plans = {k: _Plan(k, tuple(v), windows[k] + MARGIN) for k, v in props.items()}
+        self._plans = {k: _Plan(k, tuple(v), _retention(k, windows[k])) for k, v in props.items()}
         self._by_type: dict[str, list[_Plan]] = {}
         for plan in self._plans.values():
             self._by_type.setdefault(plan.key[0], []).append(plan)
@@ -434,8 +434,19 @@ class OnlineFeatures:
         return out
 
 
+def _retention(key: StreamKey, window: float) -> float:
+    """How long a stream keeps entries one by one. ``offer_outcome`` events are folded twice
+    (at the decision, then from the log once committed): they stay individually long enough
+    for the second fold to find them however fast a manual clock runs."""
+    if key[0] == OFFER_OUTCOME:
+        return max(window, 2 * 86400.0) + MARGIN
+    return window + MARGIN
+
+
 def _insort(buf: list[Entry], entry: Entry) -> None:
-    if not buf or entry[:2] >= buf[-1][:2]:
+    """Insert in (ts, event id) order; an entry already there (same ts and event id: the
+    same event folded again) is not inserted twice."""
+    if not buf or entry[:2] > buf[-1][:2]:
         buf.append(entry)
         return
     lo, hi = 0, len(buf)
@@ -446,6 +457,8 @@ def _insort(buf: list[Entry], entry: Entry) -> None:
             lo = mid + 1
         else:
             hi = mid
+    if lo < len(buf) and buf[lo][:2] == key:
+        return
     buf.insert(lo, entry)
 
 

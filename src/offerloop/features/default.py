@@ -4,9 +4,19 @@ Point the setting ``features`` at your module (``mygame.features``) or file
 (``features.py``); it must define ``FEATURES``, a :class:`~offerloop.features.FeatureSet`.
 """
 
-from offerloop.features import FeatureSet, aggregate, context, profile, since_last
+from offerloop.features import (
+    FeatureSet,
+    aggregate,
+    context,
+    offer_history,
+    profile,
+    since_last,
+)
 
 COUNTRIES = ("us", "gb", "de", "jp", "fr", "br", "in", "mx")
+# the default campaign's bundles and messages (campaigns/default.toml)
+BUNDLES = ("starter", "coins", "boosters", "gems", "cosmetic", "mega")
+MESSAGES = ("discount", "urgency", "social", "progress")
 
 FEATURES = FeatureSet(
     [
@@ -55,6 +65,9 @@ FEATURES = FeatureSet(
         aggregate("sessions_24h", "session_start", "count", "24h"),
         aggregate("sessions_7d", "session_start", "count", "7d", scale=3),
         since_last("hours_since_session", "session_start", scale=10),
+        # the player's own offer history: seen, bought, ignored per bundle and message
+        *offer_history(BUNDLES, by="bundle", window="30d"),
+        *offer_history(MESSAGES, by="message", window="30d"),
         # request context
         context(
             "local_hour",

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from offerloop.campaigns import offer_keys
+
 __all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel"]
 
 FeatureRow = Mapping[str, Any]
@@ -143,10 +145,9 @@ class RewardModel:
 
 def _bundle(offer: str) -> str:
     """The bundle part of an offer id ``bundle:message`` (the whole id for other actions)."""
-    return offer.split(":", 1)[0]
+    return offer_keys(offer)["bundle"]
 
 
 def _message(offer: str) -> str:
     """The message part of an offer id; "-" for actions that are not bundle × message."""
-    parts = offer.split(":", 1)
-    return parts[1] if len(parts) == 2 else "-"
+    return offer_keys(offer)["message"]

@@ -26,6 +26,7 @@ import lightgbm as lgb
 import numpy as np
 from numpy.typing import NDArray
 
+from offerloop.campaigns import offer_keys
 from offerloop.features import Encoder, load_features
 from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
 from offerloop.policies._compiled import CompiledTrees, compile_booster
@@ -79,6 +80,9 @@ class _GBT(RewardModel):
             self._offer_x[i, len(bundles) + messages.index(m)] = 1.0
             self._offer_x[i, -2] = self.prices[i]
             self._offer_x[i, -1] = np.log1p(self.prices[i])
+        # per offer and offer-history group: the player's history of this offer's bundle,
+        # message or offer id (a column of x, -1: not counted), one column for every offer
+        self._own = self.encoder.offer_columns([offer_keys(o) for o in self.offers])
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -96,7 +100,12 @@ class _GBT(RewardModel):
         }
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
-        return np.hstack([x, self._offer_x[offer_idx]])
+        """(player features, the offer's attributes, the player's history of this offer)."""
+        own = self._own[offer_idx]
+        if not own.shape[1]:
+            return np.hstack([x, self._offer_x[offer_idx]])
+        hist = np.where(own >= 0, np.take_along_axis(x, np.maximum(own, 0), axis=1), 0.0)
+        return np.hstack([x, self._offer_x[offer_idx], hist])
 
     def _target(self, data: LoggedData) -> Matrix:
         return np.asarray(data.rewards, dtype=np.float64)
@@ -135,7 +144,7 @@ class _GBT(RewardModel):
         if last is not None and last[0] is rows and len(last[1]) == n:
             return last[1]  # the same batch again (direct value, then its variance)
         x = self.encoder.matrix(rows)
-        big = np.hstack([np.repeat(x, k, axis=0), np.tile(self._offer_x, (n, 1))])
+        big = self._design(np.repeat(x, k, axis=0), np.tile(np.arange(k), n))
         compiled = self._compiled
         if compiled is not None:
             out: Matrix = compiled.predict(big).reshape(n, k)
