@@ -21,7 +21,25 @@ from offerloop._clock import clock_of, parse_rfc3339
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["LEARNER_KINDS", "Settings", "learner_parts", "load_settings"]
+
+LEARNER_KINDS = ("linear", "gbt", "purchase_gbt")
+_LEARNER = re.compile(r"^([a-z_]+)(?:@(\d+(?:\.\d+)?)([hd]))?$")
+
+
+def learner_parts(name: str) -> tuple[str, float]:
+    """A learner name → (its model kind, its recency half-life in seconds; 0: none).
+
+    ``purchase_gbt`` weighs every row the same; ``purchase_gbt@2d`` (or ``@36h``) weighs a
+    row 0.5 ** (age / 2 days), age counted back from the newest row. Raises ValueError."""
+    m = _LEARNER.match(name)
+    if not m or m.group(1) not in LEARNER_KINDS or (m.group(2) and float(m.group(2)) <= 0):
+        raise ValueError(
+            f"{name!r} is not a learner: {', '.join(LEARNER_KINDS)}, optionally with a recency "
+            "half-life such as purchase_gbt@2d or linear@36h"
+        )
+    unit = 86400.0 if m.group(3) == "d" else 3600.0
+    return m.group(1), float(m.group(2)) * unit if m.group(2) else 0.0
 
 
 def _s(default: Any, help: str, secret: bool = False) -> Any:
@@ -133,7 +151,9 @@ class Settings:
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
         "Learners retrain trains and compares: linear (ridge, player × offer interactions), "
-        "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price).",
+        "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price); "
+        "each optionally with a recency half-life (purchase_gbt@2d: a row weighs half as "
+        "much for every 2 days it is older than the newest), judged like any other learner.",
     )
     exploration: str = _s(
         "squarecb",
@@ -468,9 +488,13 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("exploration_floor", "must be between 0 and 1 (exclusive)"))
     if s.softmax_temperature <= 0:
         problems.append(Problem("softmax_temperature", "must be > 0"))
-    unknown = [x for x in s.learners if x not in ("linear", "gbt", "purchase_gbt")]
-    if unknown or not s.learners:
-        problems.append(Problem("learners", "must name some of linear, gbt, purchase_gbt"))
+    for x in s.learners:
+        try:
+            learner_parts(x)
+        except ValueError as exc:
+            problems.append(Problem("learners", str(exc)))
+    if not s.learners:
+        problems.append(Problem("learners", "must name some of " + ", ".join(LEARNER_KINDS)))
     if s.max_learned_shadows < 1:
         problems.append(Problem("max_learned_shadows", "must be >= 1"))
     if s.latency_tolerance < 1:

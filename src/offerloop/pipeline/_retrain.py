@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offerloop._errors import Conflict, InvalidInput
-from offerloop._settings import Settings
+from offerloop._settings import Settings, learner_parts
 from offerloop._system import Offerloop
 from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
@@ -91,9 +91,16 @@ def model_for(
 ) -> RewardModel:
     """A fresh reward model of ``learner`` over ``offers`` (``prices`` may be empty: rewards
     are then clicks or values per decision, not purchases of a priced offer)."""
-    if learner not in REWARD_MODELS:
+    try:
+        kind, half_life = learner_parts(learner)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if kind not in REWARD_MODELS:
         raise InvalidInput(f"unknown learner {learner!r} (known: {', '.join(REWARD_MODELS)})")
     params: dict[str, Any] = {"offers": list(offers), "encoder": list(encoder)}
+    if half_life:
+        params["half_life"] = half_life
+    learner = kind
     if learner == LinearRevenue.kind:
         params["alpha"] = s.ridge_alpha
     elif prices:

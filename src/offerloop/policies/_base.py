@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from offerloop.campaigns import offer_keys
 
-__all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel"]
+__all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel", "recency_weights"]
 
 FeatureRow = Mapping[str, Any]
 Floats = NDArray[np.float64]
@@ -141,6 +141,17 @@ class RewardModel:
     def compile(self, cache_dir: Path) -> int:
         """See :meth:`Policy.compile`."""
         return 0
+
+
+def recency_weights(ts: Floats, half_life_seconds: float) -> Floats | None:
+    """Row weights halving every ``half_life_seconds`` back from the newest row (None: 0,
+    every row counts the same). A model fitted with them follows changing tastes faster and
+    forgets old ones; which half-life pays is for the pipeline's evidence to say."""
+    if half_life_seconds <= 0 or not len(ts):
+        return None
+    age = float(np.max(ts)) - np.asarray(ts, dtype=np.float64)
+    out: Floats = np.power(0.5, age / half_life_seconds)
+    return out
 
 
 def _bundle(offer: str) -> str:

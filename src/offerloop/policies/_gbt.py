@@ -28,7 +28,14 @@ from numpy.typing import NDArray
 
 from offerloop.campaigns import offer_keys
 from offerloop.features import Encoder, load_features
-from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
+from offerloop.policies._base import (
+    FeatureRow,
+    LoggedData,
+    RewardModel,
+    _bundle,
+    _message,
+    recency_weights,
+)
 from offerloop.policies._compiled import CompiledTrees, compile_booster
 
 __all__ = ["GBTPurchase", "GBTRevenue"]
@@ -52,6 +59,7 @@ class _GBT(RewardModel):
         max_weight: float = 50.0,
         seed: int = 0,
         min_sum_hessian_in_leaf: float = 1e-3,  # LightGBM's own default
+        half_life: float = 0.0,  # seconds; rows weigh 0.5 ** (age / half_life) (0: equal)
     ) -> None:
         super().__init__(offers)
         self.prices = [float(p) for p in prices] or [1.0] * len(self.offers)
@@ -66,6 +74,7 @@ class _GBT(RewardModel):
         self.max_weight = float(max_weight)
         self.seed = int(seed)
         self.min_sum_hessian_in_leaf = float(min_sum_hessian_in_leaf)
+        self.half_life = float(half_life)
         self._last: tuple[Sequence[FeatureRow], Matrix] | None = None
         self.booster: lgb.Booster | None = None
         self._compiled: CompiledTrees | None = None  # native code serving this booster
@@ -97,7 +106,7 @@ class _GBT(RewardModel):
             "max_weight": self.max_weight,
             "seed": self.seed,
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
-        }
+        } | ({"half_life": self.half_life} if self.half_life else {})
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
         """(player features, the offer's attributes, the player's history of this offer)."""
@@ -114,9 +123,10 @@ class _GBT(RewardModel):
         index = {o: i for i, o in enumerate(self.offers)}
         a = np.array([index[o] for o in data.offers], dtype=np.int64)
         x = self._design(self.encoder.matrix(data.features), a)
-        weight = None
+        weight = recency_weights(data.ts, self.half_life)
         if self.ipw:
-            weight = np.minimum(1.0 / np.asarray(data.propensities), self.max_weight)
+            ipw = np.minimum(1.0 / np.asarray(data.propensities), self.max_weight)
+            weight = ipw if weight is None else weight * ipw
         params = {
             "objective": self.objective,
             "learning_rate": self.learning_rate,

@@ -27,7 +27,14 @@ from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
 from offerloop.features import Encoder, load_features
-from offerloop.policies._base import FeatureRow, LoggedData, RewardModel, _bundle, _message
+from offerloop.policies._base import (
+    FeatureRow,
+    LoggedData,
+    RewardModel,
+    _bundle,
+    _message,
+    recency_weights,
+)
 
 __all__ = ["LinearRevenue"]
 
@@ -43,9 +50,11 @@ class LinearRevenue(RewardModel):
         offers: Sequence[str],
         alpha: float = 1.0,
         encoder: Sequence[Mapping[str, Any]] | None = None,
+        half_life: float = 0.0,
     ) -> None:
         super().__init__(offers)
         self.alpha = float(alpha)
+        self.half_life = float(half_life)  # seconds (0: every row weighs the same)
         self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
         self.bundles = sorted({_bundle(o) for o in self.offers})
         self.messages = sorted({_message(o) for o in self.offers})
@@ -58,7 +67,8 @@ class LinearRevenue(RewardModel):
         self.V = np.zeros((len(self.messages), d))
 
     def get_params(self) -> dict[str, Any]:
-        return {"offers": list(self.offers), "alpha": self.alpha, "encoder": self.encoder.spec()}
+        out = {"offers": list(self.offers), "alpha": self.alpha, "encoder": self.encoder.spec()}
+        return out | ({"half_life": self.half_life} if self.half_life else {})
 
     def _x(self, rows: Sequence[FeatureRow]) -> Matrix:
         return np.hstack([np.ones((len(rows), 1)), self.encoder.matrix(rows)])
@@ -88,6 +98,11 @@ class LinearRevenue(RewardModel):
         a = np.array([index[o] for o in data.offers], dtype=np.int64)
         phi = self._design(x, a)
         y = np.asarray(data.rewards, dtype=np.float64)
+        weight = recency_weights(data.ts, self.half_life)
+        if weight is not None:  # weighted ridge: rows and targets scaled by sqrt(weight)
+            root = np.sqrt(weight)
+            phi = sparse.diags(root) @ phi
+            y = y * root
         p = phi.shape[1]
         if p <= DIRECT_COLUMNS:
             gram = (phi.T @ phi).toarray() + self.alpha * np.eye(p)

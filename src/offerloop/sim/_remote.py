@@ -10,6 +10,7 @@ simulation's cadence. A day of 2,000 players takes seconds, not a day.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,29 @@ class ServiceClock(ManualClock):
             self._pushed = now
 
 
+RETRIES = 30  # a 503 (shed, or a store that did not answer in time) is retried this often
+MAX_WAIT = 5.0  # seconds, whatever Retry-After says
+
+
+def post_retrying(
+    http: httpx.Client, url: str, json: Any, sleep: Callable[[float], None] = time.sleep
+) -> httpx.Response:
+    """POST as a well-behaved game client does: a 503 is retried after its ``Retry-After``
+    (at most :data:`MAX_WAIT` s, :data:`RETRIES` times). Events are idempotent by id; a
+    retried decision may have been logged once unanswered, which the service counts as an
+    offer shown and not bought, as it would for a real client that timed out."""
+    for _ in range(RETRIES):
+        r = http.post(url, json=json)
+        if r.status_code != 503:
+            return r
+        try:
+            wait = float(r.headers.get("Retry-After", "1"))
+        except ValueError:
+            wait = 1.0
+        sleep(min(max(wait, 0.05), MAX_WAIT))
+    return r
+
+
 class _ClockedClient:
     """The simulation's HTTP client: the service's clock is moved before each request."""
 
@@ -48,7 +72,7 @@ class _ClockedClient:
 
     def post(self, url: str, *, json: Any) -> httpx.Response:
         self.clock.sync()
-        return self.http.post(url, json=json)
+        return post_retrying(self.http, url, json)
 
 
 @dataclass
@@ -76,7 +100,7 @@ class Backtest:
         with httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=headers) as http:
 
             def push(ts: float) -> None:
-                http.post("/v1/admin/clock", json={"now": format_ts(ts)}).raise_for_status()
+                post_retrying(http, "/v1/admin/clock", {"now": format_ts(ts)}).raise_for_status()
 
             clock = ServiceClock(self.start, push)
             clock.sync()
@@ -88,7 +112,7 @@ class Backtest:
             def pipeline(_ts: float) -> None:
                 sim.flush()
                 clock.sync()
-                r = http.post("/v1/admin/pipeline/run", json={"campaign": campaign})
+                r = post_retrying(http, "/v1/admin/pipeline/run", {"campaign": campaign})
                 r.raise_for_status()
                 if on_run is not None:
                     on_run(r.json())
