@@ -122,8 +122,12 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         proc.wait(timeout=20)
     db = sqlite3.connect(tmp_path / "data" / "offerloop.db")
     try:
-        (events,) = db.execute("SELECT count(*) FROM events").fetchone()
-        (unique,) = db.execute("SELECT count(DISTINCT event_id) FROM events").fetchone()
+        mine = "FROM events WHERE type != 'offer_outcome'"  # the client's, not offerloop's
+        (events,) = db.execute(f"SELECT count(*) {mine}").fetchone()
+        (unique,) = db.execute(f"SELECT count(DISTINCT event_id) {mine}").fetchone()
+        seen = [
+            r[0] for r in db.execute("SELECT event_id FROM events WHERE type = 'offer_outcome'")
+        ]
         (decisions,) = db.execute(
             f"SELECT count(*) FROM decisions WHERE decision_id IN "
             f"({','.join('?' * len(acked_decisions))})",
@@ -133,3 +137,6 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         db.close()
     assert events == unique == 20 * len(sent_batches)  # exactly once, retries deduplicated
     assert decisions == len(acked_decisions)
+    # each acknowledged decision's offer_outcome event (events._offers) survived, once
+    assert len(seen) == len(set(seen))
+    assert {f"{d}.seen" for d in acked_decisions} <= set(seen)
