@@ -360,6 +360,7 @@ class Offerloop:
         """Validate and store a batch (durable on return), then fold it into the online
         state. If the online store cannot take it now, the events stay stored and the state
         catches up from the log when the store is back (``online == "deferred"``)."""
+        found: dict[str, DecisionRecord] = {}  # the decisions the purchases name, looked up once
         try:
             result = ingest(
                 self.backend,
@@ -368,8 +369,10 @@ class Offerloop:
                 self.settings.max_batch_events,
                 self.settings.max_future_seconds,
                 earliest=self._earliest,
-                classify=self._classify,
-                derive=self._bought if self._offer_outcomes else None,
+                classify=lambda purchases, now: self._classify(purchases, now, found),
+                derive=(lambda records: self._bought(records, found))
+                if self._offer_outcomes
+                else None,
             )
         except BackendUnavailable:
             if not self._journal_events:
@@ -405,35 +408,37 @@ class Offerloop:
         now = self.clock.now()
         s = self.settings
         records = prepare(events, now, s.max_batch_events, s.max_future_seconds, self._earliest)
-        records, verdicts = classified(records, now, self._classify_offline)
-        if self._offer_outcomes:
-            records = records + self._bought(records, database=False)
-        known = self.event_journal.find([r.event_id for r in records])
+        found: dict[str, DecisionRecord] = {}
+        records, verdicts = classified(
+            records, now, lambda purchases, now: self._classify_offline(purchases, now, found)
+        )
+        extra = self._bought(records, found) if self._offer_outcomes else []
+        known = self.event_journal.find([r.event_id for r in records + extra])
         seen: set[str] = set()
         new = []
-        for r in records:
+        for r in records + extra:
             if r.event_id not in known and r.event_id not in seen:
                 seen.add(r.event_id)
                 new.append(r)
         self.event_journal.append_many(new, sync=True)
-        mine = [r for r in records if r.type != OFFER_OUTCOME]
-        accepted = sum(1 for r in new if r.type != OFFER_OUTCOME)
-        self.metrics.events.labels("journaled").inc(accepted)
-        self.metrics.events.labels("duplicate").inc(len(mine) - accepted)
+        done = result(records, new, verdicts, online="deferred", durable="journal")
+        self.metrics.events.labels("journaled").inc(done.accepted)
+        self.metrics.events.labels("duplicate").inc(done.duplicates)
         self.metrics.online_deferred.inc(len(new))
-        return result(mine, new, verdicts, online="deferred", durable="journal")
+        return done
 
-    def _bought(self, records: Sequence[EventRecord], database: bool = True) -> list[EventRecord]:
+    @staticmethod
+    def _bought(
+        records: Sequence[EventRecord], found: Mapping[str, DecisionRecord]
+    ) -> list[EventRecord]:
         """The ``offer_outcome`` events of the purchases attributed to a decision
-        (``events._offers``), stored with them."""
-        credited = [r for r in records if r.attribution == ATTRIBUTED and r.decision_id]
-        if not credited:
-            return []
-        ids = list({r.decision_id for r in credited if r.decision_id})
-        found = self.journal.find(ids)
-        if database:
-            found.update(self.backend.get_decisions([i for i in ids if i not in found]))
-        return [bought_event(r, found[r.decision_id]) for r in credited if r.decision_id in found]
+        (``events._offers``), stored with them; ``found``: the decisions classification
+        looked up."""
+        return [
+            bought_event(r, found[r.decision_id])
+            for r in records
+            if r.attribution == ATTRIBUTED and r.decision_id and r.decision_id in found
+        ]
 
     def _seen(self, record: DecisionRecord) -> None:
         """A decision's ``offer_outcome`` event: journaled (committed with the next batch,
@@ -450,18 +455,24 @@ class Offerloop:
             self.metrics.backend_errors.labels("online_store", "update").inc()
             self.metrics.online_deferred.inc()
 
-    def _classify_offline(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
+    def _classify_offline(
+        self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
+    ) -> Mapping[str, str]:
         """Verdicts without the database: decisions still in this process's journal are
-        checked; the others are pending (or unknown, when their id is not a recent one)."""
+        checked; the others are pending (or unknown, when their id is not a recent one).
+        The decisions found are added to ``found``."""
         ids = list({e.decision_id for e in purchases if e.decision_id})
-        return self.attribution.classify(purchases, self.journal.find(ids), [], now)
+        found.update(self.journal.find(ids))
+        return self.attribution.classify(purchases, found, [], now)
 
-    def _classify(self, purchases: Sequence[EventRecord], now: float) -> Mapping[str, str]:
+    def _classify(
+        self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
+    ) -> Mapping[str, str]:
         """Attribution verdicts of purchases naming decisions (``events._attribution``):
         the decisions from the database, or from this process's journal if not yet
-        committed."""
+        committed. The decisions found are added to ``found``."""
         ids = list({e.decision_id for e in purchases if e.decision_id})
-        found = self.journal.find(ids)  # first: see Offerloop.decision
+        found.update(self.journal.find(ids))  # first: see Offerloop.decision
         found.update(self.backend.get_decisions([i for i in ids if i not in found]))
         earlier = self.backend.purchases_for(list(found)) if found else []
         return self.attribution.classify(purchases, found, earlier, now)

@@ -365,11 +365,9 @@ def offer_history(
     purchase's time). A key not listed here is not counted; an offer id's key for
     ``offer`` is the offer id with ``:`` as ``__`` (names are lower_snake_case).
     """
-    if by not in OFFER_KEYS:
-        raise ValueError(f"by must be one of {', '.join(OFFER_KEYS)}, not {by!r}")
-    bad = [o for o in outcomes if o not in OFFER_OUTCOMES]
-    if bad:
-        raise ValueError(f"outcomes must be among {', '.join(OFFER_OUTCOMES)}, not {bad}")
+    problem = _offer_problem(by, outcomes)
+    if problem:
+        raise ValueError(problem)
     out = []
     for key in keys:
         part = key.replace(":", "__")
@@ -394,6 +392,16 @@ def offer_history(
                 )
             )
     return out
+
+
+def _offer_problem(by: str, outcomes: Sequence[str]) -> str:
+    """What is wrong with an offer history's ``by`` and outcomes ("" if nothing)."""
+    if by not in OFFER_KEYS:
+        return f"by must be one of {', '.join(OFFER_KEYS)}, not {by!r}"
+    bad = [o for o in outcomes if o not in OFFER_OUTCOMES]
+    if bad:
+        return f"outcomes must be among {', '.join(OFFER_OUTCOMES)}, not {bad}"
+    return ""
 
 
 def since_last(
@@ -605,10 +613,9 @@ class FeatureSet:
                 bad(f"filter on unknown property {c.feature!r} of {f.event}")
 
     def _check_offer_history(self, f: OfferHistory, bad: Any) -> None:
-        if f.by not in OFFER_KEYS:
-            bad(f"by must be one of {', '.join(OFFER_KEYS)}, not {f.by!r}")
-        if f.outcome not in OFFER_OUTCOMES:
-            bad(f"outcome must be one of {', '.join(OFFER_OUTCOMES)}, not {f.outcome!r}")
+        problem = _offer_problem(f.by, [f.outcome])
+        if problem:
+            bad(problem)
         expected = (OFFER_OUTCOME, "sum", f.outcome, (Condition(f.by, "==", f.key),))
         if (f.event, f.agg, f.property, f.where) != expected:
             bad("an offer history sums its outcome over offer_outcome events of its key")

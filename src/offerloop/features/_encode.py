@@ -67,12 +67,12 @@ class Encoder:
         :attr:`offer_groups`: the encoded column holding the player's history of that offer's
         key, or -1 when the features do not count its key. Shape (offers, groups)."""
         groups = self.offer_groups
-        where = {(by, key, g): j for j, by, key, g in self._offer}
+        where = {(key, g): j for j, _, key, g in self._offer}
+        by = {g: b for _, b, _, g in self._offer}  # a group counts one kind of key
         out = np.full((len(offers), len(groups)), -1, dtype=np.int64)
         for i, o in enumerate(offers):
             for gi, g in enumerate(groups):
-                by = next(b for _, b, _, gg in self._offer if gg == g)
-                out[i, gi] = where.get((by, o.get(by, ""), g), -1)
+                out[i, gi] = where.get((o.get(by[g], ""), g), -1)
         return out
 
     @property
