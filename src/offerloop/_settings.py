@@ -147,6 +147,19 @@ class Settings:
         "Retrain judges each candidate as fitted on the older rows against the newest ones, "
         "then deploys the winner refitted on all rows (its lineage names the judged fit).",
     )
+    retrain_min_growth: float = _s(
+        0.0,
+        "Cadence: a pipeline run retrains only once the decisions with a final reward have "
+        "grown by this share since the last run that retrained (or retrain_max_age_hours "
+        "passed); otherwise it runs the controller alone. With a frequent pipeline_schedule "
+        "(hourly), models follow each other within hours while every decision counts and "
+        "slow to retrain_max_age_hours as data accumulates. 0: every run retrains.",
+    )
+    retrain_max_age_hours: float = _s(
+        6.0,
+        "Cadence: a run retrains whatever the growth once the last training is this old "
+        "(in clock hours; with retrain_min_growth).",
+    )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
@@ -177,14 +190,16 @@ class Settings:
         0.2, "Temperature of softmax exploration, in revenue per decision."
     )
     scoring_budget_ms: float = _s(
-        5.0, "Model check: a candidate's p99 time to score one decision must stay below this."
+        5.0,
+        "Model check and latency guardrail: a candidate's p99 CPU time to score one decision "
+        "must stay below this (milliseconds).",
     )
     latency_tolerance: float = _s(
         1.5,
         "Latency guardrail: a canary (or fresh release) breaks it only when its p99 scoring time "
-        "is over scoring_budget_ms and over this many times the release's p99 measured over "
-        "the same interval, in most of 5 readings (a busy host slows both, so it alone never "
-        "rolls a candidate back).",
+        "(CPU time of the scoring thread: a busy host does not count against the model) is "
+        "over scoring_budget_ms and over this many times the release's p99 measured over "
+        "the same interval, in most of 5 readings.",
     )
     canary_share: float = _s(
         0.2,
@@ -472,6 +487,10 @@ def _validate(s: Settings) -> None:
         clock_of(s.clock)
     except ValueError as exc:
         problems.append(Problem("clock", str(exc)))
+    if s.retrain_min_growth < 0:
+        problems.append(Problem("retrain_min_growth", "must be >= 0"))
+    if s.retrain_max_age_hours <= 0:
+        problems.append(Problem("retrain_max_age_hours", "must be > 0"))
     if s.min_effective_rows < 1:
         problems.append(Problem("min_effective_rows", "must be >= 1"))
     if s.min_rewarded_rows < 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from offerloop import InvalidInput
 from offerloop.features import (
@@ -120,3 +122,37 @@ def test_encoder_matrix_equals_row_by_row_encoding() -> None:
     import numpy as np
 
     np.testing.assert_allclose(enc.matrix(rows), np.array([enc.encode(r) for r in rows]))
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["us", "ios", "android", "x", ""]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+_NUMBERS = st.one_of(
+    st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True, allow_infinity=True)
+)
+_KEYS = st.sampled_from(["country", "platform", "spend_total", "level", "local_hour"])
+
+
+@given(
+    st.one_of(
+        # columns of numbers only (the fast path), and columns with anything in them
+        st.lists(st.dictionaries(_KEYS, _NUMBERS, min_size=5), min_size=9, max_size=30),
+        st.lists(st.dictionaries(_KEYS, _VALUES), min_size=9, max_size=30),
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_encoder_batches_equal_row_by_row_encoding(rows: list[dict[str, object]]) -> None:
+    import numpy as np
+
+    from offerloop.features import Encoder
+
+    enc = Encoder.of(load_features())
+    expected = np.array([enc.encode(r) for r in rows])
+    np.testing.assert_allclose(enc.matrix(rows), expected, rtol=1e-12, atol=0)

@@ -30,6 +30,37 @@ def test_a_run_is_recorded_with_its_decisions(system: Offerloop, clock: ManualCl
     assert skipped["status"] == "finished"
 
 
+def test_a_run_retrains_once_the_data_has_grown_or_aged(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    """retrain_min_growth: a run between trainings is the controller alone, until the
+    decisions with a final reward have grown by that share or the last training is
+    retrain_max_age_hours old."""
+    system.settings = system.settings.replace(
+        retrain_min_growth=0.5, retrain_max_age_hours=60.0, learners=("linear",)
+    )
+    _traffic(system, clock, 400)
+    clock.advance(25 * 3600)
+    first = run_pipeline(system)
+    assert first["retrain"]["rows"] == 400  # the first training is always due
+    _traffic(system, clock, 100)  # +25 %
+    clock.advance(25 * 3600)
+    waited = run_pipeline(system)
+    assert waited["status"] == "finished"
+    assert "controller" in waited
+    skipped = waited["retrain"]["skipped"]
+    assert skipped.startswith("not due: 500 decisions with a final reward, +25% since "), skipped
+    assert first["id"] in skipped
+    assert "retrain_min_growth 50%" in skipped
+    _traffic(system, clock, 100)  # +50 % over the last training
+    clock.advance(25 * 3600)
+    assert run_pipeline(system)["retrain"]["rows"] == 600
+    clock.advance(59 * 3600)  # no new data, 59 h after the last training: not due
+    assert "skipped" in run_pipeline(system)["retrain"]
+    clock.advance(3600)  # 60 h: due by age
+    assert run_pipeline(system)["retrain"]["rows"] == 600
+
+
 def test_runs_never_overlap(system: Offerloop) -> None:
     with pipeline_lock(system.backend), pytest.raises(Conflict, match="lock"):
         run_pipeline(system)

@@ -75,7 +75,7 @@ class DecisionRecord:
     context: JSON = field(default_factory=dict)
     shadows: tuple[ShadowChoice, ...] = ()
     backfilled: JSON = field(default_factory=dict)  # features added later, computed offline
-    score_ms: float = 0.0  # time the serving policy took to score this decision
+    score_ms: float = 0.0  # CPU time the serving policy took to score this decision
     fallback: str = ""  # every fallback taken for this decision, "; "-separated ("": none)
     price: float = 0.0  # the price of the offer shown, as shown (0: not recorded)
 

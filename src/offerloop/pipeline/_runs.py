@@ -107,6 +107,9 @@ def run_pipeline(
                 # evidence first: judge what was deployed before; then add candidates
                 doc["controller"] = [asdict(s) for s in control(system, cid)]
                 log.put_run(doc)
+            if "retrain" not in doc and (wait := _not_due(system, cid, float(doc["now"]))):
+                doc["retrain"] = {"skipped": wait}
+                log.put_run(doc)
             if "retrain" not in doc:
                 try:
                     r = retrain(
@@ -149,6 +152,40 @@ def run_pipeline(
         log.put_run(doc)
         system.metrics.pipeline_runs.labels("finished").inc()
         return doc
+
+
+def _not_due(system: Offerloop, campaign: str, now: float) -> str | None:
+    """Why retraining is not due at ``now`` (None: it is). Due when ``retrain_min_growth`` is
+    0, when no finished run has retrained yet, when the last training is
+    ``retrain_max_age_hours`` old, or when the decisions with a final reward have grown by
+    ``retrain_min_growth`` since it."""
+    s = system.settings
+    if s.retrain_min_growth <= 0:
+        return None
+    last = next(
+        (
+            r
+            for r in reversed(system.backend.runs(campaign))
+            if r.get("status") == "finished" and "rows" in (r.get("retrain") or {})
+        ),
+        None,
+    )
+    if last is None:
+        return None
+    then = float(last["now"])
+    if now - then >= s.retrain_max_age_hours * 3600.0:
+        return None
+    window = system.window_seconds
+    before = system.backend.count_decisions(campaign, 0.0, then - window)
+    matured = system.backend.count_decisions(campaign, 0.0, now - window)
+    if matured >= (1.0 + s.retrain_min_growth) * before:
+        return None
+    growth = matured / before - 1.0 if before else 0.0
+    return (
+        f"not due: {matured} decisions with a final reward, {growth:+.0%} since {last['id']} "
+        f"(retrain_min_growth {s.retrain_min_growth:.0%}); due by age at "
+        f"{format_ts(then + s.retrain_max_age_hours * 3600.0)}"
+    )
 
 
 def list_runs(log: RunLog, campaign: str | None = None) -> list[dict[str, Any]]:
