@@ -64,34 +64,6 @@ def test_a_shadow_with_live_uplift_becomes_the_canary_then_is_released(
     )
 
 
-def test_a_refreshed_canary_keeps_the_evidence_of_its_earlier_fits(
-    system: Offerloop, clock: ManualClock
-) -> None:
-    """A canary that retraining refreshed (lineage ``refreshes``) is judged over all its fits:
-    the count towards release goes on instead of starting again."""
-    system.settings = system.settings.replace(
-        canary_min_decisions=50, canary_promote_decisions=200, shadow_min_decisions=10**6
-    )
-    c = system.campaign(None)
-    first = _fixed(system, "starter")
-    system.canary(first, 0.5, actor="test")
-    _traffic(system, clock, 300)  # about 120 canary decisions: not yet 200
-    clock.advance(25 * HOUR)
-    action, reason = _steps(system)[first]
-    assert action in ("wait", "share"), reason
-    mask = [1.0 if o.bundle.id == "starter" else 0.0 for o in c.offers]
-    fixed = FixedPolicy(c.offer_ids, [m / sum(mask) for m in mask])
-    second = system.registry.register(c.id, fixed, {"refreshes": first}).version
-    system.canary(second, 0.5, actor="test", reason="refresh")
-    _traffic(system, clock, 300)  # the second fit alone has fewer than 200
-    clock.advance(25 * HOUR)
-    action, reason = _steps(system)[second]
-    assert action == "release", reason
-    assert system.deployments.state(c.id).released == second
-    own = [d for d in system.backend.decisions(c.id, 0, clock.now()) if d.model_version == second]
-    assert len(own) < 200
-
-
 def test_a_shadow_without_uplift_waits(system: Offerloop, clock: ManualClock) -> None:
     system.settings = system.settings.replace(shadow_min_decisions=200)
     _traffic(system, clock, 400)

@@ -46,9 +46,9 @@ from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
 from offerloop.features import Encoder
 from offerloop.pipeline._retrain import make_model
-from offerloop.pipeline._traffic import share_for, share_from
+from offerloop.pipeline._traffic import share_for
 from offerloop.policies import GBTPurchase, RewardModel
-from offerloop.registry import CANARY, RELEASED, SHADOW, release_stack
+from offerloop.registry import RELEASED, SHADOW, release_stack
 from offerloop.training import (
     Estimate,
     Evidence,
@@ -443,10 +443,9 @@ def _judge_canary(
     log: _Log,
 ) -> ControlStep:
     s = system.settings
-    fits, start = _canary_fits(system, campaign, canary)
-    decisions = log.since(start)
-    served = [d for d in decisions if d.mode == "canary" and d.model_version in fits]
-    failed = sum(1 for d in decisions if any(f"canary {v} failed" in d.fallback for v in fits))
+    decisions = log.since(_since(system, campaign, canary))
+    served = _served(decisions, canary, "canary")
+    failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
     # the other arm: whatever release served meanwhile (refreshes replace its fit)
     reference = [d for d in decisions if d.mode == RELEASED and not d.fallback]
     if broken := _guardrails(system, canary, served, failed, reference):
@@ -488,42 +487,14 @@ def _judge_canary(
             return ControlStep(
                 "remove", canary, f"canary not ahead after {len(arm_c)} decisions: {summary}"
             )
-    # its share: P(it earns more), by the live estimate and no more than realised revenue
-    # says; by realised revenue alone while the live estimate is thin (a refreshed canary's
-    # newest fit has few rows it never trained on)
-    share = (
-        share_for(diff, s, realised_better)
-        if diff is not None and diff.usable
-        else share_from(realised_better, s)
-        if math.isfinite(gap)
-        else None
-    )
+    # its share: P(it earns more), by the live estimate and no more than realised revenue says
+    share = share_for(diff, s, realised_better) if diff is not None and diff.usable else None
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:
         return ControlStep(
             "share", canary, f"canary {canary} to {share:.0%} of players: {summary}", share
         )
     return ControlStep("wait", canary, f"canary {canary} watching: {summary}")
-
-
-def _canary_fits(system: Offerloop, campaign: str, canary: str) -> tuple[set[str], float]:
-    """The canary's fits (itself and, back through ``refreshes`` in their lineage, the
-    canaries retraining refreshed it from) and when the first of them became the canary:
-    the canary's arm is its learner over all those fits, so a refresh keeps its evidence."""
-    fits = [canary]
-    while (prev := system.registry.get(fits[-1]).lineage.get("refreshes")) and prev not in fits:
-        fits.append(str(prev))
-    if len(fits) == 1:
-        return set(fits), _since(system, campaign, canary)
-    first = next(
-        (
-            t.ts
-            for t in reversed(system.deployments.history(campaign))
-            if t.version == fits[-1] and t.to_mode == CANARY and t.from_mode != CANARY
-        ),
-        _since(system, campaign, canary),
-    )
-    return set(fits), first
 
 
 def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel, float] | None:

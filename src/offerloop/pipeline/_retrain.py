@@ -283,22 +283,19 @@ def retrain(
             f"{gate_low:+.4f} {'>' if gated else '<='} margin {s.gate_margin:g}"
         )
 
-    def served_fit(i: int, refreshes: str = "") -> str:
+    def served_fit(i: int) -> str:
         """The version to deploy for candidate ``i``: judged as fitted on the older rows,
-        it serves as fitted on all of them (``refit_on_all``). ``refreshes``: the running
-        canary this fit replaces (always refitted on all rows; its lineage names it, so the
-        controller judges the canary's learner over all its fits)."""
+        it serves as fitted on all of them (``refit_on_all``)."""
         judged = candidates[i].version
         if judged in refits:  # a resumed run: refitted before
             return refits[judged]
-        if not (s.refit_on_all and len(valid)) and not refreshes:
+        if not (s.refit_on_all and len(valid)):
             return judged
         refit = trained[i][1].clone().fit(data)
         return system.registry.register(
             c.id,
             refit,
-            {**lineage, "learner": candidates[i].learner, "train_rows": n, "refit_of": judged}
-            | ({"refreshes": refreshes} if refreshes else {}),
+            {**lineage, "learner": candidates[i].learner, "train_rows": n, "refit_of": judged},
             {"verdict": f"refit on all {n} rows of {judged}, which was judged"},
         ).version
 
@@ -334,38 +331,8 @@ def retrain(
         system.release(served, actor=actor, reason=why)
         action, deployed = "released", served
         notes.append(f"{served} released ({why})")
-    # the canary's learner too: a canary serves its learner fitted on the newest rows while
-    # its evidence (realised revenue of every fit since the first) accumulates; the first
-    # canary of day one was fitted on a few hundred rows and otherwise served for a day
-    canary_learner = (
-        system.registry.get(state.canary).lineage.get("learner") if state.canary else None
-    )
-    renew = next(
-        (
-            i
-            for i, cand in enumerate(candidates)
-            if cand.learner == canary_learner
-            and canary_learner != released_learner
-            and not cand.problems
-            and cand.uplift is not None
-            and not (cand.uplift.usable and cand.uplift.upper_bound(s.gate_confidence) < 0)
-        ),
-        -1,
-    )
-    if renew >= 0 and state.canary and undeployed(renew):
-        up = candidates[renew].uplift
-        assert up is not None
-        served = served_fit(renew, refreshes=state.canary)
-        why = (
-            f"refresh of canary {state.canary} ({canary_learner}, fitted on all {n} rows): "
-            f"uplift over {state.released} {up.value:+.4f}"
-        )
-        system.canary(served, state.canary_share, actor=actor, reason=why)
-        deployed = deployed or served
-        action = action or "canary"
-        notes.append(f"{served} canary ({why})")
     positive_but_thin = thin and diff is not None and diff.value > 0
-    if best not in (fresh, renew) and undeployed(best) and (gated or positive_but_thin):
+    if best != fresh and undeployed(best) and (gated or positive_but_thin):
         served = served_fit(best)
         deployed = deployed or served
         # the first learned model (the release is random or rules) reaches a small canary

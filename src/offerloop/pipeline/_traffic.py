@@ -8,7 +8,7 @@ from statistics import NormalDist
 from offerloop._settings import Settings
 from offerloop.training import Estimate
 
-__all__ = ["better_probability", "share_for", "share_from"]
+__all__ = ["better_probability", "share_for"]
 
 _Z95 = NormalDist().inv_cdf(0.975)
 
@@ -30,10 +30,4 @@ def share_for(diff: Estimate | None, s: Settings, at_most: float = 1.0) -> float
     that probability), kept within [canary_share, canary_max_share] and rounded to whole
     percent so small wobbles do not rewrite the deployment."""
     p = min(better_probability(diff), at_most) if diff is not None else 0.0
-    return share_from(p, s)
-
-
-def share_from(p: float, s: Settings) -> float:
-    """The canary share for probability ``p`` of being better, within the settings' bounds
-    and rounded to whole percent."""
     return round(min(s.canary_max_share, max(s.canary_share, p)), 2)
