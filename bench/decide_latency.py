@@ -1,6 +1,7 @@
 """Server-side decision latency in the issue-8 configuration (docs/benchmarks.md):
 
-30 features (the default 20 plus 10 more), 24 offers, a released LightGBM policy, a LightGBM
+The default 50 features (20 of them the player's offer history, so every decision also
+journals its offer_outcome event), 24 offers, a released LightGBM policy, a LightGBM
 canary for 20 % of players, and two shadows (LightGBM revenue, ridge); each decision reads the
 player's features, scores the serving policy, draws an offer, logs it durably, and hands the
 shadows their row. On the embedded backend and on PostgreSQL + Redis, in the same run.
@@ -38,29 +39,9 @@ RESULTS = Path(__file__).parent / "results"
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
 T0 = 1_767_225_600.0
-FEATURES_30 = """
-from offerloop.features import FeatureSet, aggregate, since_last
-from offerloop.features.default import FEATURES as BASE
-
-EXTRA = [
-    aggregate("sessions_3d", "session_start", "count", "3d"),
-    aggregate("sessions_14d", "session_start", "count", "14d"),
-    aggregate("sessions_30d", "session_start", "count", "30d"),
-    aggregate("purchases_3d", "purchase", "count", "3d"),
-    aggregate("purchases_30d", "purchase", "count", "30d"),
-    aggregate("spend_7d", "purchase", "sum", "7d", property="amount", scale=5),
-    aggregate("spend_24h", "purchase", "sum", "24h", property="amount", scale=5),
-    aggregate("mean_purchase_30d", "purchase", "mean", "30d", property="amount", scale=5),
-    aggregate("level_ups_30d", "level_up", "count", "30d"),
-    since_last("hours_since_level_up", "level_up"),
-]
-FEATURES = FeatureSet([*BASE.features, *EXTRA], source="bench30")
-"""
 
 
 def _setup(kind: str, root: Path) -> Offerloop:
-    feats = root / "features30.py"
-    feats.write_text(FEATURES_30)
     extra: dict[str, Any] = {}
     if kind == "postgres+redis":
         name = f"bench_lat_{int(time.time())}"
@@ -68,13 +49,13 @@ def _setup(kind: str, root: Path) -> Offerloop:
             database_url=PG, database_schema=name, redis_url=REDIS, redis_prefix=f"{name}:"
         )
     settings = load_settings(
-        env={}, data_dir=str(root / kind), features=str(feats), decision_seed=1, **extra
+        env={}, data_dir=str(root / kind), decision_seed=1, **extra
     ).for_service()  # as `offerloop serve` runs: journaled log, shadows in a child process
     clock = ManualClock(T0)
     system = Offerloop(settings, clock)
     system.bootstrap(actor="bench")
     system.warm()
-    assert len(system.features) == 30, len(system.features)
+    assert len(system.features) == 50, len(system.features)
     c = system.campaign(None)
     rng = np.random.default_rng(0)
     # a day of traffic: sessions and purchases that depend on the offer and the player
@@ -207,7 +188,7 @@ def measure(kind: str, n: int, profile: bool, repeat: int = 3) -> dict[str, dict
         print(
             f"{kind:>15} {mode:>16}: decide p50 {r['p50_ms']:.3f} ms, p95 {r['p95_ms']:.3f} ms, "
             f"p99 {r['p99_ms']:.3f} ms, p99.9 {r['p999_ms']:.3f} ms (medians of {repeat} runs of "
-            f"{n}; 30 features, released + canary + 2 shadows)"
+            f"{n}; 50 features, released + canary + 2 shadows)"
         )
     return res
 
