@@ -138,14 +138,6 @@ class Offerloop:
         self._earliest = parse_rfc3339(settings.earliest_event_ts)
         self._online_ready = False
         self._online_lock = threading.Lock()
-        # offer_outcome "seen" events folded off the request path (see _seen)
-        self._seen_batch: list[EventRecord] = []
-        self._seen_players: frozenset[str] = frozenset()
-        self._seen_lock = threading.Lock()  # guards the batch and the player set
-        self._seen_flush = threading.Lock()  # one fold at a time; a reader waits for it
-        self._seen_wake = threading.Event()
-        self._seen_stop = False
-        self._seen_thread: threading.Thread | None = None
         self.rebuilt_events = 0
         self.rebuild_seconds = 0.0
         self.sql_sources = SqlSources(
@@ -303,16 +295,9 @@ class Offerloop:
         with contextlib.suppress(BackendUnavailable):  # they stay journaled; retried
             self.journal.flush()
             self.event_journal.flush()
-        self._flush_seen()
         return self.decider.shadows.flush()
 
     def close(self) -> None:
-        thread = self._seen_thread
-        if thread is not None:
-            self._seen_stop = True
-            self._seen_wake.set()
-            thread.join(timeout=10)
-        self._flush_seen()
         for task in self._background:
             task.stop()
         self._background = []
@@ -464,51 +449,11 @@ class Offerloop:
         self.event_journal.append(event)
         if not self._online_ready:
             return
-        if self._redis is None:  # in memory a fold costs less than a thread's hand-off
-            try:
-                self._online.apply([event], self.clock.now())
-            except BackendUnavailable:
-                self.metrics.backend_errors.labels("online_store", "update").inc()
-                self.metrics.online_deferred.inc()
-            return
-        # with Redis a fold is a round trip (it doubled a decision's p50): folded by a
-        # background thread in batches; a read of this player's features folds first (_fresh)
-        with self._seen_lock:
-            self._seen_batch.append(event)
-            self._seen_players = self._seen_players | {event.player_id}
-            if self._seen_thread is None:
-                self._seen_thread = threading.Thread(
-                    target=self._seen_loop, name="offerloop-seen-fold", daemon=True
-                )
-                self._seen_thread.start()
-        self._seen_wake.set()
-
-    def _seen_loop(self) -> None:
-        while not self._seen_stop:
-            self._seen_wake.wait(timeout=0.05)
-            self._seen_wake.clear()
-            time.sleep(0.002)  # let a few decisions join the batch
-            self._flush_seen()
-
-    def _flush_seen(self) -> None:
-        """Fold the pending offer_outcome events into the online store; their players leave
-        the pending set only once folded, so a read that finds its player absent sees them."""
-        with self._seen_flush:
-            with self._seen_lock:
-                batch, self._seen_batch = self._seen_batch, []
-            if batch:
-                try:
-                    self._online.apply(batch, self.clock.now())
-                except BackendUnavailable:  # the follower folds them from the log later
-                    self.metrics.backend_errors.labels("online_store", "update").inc()
-                    self.metrics.online_deferred.inc(len(batch))
-            with self._seen_lock:
-                self._seen_players = frozenset(e.player_id for e in self._seen_batch)
-
-    def _fresh(self, player_id: str) -> None:
-        """Before a read of ``player_id``'s features: fold its pending offer outcomes."""
-        if player_id in self._seen_players:
-            self._flush_seen()
+        try:
+            self._online.apply([event], self.clock.now())
+        except BackendUnavailable:  # the follower folds it from the log when the store is back
+            self.metrics.backend_errors.labels("online_store", "update").inc()
+            self.metrics.online_deferred.inc()
 
     def _classify_offline(
         self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
@@ -555,7 +500,6 @@ class Offerloop:
             events = self.backend.player_events(player_id, as_of - delay)
             external = self._external(player_id, as_of - delay)
             return reference_features(self.features, events, as_of - delay, context, external)
-        self._fresh(player_id)
         online = self.online
         state = online.store.get(player_id)  # one round trip to the store
         if state is not None and state.newest_received > -math.inf:
@@ -567,7 +511,6 @@ class Offerloop:
         self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
     ) -> dict[str, FeatureReading]:
         """Like :meth:`player_features`, with the event time behind each value."""
-        self._fresh(player_id)
         return self.online.read_detailed(
             player_id, as_of, context, self._external(player_id, as_of)
         )
