@@ -51,7 +51,7 @@ from offerloop.testing import wait_healthy
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 4 * 3600.0  # rewards are final 4 h after the decision (the demo's attribution window)
-LEARNED = ("linear", "gbt", "purchase_gbt")
+LEARNED = ("linear", "gbt", "purchase_gbt", "thompson")
 
 
 # -- offerloop through HTTP ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ environment variables > ``offerloop.toml`` (top-level keys) > the default here.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import tomllib
@@ -21,9 +22,16 @@ from offerloop._clock import clock_of, parse_rfc3339
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 
-__all__ = ["LEARNER_KINDS", "Settings", "learner_parts", "load_settings"]
+__all__ = [
+    "LEARNER_KINDS",
+    "Bucket",
+    "Settings",
+    "learner_parts",
+    "load_settings",
+    "parse_buckets",
+]
 
-LEARNER_KINDS = ("linear", "gbt", "purchase_gbt")
+LEARNER_KINDS = ("linear", "gbt", "purchase_gbt", "thompson")
 _LEARNER = re.compile(r"^([a-z_]+)(?:@(\d+(?:\.\d+)?)([hd]))?$")
 
 
@@ -40,6 +48,33 @@ def learner_parts(name: str) -> tuple[str, float]:
         )
     unit = 86400.0 if m.group(3) == "d" else 3600.0
     return m.group(1), float(m.group(2)) * unit if m.group(2) else 0.0
+
+
+Bucket = tuple[str, tuple[float, ...]]  # a feature and its cut points (none: by value)
+
+
+def parse_buckets(text: str) -> list[Bucket]:
+    """``"spend_total:0,20,60 hours_since_purchase:36 platform"`` → the bucket spec: a
+    numeric feature with cut points ``c1 < c2 < …`` falls in bucket ``i`` where
+    ``c_i < x <= c_(i+1)``; a feature without cut points buckets by its value. Raises
+    ValueError naming what is wrong."""
+    out: list[Bucket] = []
+    for part in text.split():
+        name, _, cuts = part.partition(":")
+        if not name:
+            raise ValueError(f"{part!r}: a bucket needs a feature name")
+        try:
+            points = tuple(float(c) for c in cuts.split(",")) if cuts else ()
+        except ValueError:
+            raise ValueError(f"{part!r}: cut points must be numbers separated by ','") from None
+        if any(b <= a for a, b in itertools.pairwise(points)):
+            raise ValueError(f"{part!r}: cut points must increase")
+        if name in {n for n, _ in out}:
+            raise ValueError(f"{name!r} is named twice")
+        out.append((name, points))
+    if not out:
+        raise ValueError("name at least one feature to bucket players by")
+    return out
 
 
 def _s(default: Any, help: str, secret: bool = False) -> Any:
@@ -99,6 +134,14 @@ class Settings:
         "decision_token (HMAC of decision and player) and a purchase counts only if it sends "
         "it back as properties.decision_token. Empty: no tokens.",
         secret=True,
+    )
+    day_one_rules_share: float = _s(
+        0.0,
+        "The policy released on day one (bootstrap): this share of decisions follows the "
+        "campaign's rules, the rest is spread uniformly over the offers. 0: uniform random; "
+        "0.5: half the rules' revenue from the first request while every offer keeps "
+        "0.5/n_offers, so every learner and every off-policy estimate can use the logs. At "
+        "most 0.9: a day-one policy must explore.",
     )
     epsilon: float = _s(
         0.1, "Exploration share of learned policies: every offer keeps at least epsilon/n_offers."
@@ -164,7 +207,9 @@ class Settings:
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
         "Learners retrain trains and compares: linear (ridge, player × offer interactions), "
-        "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price); "
+        "gbt (LightGBM revenue), purchase_gbt (LightGBM purchase probability × price), "
+        "thompson (Beta posterior of the purchase probability per bucket of thompson_buckets "
+        "and offer, served by Thompson sampling with exact propensities); "
         "each optionally with a recency half-life (purchase_gbt@2d: a row weighs half as "
         "much for every 2 days it is older than the newest), judged like any other learner.",
     )
@@ -175,6 +220,12 @@ class Settings:
         "grows; every offer keeps exploration_floor/n_offers), epsilon_greedy, or softmax "
         "(temperature softmax_temperature); the last two keep every offer at least "
         "epsilon/n_offers.",
+    )
+    thompson_buckets: str = _s(
+        "spend_total:0,20,60 hours_since_purchase:36 platform",
+        "The thompson learner's buckets of players: features separated by spaces, a numeric "
+        "one with increasing cut points (spend_total:0,20,60 is four tiers: <= 0, <= 20, "
+        "<= 60, more), one without buckets by value.",
     )
     squarecb_gamma_scale: float = _s(
         3.0,
@@ -209,7 +260,8 @@ class Settings:
     canary_max_share: float = _s(
         0.9,
         "Largest share a canary reaches before release: its share is the probability that it "
-        "earns more than the release (live doubly robust evidence), within "
+        "earns more than the release (live doubly robust evidence; while that is too thin, "
+        "the realised revenue of its players against the release's), within "
         "[canary_share, canary_max_share].",
     )
     sequential_confidence: float = _s(
@@ -503,6 +555,12 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("exploration", "must be squarecb, epsilon_greedy or softmax"))
     if s.squarecb_gamma_scale <= 0:
         problems.append(Problem("squarecb_gamma_scale", "must be > 0"))
+    if not 0 <= s.day_one_rules_share <= 0.9:
+        problems.append(Problem("day_one_rules_share", "must be between 0 and 0.9"))
+    try:
+        parse_buckets(s.thompson_buckets)
+    except ValueError as exc:
+        problems.append(Problem("thompson_buckets", str(exc)))
     if not 0 < s.exploration_floor < 1:
         problems.append(Problem("exploration_floor", "must be between 0 and 1 (exclusive)"))
     if s.softmax_temperature <= 0:

@@ -342,15 +342,25 @@ class Offerloop:
 
     # -- day one -------------------------------------------------------------------------
     def bootstrap(self, actor: str = "bootstrap") -> None:
-        """For a campaign never deployed: register ``random`` (released) and ``rules`` (shadow)."""
+        """For a campaign never deployed: release the day-one policy. With
+        ``day_one_rules_share`` 0 (or a campaign without rules) that is uniform random, and the
+        pure ``rules`` run in shadow; otherwise it is the rules mixed with uniform exploration
+        (no pure rules in shadow: deterministic, they could be released and end exploration)."""
+        share = self.settings.day_one_rules_share
         for c in self.campaigns.values():
             if self.backend.transitions(c.id):
                 continue
+            src = {"source": "bootstrap"}
+            if share > 0 and c.rules:
+                first = self.registry.register(
+                    c.id, RulesPolicy.from_campaign(c, explore=1.0 - share), src
+                )
+                reason = f"day one: the rules on {share:.0%} of decisions, the rest uniform"
+                self.deployments.release(first.version, actor=actor, reason=reason)
+                continue
             reason = "day one: random explores, rules run in shadow"
-            rnd = self.registry.register(c.id, RandomPolicy(c.offer_ids), {"source": "bootstrap"})
-            rules = self.registry.register(
-                c.id, RulesPolicy.from_campaign(c), {"source": "bootstrap"}
-            )
+            rnd = self.registry.register(c.id, RandomPolicy(c.offer_ids), src)
+            rules = self.registry.register(c.id, RulesPolicy.from_campaign(c), src)
             self.deployments.release(rnd.version, actor=actor, reason=reason)
             self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
         self.decider.invalidate()

@@ -38,6 +38,41 @@ class TestRules(PolicyConformance):
         return RulesPolicy.from_campaign(campaign())
 
 
+class TestRulesExploring(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        return RulesPolicy.from_campaign(campaign(), explore=0.2)
+
+
+def test_exploring_rules_keep_every_offer_and_favour_the_rule() -> None:
+    c = campaign()
+    k = len(c.offer_ids)
+    p = RulesPolicy.from_campaign(c, explore=0.2).act({"purchases_total": 1, "spend_total": 5.0})
+    assert p[c.offer_ids.index("gems:discount")] == pytest.approx(0.8 + 0.2 / k)
+    assert p.min() == pytest.approx(0.2 / k)
+    with pytest.raises(ValueError, match="explore"):
+        RulesPolicy.from_campaign(c, explore=1.5)
+
+
+def test_day_one_release_follows_the_rules_share(tmp_path: object) -> None:
+    from offerloop import InvalidInput, ManualClock, Offerloop, load_settings
+
+    with pytest.raises(InvalidInput, match="day_one_rules_share"):
+        load_settings(env={}, day_one_rules_share=1.0)
+    s = load_settings(env={}, data_dir=str(tmp_path), day_one_rules_share=0.7)
+    system = Offerloop(s, ManualClock(0.0))
+    try:
+        system.bootstrap()
+        c = system.campaign(None)
+        state = system.deployments.state(c.id)
+        released = system.registry.load(state.released)
+        assert isinstance(released, RulesPolicy)
+        assert released.explore == pytest.approx(0.3)
+        assert not state.shadows  # no deterministic rules that could end exploration
+    finally:
+        system.close()
+
+
 class TestLinearEpsilonGreedy(PolicyConformance):
     @pytest.fixture
     def policy(self) -> Policy:
@@ -184,3 +219,77 @@ def test_changed_artifact_on_disk_refuses_to_load(tmp_path: object) -> None:
             system.release(rec.version, actor="t")  # never released either
     finally:
         system.close()
+
+
+_BUCKETS = [["spend_total", [0.0, 20.0, 60.0]], ["hours_since_purchase", [36.0]], ["platform", []]]
+
+
+def _thompson(floor: float = 0.02) -> Policy:
+    from offerloop.policies import BucketBeta, ThompsonSampling
+
+    c = campaign()
+    model = BucketBeta(c.offer_ids, [o.price for o in c.offers], _enc(), _BUCKETS)
+    return ThompsonSampling(c.offer_ids, model, floor=floor, draws=2000)
+
+
+class TestThompsonSampling(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        return _thompson()
+
+
+def test_thompson_matches_the_posterior_chance_of_being_best() -> None:
+    """One bucket where the dearest offer sold 40 of 100 times and every other offer 0 of 100:
+    that offer is nearly always the best draw, the others keep the floor."""
+    c = campaign()
+    k = len(c.offer_ids)
+    row = {"spend_total": 100.0, "hours_since_purchase": 5.0, "platform": "ios"}
+    shows = 100 * k
+    offers = [o for o in c.offer_ids for _ in range(100)]
+    rewards = np.zeros(shows)
+    first = int(np.argmax([o.price for o in c.offers]))
+    rewards[first * 100 : first * 100 + 40] = 1.0
+    data = LoggedData([row] * shows, offers, rewards, np.full(shows, 1 / k), np.zeros(shows))
+    policy = _thompson(floor=0.05).fit(data)
+    p = policy.act(row)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[first] > 0.9
+    assert p.min() >= 0.05 / k - 1e-12
+    # the same row gets the same probabilities from a fresh load of the artifact
+    blob = dump_policy(policy)
+    np.testing.assert_array_equal(load_policy(blob, sha256(blob)).act(row), p)
+    # any number of unseen feature values share the prior's probabilities
+    many = policy.act_batch([{**row, "platform": f"p{i}"} for i in range(50)])
+    assert (many == many[0]).all()
+    # a bucket it has never seen: the prior alone, where a dearer offer's sampled revenue
+    # wins more often (each theta is Uniform(0, 1))
+    unseen = policy.act({"spend_total": 0.0, "hours_since_purchase": 100.0, "platform": "x"})
+    prices = np.array([o.price for o in c.offers])
+    assert unseen[prices == prices.max()].sum() > 0.9
+    assert unseen[int(prices.argmin())] == pytest.approx(0.05 / k, abs=0.01)
+
+
+def test_thompson_learns_to_beat_random() -> None:
+    data, _, _world = logged_data(6000, seed=11)
+    policy = _thompson().fit(data)
+    test, expected, _ = logged_data(3000, seed=12)
+    value = (policy.act_batch(test.features) * expected).sum(axis=1).mean()
+    assert value > 1.5 * expected.mean()
+
+
+def test_thompson_buckets_are_checked() -> None:
+    from offerloop import InvalidInput, load_settings
+    from offerloop.features import Encoder, load_features
+    from offerloop.pipeline import make_policy
+    from offerloop.policies import BucketBeta
+
+    with pytest.raises(InvalidInput, match="thompson_buckets"):
+        load_settings(env={}, thompson_buckets="spend_total:20,0")
+    s = load_settings(env={}, thompson_buckets="no_such_feature platform")
+    with pytest.raises(InvalidInput, match="no_such_feature"):
+        make_policy("thompson", campaign(), Encoder.of(load_features()), s)
+    c = campaign()
+    model = BucketBeta(c.offer_ids, [], _enc(), _BUCKETS)
+    k = len(c.offer_ids)
+    with pytest.raises(ValueError, match="wins <= shows"):
+        model.load_state({"buckets": {"0|0|ios": {"wins": [2.0] * k, "shows": [1.0] * k}}})

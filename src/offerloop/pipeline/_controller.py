@@ -19,6 +19,10 @@ traffic, and rolls back what does worse.
   ``latency_tolerance`` × the release's p99 over the same interval.
 * **canary → released:** after ``canary_promote_decisions`` matured canary decisions with its
   guardrails holding, it is released.
+* **canary share:** the probability that it earns more than the release, by its live doubly
+  robust uplift (capped by what realised revenue says); while that estimate is too thin, by
+  the realised revenue of its players against the release's alone (a randomised split, so no
+  importance weights), within ``[canary_share, canary_max_share]``.
 * **fresh release → rolled back:** for its first ``release_watch_decisions`` matured decisions,
   a release is compared with the release before it (its last decisions before the switch);
   worse with one-sided ``guard_confidence``, or in breach of the latency guardrail against the
@@ -46,7 +50,7 @@ from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
 from offerloop.features import Encoder
 from offerloop.pipeline._retrain import make_model
-from offerloop.pipeline._traffic import share_for
+from offerloop.pipeline._traffic import share_for, share_of
 from offerloop.policies import GBTPurchase, RewardModel
 from offerloop.registry import RELEASED, SHADOW, release_stack
 from offerloop.training import (
@@ -455,6 +459,7 @@ def _judge_canary(
     summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
     gap = -math.inf  # realised revenue per decision, canary minus release
     realised_better = 1.0  # P(the canary earns more) on realised revenue (1: not known yet)
+    realised_known = False
     if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
         rewards = log.rewards([*arm_c, *arm_r])
         got_c = [rewards[d.decision_id] for d in arm_c]
@@ -462,6 +467,7 @@ def _judge_canary(
         worse, summary = _worse(got_c, got_r, s.guard_confidence)
         gap, se = _welch(got_c, got_r)
         realised_better = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
+        realised_known = True
         summary = f"canary vs the release ({released}): {summary}"
         if worse:
             return ControlStep("rollback", canary, f"canary worse: {summary}")
@@ -487,8 +493,14 @@ def _judge_canary(
             return ControlStep(
                 "remove", canary, f"canary not ahead after {len(arm_c)} decisions: {summary}"
             )
-    # its share: P(it earns more), by the live estimate and no more than realised revenue says
-    share = share_for(diff, s, realised_better) if diff is not None and diff.usable else None
+    # its share: P(it earns more), by the live estimate and no more than realised revenue
+    # says; while the off-policy estimate is too thin, by realised revenue alone (the canary's
+    # and the release's own players, a randomised split: no importance weights to be thin)
+    share: float | None = None
+    if diff is not None and diff.usable:
+        share = share_for(diff, s, realised_better)
+    elif realised_known:
+        share = share_of(realised_better, s)
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:
         return ControlStep(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offerloop._errors import Conflict, InvalidInput
-from offerloop._settings import Settings, learner_parts
+from offerloop._settings import Settings, learner_parts, parse_buckets
 from offerloop._system import Offerloop
 from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
@@ -17,6 +17,7 @@ from offerloop.pipeline._checks import check_model
 from offerloop.pipeline._traffic import share_for
 from offerloop.policies import (
     REWARD_MODELS,
+    BucketBeta,
     EpsilonGreedy,
     GBTPurchase,
     InverseGap,
@@ -25,6 +26,7 @@ from offerloop.policies import (
     Policy,
     RewardModel,
     Softmax,
+    ThompsonSampling,
 )
 from offerloop.registry import SHADOW, code_version
 from offerloop.training import (
@@ -105,7 +107,12 @@ def model_for(
         params["alpha"] = s.ridge_alpha
     elif prices:
         params["prices"] = list(prices)
-    return REWARD_MODELS[learner](**params)
+    if learner == BucketBeta.kind:
+        params["buckets"] = [[n, list(c)] for n, c in parse_buckets(s.thompson_buckets)]
+    try:
+        return REWARD_MODELS[learner](**params)
+    except ValueError as exc:
+        raise InvalidInput(f"learner {learner!r}: {exc}") from None
 
 
 def policy_for(
@@ -117,6 +124,8 @@ def policy_for(
 ) -> EpsilonGreedy:
     """A learner wrapped in the configured exploration (every offer keeps a known floor)."""
     model = model_for(learner, offers, prices, encoder, s)
+    if isinstance(model, BucketBeta):  # its own exploration: Thompson sampling
+        return ThompsonSampling(list(offers), model, s.exploration_floor)
     if s.exploration == "squarecb":
         return InverseGap(list(offers), model, s.squarecb_gamma_scale, s.exploration_floor)
     if s.exploration == "softmax":

@@ -8,7 +8,7 @@ from statistics import NormalDist
 from offerloop._settings import Settings
 from offerloop.training import Estimate
 
-__all__ = ["better_probability", "share_for"]
+__all__ = ["better_probability", "share_for", "share_of"]
 
 _Z95 = NormalDist().inv_cdf(0.975)
 
@@ -29,5 +29,9 @@ def share_for(diff: Estimate | None, s: Settings, at_most: float = 1.0) -> float
     traffic is the probability of being better (no more than ``at_most``, another estimate of
     that probability), kept within [canary_share, canary_max_share] and rounded to whole
     percent so small wobbles do not rewrite the deployment."""
-    p = min(better_probability(diff), at_most) if diff is not None else 0.0
+    return share_of(min(better_probability(diff), at_most) if diff is not None else 0.0, s)
+
+
+def share_of(p: float, s: Settings) -> float:
+    """A probability of being better as a canary share within the settings' bounds."""
     return round(min(s.canary_max_share, max(s.canary_share, p)), 2)

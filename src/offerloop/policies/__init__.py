@@ -6,9 +6,11 @@ from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
 from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
+from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 
 __all__ = [
     "REWARD_MODELS",
+    "BucketBeta",
     "EpsilonGreedy",
     "FeatureRow",
     "FixedPolicy",
@@ -22,6 +24,7 @@ __all__ = [
     "RewardModel",
     "RulesPolicy",
     "Softmax",
+    "ThompsonSampling",
     "dump_policy",
     "load_policy",
     "sha256",

@@ -15,6 +15,7 @@ from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
 from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
+from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 
 __all__ = ["FORMAT", "REWARD_MODELS", "dump_policy", "load_policy", "sha256"]
 
@@ -28,11 +29,13 @@ _WRAPPERS: dict[str, type[EpsilonGreedy]] = {
     EpsilonGreedy.kind: EpsilonGreedy,
     Softmax.kind: Softmax,
     InverseGap.kind: InverseGap,
+    ThompsonSampling.kind: ThompsonSampling,
 }
 REWARD_MODELS: dict[str, type[RewardModel]] = {
     LinearRevenue.kind: LinearRevenue,
     GBTRevenue.kind: GBTRevenue,
     GBTPurchase.kind: GBTPurchase,
+    BucketBeta.kind: BucketBeta,
 }
 
 

@@ -29,7 +29,11 @@ class RandomPolicy(Policy):
 class RulesPolicy(Policy):
     """The first rule whose conditions all hold picks the offer; otherwise ``default_offer``.
 
-    Deterministic: the chosen offer has probability 1 (so its decisions carry no exploration).
+    With ``explore`` 0 it is deterministic: the chosen offer has probability 1 (so its
+    decisions carry no exploration). With ``explore`` e in (0, 1] that share of decisions is
+    spread uniformly over every offer (each keeps e / n_offers, the chosen one 1 - e more):
+    a day-one policy that earns what the campaign's rules earn and still logs data every
+    learner and every off-policy estimate can use.
     """
 
     kind = "rules"
@@ -39,8 +43,12 @@ class RulesPolicy(Policy):
         offers: Sequence[str],
         rules: Sequence[Mapping[str, Any]] = (),
         default_offer: str = "",
+        explore: float = 0.0,
     ) -> None:
         super().__init__(offers)
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError("explore must be between 0 and 1")
+        self.explore = float(explore)
         self.rules = [dict(r) for r in rules]
         self.default_offer = default_offer or self.offers[0]
         self._rules = [
@@ -58,7 +66,7 @@ class RulesPolicy(Policy):
             raise ValueError(f"rules name offers not in the campaign: {unknown}")
 
     @classmethod
-    def from_campaign(cls, campaign: Campaign) -> RulesPolicy:
+    def from_campaign(cls, campaign: Campaign, explore: float = 0.0) -> RulesPolicy:
         return cls(
             offers=campaign.offer_ids,
             rules=[
@@ -66,6 +74,7 @@ class RulesPolicy(Policy):
                 for r in campaign.rules
             ],
             default_offer=campaign.default_offer,
+            explore=explore,
         )
 
     def get_params(self) -> dict[str, Any]:
@@ -73,7 +82,7 @@ class RulesPolicy(Policy):
             "offers": list(self.offers),
             "rules": self.rules,
             "default_offer": self.default_offer,
-        }
+        } | ({"explore": self.explore} if self.explore else {})
 
     def choose(self, features: FeatureRow) -> str:
         for rule in self._rules:
@@ -82,8 +91,9 @@ class RulesPolicy(Policy):
         return self.default_offer
 
     def act(self, features: FeatureRow) -> Floats:
-        p = np.zeros(len(self.offers))
-        p[self._index[self.choose(features)]] = 1.0
+        k = len(self.offers)
+        p = np.full(k, self.explore / k)
+        p[self._index[self.choose(features)]] += 1.0 - self.explore
         return p
 
 
