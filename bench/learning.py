@@ -335,6 +335,14 @@ def main() -> None:
     ap.add_argument(
         "--worlds", nargs="+", default=["stable", "change"], choices=["stable", "change"]
     )
+    ap.add_argument(
+        "--arms",
+        nargs="+",
+        default=["offerloop", "baselines"],
+        choices=["offerloop", "baselines"],
+        help="run only offerloop or only the baselines (VW, Thompson), e.g. to rerun offerloop "
+        "after a change against baselines measured before (they do not change with it)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.players, args.days, args.change_day = [1], 600, 5, 2
@@ -347,16 +355,21 @@ def main() -> None:
         for seed in args.seeds:
             row: dict[str, Any] = {}
             t = time.perf_counter()
-            log = RESULTS / f"learning_serve_{seed}_{max(change, 0)}.log"
-            ol = run_offerloop(seed, change, args.players, args.days, log)
-            row["offerloop"] = summary(ol, change) | {"seconds": round(time.perf_counter() - t)}
-            for cb in ("dr", "mtr"):
-                days = run_baseline(f"vw-{cb}", seed, change, args.players, args.days)
-                row[f"vw_{cb}"] = summary(days, change)
-            row["vw_best"] = max((row["vw_dr"], row["vw_mtr"]), key=lambda r: r["all_days"])
-            days = run_baseline("thompson", seed, change, args.players, args.days)
-            row["thompson"] = summary(days, change)
+            if "offerloop" in args.arms:
+                log = RESULTS / f"learning_serve_{seed}_{max(change, 0)}.log"
+                ol = run_offerloop(seed, change, args.players, args.days, log)
+                row["offerloop"] = summary(ol, change) | {"seconds": round(time.perf_counter() - t)}
+            if "baselines" in args.arms:
+                for cb in ("dr", "mtr"):
+                    days = run_baseline(f"vw-{cb}", seed, change, args.players, args.days)
+                    row[f"vw_{cb}"] = summary(days, change)
+                row["vw_best"] = max((row["vw_dr"], row["vw_mtr"]), key=lambda r: r["all_days"])
+                days = run_baseline("thompson", seed, change, args.players, args.days)
+                row["thompson"] = summary(days, change)
             runs[f"{world_name}/seed {seed}"] = row
+            if len(args.arms) < 2:
+                print(f"{world_name:24s} seed {seed}: {json.dumps(row)}", flush=True)
+                continue
             print(
                 f"{world_name:24s} seed {seed}: offerloop {row['offerloop']['all_days']:.3f} "
                 f"(last 3 days {row['offerloop']['last_3_days']:.3f}), VW best "
@@ -376,11 +389,13 @@ def main() -> None:
             for k in ("all_days", "last_3_days")
         }
         for arm in ("offerloop", "vw_best", "thompson")
+        if all(arm in r for r in runs.values())
     }
     ahead = sum(
         1
         for r in runs.values()
-        if r["offerloop"]["all_days"] > max(r["vw_best"]["all_days"], r["thompson"]["all_days"])
+        if len(r) > 1
+        and r["offerloop"]["all_days"] > max(r["vw_best"]["all_days"], r["thompson"]["all_days"])
     )
     doc = {
         "command": "bench/learning.py " + " ".join(sys.argv[1:]),
@@ -396,6 +411,8 @@ def main() -> None:
     name = "learning_quick.json" if args.quick else "learning.json"
     if not args.quick and (args.worlds != ["stable", "change"] or args.seeds != [1, 2, 3, 4, 5]):
         name = f"learning_{'_'.join(args.worlds)}_{'_'.join(map(str, args.seeds))}.json"
+    if len(args.arms) < 2:
+        name = name.replace(".json", f"_{args.arms[0]}.json")
     (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({"medians": medians, "ahead_of_both": doc["offerloop_ahead_of_both"]}))
 

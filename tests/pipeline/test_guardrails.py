@@ -191,3 +191,31 @@ def test_confidence_settings_are_validated(name: str) -> None:
 
     with pytest.raises(InvalidInput, match=name):
         load_settings(env={}, **{name: 1.5})
+
+
+def test_a_canary_ahead_on_its_own_players_gains_share_while_off_policy_evidence_is_thin(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    """With the off-policy estimate held to be thin (an effective sample size no data
+    reaches), the canary's and the release's players (a randomised split) still compare on
+    realised revenue, and that moves the share (not the release)."""
+    system.settings = system.settings.replace(
+        canary_min_decisions=50,
+        canary_promote_decisions=10_000,
+        canary_share=0.2,
+        release_watch_decisions=1,  # this test is not about the fresh-release watch
+        min_effective_rows=1e9,
+    )
+    _traffic(system, clock, 300)  # random: the judge's rows
+    clock.advance(25 * HOUR)
+    system.release(_fixed(system, "mega"), actor="test")
+    good = _fixed(system, "starter")
+    system.canary(good, 0.2, actor="test")
+    _traffic(system, clock, 500)
+    clock.advance(25 * HOUR)
+    steps = _steps(system)
+    assert good in steps, steps
+    action, reason = steps[good]
+    assert action == "share", reason
+    assert "canary vs the release" in reason
+    assert system.deployments.state(system.default_campaign).canary_share > 0.5
