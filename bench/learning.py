@@ -394,7 +394,8 @@ def main() -> None:
     ahead = sum(
         1
         for r in runs.values()
-        if len(r) > 1
+        if "offerloop" in r
+        and "thompson" in r
         and r["offerloop"]["all_days"] > max(r["vw_best"]["all_days"], r["thompson"]["all_days"])
     )
     doc = {

@@ -458,16 +458,14 @@ def _judge_canary(
     arm_r = _matured(system, reference)
     summary = f"canary {canary}: {len(arm_c)} of {s.canary_min_decisions} matured decisions"
     gap = -math.inf  # realised revenue per decision, canary minus release
-    realised_better = 1.0  # P(the canary earns more) on realised revenue (1: not known yet)
-    realised_known = False
+    realised: float | None = None  # P(the canary earns more) on realised revenue, once known
     if len(arm_c) >= s.canary_min_decisions and len(arm_r) >= 2:
         rewards = log.rewards([*arm_c, *arm_r])
         got_c = [rewards[d.decision_id] for d in arm_c]
         got_r = [rewards[d.decision_id] for d in arm_r]
         worse, summary = _worse(got_c, got_r, s.guard_confidence)
         gap, se = _welch(got_c, got_r)
-        realised_better = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
-        realised_known = True
+        realised = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
         summary = f"canary vs the release ({released}): {summary}"
         if worse:
             return ControlStep("rollback", canary, f"canary worse: {summary}")
@@ -498,9 +496,9 @@ def _judge_canary(
     # and the release's own players, a randomised split: no importance weights to be thin)
     share: float | None = None
     if diff is not None and diff.usable:
-        share = share_for(diff, s, realised_better)
-    elif realised_known:
-        share = share_of(realised_better, s)
+        share = share_for(diff, s, 1.0 if realised is None else realised)
+    elif realised is not None:
+        share = share_of(realised, s)
     current = system.deployments.state(campaign).canary_share
     if share is not None and abs(share - current) >= 0.05:
         return ControlStep(

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offerloop.campaigns import offer_keys
+from offerloop.features import Encoder, load_features
 
 __all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel", "recency_weights"]
 
@@ -151,6 +152,19 @@ def recency_weights(ts: Floats, half_life_seconds: float) -> Floats | None:
         return None
     age = float(np.max(ts)) - np.asarray(ts, dtype=np.float64)
     out: Floats = np.power(0.5, age / half_life_seconds)
+    return out
+
+
+def _encoder(spec: Sequence[Mapping[str, Any]] | None) -> Encoder:
+    """A reward model's encoder: the given spec, or the default feature set's."""
+    return Encoder(spec) if spec is not None else Encoder.of(load_features())
+
+
+def _prices(prices: Sequence[float], offers: Sequence[str]) -> list[float]:
+    """One price per offer (all 1.0 when none are given: rewards are not purchases)."""
+    out = [float(p) for p in prices] or [1.0] * len(offers)
+    if len(out) != len(offers):
+        raise ValueError("prices must give one price per offer")
     return out
 
 

@@ -27,13 +27,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offerloop.campaigns import offer_keys
-from offerloop.features import Encoder, load_features
 from offerloop.policies._base import (
     FeatureRow,
     LoggedData,
     RewardModel,
     _bundle,
+    _encoder,
     _message,
+    _prices,
     recency_weights,
 )
 from offerloop.policies._compiled import CompiledTrees, compile_booster
@@ -62,10 +63,8 @@ class _GBT(RewardModel):
         half_life: float = 0.0,  # seconds; rows weigh 0.5 ** (age / half_life) (0: equal)
     ) -> None:
         super().__init__(offers)
-        self.prices = [float(p) for p in prices] or [1.0] * len(self.offers)
-        if len(self.prices) != len(self.offers):
-            raise ValueError("prices must give one price per offer")
-        self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
+        self.prices = _prices(prices, self.offers)
+        self.encoder = _encoder(encoder)
         self.n_estimators = int(n_estimators)
         self.learning_rate = float(learning_rate)
         self.num_leaves = int(num_leaves)

@@ -26,12 +26,12 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
-from offerloop.features import Encoder, load_features
 from offerloop.policies._base import (
     FeatureRow,
     LoggedData,
     RewardModel,
     _bundle,
+    _encoder,
     _message,
     recency_weights,
 )
@@ -55,7 +55,7 @@ class LinearRevenue(RewardModel):
         super().__init__(offers)
         self.alpha = float(alpha)
         self.half_life = float(half_life)  # seconds (0: every row weighs the same)
-        self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
+        self.encoder = _encoder(encoder)
         self.bundles = sorted({_bundle(o) for o in self.offers})
         self.messages = sorted({_message(o) for o in self.offers})
         self._b = np.array([self.bundles.index(_bundle(o)) for o in self.offers])

@@ -28,8 +28,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from offerloop._settings import Bucket
-from offerloop.features import Encoder, load_features
-from offerloop.policies._base import FeatureRow, Floats, LoggedData, RewardModel, recency_weights
+from offerloop.policies._base import (
+    FeatureRow,
+    Floats,
+    LoggedData,
+    RewardModel,
+    _encoder,
+    _prices,
+    recency_weights,
+)
 from offerloop.policies._explore import EpsilonGreedy
 
 __all__ = ["BucketBeta", "ThompsonSampling"]
@@ -50,10 +57,8 @@ class BucketBeta(RewardModel):
         half_life: float = 0.0,
     ) -> None:
         super().__init__(offers)
-        self.prices = [float(p) for p in prices] or [1.0] * len(self.offers)
-        if len(self.prices) != len(self.offers):
-            raise ValueError("prices must give one price per offer")
-        self.encoder = Encoder(encoder) if encoder is not None else Encoder.of(load_features())
+        self.prices = _prices(prices, self.offers)
+        self.encoder = _encoder(encoder)
         self.buckets: list[Bucket] = [(str(b[0]), tuple(float(c) for c in b[1])) for b in buckets]
         if not self.buckets:
             raise ValueError("BucketBeta needs at least one feature to bucket players by")
@@ -176,8 +181,11 @@ class ThompsonSampling(EpsilonGreedy):
         self.posterior_model: BucketBeta = model
         self.floor = float(floor)
         self.draws = int(draws)
+        k = len(self.offers)
+        # the prior's probabilities: for every bucket the data never saw (constructor
+        # parameters only, so computed once)
+        self._prior = self._match(np.full(k, model.prior[0]), np.full(k, model.prior[1]), seed=0)
         self._probs: dict[str, Floats] = {}
-        self._prior: Floats = np.zeros(0)
         self._prepare()
 
     def get_params(self) -> dict[str, Any]:
@@ -202,13 +210,11 @@ class ThompsonSampling(EpsilonGreedy):
         self._prepare()
 
     def _prepare(self) -> None:
-        """Compute every known bucket's probabilities now, off the request path; a bucket the
-        data never saw has the prior's (one vector, whatever the input: unbounded feature
-        values cannot grow the cache)."""
+        """Compute every known bucket's probabilities now, off the request path; any other
+        bucket gets the prior's (one vector, whatever the input: unbounded feature values
+        cannot grow the cache)."""
         model = self.posterior_model
         self._probs = {key: self._match(*model.posterior(key)) for key in model.known_buckets()}
-        k = len(self.offers)
-        self._prior = self._match(np.full(k, model.prior[0]), np.full(k, model.prior[1]), seed=0)
 
     def _match(self, a: Floats, b: Floats, seed: int | None = None) -> Floats:
         """Probability matching: each offer's chance that its sampled revenue is the highest,
