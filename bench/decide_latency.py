@@ -49,7 +49,11 @@ def _setup(kind: str, root: Path) -> Offerloop:
             database_url=PG, database_schema=name, redis_url=REDIS, redis_prefix=f"{name}:"
         )
     settings = load_settings(
-        env={}, data_dir=str(root / kind), decision_seed=1, **extra
+        env={},
+        data_dir=str(root / kind),
+        decision_seed=1,
+        compile_after_decisions=0,  # native code from the first decision: p99 is of it
+        **extra,
     ).for_service()  # as `offerloop serve` runs: journaled log, shadows in a child process
     clock = ManualClock(T0)
     system = Offerloop(settings, clock)

@@ -144,6 +144,28 @@ class Settings:
         "most 0.9: a day-one policy must explore. In the simulated world 0.8 earned more over "
         "14 days but less in the last 3 (docs/architecture.md).",
     )
+    day_one: str = _s(
+        "random",
+        "The policy released on day one (bootstrap), before any learner has data: 'random' "
+        "(uniform over the offers, the campaign's rules in shadow) or 'thompson' (Thompson "
+        "sampling under the uninformative prior of the thompson learner: every offer's "
+        "purchase probability uniform on [0, 1], so offers are tried in proportion to their "
+        "chance of earning the most, the expensive ones first; day_one_explore of the "
+        "decisions spread uniformly). day_one_rules_share > 0 releases the rules instead.",
+    )
+    day_one_explore: float = _s(
+        0.2,
+        "With day_one = 'thompson': the share of day-one decisions spread uniformly over the "
+        "offers (every offer keeps day_one_explore/n_offers), so the first learners and every "
+        "off-policy estimate see every offer.",
+    )
+    handover: str = _s(
+        "canary",
+        "How the first learned model takes over from the day-one policy: 'canary' (a canary "
+        "at canary_share, released on live evidence) or 'release' (released at once unless "
+        "the held-out rows say it is worse; watched as a fresh release and rolled back to the "
+        "day-one policy if it earns less).",
+    )
     epsilon: float = _s(
         0.1, "Exploration share of learned policies: every offer keeps at least epsilon/n_offers."
     )
@@ -417,6 +439,13 @@ class Settings:
         "(cc or gcc), checked against LightGBM before it serves; cached under "
         "<data_dir>/compiled. Off, or without a compiler, LightGBM's own predictor serves.",
     )
+    compile_after_decisions: int = _s(
+        1000,
+        "A version is compiled to native code once it has served this many decisions in a "
+        "process (a second or two of the C compiler per model): hot models are compiled, "
+        "short-lived ones (a backtest replacing its model every few hundred decisions) never "
+        "cost the compiler. 0: at load.",
+    )
     shadow_scoring: str = _s(
         "auto",
         "Where shadows are scored: 'process' (a child process, so scoring never holds up a "
@@ -558,6 +587,12 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("squarecb_gamma_scale", "must be > 0"))
     if not 0 <= s.day_one_rules_share <= 0.9:
         problems.append(Problem("day_one_rules_share", "must be between 0 and 0.9"))
+    if s.day_one not in ("random", "thompson"):
+        problems.append(Problem("day_one", "must be 'random' or 'thompson'"))
+    if not 0 < s.day_one_explore < 1:
+        problems.append(Problem("day_one_explore", "must be between 0 and 1 (exclusive)"))
+    if s.handover not in ("canary", "release"):
+        problems.append(Problem("handover", "must be 'canary' or 'release'"))
     try:
         parse_buckets(s.thompson_buckets)
     except ValueError as exc:
@@ -592,6 +627,8 @@ def _validate(s: Settings) -> None:
     ):
         if getattr(s, name) not in allowed:
             problems.append(Problem(name, f"must be one of {', '.join(allowed)}"))
+    if s.compile_after_decisions < 0:
+        problems.append(Problem("compile_after_decisions", "must be >= 0"))
     if not 0 < s.decision_log_flush_ms <= 10_000:
         problems.append(Problem("decision_log_flush_ms", "must be in (0, 10000]"))
     if s.pipeline_schedule:

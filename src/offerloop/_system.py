@@ -14,7 +14,7 @@ from typing import Any
 from offerloop._clock import Clock, clock_of, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
 from offerloop._periodic import Periodic
-from offerloop._settings import Settings
+from offerloop._settings import Settings, parse_buckets
 from offerloop._version import __version__
 from offerloop.backends import (
     OFFER_OUTCOME,
@@ -40,6 +40,7 @@ from offerloop.events._offers import bought_event, seen_event
 from offerloop.features import (
     Aggregate,
     Batch,
+    Encoder,
     FeatureReading,
     FeatureValue,
     OnlineFeatures,
@@ -53,7 +54,7 @@ from offerloop.features._follow import LogFollower
 from offerloop.features._redis import RedisOnlineStore
 from offerloop.features._sql_source import SqlSources
 from offerloop.monitoring import Metrics, Monitor
-from offerloop.policies import RandomPolicy, RulesPolicy
+from offerloop.policies import BucketBeta, RandomPolicy, RulesPolicy, ThompsonSampling
 from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
 from offerloop.serving._decide import Decider, Decision
 
@@ -173,6 +174,7 @@ class Offerloop:
             journal_first=settings.decision_log == "journal",
             shadow_sink=sink,
             compile_dir=settings.path / "compiled" if settings.compile_models else None,
+            compile_after=settings.compile_after_decisions,
             token_secret=settings.decision_token_secret,
         )
 
@@ -351,6 +353,17 @@ class Offerloop:
             if self.backend.transitions(c.id):
                 continue
             src = {"source": "bootstrap"}
+            if self.settings.day_one == "thompson" and not (share > 0 and c.rules):
+                first = self.registry.register(c.id, self._prior_thompson(c), src)
+                reason = (
+                    "day one: Thompson sampling under the uninformative prior, "
+                    f"{self.settings.day_one_explore:.0%} uniform"
+                )
+                self.deployments.release(first.version, actor=actor, reason=reason)
+                if c.rules:
+                    rules = self.registry.register(c.id, RulesPolicy.from_campaign(c), src)
+                    self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
+                continue
             if share > 0 and c.rules:
                 first = self.registry.register(
                     c.id, RulesPolicy.from_campaign(c, explore=1.0 - share), src
@@ -364,6 +377,16 @@ class Offerloop:
             self.deployments.release(rnd.version, actor=actor, reason=reason)
             self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
         self.decider.invalidate()
+
+    def _prior_thompson(self, c: Campaign) -> ThompsonSampling:
+        """The thompson learner before any data: every bucket has the prior's probabilities."""
+        model = BucketBeta(
+            c.offer_ids,
+            [o.price for o in c.offers],
+            Encoder.of(self.features).spec(),
+            [[n, list(cuts)] for n, cuts in parse_buckets(self.settings.thompson_buckets)],
+        )
+        return ThompsonSampling(c.offer_ids, model, floor=self.settings.day_one_explore)
 
     # -- events and decisions ------------------------------------------------------------
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:

@@ -77,6 +77,34 @@ def test_a_shadow_without_uplift_waits(system: Offerloop, clock: ManualClock) ->
     assert "not yet positive" in reason
 
 
+def test_a_shadow_too_thin_to_judge_on_the_most_rows_is_retired(
+    system: Offerloop, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow whose choices the release never shows can gather no usable evidence: once a
+    judgment reads the most live rows it ever reads (LIVE_ROWS, here 300) and is still too
+    thin, the shadow is retired instead of being scored for ever."""
+    from offerloop.pipeline import _controller
+
+    monkeypatch.setattr(_controller, "LIVE_ROWS", 300)
+    system.settings = system.settings.replace(shadow_min_decisions=100)
+    _traffic(system, clock, 300)
+    clock.advance(25 * HOUR)
+    system.release(_fixed(system, "starter"), actor="test")  # never shows mega
+    mega = _fixed(system, "mega")
+    system.deploy(mega, "shadow", actor="test")
+    _traffic(system, clock, 200)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[mega]
+    assert action == "wait", reason  # 200 rows: thin, but more rows may come
+    assert "evidence too thin" in reason
+    _traffic(system, clock, 200)
+    clock.advance(25 * HOUR)
+    action, reason = _steps(system)[mega]
+    assert action == "remove", reason
+    assert reason.startswith("retired: too thin to judge on the most live decisions"), reason
+    assert mega not in system.deployments.state(system.default_campaign).shadows
+
+
 def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_error(
     system: Offerloop, clock: ManualClock
 ) -> None:

@@ -11,11 +11,11 @@ from offerloop.pipeline import retrain
 HOUR = 3600.0
 
 
-def _traffic(system: Offerloop, clock: ManualClock, n: int) -> None:
+def _traffic(system: Offerloop, clock: ManualClock, n: int, sells: str = "starter") -> None:
     events = []
     for i in range(n):
         d = system.decide(f"p{i % 50}")
-        if d.offer.bundle.id == "starter":  # a simple world: the cheap pack sells
+        if d.offer.bundle.id == sells:  # a simple world: one bundle sells
             events.append(
                 EventIn(
                     event_id=f"b{i}",
@@ -29,6 +29,37 @@ def _traffic(system: Offerloop, clock: ManualClock, n: int) -> None:
     clock.advance(120)
     for j in range(0, len(events), 500):
         system.ingest(events[j : j + 500])
+
+
+def test_the_first_learned_model_takes_over_from_the_day_one_policy(
+    system: Offerloop, clock: ManualClock
+) -> None:
+    """handover = release: the first learned model replaces the day-one policy at once (the
+    fresh-release watch guards it) instead of waiting as a canary; later fits of its
+    learner refresh it, and of several recency half-lives of that learner the one whose
+    model fits the newest rows best is chosen (here the world changed: the recent one)."""
+    system.settings = system.settings.replace(
+        handover="release", learners=("linear", "linear@6h"), min_effective_rows=1
+    )
+    _traffic(system, clock, 400)
+    clock.advance(25 * HOUR)
+    r = retrain(system, actor="test")
+    state = system.deployments.state(system.default_campaign)
+    assert r.action == "released"
+    assert state.released == r.deployed
+    assert not state.canary
+    assert "first learned model replaces the day-one policy" in r.reasons[0]
+    first = system.registry.get(state.released).lineage["learner"]
+    assert first in ("linear", "linear@6h")
+    _traffic(system, clock, 600, sells="coins")  # tastes move: now coins sell
+    clock.advance(25 * HOUR)
+    r = retrain(system, actor="test")
+    assert r.action == "released", r.reasons
+    chosen = system.registry.get(system.deployments.state(system.default_campaign).released)
+    assert chosen.lineage["learner"] == "linear@6h", r.reasons
+    assert "linear@6h fits the newest rows best (held-out loss" in r.reasons[0]
+    losses = {c.learner: c.loss for c in r.candidates}
+    assert losses["linear@6h"] < losses["linear"]
 
 
 def test_too_little_final_data_is_refused(system: Offerloop, clock: ManualClock) -> None:

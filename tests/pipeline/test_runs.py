@@ -61,6 +61,32 @@ def test_a_run_retrains_once_the_data_has_grown_or_aged(
     assert run_pipeline(system)["retrain"]["rows"] == 600
 
 
+def test_a_run_retrains_early_when_the_traffic_moved(system: Offerloop, clock: ManualClock) -> None:
+    """Between trainings that growth and age do not call for yet, a run retrains as soon as
+    the traffic no longer looks like what the release was trained on: a feature's live
+    distribution at the drift alert level (here the players' local hour moves from noon to
+    the night), and says why in the run record."""
+    system.settings = system.settings.replace(
+        retrain_min_growth=10.0, retrain_max_age_hours=1000.0, learners=("linear",)
+    )
+
+    def decisions(n: int, hour: float) -> None:
+        for i in range(n):
+            system.decide(f"p{i % 50}", None, {"local_hour": hour})
+            clock.advance(30)
+        clock.advance(25 * 3600)
+
+    decisions(400, 12)
+    assert run_pipeline(system)["due"] == "no training yet"
+    decisions(300, 12)  # the same traffic again: not due
+    doc = run_pipeline(system)
+    assert doc["retrain"].get("skipped", "").startswith("not due: "), doc.get("due")
+    decisions(300, 2)  # the same players, now at 2 am
+    doc = run_pipeline(system)
+    assert doc["due"].startswith("feature drift since the last training: local_hour PSI "), doc
+    assert doc["retrain"]["rows"] == 1000
+
+
 def test_runs_never_overlap(system: Offerloop) -> None:
     with pipeline_lock(system.backend), pytest.raises(Conflict, match="lock"):
         run_pipeline(system)

@@ -102,7 +102,7 @@ def test_without_a_compiler_lightgbm_serves_and_the_failure_is_counted(
     settings: Settings, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CC", "/bin/false")
-    system = Offerloop(settings, clock)
+    system = Offerloop(settings.replace(compile_after_decisions=1), clock)
     try:
         system.bootstrap(actor="test")
         c = system.campaign(None)
@@ -116,6 +116,33 @@ def test_without_a_compiler_lightgbm_serves_and_the_failure_is_counted(
             "offerloop_errors_total", {"kind": "compile"}
         )
         assert value == 1
+    finally:
+        system.close()
+
+
+def test_a_version_is_compiled_once_it_is_hot_not_before(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """A backtest replaces its model every few hundred decisions: compiling each one cost the
+    demo minutes of the C compiler for models that served a few seconds. A version is
+    compiled once it has served ``compile_after_decisions`` decisions in the process."""
+    system = Offerloop(settings.replace(compile_after_decisions=5), clock)
+    try:
+        system.bootstrap(actor="test")
+        c = system.campaign(None)
+        policy = _gbt_policy(logged_data(600, seed=3)[0])
+        system.release(system.registry.register(c.id, policy).version, actor="test")
+        served = system.decider.live(c.id).released
+        assert served is not None
+        model = served[1].model  # type: ignore[attr-defined]
+        for i in range(4):
+            system.decide(f"p{i}")
+        system.decider.wait_compiled()
+        assert model._compiled is None
+        system.decide("p4")
+        system.decider.wait_compiled()
+        assert model._compiled is not None
+        assert system.decide("p5").record.fallback == ""
     finally:
         system.close()
 

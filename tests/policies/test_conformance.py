@@ -13,6 +13,7 @@ from offerloop.policies import (
     Policy,
     RandomPolicy,
     RulesPolicy,
+    ThompsonSampling,
     dump_policy,
     load_policy,
     sha256,
@@ -69,6 +70,41 @@ def test_day_one_release_follows_the_rules_share(tmp_path: object) -> None:
         assert isinstance(released, RulesPolicy)
         assert released.explore == pytest.approx(0.3)
         assert not state.shadows  # no deterministic rules that could end exploration
+    finally:
+        system.close()
+
+
+def test_day_one_thompson_tries_offers_by_their_chance_of_earning_most(tmp_path: object) -> None:
+    """day_one = thompson: Thompson sampling under the uninformative prior (each offer's
+    purchase probability uniform on [0, 1]) releases from the first request: an offer is
+    tried in proportion to its chance of earning the most, so the dearest bundle leads, and
+    day_one_explore of the decisions stay uniform; the rules run in shadow."""
+    from offerloop import InvalidInput, ManualClock, Offerloop, load_settings
+
+    with pytest.raises(InvalidInput, match="day_one"):
+        load_settings(env={}, day_one="greedy")
+    with pytest.raises(InvalidInput, match="day_one_explore"):
+        load_settings(env={}, day_one_explore=0.0)
+    s = load_settings(env={}, data_dir=str(tmp_path), day_one="thompson", day_one_explore=0.3)
+    system = Offerloop(s, ManualClock(0.0))
+    try:
+        system.bootstrap()
+        c = system.campaign(None)
+        k = len(c.offer_ids)
+        state = system.deployments.state(c.id)
+        released = system.registry.load(state.released)
+        assert isinstance(released, ThompsonSampling)
+        assert "learner" not in system.registry.get(state.released).lineage  # a placeholder
+        p = released.act({"spend_total": 100.0, "platform": "ios"})
+        assert p.min() == pytest.approx(0.3 / k, rel=0.05)
+        prices = np.array([o.price for o in c.offers])
+        # P(theta_a * price_a is the largest) for theta uniform: the dearest offers lead
+        dearest = prices == prices.max()
+        assert p[dearest].sum() > 0.9 * (1 - 0.3)
+        assert [system.registry.get(v).kind for v in state.shadows] == ["rules"]
+        first = system.decide("p1").record
+        assert first.model_version == state.released
+        assert first.propensity == pytest.approx(p[c.offer_ids.index(first.offer_id)])
     finally:
         system.close()
 
@@ -200,6 +236,14 @@ def test_inverse_gap_explores_by_gap_and_less_with_more_data(logged: LoggedData)
     half = InverseGap(c.offer_ids, LinearRevenue(c.offer_ids, encoder=_enc()), 1.0, 0.02)
     half.fit(logged.take(np.arange(len(logged) // 4)))
     assert half.gamma < policy.gamma  # less data: more exploration
+    # a model that forgets rests on the recent rows only: it keeps exploring as if it had
+    # that many (the sum of the rows' recency weights)
+    span = float(logged.ts.max() - logged.ts.min())
+    forgets = LinearRevenue(c.offer_ids, encoder=_enc(), half_life=span / 8)
+    recent = InverseGap(c.offer_ids, forgets, 1.0, 0.02).fit(logged)
+    weights = 0.5 ** ((logged.ts.max() - logged.ts) / (span / 8))
+    assert recent.gamma == pytest.approx(np.sqrt(k * weights.sum()))
+    assert recent.gamma < policy.gamma / 2
 
 
 def test_changed_artifact_on_disk_refuses_to_load(tmp_path: object) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from offerloop.features import FeatureSet
+from offerloop.features import Feature
 
 __all__ = ["drift_report", "js_divergence", "psi", "state_of"]
 
@@ -86,7 +86,7 @@ def _categorical(ref: list[str], live: list[str]) -> tuple[float, float]:
 
 
 def drift_report(
-    features: FeatureSet,
+    features: Iterable[Feature],
     reference: Sequence[Mapping[str, Any]],
     live: Sequence[Mapping[str, Any]],
     reference_offers: Sequence[str],

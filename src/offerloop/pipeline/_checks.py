@@ -14,6 +14,8 @@ from offerloop.policies import EpsilonGreedy, FeatureRow, Policy
 
 __all__ = ["check_model"]
 
+TIMED_ROWS = 100  # rows scored one by one for the scoring-time check (its p99: the 2nd worst)
+
 
 def check_model(
     policy: Policy, rows: Sequence[FeatureRow], features: FeatureSet, budget_ms: float
@@ -41,9 +43,10 @@ def check_model(
             missing = sorted(set(spec.feature_names) - set(features.names))
             if missing:
                 problems.append(f"trained on features the service does not serve: {missing}")
-    p99 = _p99_ms(policy, sample)
+    timed = sample[:TIMED_ROWS]
+    p99 = _p99_ms(policy, timed)
     if p99 > budget_ms:  # a second trial: one interruption is not the model
-        p99 = min(p99, _p99_ms(policy, sample))
+        p99 = min(p99, _p99_ms(policy, timed))
     if p99 > budget_ms:
         problems.append(f"scoring p99 {p99:.2f} ms over the {budget_ms:g} ms budget")
     return problems

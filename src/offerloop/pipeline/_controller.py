@@ -63,7 +63,7 @@ from offerloop.training import (
 )
 from offerloop.training._intervals import SEQUENCE_HORIZON, sequence_stretch
 
-__all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control"]
+__all__ = ["GUARD_MIN_DECISIONS", "ControlStep", "control", "revenue_worse"]
 
 # error-rate and latency guardrails are judged from this many decisions on
 GUARD_MIN_DECISIONS = 100
@@ -354,7 +354,9 @@ def _welch(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
     return diff, se
 
 
-def _worse(new: Sequence[float], old: Sequence[float], confidence: float) -> tuple[bool, str]:
+def revenue_worse(
+    new: Sequence[float], old: Sequence[float], confidence: float
+) -> tuple[bool, str]:
     """Is ``new`` worse than ``old`` in mean with one-sided ``confidence``? A Welch z-test
     made always-valid (``Estimate.always_valid``'s stretch at ``new``'s count): the
     controller asks again at every run, so a fixed-n test would be a peeking test."""
@@ -426,7 +428,7 @@ def _watch_release(
     if len(before) < 2:
         return None
     rewards = log.rewards([*matured, *before])
-    worse, summary = _worse(
+    worse, summary = revenue_worse(
         [rewards[d.decision_id] for d in matured],
         [rewards[d.decision_id] for d in before],
         s.guard_confidence,
@@ -463,7 +465,7 @@ def _judge_canary(
         rewards = log.rewards([*arm_c, *arm_r])
         got_c = [rewards[d.decision_id] for d in arm_c]
         got_r = [rewards[d.decision_id] for d in arm_r]
-        worse, summary = _worse(got_c, got_r, s.guard_confidence)
+        worse, summary = revenue_worse(got_c, got_r, s.guard_confidence)
         gap, se = _welch(got_c, got_r)
         realised = NormalDist().cdf(gap / se) if se > 0 else float(gap > 0)
         summary = f"canary vs the release ({released}): {summary}"
@@ -611,6 +613,14 @@ def _judge_shadow(
         f"{s.sequential_confidence:.0%} [{lo:+.4f}, {hi:+.4f}]) {note}"
     )
     if not diff.usable:
+        if diff.n >= LIVE_ROWS:  # the most rows a judgment ever reads: it cannot get thicker
+            return ControlStep(
+                "remove",
+                version,
+                f"retired: too thin to judge on the most live decisions a judgment reads "
+                f"({LIVE_ROWS}); the release explores too little where it would differ: "
+                f"{summary}",
+            ), low
         return ControlStep("wait", version, f"{version} in shadow: {summary}"), low
     if hi < 0:
         return ControlStep(

@@ -60,6 +60,7 @@ class Candidate:
     estimate: Estimate  # doubly robust value per decision on the held-out rows
     uplift: Estimate | None  # paired difference against the release
     problems: tuple[str, ...] = ()  # failed model checks
+    loss: float | None = None  # held-out loss of its reward model (compares fits of a kind)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,14 @@ def make_model(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> Rewa
 def make_policy(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> EpsilonGreedy:
     """A learner of the campaign's offers in the configured exploration."""
     return policy_for(learner, c.offer_ids, [o.price for o in c.offers], encoder.spec(), s)
+
+
+def _holdout_loss(policy: Policy, valid: LoggedData) -> float | None:
+    """The held-out loss of a learner's reward model (None: it has none, or no rows)."""
+    model = getattr(policy, "model", None)
+    if not isinstance(model, RewardModel) or not len(valid):
+        return None
+    return model.loss(valid)
 
 
 def retrain(
@@ -223,13 +232,16 @@ def retrain(
     ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
     top, bar = reward_bound([o.price for o in c.offers], s), Evidence.of(s)
     trained = []
+    losses: list[float | None] = []
     for learner, policy in policies:
         if release is not None:
             est, rel, diff = compare(policy, release, judge, valid, top, bar)
         else:
             est, rel, diff = compare(policy, policy, judge, valid, top, bar)[0], None, None
+        loss = _holdout_loss(policy, valid)  # before the checks: the same rows just scored
         problems = check_model(policy, valid.features, system.features, s.scoring_budget_ms)
         trained.append((learner, policy, est, rel, diff, problems))
+        losses.append(loss)
     passing = [i for i, t in enumerate(trained) if not t[5]]
     best = max(passing, key=lambda i: trained[i][2].value) if passing else -1
     best_diff = trained[best][4] if best >= 0 else None
@@ -255,6 +267,7 @@ def retrain(
             )
         metrics: dict[str, object] = {
             "ope_dr": est.as_dict(),
+            "holdout_loss": losses[i],
             "evaluated_with": f"doubly robust, judge {judge.kind} fitted on train rows",
             "verdict": verdict,
             "checks": problems or ["passed"],
@@ -269,7 +282,7 @@ def retrain(
             record = system.registry.register(
                 c.id, policy, {**lineage, "learner": learner}, metrics
             )
-        candidates.append(Candidate(record.version, learner, est, diff, tuple(problems)))
+        candidates.append(Candidate(record.version, learner, est, diff, tuple(problems), losses[i]))
     stage("candidates", {"versions": [x.version for x in candidates]})
     if best < 0:
         raise Conflict(
@@ -315,20 +328,30 @@ def retrain(
     deployed: str | None = None
     # a refresh: the released learner, fitted on more and newer data, replaces its older fit
     # at once unless the newest rows say it is worse (the fresh-release watch still guards
-    # it): continuous training of a learner already trusted in production
+    # it): continuous training of a learner already trusted in production. Fits of the same
+    # kind with other recency half-lives (purchase_gbt, purchase_gbt@2d, ...) compete inside
+    # the refresh on the held-out loss of their reward models: how much the past still
+    # counts is chosen by the newest rows, run by run
     released_learner = (
         system.registry.get(state.released).lineage.get("learner") if state.released else None
     )
-    fresh = next(
-        (
-            i
-            for i, cand in enumerate(candidates)
-            if cand.learner == released_learner
-            and not cand.problems
-            and cand.uplift is not None
-            and not (cand.uplift.usable and cand.uplift.upper_bound(s.gate_confidence) < 0)
+    family = learner_parts(str(released_learner))[0] if released_learner else None
+    kin = [
+        i
+        for i, cand in enumerate(candidates)
+        if family is not None
+        and learner_parts(cand.learner)[0] == family
+        and not cand.problems
+        and cand.uplift is not None
+        and not (cand.uplift.usable and cand.uplift.upper_bound(s.gate_confidence) < 0)
+    ]
+    fresh = min(
+        kin,
+        key=lambda i: (
+            math.inf if candidates[i].loss is None else candidates[i].loss,
+            candidates[i].learner != released_learner,
         ),
-        -1,
+        default=-1,
     )
     action = ""
     notes: list[str] = []
@@ -337,17 +360,39 @@ def retrain(
         assert up is not None
         served = served_fit(fresh)
         why = f"refresh of {released_learner}: uplift over {state.released} {up.value:+.4f}"
+        if len(kin) > 1:
+            why += f"; {candidates[fresh].learner} fits the newest rows best (held-out loss " + (
+                ", ".join(f"{candidates[i].learner} {candidates[i].loss:.5f}" for i in kin) + ")"
+            )
         system.release(served, actor=actor, reason=why)
         action, deployed = "released", served
         notes.append(f"{served} released ({why})")
     positive_but_thin = thin and diff is not None and diff.value > 0
-    if best != fresh and undeployed(best) and (gated or positive_but_thin):
+    takeover = released_learner is None and s.handover == "release"
+    if (
+        best != fresh
+        and best not in kin
+        and undeployed(best)
+        and (gated or positive_but_thin or takeover)
+    ):
         served = served_fit(best)
         deployed = deployed or served
         # the first learned model (the release is random or rules) reaches a small canary
         # even on thin evidence: the canary's guards judge it on players from then on
         first = released_learner is None and positive_but_thin
-        if (gated or first) and not state.canary and not action:
+        if (
+            released_learner is None
+            and s.handover == "release"
+            and not action
+            and (diff is None or not (diff.usable and diff.upper_bound(s.gate_confidence) < 0))
+        ):
+            # the release is the day-one policy: the first learned model takes over at once
+            # unless the newest rows say it is worse; the fresh-release watch guards it
+            why = f"first learned model replaces the day-one policy: {reason}"
+            system.release(served, actor=actor, reason=why)
+            notes.append(f"{served} released: first learned model replaces the day-one policy")
+            action = "released"
+        elif (gated or first) and not state.canary and not action:
             assert diff is not None
             share = share_for(diff, s) if gated else s.canary_share
             why = "passed the gate" if gated else "first learned model, thin positive evidence"

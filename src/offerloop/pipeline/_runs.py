@@ -22,7 +22,10 @@ from offerloop._clock import format_ts
 from offerloop._errors import Conflict
 from offerloop._system import Offerloop
 from offerloop.backends import RunLog
-from offerloop.pipeline._controller import control
+from offerloop.events import attribute
+from offerloop.features import OfferHistory
+from offerloop.monitoring._drift import drift_report
+from offerloop.pipeline._controller import control, revenue_worse
 from offerloop.pipeline._retrain import retrain
 
 __all__ = ["MAX_ATTEMPTS", "list_runs", "pipeline_lock", "run_pipeline"]
@@ -107,8 +110,12 @@ def run_pipeline(
                 # evidence first: judge what was deployed before; then add candidates
                 doc["controller"] = [asdict(s) for s in control(system, cid)]
                 log.put_run(doc)
-            if "retrain" not in doc and (wait := _not_due(system, cid, float(doc["now"]))):
-                doc["retrain"] = {"skipped": wait}
+            if "retrain" not in doc and "due" not in doc:
+                due, why = _due(system, cid, float(doc["now"]))
+                if due:
+                    doc["due"] = why
+                else:
+                    doc["retrain"] = {"skipped": why}
                 log.put_run(doc)
             if "retrain" not in doc:
                 try:
@@ -154,14 +161,20 @@ def run_pipeline(
         return doc
 
 
-def _not_due(system: Offerloop, campaign: str, now: float) -> str | None:
-    """Why retraining is not due at ``now`` (None: it is). Due when ``retrain_min_growth`` is
-    0, when no finished run has retrained yet, when the last training is
-    ``retrain_max_age_hours`` old, or when the decisions with a final reward have grown by
-    ``retrain_min_growth`` since it."""
+DRIFT_MIN_ROWS = 200  # live decisions needed before feature drift or a revenue drop counts
+
+
+def _due(system: Offerloop, campaign: str, now: float) -> tuple[bool, str]:
+    """Whether retraining is due at ``now``, and why. Due when ``retrain_min_growth`` is 0,
+    when no finished run has retrained yet, when the last training is
+    ``retrain_max_age_hours`` old, when the decisions with a final reward have grown by
+    ``retrain_min_growth`` since it, or, sooner, when the world moved since it: a feature's
+    live distribution drifted to the alert level (PSI >= 0.25) against the rows the last
+    training saw, or the release's realised revenue per decision fell below what it earned
+    before (always-valid, one-sided ``guard_confidence``)."""
     s = system.settings
     if s.retrain_min_growth <= 0:
-        return None
+        return True, "every run retrains (retrain_min_growth 0)"
     last = next(
         (
             r
@@ -171,21 +184,63 @@ def _not_due(system: Offerloop, campaign: str, now: float) -> str | None:
         None,
     )
     if last is None:
-        return None
+        return True, "no training yet"
     then = float(last["now"])
     if now - then >= s.retrain_max_age_hours * 3600.0:
-        return None
+        return True, f"the last training ({last['id']}) is {s.retrain_max_age_hours:g} h old"
     window = system.window_seconds
     before = system.backend.count_decisions(campaign, 0.0, then - window)
     matured = system.backend.count_decisions(campaign, 0.0, now - window)
-    if matured >= (1.0 + s.retrain_min_growth) * before:
-        return None
     growth = matured / before - 1.0 if before else 0.0
-    return (
+    if matured >= (1.0 + s.retrain_min_growth) * before:
+        return True, f"decisions with a final reward grew {growth:+.0%} since {last['id']}"
+    moved = _world_moved(system, campaign, then, now)
+    if moved:
+        return True, moved
+    return False, (
         f"not due: {matured} decisions with a final reward, {growth:+.0%} since {last['id']} "
         f"(retrain_min_growth {s.retrain_min_growth:.0%}); due by age at "
         f"{format_ts(then + s.retrain_max_age_hours * 3600.0)}"
     )
+
+
+def _world_moved(system: Offerloop, campaign: str, then: float, now: float) -> str:
+    """Why the traffic since the last training (at ``then``) no longer looks like what it
+    was trained on ("" when it does, or too few decisions tell)."""
+    recent = system.backend.decisions(campaign, then, now + 1e-6)
+    if len(recent) < DRIFT_MIN_ROWS:
+        return ""
+    older = system.backend.decisions(campaign, 0.0, then, newest=max(len(recent), 2000))
+    if len(older) < DRIFT_MIN_ROWS:
+        return ""
+    # the player's offer history is written by offerloop's own decisions: it moves with the
+    # policy, not with the world, so it does not call for retraining
+    report = drift_report(
+        [f for f in system.features if not isinstance(f, OfferHistory)],
+        [d.training_row for d in older],
+        [d.training_row for d in recent],
+        [],
+        [],
+    )
+    alerts = [f for f in report["features"] if f["state"] == "alert"]
+    if alerts:
+        worst = max(alerts, key=lambda f: f["psi"])
+        return (
+            f"feature drift since the last training: {worst['feature']} PSI "
+            f"{worst['psi']:.2f} (alert at 0.25) over {len(recent)} decisions"
+        )
+    end = now - system.window_seconds
+    live = [d for d in recent if d.ts < end and not d.fallback]
+    past = [d for d in older if not d.fallback]
+    if len(live) < DRIFT_MIN_ROWS or len(past) < DRIFT_MIN_ROWS:
+        return ""
+    rewards = attribute(system.backend, [*live, *past], system.attribution, now)
+    worse, summary = revenue_worse(
+        [rewards[d.decision_id].revenue for d in live],
+        [rewards[d.decision_id].revenue for d in past],
+        system.settings.guard_confidence,
+    )
+    return f"realised revenue fell since the last training: {summary}" if worse else ""
 
 
 def list_runs(log: RunLog, campaign: str | None = None) -> list[dict[str, Any]]:

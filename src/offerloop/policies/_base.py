@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from offerloop.campaigns import offer_keys
 from offerloop.features import Encoder, load_features
 
-__all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel", "recency_weights"]
+__all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel", "log_loss", "recency_weights"]
 
 FeatureRow = Mapping[str, Any]
 Floats = NDArray[np.float64]
@@ -129,6 +129,25 @@ class RewardModel:
         out: Floats = self.predict_batch([features])[0]
         return out
 
+    def effective_rows(self, data: LoggedData) -> float:
+        """How many rows of ``data`` the fit rests on: all of them, or the sum of their
+        recency weights for a model with a ``half_life`` (what its confidence should grow
+        with)."""
+        w = recency_weights(data.ts, float(getattr(self, "half_life", 0.0)))
+        return float(len(data)) if w is None else float(w.sum())
+
+    def loss(self, data: LoggedData) -> float:
+        """Mean loss of the model's prediction for the offer each row shows, against what the
+        row earned (lower is better): squared error of revenue here; models of a purchase
+        probability use its log loss. Comparable only between models of the same kind: it
+        is how the pipeline chooses among fits of one learner (its recency, say)."""
+        if not len(data):
+            return 0.0
+        index = {o: i for i, o in enumerate(self.offers)}
+        a = np.array([index[o] for o in data.offers], dtype=np.int64)
+        pred = self.predict_batch(data.features)[np.arange(len(a)), a]
+        return float(np.mean((pred - np.asarray(data.rewards, dtype=np.float64)) ** 2))
+
     def reward_variance(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64] | None:
         """Conditional variance of each offer's reward, if the model knows it (else None)."""
         return None
@@ -142,6 +161,13 @@ class RewardModel:
     def compile(self, cache_dir: Path) -> int:
         """See :meth:`Policy.compile`."""
         return 0
+
+
+def log_loss(p: Floats, bought: Floats) -> float:
+    """Mean log loss of purchase probabilities ``p`` against outcomes ``bought`` (0/1)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1.0 - 1e-9)
+    y = np.asarray(bought, dtype=np.float64)
+    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
 
 
 def recency_weights(ts: Floats, half_life_seconds: float) -> Floats | None:

@@ -119,8 +119,10 @@ class InverseGap(EpsilonGreedy):
     is spread uniformly on top. Offers the model thinks nearly as good as the best are tried
     often, offers it thinks far worse rarely, and the expected cost of exploring is at most
     ``k / gamma`` per decision. ``gamma`` grows with the data the model was fitted on,
-    ``gamma_scale * sqrt(k * rows)`` (set by :meth:`fit`): exploration shrinks as the model
-    learns, instead of a fixed epsilon for ever. Every offer keeps at least ``floor / k``, and
+    ``gamma_scale * sqrt(k * rows)`` (set by :meth:`fit`; ``rows`` is the sum of the rows'
+    recency weights for a model that forgets): exploration shrinks as the model learns, and
+    stays wider for a model that keeps only the recent past, instead of a fixed epsilon for
+    ever. Every offer keeps at least ``floor / k``, and
     the probabilities are exact, so the logged propensities are the served ones.
     """
 
@@ -160,7 +162,8 @@ class InverseGap(EpsilonGreedy):
 
     def fit(self, data: LoggedData) -> Self:
         self.model.fit(data)
-        self.gamma = self.gamma_scale * math.sqrt(len(self.offers) * max(len(data), 1))
+        rows = self.model.effective_rows(data)  # a recency-weighted fit rests on fewer
+        self.gamma = self.gamma_scale * math.sqrt(len(self.offers) * max(rows, 1.0))
         return self
 
     def act_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:

@@ -35,6 +35,7 @@ from offerloop.policies._base import (
     _encoder,
     _message,
     _prices,
+    log_loss,
     recency_weights,
 )
 from offerloop.policies._compiled import CompiledTrees, compile_booster
@@ -42,6 +43,7 @@ from offerloop.policies._compiled import CompiledTrees, compile_booster
 __all__ = ["GBTPurchase", "GBTRevenue"]
 
 Matrix = NDArray[np.float64]
+MEMO_BATCHES = 3  # batches of more than 8 rows whose predictions a model keeps
 
 
 class _GBT(RewardModel):
@@ -55,7 +57,7 @@ class _GBT(RewardModel):
         n_estimators: int = 150,
         learning_rate: float = 0.05,
         num_leaves: int = 15,
-        min_data_in_leaf: int = 20,
+        min_data_in_leaf: int = 50,
         ipw: bool = False,
         max_weight: float = 50.0,
         seed: int = 0,
@@ -74,7 +76,9 @@ class _GBT(RewardModel):
         self.seed = int(seed)
         self.min_sum_hessian_in_leaf = float(min_sum_hessian_in_leaf)
         self.half_life = float(half_life)
-        self._last: tuple[Sequence[FeatureRow], Matrix] | None = None
+        # the last few batches scored (rows, predictions): judging several candidates and the
+        # release on the same held-out rows, with checks in between, scores each batch once
+        self._last: list[tuple[Sequence[FeatureRow], Matrix]] = []
         self.booster: lgb.Booster | None = None
         self._compiled: CompiledTrees | None = None  # native code serving this booster
         bundles = sorted({_bundle(o) for o in self.offers})
@@ -135,12 +139,14 @@ class _GBT(RewardModel):
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
             "deterministic": True,
             "force_row_wise": True,
-            "num_threads": 2,
+            # one thread: OpenMP threads spin on a busy machine (a fit took 6x longer with 2
+            # threads on 2 loaded cores; docs/architecture.md)
+            "num_threads": 1,
             "verbose": -1,
         }
         ds = lgb.Dataset(x, label=self._target(data), weight=weight, free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=self.n_estimators)
-        self._last = None
+        self._last = []
         self._compiled = None
         return self
 
@@ -149,20 +155,19 @@ class _GBT(RewardModel):
         n, k = len(rows), len(self.offers)
         if self.booster is None:
             return np.zeros((n, k))
-        last = self._last
-        if last is not None and last[0] is rows and len(last[1]) == n:
-            return last[1]  # the same batch again (direct value, then its variance)
+        for cached_rows, cached in self._last:
+            if cached_rows is rows and len(cached) == n:
+                return cached  # the same batch again (direct value, then its variance)
         x = self.encoder.matrix(rows)
         big = self._design(np.repeat(x, k, axis=0), np.tile(np.arange(k), n))
         compiled = self._compiled
         if compiled is not None:
             out: Matrix = compiled.predict(big).reshape(n, k)
         else:
-            threads = 1 if len(big) < 5000 else 2  # a decision's 24 rows: threads cost more
-            out = np.asarray(self.booster.predict(big, num_threads=threads)).reshape(n, k)
+            out = np.asarray(self.booster.predict(big, num_threads=1)).reshape(n, k)
         if n > 8:
             out.flags.writeable = False
-            self._last = (rows, out)
+            self._last = [(rows, out), *self._last[: MEMO_BATCHES - 1]]
         return out
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> Matrix:
@@ -174,7 +179,7 @@ class _GBT(RewardModel):
     def load_state(self, state: Mapping[str, Any]) -> None:
         text = state.get("booster")
         self.booster = lgb.Booster(model_str=text) if text else None
-        self._last = None
+        self._last = []
         self._compiled = None
 
     def compile(self, cache_dir: Path) -> int:
@@ -221,6 +226,15 @@ class GBTPurchase(_GBT):
 
     def purchase_probabilities(self, rows: Sequence[FeatureRow]) -> Matrix:
         return self._raw(rows)
+
+    def loss(self, data: LoggedData) -> float:
+        """Log loss of the purchase probability of each row's shown offer."""
+        if not len(data):
+            return 0.0
+        index = {o: i for i, o in enumerate(self.offers)}
+        a = np.array([index[o] for o in data.offers], dtype=np.int64)
+        p = self._raw(data.features)[np.arange(len(a)), a]
+        return log_loss(p, (np.asarray(data.rewards) > 0).astype(np.float64))
 
     def reward_variance(self, rows: Sequence[FeatureRow]) -> Matrix | None:
         """Revenue is price × Bernoulli(p): variance price² p (1 − p)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import subprocess
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from offerloop.backends import Backend, ModelRecord
 from offerloop.policies import EpsilonGreedy, Policy, dump_policy, load_policy, sha256
 
 __all__ = ["Registry", "code_version", "dump_params", "version_label"]
+
+LOADED_VERSIONS = 32  # policies a registry keeps loaded (the least recently used go first)
 
 
 def version_label(policy: Policy) -> str:
@@ -29,7 +32,9 @@ class Registry:
     def __init__(self, backend: Backend, clock: Clock) -> None:
         self.backend = backend
         self.clock = clock
-        self._cache: dict[str, Policy] = {}
+        # loaded versions, newest use last; bounded: a service that registers a model every
+        # few hours must not keep every one it ever loaded (with its scoring memos)
+        self._cache: OrderedDict[str, Policy] = OrderedDict()
         self._lock = threading.Lock()
 
     def register(
@@ -73,6 +78,8 @@ class Registry:
         """The version's policy, verified against its recorded sha256 (cached once verified)."""
         with self._lock:
             cached = self._cache.get(version)
+            if cached is not None:
+                self._cache.move_to_end(version)
         if cached is not None:
             return cached
         record = self.get(version)
@@ -82,6 +89,8 @@ class Registry:
         policy = load_policy(data, record.sha256, name=f"artifact of {version}")
         with self._lock:
             self._cache[version] = policy
+            while len(self._cache) > LOADED_VERSIONS:
+                self._cache.popitem(last=False)
         return policy
 
 

@@ -82,8 +82,10 @@ class Decider:
         shadow_sink: ShadowSink | None = None,
         compile_dir: Path | None = None,
         token_secret: str = "",
+        compile_after: int = 0,
     ) -> None:
         self.compile_dir = compile_dir
+        self.compile_after = compile_after
         self.token_secret = token_secret
         self.backend = backend
         self.features = features
@@ -109,6 +111,9 @@ class Decider:
         self._live: dict[str, _Live] = {}
         self._background = False
         self._compiling: weakref.WeakSet[Policy] = weakref.WeakSet()  # compiled or under way
+        # decisions each loaded policy served here, until it is compiled (compile when hot)
+        self._uses: weakref.WeakKeyDictionary[Policy, int] = weakref.WeakKeyDictionary()
+        self._compile_lock = threading.Lock()
         self._compile_threads: list[threading.Thread] = []
 
     def campaign(self, campaign_id: str) -> Campaign:
@@ -222,14 +227,30 @@ class Decider:
             self.metrics.policy_errors.labels(campaign, version, mode).inc()
             return None
         scored_here = mode != SHADOW or self.shadows.in_process
-        if self.compile_dir is not None and scored_here and policy not in self._compiling:
-            self._compiling.add(policy)
-            t = threading.Thread(
-                target=self._compile, args=(policy,), name="offerloop-compile", daemon=True
-            )
-            t.start()
-            self._compile_threads = [x for x in self._compile_threads if x.is_alive()] + [t]
+        if self.compile_dir is not None and scored_here and self.compile_after == 0:
+            self._start_compile(policy)
         return version, policy
+
+    def _served(self, policy: Policy) -> None:
+        """Count a decision ``policy`` served; compile it once it is hot."""
+        if self.compile_dir is None or self.compile_after == 0 or policy in self._compiling:
+            return
+        n = self._uses.get(policy, 0) + 1
+        self._uses[policy] = n
+        if n >= self.compile_after:
+            self._start_compile(policy)
+
+    def _start_compile(self, policy: Policy) -> None:
+        with self._compile_lock:
+            if policy in self._compiling:
+                return
+            self._compiling.add(policy)
+            self._uses.pop(policy, None)
+        t = threading.Thread(
+            target=self._compile, args=(policy,), name="offerloop-compile", daemon=True
+        )
+        t.start()
+        self._compile_threads = [x for x in self._compile_threads if x.is_alive()] + [t]
 
     def wait_compiled(self, timeout: float = 60.0) -> None:
         """Wait for the native code of the versions loaded so far (benchmarks, tests)."""
@@ -304,6 +325,7 @@ class Decider:
                 self.metrics.fallbacks.labels(campaign.id, "release").inc()
                 p = np.full(len(campaign.offers), 1.0 / len(campaign.offers))
         score_ms = (time.thread_time() - t0) * 1000.0
+        self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
         idx = self._draw(p)
         if p[idx] < p.max():
             self.metrics.exploration.labels(campaign.id, version).inc()
