@@ -305,20 +305,23 @@ def ratio(days: list[DayStats]) -> float:
     return got / best if best else 0.0
 
 
-def learned_share(d: DayStats) -> float:
-    """Share of the day's decisions served by a learned model (not random, rules or fixed)."""
-    n = sum(k for v, k in d.served.items() if v.rsplit("-", 1)[0] in LEARNED)
+def learned_share(d: DayStats, day_one: str = "") -> float:
+    """Share of the day's decisions served by a learned model (not random, rules, fixed or
+    the day-one policy, ``day_one``: Thompson sampling before any data is no learned model)."""
+    n = sum(k for v, k in d.served.items() if v.rsplit("-", 1)[0] in LEARNED and v != day_one)
     return n / d.decisions if d.decisions else 0.0
 
 
-def summary(days: list[DayStats], change: int) -> dict[str, Any]:
+def summary(days: list[DayStats], change: int, service: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "all_days": round(ratio(days), 4),
         "last_3_days": round(ratio(days[-3:]), 4),
         "per_day": [round(ratio([d]), 4) for d in days],
     }
-    if any(learned_share(d) for d in days):
-        out["learned_share_per_day"] = [round(learned_share(d), 3) for d in days]
+    # offerloop's first release is its day-one policy (the baselines learn from the start)
+    day_one = days[0].released_versions[0] if service and days[0].released_versions else ""
+    if any(learned_share(d, day_one) for d in days):
+        out["learned_share_per_day"] = [round(learned_share(d, day_one), 3) for d in days]
     if change >= 0:
         out["after_change_days_1_3"] = round(ratio(days[change : change + 3]), 4)
         out["after_change_day_3"] = round(ratio(days[change + 2 : change + 3]), 4)
@@ -358,7 +361,8 @@ def main() -> None:
             if "offerloop" in args.arms:
                 log = RESULTS / f"learning_serve_{seed}_{max(change, 0)}.log"
                 ol = run_offerloop(seed, change, args.players, args.days, log)
-                row["offerloop"] = summary(ol, change) | {"seconds": round(time.perf_counter() - t)}
+                seconds = {"seconds": round(time.perf_counter() - t)}
+                row["offerloop"] = summary(ol, change, service=True) | seconds
             if "baselines" in args.arms:
                 for cb in ("dr", "mtr"):
                     days = run_baseline(f"vw-{cb}", seed, change, args.players, args.days)

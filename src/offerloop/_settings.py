@@ -240,15 +240,19 @@ class Settings:
         "squarecb",
         "How learned policies explore: squarecb (inverse-gap weighting: offers predicted "
         "nearly as good as the best are tried often, far worse ones rarely, less as data "
-        "grows; every offer keeps exploration_floor/n_offers), epsilon_greedy, or softmax "
-        "(temperature softmax_temperature); the last two keep every offer at least "
-        "epsilon/n_offers.",
+        "grows; every offer keeps exploration_floor/n_offers), thompson (Thompson sampling "
+        "over the model's calibration per bucket of thompson_buckets and offer: offers the "
+        "model has little evidence on for such players are tried by their chance of being "
+        "the best, less as evidence accumulates; exploration_floor as for squarecb), "
+        "epsilon_greedy, or softmax (temperature softmax_temperature); the last two keep "
+        "every offer at least epsilon/n_offers.",
     )
     thompson_buckets: str = _s(
         "spend_total:0,20,60 hours_since_purchase:36 platform",
-        "The thompson learner's buckets of players: features separated by spaces, a numeric "
-        "one with increasing cut points (spend_total:0,20,60 is four tiers: <= 0, <= 20, "
-        "<= 60, more), one without buckets by value.",
+        "The buckets of players of the thompson learner and of thompson exploration: "
+        "features separated by spaces, a numeric one with increasing cut points "
+        "(spend_total:0,20,60 is four tiers: <= 0, <= 20, <= 60, more), one without "
+        "buckets by value.",
     )
     squarecb_gamma_scale: float = _s(
         3.0,
@@ -257,8 +261,8 @@ class Settings:
     )
     exploration_floor: float = _s(
         0.02,
-        "squarecb exploration: this share of every decision is spread uniformly over the "
-        "offers, so off-policy evaluation of any other policy stays possible.",
+        "squarecb and thompson exploration: this share of every decision is spread uniformly "
+        "over the offers, so off-policy evaluation of any other policy stays possible.",
     )
     softmax_temperature: float = _s(
         0.2, "Temperature of softmax exploration, in revenue per decision."
@@ -581,8 +585,10 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("max_error_rate", "must be in [0, 1)"))
     if s.feature_delay_seconds < 0:
         problems.append(Problem("feature_delay_seconds", "must be >= 0"))
-    if s.exploration not in ("squarecb", "epsilon_greedy", "softmax"):
-        problems.append(Problem("exploration", "must be squarecb, epsilon_greedy or softmax"))
+    if s.exploration not in ("squarecb", "thompson", "epsilon_greedy", "softmax"):
+        problems.append(
+            Problem("exploration", "must be squarecb, thompson, epsilon_greedy or softmax")
+        )
     if s.squarecb_gamma_scale <= 0:
         problems.append(Problem("squarecb_gamma_scale", "must be > 0"))
     if not 0 <= s.day_one_rules_share <= 0.9:

@@ -37,11 +37,12 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={},
         data_dir=str(tmp_path_factory.mktemp("dash") / "d"),
         canary_min_decisions=50,
-        # against a random release the broken canary is only modestly worse in dollars; this
-        # test is about the chart, so the rollback is made easy to reach in 4 small days
+        # the broken canary is judged against a release refreshed every few hours; this test is
+        # about the chart, so the rollback is made easy to reach in 4 small days (500 players:
+        # seed 3 rolls it back on day 3)
         guard_confidence=0.6,
     )
-    run_demo(settings, DemoConfig(days=DAYS, players=300, seed=3, broken_day=0, report=""))
+    run_demo(settings, DemoConfig(days=DAYS, players=500, seed=3, broken_day=0, report=""))
     system = Offerloop(settings, ManualClock(DEMO_START + DAYS * 86400.0))
     port = _free_port()
     server = uvicorn.Server(

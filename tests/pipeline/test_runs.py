@@ -56,7 +56,8 @@ def test_a_run_retrains_once_the_data_has_grown_or_aged(
     clock.advance(25 * 3600)
     assert run_pipeline(system)["retrain"]["rows"] == 600
     clock.advance(59 * 3600)  # no new data, 59 h after the last training: not due
-    assert "skipped" in run_pipeline(system)["retrain"]
+    doc = run_pipeline(system)
+    assert "skipped" in doc["retrain"], doc.get("due")
     clock.advance(3600)  # 60 h: due by age
     assert run_pipeline(system)["retrain"]["rows"] == 600
 
@@ -73,11 +74,13 @@ def test_a_run_retrains_early_when_the_traffic_moved(system: Offerloop, clock: M
     def decisions(n: int, hour: float) -> None:
         for i in range(n):
             system.decide(f"p{i % 50}", None, {"local_hour": hour})
-            clock.advance(30)
-        clock.advance(25 * 3600)
+            clock.advance(60)
+        clock.advance(25 * 3600)  # every window closed
 
     decisions(400, 12)
-    assert run_pipeline(system)["due"] == "no training yet"
+    first = run_pipeline(system)
+    assert first["due"] == "no training yet"
+    assert first["retrain"].get("rows") == 400, first["retrain"]
     decisions(300, 12)  # the same traffic again: not due
     doc = run_pipeline(system)
     assert doc["retrain"].get("skipped", "").startswith("not due: "), doc.get("due")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from offerloop import ArtifactCorrupt
+from offerloop.features import Encoder
 from offerloop.policies import (
     EpsilonGreedy,
+    FeatureRow,
     LinearRevenue,
     LoggedData,
     Policy,
     RandomPolicy,
+    RewardModel,
     RulesPolicy,
     ThompsonSampling,
     dump_policy,
@@ -200,6 +205,71 @@ class TestFixed(PolicyConformance):
 
         offers = campaign().offer_ids
         return FixedPolicy(offers, [1.0] + [0.0] * (len(offers) - 1))
+
+
+class TestGBTPurchaseCalibratedThompson(PolicyConformance):
+    @pytest.fixture
+    def policy(self) -> Policy:
+        from offerloop.policies import CalibratedThompson, GBTPurchase
+
+        c = campaign()
+        prices = [o.price for o in c.offers]
+        model = GBTPurchase(c.offer_ids, prices, _enc(), n_estimators=20)
+        buckets = [["spend_total", [0.0, 20.0]], ["platform", []]]
+        return CalibratedThompson(c.offer_ids, model, buckets, prices, floor=0.05)
+
+
+class _Known(RewardModel):
+    """A reward model whose predictions are given (the test's ground truth)."""
+
+    kind = "known"
+
+    def __init__(self, offers: list[str], revenue: list[float]) -> None:
+        super().__init__(offers)
+        self.revenue = np.asarray(revenue)
+
+    def fit(self, data: LoggedData) -> _Known:
+        return self
+
+    def predict_batch(self, rows: Sequence[FeatureRow]) -> np.ndarray:
+        return np.tile(self.revenue, (len(rows), 1))
+
+
+def test_calibrated_thompson_tries_what_it_knows_little_about() -> None:
+    """Three offers the model rates 1.0, 0.9 and 0.5 per decision (price 10: purchase
+    probabilities 0.10, 0.09, 0.05). The first and the last were shown 2,000 times each and
+    bought as predicted; the second was never shown: it keeps a large share, because the
+    model may well be wrong about it, while the well-checked worse one gets the floor. Once
+    the second has been shown as often and bought less than predicted, it gets the floor."""
+    from offerloop.policies import CalibratedThompson
+
+    offers = ["a:x", "b:x", "c:x"]
+    model = _Known(offers, [1.0, 0.9, 0.5])
+    buckets = [["spend_total", [0.0]]]
+    spec = [{"name": "spend_total", "type": "float", "default": 0.0}]
+    model.encoder = Encoder(spec)  # type: ignore[attr-defined]
+    policy = CalibratedThompson(offers, model, buckets, [10.0] * 3, floor=0.03, draws=400)
+
+    def log(shown: dict[str, tuple[int, int]]) -> LoggedData:
+        rows, logged, rewards = [], [], []
+        for offer, (n, bought) in shown.items():
+            rows += [{"spend_total": 0.0}] * n
+            logged += [offer] * n
+            rewards += [10.0] * bought + [0.0] * (n - bought)
+        return LoggedData(
+            rows, logged, np.array(rewards), np.full(len(rows), 1 / 3), np.zeros(len(rows))
+        )
+
+    policy.fit(log({"a:x": (2000, 200), "c:x": (2000, 100)}))
+    p = policy.act({"spend_total": 0.0})
+    assert p[1] > 0.3  # never shown: its chance of being the best is real
+    assert p[0] > 0.3
+    assert p[2] == pytest.approx(0.01)  # well checked and worse: the floor only
+    assert np.array_equal(p, policy.act({"spend_total": 0.0}))  # the same row, the same numbers
+    policy.fit(log({"a:x": (2000, 200), "b:x": (2000, 120), "c:x": (2000, 100)}))
+    p = policy.act({"spend_total": 0.0})
+    assert p[1] < 0.05  # 120 bought where the model expected 180: now known to be worse
+    assert p[0] > 0.9
 
 
 def test_softmax_keeps_its_floor(logged: LoggedData) -> None:

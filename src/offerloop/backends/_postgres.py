@@ -22,6 +22,7 @@ second instead of each waiting for its own timeout.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -267,9 +268,15 @@ class PostgresDialect:
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
             if not (row and row[0]):
                 raise Conflict(f"another process holds the {name} lock; try again later")
-            yield
+            try:
+                yield
+            finally:
+                # released before the connection closes: the server ends a closed session
+                # asynchronously, and a run right after this one would find the lock held
+                with contextlib.suppress(psycopg.Error):  # gone: the lock went with it
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
         finally:
-            conn.close()  # ends the session: the lock goes with it
+            conn.close()
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction(), conn.cursor() as cur:

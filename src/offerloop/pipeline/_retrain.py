@@ -18,6 +18,7 @@ from offerloop.pipeline._traffic import share_for
 from offerloop.policies import (
     REWARD_MODELS,
     BucketBeta,
+    CalibratedThompson,
     EpsilonGreedy,
     GBTPurchase,
     InverseGap,
@@ -129,6 +130,9 @@ def policy_for(
         return ThompsonSampling(list(offers), model, s.exploration_floor)
     if s.exploration == "squarecb":
         return InverseGap(list(offers), model, s.squarecb_gamma_scale, s.exploration_floor)
+    if s.exploration == "thompson":
+        buckets = [[n, list(c)] for n, c in parse_buckets(s.thompson_buckets)]
+        return CalibratedThompson(list(offers), model, buckets, prices, s.exploration_floor)
     if s.exploration == "softmax":
         return Softmax(list(offers), model, s.softmax_temperature, s.epsilon / len(offers))
     return EpsilonGreedy(list(offers), model, epsilon=s.epsilon)

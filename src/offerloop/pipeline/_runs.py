@@ -21,7 +21,7 @@ from typing import Any
 from offerloop._clock import format_ts
 from offerloop._errors import Conflict
 from offerloop._system import Offerloop
-from offerloop.backends import RunLog
+from offerloop.backends import DecisionRecord, RunLog
 from offerloop.events import attribute
 from offerloop.features import OfferHistory
 from offerloop.monitoring._drift import drift_report
@@ -161,7 +161,9 @@ def run_pipeline(
         return doc
 
 
-DRIFT_MIN_ROWS = 200  # live decisions needed before feature drift or a revenue drop counts
+DRIFT_MIN_ROWS = 200  # decisions needed on each side before drift or a revenue drop counts
+DRIFT_MAX_ROWS = 20000  # a day's decisions read for the drift check, at most
+DAY = 86400.0
 
 
 def _due(system: Offerloop, campaign: str, now: float) -> tuple[bool, str]:
@@ -204,14 +206,20 @@ def _due(system: Offerloop, campaign: str, now: float) -> tuple[bool, str]:
     )
 
 
+def _last_day(system: Offerloop, campaign: str, end: float) -> list[DecisionRecord]:
+    """The decisions of the newest day of traffic before ``end`` (at most the newest
+    ``DRIFT_MAX_ROWS``)."""
+    rows = system.backend.decisions(campaign, 0.0, end, newest=DRIFT_MAX_ROWS)
+    return [d for d in rows if d.ts > rows[-1].ts - DAY] if rows else []
+
+
 def _world_moved(system: Offerloop, campaign: str, then: float, now: float) -> str:
-    """Why the traffic since the last training (at ``then``) no longer looks like what it
-    was trained on ("" when it does, or too few decisions tell)."""
-    recent = system.backend.decisions(campaign, then, now + 1e-6)
-    if len(recent) < DRIFT_MIN_ROWS:
-        return ""
-    older = system.backend.decisions(campaign, 0.0, then, newest=max(len(recent), 2000))
-    if len(older) < DRIFT_MIN_ROWS:
+    """Why the newest day of traffic no longer looks like the last day the last training
+    (at ``then``) saw: "" when it does, or too few decisions tell. Whole days on both
+    sides, so the hours of the day (players in other time zones, evenings) are no drift."""
+    recent = _last_day(system, campaign, now + 1e-6)
+    older = _last_day(system, campaign, then)
+    if min(len(recent), len(older)) < DRIFT_MIN_ROWS:
         return ""
     # the player's offer history is written by offerloop's own decisions: it moves with the
     # policy, not with the world, so it does not call for retraining
@@ -227,12 +235,12 @@ def _world_moved(system: Offerloop, campaign: str, then: float, now: float) -> s
         worst = max(alerts, key=lambda f: f["psi"])
         return (
             f"feature drift since the last training: {worst['feature']} PSI "
-            f"{worst['psi']:.2f} (alert at 0.25) over {len(recent)} decisions"
+            f"{worst['psi']:.2f} (alert at 0.25), the last day against the day before it"
         )
-    end = now - system.window_seconds
-    live = [d for d in recent if d.ts < end and not d.fallback]
-    past = [d for d in older if not d.fallback]
-    if len(live) < DRIFT_MIN_ROWS or len(past) < DRIFT_MIN_ROWS:
+    window = system.window_seconds
+    live = [d for d in recent if d.ts < now - window and not d.fallback and d.ts >= then]
+    past = [d for d in older if d.ts < then - window and not d.fallback]
+    if min(len(live), len(past)) < DRIFT_MIN_ROWS:
         return ""
     rewards = attribute(system.backend, [*live, *past], system.attribution, now)
     worse, summary = revenue_worse(

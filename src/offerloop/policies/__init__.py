@@ -2,6 +2,7 @@
 
 from offerloop.policies._artifact import REWARD_MODELS, dump_policy, load_policy, sha256
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
+from offerloop.policies._calibration import CalibratedThompson
 from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
@@ -11,6 +12,7 @@ from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 __all__ = [
     "REWARD_MODELS",
     "BucketBeta",
+    "CalibratedThompson",
     "EpsilonGreedy",
     "FeatureRow",
     "FixedPolicy",

@@ -11,6 +11,7 @@ from typing import Any
 
 from offerloop._errors import ArtifactCorrupt
 from offerloop.policies._base import Policy, RewardModel
+from offerloop.policies._calibration import CalibratedThompson
 from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
@@ -30,6 +31,7 @@ _WRAPPERS: dict[str, type[EpsilonGreedy]] = {
     Softmax.kind: Softmax,
     InverseGap.kind: InverseGap,
     ThompsonSampling.kind: ThompsonSampling,
+    CalibratedThompson.kind: CalibratedThompson,
 }
 REWARD_MODELS: dict[str, type[RewardModel]] = {
     LinearRevenue.kind: LinearRevenue,

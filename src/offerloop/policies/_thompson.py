@@ -40,7 +40,42 @@ from offerloop.policies._base import (
 )
 from offerloop.policies._explore import EpsilonGreedy
 
-__all__ = ["BucketBeta", "ThompsonSampling"]
+__all__ = ["BucketBeta", "Buckets", "ThompsonSampling"]
+
+
+class Buckets:
+    """Players in buckets by a few of their features: ``[[name, cut points], ...]`` (a
+    numeric feature with cut points ``c1 < c2 < ...`` falls in bucket ``i`` where
+    ``c_i < x <= c_(i+1)``; one without cut points buckets by its value). ``encoder_spec``
+    names the features and their defaults (a missing feature takes its default)."""
+
+    def __init__(
+        self, buckets: Sequence[Sequence[Any]], encoder_spec: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.buckets: list[Bucket] = [(str(b[0]), tuple(float(c) for c in b[1])) for b in buckets]
+        if not self.buckets:
+            raise ValueError("name at least one feature to bucket players by")
+        known = {str(s["name"]): s for s in encoder_spec}
+        missing = [n for n, _ in self.buckets if n not in known]
+        if missing:
+            raise ValueError(f"bucket features not among the features: {missing}")
+        self._defaults = {n: known[n]["default"] for n, _ in self.buckets}
+
+    def spec(self) -> list[list[Any]]:
+        return [[n, list(c)] for n, c in self.buckets]
+
+    def key(self, row: FeatureRow) -> str:
+        """The bucket of a feature row."""
+        parts = []
+        for name, cuts in self.buckets:
+            x = row.get(name)
+            if x is None:
+                x = self._defaults[name]
+            if cuts:
+                parts.append(str(int(np.searchsorted(cuts, float(x), side="left"))))
+            else:
+                parts.append(str(x))
+        return "|".join(parts)
 
 
 class BucketBeta(RewardModel):
@@ -60,14 +95,8 @@ class BucketBeta(RewardModel):
         super().__init__(offers)
         self.prices = _prices(prices, self.offers)
         self.encoder = _encoder(encoder)
-        self.buckets: list[Bucket] = [(str(b[0]), tuple(float(c) for c in b[1])) for b in buckets]
-        if not self.buckets:
-            raise ValueError("BucketBeta needs at least one feature to bucket players by")
-        known = {str(s["name"]): s for s in self.encoder.spec()}
-        missing = [n for n, _ in self.buckets if n not in known]
-        if missing:
-            raise ValueError(f"bucket features not among the features: {missing}")
-        self._defaults = {n: known[n]["default"] for n, _ in self.buckets}
+        self._buckets = Buckets(buckets, self.encoder.spec())
+        self.buckets = self._buckets.buckets
         self.prior = (float(prior[0]), float(prior[1]))
         if min(self.prior) <= 0:
             raise ValueError("prior pseudo-counts must be > 0")
@@ -86,16 +115,7 @@ class BucketBeta(RewardModel):
 
     def bucket_of(self, row: FeatureRow) -> str:
         """The bucket key of a feature row (missing features take their default)."""
-        parts = []
-        for name, cuts in self.buckets:
-            x = row.get(name)
-            if x is None:
-                x = self._defaults[name]
-            if cuts:
-                parts.append(str(int(np.searchsorted(cuts, float(x), side="left"))))
-            else:
-                parts.append(str(x))
-        return "|".join(parts)
+        return self._buckets.key(row)
 
     def fit(self, data: LoggedData) -> Self:
         index = {o: i for i, o in enumerate(self.offers)}

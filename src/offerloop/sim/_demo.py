@@ -40,6 +40,11 @@ DEMO_SETTINGS: dict[str, Any] = {
     "day_one": "thompson",
     "day_one_explore": 0.2,
     "handover": "release",
+    # cadence by evidence: a run retrains once the final decisions grew by 10 %, the last
+    # training is a day old, or features drift or revenue falls (every run early on, about
+    # one in three late); each run still judges what is live
+    "retrain_min_growth": 0.1,
+    "retrain_max_age_hours": 24.0,
 }
 
 
