@@ -40,11 +40,8 @@ DEMO_SETTINGS: dict[str, Any] = {
     "day_one": "thompson",
     "day_one_explore": 0.2,
     "handover": "release",
-    # cadence by evidence: a run retrains once the final decisions grew by 10 %, the last
-    # training is a day old, or features drift or revenue falls (every run early on, about
-    # one in three late); each run still judges what is live
-    "retrain_min_growth": 0.1,
-    "retrain_max_age_hours": 24.0,
+    # every run retrains (retrain_min_growth 0): the cadence by evidence saved 30 % of the
+    # demo's time but locked seed 7 in at 0.52 of the oracle (docs/architecture.md)
 }
 
 
