@@ -86,18 +86,6 @@ class CalibratedThompson(EpsilonGreedy):
             "prior": self.prior,
         }
 
-    def clone(self) -> Self:
-        model = type(self.model)(**self.model.get_params())
-        return type(self)(
-            self.offers,
-            model,
-            self.buckets.spec(),
-            self.prices,
-            self.floor,
-            self.draws,
-            self.prior,
-        )
-
     def fit(self, data: LoggedData) -> Self:
         self.model.fit(data)
         index = {o: i for i, o in enumerate(self.offers)}

@@ -34,8 +34,9 @@ class EpsilonGreedy(Policy):
         return {"offers": list(self.offers), "model": self.model, "epsilon": self.epsilon}
 
     def clone(self) -> Self:
+        """Unfitted, with the same parameters and a fresh reward model of the same kind."""
         model = type(self.model)(**self.model.get_params())
-        return type(self)(offers=self.offers, model=model, epsilon=self.epsilon)
+        return type(self)(**{**self.get_params(), "model": model})
 
     def fit(self, data: LoggedData) -> Self:
         self.model.fit(data)
@@ -98,10 +99,6 @@ class Softmax(EpsilonGreedy):
             "floor": self.floor,
         }
 
-    def clone(self) -> Self:
-        model = type(self.model)(**self.model.get_params())
-        return type(self)(self.offers, model, self.temperature, self.floor)
-
     def act_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
         scores = self.model.predict_batch(rows) / self.temperature
         z = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -157,6 +154,7 @@ class InverseGap(EpsilonGreedy):
         }
 
     def clone(self) -> Self:
+        """Unfitted: ``gamma`` is set by :meth:`fit`, so it is not copied."""
         model = type(self.model)(**self.model.get_params())
         return type(self)(self.offers, model, self.gamma_scale, self.floor)
 

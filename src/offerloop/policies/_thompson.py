@@ -226,10 +226,6 @@ class ThompsonSampling(EpsilonGreedy):
             "draws": self.draws,
         }
 
-    def clone(self) -> Self:
-        model = type(self.model)(**self.model.get_params())
-        return type(self)(self.offers, model, self.floor, self.draws)
-
     def fit(self, data: LoggedData) -> Self:
         self.model.fit(data)
         self._prepare()
