@@ -143,10 +143,26 @@ class RewardModel:
         is how the pipeline chooses among fits of one learner (its recency, say)."""
         if not len(data):
             return 0.0
+        _, pred = self.shown(data)
+        return float(np.mean((pred - np.asarray(data.rewards, dtype=np.float64)) ** 2))
+
+    def shown(self, data: LoggedData) -> tuple[NDArray[np.int64], Floats]:
+        """Each row's shown offer (its index) and the model's prediction for it."""
         index = {o: i for i, o in enumerate(self.offers)}
         a = np.array([index[o] for o in data.offers], dtype=np.int64)
-        pred = self.predict_batch(data.features)[np.arange(len(a)), a]
-        return float(np.mean((pred - np.asarray(data.rewards, dtype=np.float64)) ** 2))
+        if not len(a):
+            return a, np.zeros(0)
+        pred: Floats = self.predict_batch(data.features)[np.arange(len(a)), a]
+        return a, pred
+
+    def purchase_loss(self, data: LoggedData, prices: Sequence[float]) -> float:
+        """Log loss of the purchase probability (predicted revenue / price) of each row's
+        shown offer, for models of purchases at a price."""
+        if not len(data):
+            return 0.0
+        a, pred = self.shown(data)
+        p = pred / np.asarray(prices, dtype=np.float64)[a]
+        return log_loss(p, (np.asarray(data.rewards) > 0).astype(np.float64))
 
     def reward_variance(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64] | None:
         """Conditional variance of each offer's reward, if the model knows it (else None)."""

@@ -88,11 +88,9 @@ class CalibratedThompson(EpsilonGreedy):
 
     def fit(self, data: LoggedData) -> Self:
         self.model.fit(data)
-        index = {o: i for i, o in enumerate(self.offers)}
-        a = np.array([index[o] for o in data.offers], dtype=np.int64)
+        a, predicted = self.model.shown(data)
         prices = np.asarray(self.prices)
-        predicted = self.model.predict_batch(data.features) if len(data) else np.zeros((0, 1))
-        expected = predicted[np.arange(len(a)), a] / prices[a] if len(a) else np.zeros(0)
+        expected = predicted / prices[a]
         bought = np.asarray(data.rewards, dtype=np.float64) / prices[a]
         k = len(self.offers)
         seen: dict[str, tuple[Floats, Floats]] = {}

@@ -35,7 +35,6 @@ from offerloop.policies._base import (
     _encoder,
     _message,
     _prices,
-    log_loss,
     recency_weights,
 )
 from offerloop.policies._compiled import CompiledTrees, compile_booster
@@ -229,12 +228,7 @@ class GBTPurchase(_GBT):
 
     def loss(self, data: LoggedData) -> float:
         """Log loss of the purchase probability of each row's shown offer."""
-        if not len(data):
-            return 0.0
-        index = {o: i for i, o in enumerate(self.offers)}
-        a = np.array([index[o] for o in data.offers], dtype=np.int64)
-        p = self._raw(data.features)[np.arange(len(a)), a]
-        return log_loss(p, (np.asarray(data.rewards) > 0).astype(np.float64))
+        return self.purchase_loss(data, self.prices)
 
     def reward_variance(self, rows: Sequence[FeatureRow]) -> Matrix | None:
         """Revenue is price × Bernoulli(p): variance price² p (1 − p)."""

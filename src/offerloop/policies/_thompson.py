@@ -35,7 +35,6 @@ from offerloop.policies._base import (
     RewardModel,
     _encoder,
     _prices,
-    log_loss,
     recency_weights,
 )
 from offerloop.policies._explore import EpsilonGreedy
@@ -164,12 +163,7 @@ class BucketBeta(RewardModel):
 
     def loss(self, data: LoggedData) -> float:
         """Log loss of the posterior mean purchase probability of each row's shown offer."""
-        if not len(data):
-            return 0.0
-        index = {o: i for i, o in enumerate(self.offers)}
-        a = np.array([index[o] for o in data.offers], dtype=np.int64)
-        p = self.predict_batch(data.features)[np.arange(len(a)), a] / np.asarray(self.prices)[a]
-        return log_loss(p, (np.asarray(data.rewards) > 0).astype(np.float64))
+        return self.purchase_loss(data, self.prices)
 
     def state(self) -> dict[str, Any]:
         return {
