@@ -340,6 +340,11 @@ def retrain(
         system.registry.get(state.released).lineage.get("learner") if state.released else None
     )
     family = learner_parts(str(released_learner))[0] if released_learner else None
+
+    def worse(uplift: Estimate) -> bool:
+        """The newest rows say it earns less than the release (not on thin evidence)."""
+        return uplift.usable and uplift.upper_bound(s.gate_confidence) < 0
+
     kin = [
         i
         for i, cand in enumerate(candidates)
@@ -347,7 +352,7 @@ def retrain(
         and learner_parts(cand.learner)[0] == family
         and not cand.problems
         and cand.uplift is not None
-        and not (cand.uplift.usable and cand.uplift.upper_bound(s.gate_confidence) < 0)
+        and not worse(cand.uplift)
     ]
     fresh = min(
         kin,
@@ -384,12 +389,7 @@ def retrain(
         # the first learned model (the release is random or rules) reaches a small canary
         # even on thin evidence: the canary's guards judge it on players from then on
         first = released_learner is None and positive_but_thin
-        if (
-            released_learner is None
-            and s.handover == "release"
-            and not action
-            and (diff is None or not (diff.usable and diff.upper_bound(s.gate_confidence) < 0))
-        ):
+        if takeover and not action and not (diff is not None and worse(diff)):
             # the release is the day-one policy: the first learned model takes over at once
             # unless the newest rows say it is worse; the fresh-release watch guards it
             why = f"first learned model replaces the day-one policy: {reason}"
