@@ -377,7 +377,13 @@ def retrain(
         action, deployed = "released", served
         notes.append(f"{served} released ({why})")
     positive_but_thin = thin and diff is not None and diff.value > 0
-    takeover = released_learner is None and s.handover == "release"
+    # the release is the day-one policy: the first learned model takes over at once unless
+    # the newest rows say it is worse
+    takeover = (
+        released_learner is None
+        and s.handover == "release"
+        and not (diff is not None and worse(diff))
+    )
     if (
         best != fresh
         and best not in kin
@@ -389,9 +395,7 @@ def retrain(
         # the first learned model (the release is random or rules) reaches a small canary
         # even on thin evidence: the canary's guards judge it on players from then on
         first = released_learner is None and positive_but_thin
-        if takeover and not action and not (diff is not None and worse(diff)):
-            # the release is the day-one policy: the first learned model takes over at once
-            # unless the newest rows say it is worse; the fresh-release watch guards it
+        if takeover and not action:  # the fresh-release watch guards it
             why = f"first learned model replaces the day-one policy: {reason}"
             system.release(served, actor=actor, reason=why)
             notes.append(f"{served} released: first learned model replaces the day-one policy")
