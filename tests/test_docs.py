@@ -63,7 +63,7 @@ def test_every_metric_is_documented(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from offerloop import Offerloop, load_settings
-    from offerloop.monitoring import Metrics
+    from offerloop.monitoring import Metrics, Monitor
 
     doc = (ROOT / "docs" / "monitoring.md").read_text()
     documented = set(re.findall(r"^\| `(offerloop_\w+)` \|", doc, flags=re.M))
@@ -76,8 +76,9 @@ def test_every_metric_is_documented(tmp_path: Path) -> None:
         system.bootstrap()
         for i in range(3):
             system.decide(f"p{i}")
-        system.monitor.refresh_gauges()
-        text = system.metrics.render().decode()
+        with Monitor(system) as monitor:
+            monitor.refresh_gauges()
+            text = system.metrics.render().decode()
     finally:
         system.close()
     for family in text_string_to_metric_families(text):

@@ -13,6 +13,7 @@ from typing import Any
 
 from offerloop._clock import Clock, clock_of, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
+from offerloop._metrics import Metrics
 from offerloop._periodic import Periodic
 from offerloop._settings import Settings, parse_buckets
 from offerloop._version import __version__
@@ -26,6 +27,7 @@ from offerloop.backends import (
 )
 from offerloop.backends._journal import DecisionJournal, EventJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
+from offerloop.decisions import Decider, Decision, WorkerSink
 from offerloop.events import (
     ATTRIBUTED,
     AttributionRules,
@@ -53,10 +55,8 @@ from offerloop.features._batch_source import BatchSources
 from offerloop.features._follow import LogFollower
 from offerloop.features._redis import RedisOnlineStore
 from offerloop.features._sql_source import SqlSources
-from offerloop.monitoring import Metrics, Monitor
 from offerloop.policies import BucketBeta, RandomPolicy, RulesPolicy, ThompsonSampling
 from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
-from offerloop.serving._decide import Decider, Decision
 
 __all__ = ["Offerloop"]
 
@@ -104,8 +104,6 @@ class Offerloop:
         self._offer_outcomes = OFFER_OUTCOME in {
             f.event for f in self.features.of_kind(Aggregate, SinceLast)
         }
-        self.monitor = Monitor(self)
-        self.metrics.registry.register(self.monitor.collector())
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(self.backend, self.registry, self.clock)
         self._redis: RedisOnlineStore | None = None
@@ -156,8 +154,6 @@ class Offerloop:
         seed = None if settings.decision_seed < 0 else settings.decision_seed
         sink = None
         if settings.shadow_scoring == "process":
-            from offerloop.serving._shadow_worker import WorkerSink
-
             sink = WorkerSink(settings, self.metrics, seed)
         self.decider = Decider(
             self.backend,
@@ -303,7 +299,6 @@ class Offerloop:
         for task in self._background:
             task.stop()
         self._background = []
-        self.monitor.close()
         self.decider.shadows.close()
         self.journal.close()
         self.event_journal.close()

@@ -62,7 +62,8 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     assert drift["reference"]["basis"] == f"training window of {learned}"
     assert {f["feature"] for f in drift["features"]} == set(system.features.names)
     assert drift["live_rows"] == 400
-    system.monitor.refresh_gauges()  # what the background refresh started by a scrape does
+    # what the background refresh started by a scrape does
+    client.app.state.monitor.refresh_gauges()
     live = client.get("/metrics").text  # drift gauges: the last day's traffic vs training
     assert "offerloop_feature_drift_psi{" in live
     assert "offerloop_drift_alert_level{" in live
@@ -76,7 +77,7 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     assert cal[learned]["decisions"] == 400
     assert cal[learned]["predicted_per_decision"] > 0
     assert len(cal[learned]["bins"]) == 5
-    system.monitor.refresh_gauges()
+    client.app.state.monitor.refresh_gauges()
     metrics = client.get("/metrics").text
     assert _sample(metrics, "offerloop_exploration_decisions_total") > 0
     assert _sample(metrics, "offerloop_feature_freshness_seconds_count") > 0
@@ -123,7 +124,7 @@ def test_dashboard_html_and_report(
     assert page.text.count('class="point"') == len(
         client.get("/v1/monitoring/revenue").json()["series"]
     )
-    path = write_report(system.monitor, tmp_path / "r" / "report.html")
+    path = write_report(client.app.state.monitor, tmp_path / "r" / "report.html")
     text = path.read_text()
     assert "http-equiv" not in text  # static
     assert 'id="revenue-chart"' in text

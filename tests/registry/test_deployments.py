@@ -119,7 +119,7 @@ def test_a_running_service_follows_another_process_within_a_second(
 
 
 def test_canary_serves_a_stable_share_of_players(system: Offerloop) -> None:
-    from offerloop.serving import canary_bucket
+    from offerloop.decisions import canary_bucket
 
     random_v, (rules_v,) = _state(system)
     system.canary(rules_v, 0.2, actor="t")

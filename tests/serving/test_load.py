@@ -106,15 +106,16 @@ def test_a_slow_dashboard_never_holds_up_decisions(system: Offerloop) -> None:
     slow pool, and while it is busy decisions are answered and further dashboards shed."""
     gate = threading.Event()
     started = threading.Event()
-    real = system.monitor.drift
+    app = create_app(system)
+    real = app.state.monitor.drift
 
     def stuck(*args: object, **kwargs: object) -> object:
         started.set()
         gate.wait(120)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    system.monitor.drift = stuck  # type: ignore[method-assign]
-    with TestClient(create_app(system)) as client:
+    app.state.monitor.drift = stuck
+    with TestClient(app) as client:
         results: list[int] = []
         t = threading.Thread(
             target=lambda: results.append(client.get("/v1/monitoring/drift").status_code)

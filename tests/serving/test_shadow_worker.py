@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from offerloop import load_settings
+from offerloop.decisions._shadow_worker import WorkerSink
 from offerloop.monitoring import Metrics
-from offerloop.serving._shadow_worker import WorkerSink
 from offerloop.testing import FaultProxy
 from tests.conftest import PG_URL, unique_name
 
@@ -28,7 +28,7 @@ _PARENT = textwrap.dedent(
     import json, sys
     from offerloop import load_settings
     from offerloop.monitoring import Metrics
-    from offerloop.serving._shadow_worker import WorkerSink
+    from offerloop.decisions._shadow_worker import WorkerSink
 
     class Item:
         decision_id, shown, shadows = "d1", 0, [("rules-2", None)]

@@ -313,7 +313,7 @@ def report(
 ) -> None:
     """Write the dashboard's views as one static HTML file (no server, no internet)."""
     from offerloop._clock import ManualClock
-    from offerloop.monitoring import write_report
+    from offerloop.monitoring import Monitor, write_report
 
     clock = None
     if at is not None:
@@ -324,7 +324,8 @@ def report(
     system = Offerloop(_settings(data_dir, config), clock)
     try:
         system.bootstrap(actor="cli")
-        path = write_report(system.monitor, out_path, campaign)
+        with Monitor(system) as monitor:
+            path = write_report(monitor, out_path, campaign)
     finally:
         system.close()
     out.print(f"report written to {path}", highlight=False)

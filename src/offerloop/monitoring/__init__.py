@@ -1,6 +1,7 @@
 """Monitoring: Prometheus metrics from day one; business metrics with delayed labels, drift
 and data quality, and the dashboard and report that show them."""
 
+from offerloop._metrics import LATENCY_BUCKETS, Metrics
 from offerloop.monitoring._business import (
     calibration,
     conversion_by_offer,
@@ -10,7 +11,6 @@ from offerloop.monitoring._business import (
 )
 from offerloop.monitoring._dashboard import render_dashboard, write_report
 from offerloop.monitoring._drift import drift_report, js_divergence, psi, state_of
-from offerloop.monitoring._metrics import LATENCY_BUCKETS, Metrics
 from offerloop.monitoring._monitor import Monitor, histogram_quantiles
 
 __all__ = [

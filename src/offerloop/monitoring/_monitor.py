@@ -6,6 +6,7 @@ them from here, so they always agree.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -76,10 +77,18 @@ def histogram_quantiles(
 
 
 class Monitor:
+    """The monitoring numbers of one running offerloop, cached for a minute per question.
+
+    Built above the façade by whoever shows them (the HTTP app, the demo, ``offerloop
+    report``); while open, its drift and revenue gauges are part of the system's Prometheus
+    registry. ``close`` takes them out again."""
+
     def __init__(self, system: Offerloop) -> None:
         self.system = system
         self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._gauges = _Gauges(self)
+        system.metrics.registry.register(self._gauges)
 
     # -- helpers -------------------------------------------------------------------------
     def _range(
@@ -277,13 +286,17 @@ class Monitor:
         }
 
     # -- Prometheus ----------------------------------------------------------------------
-    def collector(self) -> Collector:
-        self._gauges = _Gauges(self)
-        return self._gauges
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        if getattr(self, "_gauges", None) is not None:
-            self._gauges.close()
+        """Stop refreshing the gauges and take them out of the Prometheus registry."""
+        self._gauges.close()
+        with contextlib.suppress(KeyError):  # closed twice
+            self.system.metrics.registry.unregister(self._gauges)
 
     def refresh_gauges(self) -> None:
         """Compute the drift and revenue gauges now (a scrape only starts a refresh)."""

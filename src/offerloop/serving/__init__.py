@@ -1,22 +1,8 @@
-"""Serving: the decision path and the HTTP API."""
+"""Serving: the HTTP API over one offerloop (FastAPI app, admin and monitoring routes, error
+translation, server) and an in-process client for it. The decision path itself lives in
+``offerloop.decisions``."""
 
 from offerloop.serving._app import MAX_BODY_BYTES, create_app
-from offerloop.serving._decide import (
-    Decider,
-    Decision,
-    FeatureSource,
-    canary_bucket,
-    new_decision_id,
-)
 from offerloop.serving._inprocess import InProcessClient
 
-__all__ = [
-    "MAX_BODY_BYTES",
-    "Decider",
-    "Decision",
-    "FeatureSource",
-    "InProcessClient",
-    "canary_bucket",
-    "create_app",
-    "new_decision_id",
-]
+__all__ = ["MAX_BODY_BYTES", "InProcessClient", "create_app"]

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from offerloop.serving._decide import Decision
+    from offerloop.decisions._decide import Decision
 
 _ID = r"^\S(.*\S)?$"
 ContextValue = SafeScalar

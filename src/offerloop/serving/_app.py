@@ -18,9 +18,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offerloop._clock import format_ts
+from offerloop._metrics import Metrics
 from offerloop._version import __version__
 from offerloop.events import EventBatch
-from offerloop.monitoring import Metrics
+from offerloop.monitoring import Monitor
 from offerloop.serving._admin import PipelineRunner, admin_router
 from offerloop.serving._api import (
     DecideIn,
@@ -114,6 +115,9 @@ def create_app(
         responses=_ERRORS,
         on_shutdown=[pools.close],
     )
+    # the numbers behind the dashboard and the Prometheus gauges, for this app's lifetime
+    monitor = Monitor(system)
+    app.router.on_shutdown.append(monitor.close)
     app.router.route_class = StrictJSONRoute
     install_error_handlers(app, system.metrics)
     app.add_middleware(_Observe, metrics=system.metrics)
@@ -134,6 +138,7 @@ def create_app(
     )
     app.state.system = system
     app.state.pools = pools
+    app.state.monitor = monitor
 
     @app.post("/v1/events", response_model=IngestOut, tags=["events"])
     async def post_events(batch: EventBatch) -> IngestOut:
@@ -236,7 +241,7 @@ def create_app(
         return await pools.run("read", model_out, version)
 
     app.include_router(admin_router(system, pools, pipeline))
-    app.include_router(monitoring_router(system, pools))
+    app.include_router(monitoring_router(monitor, pools))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from offerloop.monitoring import Metrics
+from offerloop._metrics import Metrics
 
 __all__ = ["HeaderDeadline", "set_header_timeout"]
 

@@ -23,7 +23,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offerloop.monitoring import Metrics
+from offerloop._metrics import Metrics
 from offerloop.serving._errors import error_body
 from offerloop.serving._pools import LoopLag
 

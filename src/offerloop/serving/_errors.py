@@ -25,7 +25,7 @@ from offerloop._errors import (
     Problem,
     Unauthenticated,
 )
-from offerloop.monitoring import Metrics
+from offerloop._metrics import Metrics
 
 __all__ = ["STATUS", "error_answer", "error_body", "install_error_handlers", "location"]
 

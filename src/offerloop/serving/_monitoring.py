@@ -21,7 +21,7 @@ from offerloop.serving._pools import WorkPools
 from offerloop.serving._routing import StrictJSONRoute
 
 if TYPE_CHECKING:
-    from offerloop._system import Offerloop
+    from offerloop.monitoring import Monitor
 
 __all__ = ["monitoring_router"]
 
@@ -56,8 +56,7 @@ def _bucket(value: str) -> float:
     return float(seconds)
 
 
-def monitoring_router(system: Offerloop, pools: WorkPools) -> APIRouter:
-    m = system.monitor
+def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
     router = APIRouter(tags=["monitoring"], route_class=StrictJSONRoute)
     slow = pools.run
     prefix = "/v1/monitoring"

@@ -37,8 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from offerloop._errors import BackendUnavailable, Overloaded
+from offerloop._metrics import Metrics
 from offerloop.backends._guard import deadline
-from offerloop.monitoring import Metrics
 
 __all__ = ["POOLS", "LoopLag", "WorkPools"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from offerloop.monitoring import Metrics
+from offerloop._metrics import Metrics
 from offerloop.serving._deadline import HeaderDeadline, set_header_timeout
 
 __all__ = ["TimedH11", "server_config", "set_header_timeout"]

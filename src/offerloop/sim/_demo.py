@@ -12,7 +12,7 @@ from offerloop._clock import ManualClock, format_ts, parse_rfc3339
 from offerloop._errors import BackendUnavailable, Conflict
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
-from offerloop.monitoring import write_report
+from offerloop.monitoring import Monitor, write_report
 from offerloop.pipeline import run_pipeline
 from offerloop.policies import FixedPolicy
 from offerloop.serving import InProcessClient, create_app
@@ -156,7 +156,8 @@ def run_demo(
                 if on_day:
                     on_day(stats)
         if config.report:
-            write_report(system.monitor, data / config.report)
+            with Monitor(system) as monitor:
+                write_report(monitor, data / config.report)
     finally:
         system.close()
     return days

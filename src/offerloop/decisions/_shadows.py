@@ -10,7 +10,7 @@ decision.
 Two places to score (setting ``shadow_scoring``):
 
 * ``thread``: a thread of this process scores with the policies it already holds;
-* ``process``: a child process (``serving._shadow_worker``) loads the shadow versions from
+* ``process``: a child process (``decisions._shadow_worker``) loads the shadow versions from
   the registry itself and reads the decisions' feature rows from the database; this process
   only sends decision ids and version names. Python runs one thread at a time, so scoring
   in a thread of the serving process delays the decisions answered meanwhile (measured: p99
@@ -29,8 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from offerloop._errors import BackendUnavailable
+from offerloop._metrics import Metrics
 from offerloop.backends import DecisionLog, ShadowChoice
-from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
 
 __all__ = ["ShadowScorer", "ShadowSink", "score_shadows"]
@@ -50,7 +50,7 @@ class _Item:
 
 class ShadowSink(Protocol):
     """Where the scoring of a batch happens: :class:`ShadowScorer` in-thread, or a worker
-    process (``serving._shadow_worker.WorkerSink``)."""
+    process (``decisions._shadow_worker.WorkerSink``)."""
 
     def score(self, items: Sequence[_Item]) -> int: ...
 

@@ -27,9 +27,9 @@ from typing import IO, Any
 import numpy as np
 
 from offerloop._errors import BackendUnavailable
+from offerloop._metrics import Metrics
 from offerloop._settings import Settings
 from offerloop.backends import Backend
-from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
 from offerloop.registry import Registry
 
@@ -40,7 +40,7 @@ _REPLY_TIMEOUT = 120.0  # seconds: the first batch waits for the child to import
 
 class WorkerSink:
     """The serving side: owns the child process (``python -m
-    offerloop.serving._shadow_worker``, so it never re-runs the parent's main module) and
+    offerloop.decisions._shadow_worker``, so it never re-runs the parent's main module) and
     talks to it in length-prefixed JSON frames over its stdin and stdout."""
 
     def __init__(self, settings: Settings, metrics: Metrics, seed: int | None) -> None:
@@ -56,7 +56,7 @@ class WorkerSink:
         self._kill()
         env = {**os.environ, "OFFERLOOP_SHADOW_WORKER_SEED": json.dumps(self._seed)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "offerloop.serving._shadow_worker"],
+            [sys.executable, "-m", "offerloop.decisions._shadow_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -207,7 +207,7 @@ class _Worker:
         return self.policies[version]
 
     def score(self, batch: list[list[Any]]) -> dict[str, Any]:
-        from offerloop.serving._shadows import score_shadows
+        from offerloop.decisions._shadows import score_shadows
 
         errors: dict[str, int] = {}
         database_errors = 0

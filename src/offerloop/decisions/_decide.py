@@ -1,5 +1,5 @@
 """The decision path: features → serving policy (draw an offer) → durable log → answer; the
-shadows score the same row afterwards (``serving._shadows``)."""
+shadows score the same row afterwards (``decisions._shadows``)."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ import numpy as np
 
 from offerloop._clock import Clock
 from offerloop._errors import BackendUnavailable, Conflict, NotFound
+from offerloop._metrics import Metrics
 from offerloop.backends import Backend, DecisionRecord
 from offerloop.backends._journal import DecisionJournal
 from offerloop.campaigns import Campaign, Offer
+from offerloop.decisions._shadows import ShadowScorer, ShadowSink
 from offerloop.events import decision_token
 from offerloop.features import FeatureValue
-from offerloop.monitoring import Metrics
 from offerloop.policies import Policy
 from offerloop.policies._compiled import Unsupported
 from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
-from offerloop.serving._shadows import ShadowScorer, ShadowSink
 
 __all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
@@ -346,7 +346,7 @@ class Decider:
             price=float(offer.price),
         )
         self._log(record)
-        # shadows are scored after the answer, in batches (serving._shadows)
+        # shadows are scored after the answer, in batches (decisions._shadows)
         self.shadows.submit(
             record.decision_id, campaign.id, row, idx, campaign.offer_ids, live.shadows
         )
