@@ -9,6 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))  # bench.* imports
 BENCHES = [
+    "cli_start.py",
     "sim_ratios.py",
     "decide_latency.py",
     "features_bench.py",

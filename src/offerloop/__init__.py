@@ -1,4 +1,10 @@
-"""offerloop: the promotion that earns the most from each player, delivered continuously."""
+"""offerloop: the promotion that earns the most from each player, delivered continuously.
+
+``import offerloop`` stays light (no numpy, FastAPI, Redis or LightGBM): :class:`Offerloop`,
+which wires all of it, is imported on first use of the name.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from offerloop._clock import Clock, ManualClock, SystemClock, format_ts, parse_rfc3339
 from offerloop._errors import (
@@ -16,8 +22,10 @@ from offerloop._errors import (
     Unauthenticated,
 )
 from offerloop._settings import Settings, load_settings
-from offerloop._system import Offerloop
 from offerloop._version import __version__
+
+if TYPE_CHECKING:
+    from offerloop._system import Offerloop
 
 __all__ = [
     "ArtifactCorrupt",
@@ -42,3 +50,11 @@ __all__ = [
     "load_settings",
     "parse_rfc3339",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Offerloop":
+        from offerloop._system import Offerloop
+
+        return Offerloop
+    raise AttributeError(f"module 'offerloop' has no attribute {name!r}")

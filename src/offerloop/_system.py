@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offerloop._clock import Clock, clock_of, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
@@ -53,10 +53,12 @@ from offerloop.features import (
 )
 from offerloop.features._batch_source import BatchSources
 from offerloop.features._follow import LogFollower
-from offerloop.features._redis import RedisOnlineStore
 from offerloop.features._sql_source import SqlSources
 from offerloop.policies import BucketBeta, RandomPolicy, RulesPolicy, ThompsonSampling
 from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
+
+if TYPE_CHECKING:  # redis-py is imported only when a redis_url is set
+    from offerloop.features._redis import RedisOnlineStore
 
 __all__ = ["Offerloop"]
 
@@ -108,6 +110,8 @@ class Offerloop:
         self.deployments = Deployments(self.backend, self.registry, self.clock)
         self._redis: RedisOnlineStore | None = None
         if settings.redis_url:
+            from offerloop.features._redis import RedisOnlineStore
+
             self._redis = RedisOnlineStore(
                 settings.redis_url,
                 settings.redis_prefix,

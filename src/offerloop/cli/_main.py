@@ -11,18 +11,19 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from offerloop._clock import format_ts, parse_rfc3339
 from offerloop._errors import Conflict, InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
-from offerloop._system import Offerloop
-from offerloop.training import Estimate
+
+if TYPE_CHECKING:  # imported where a command needs them: --help stays fast
+    from offerloop._system import Offerloop
+    from offerloop.training import Estimate
 
 __all__ = ["app", "main"]
 
@@ -32,6 +33,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: rich's help renderer (with markdown) alone costs ~0.1 s per command
+    rich_markup_mode=None,
 )
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
@@ -60,6 +63,8 @@ def _opened(
 ) -> Iterator[Offerloop]:
     """The data directory's offerloop, bootstrapped on first use, closed afterwards."""
     settings = _settings(data_dir, config, **overrides)
+    from offerloop._system import Offerloop
+
     system = Offerloop(settings.for_service() if service else settings)
     try:
         system.bootstrap(actor="cli")
@@ -259,6 +264,14 @@ def demo(
     ):
         table.add_column(col, justify="left" if col in ("versions live", "canary") else "right")
     rows = []
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -321,6 +334,8 @@ def report(
             clock = ManualClock(parse_rfc3339(at))
         except ValueError as exc:
             raise InvalidInput(f"--at: {exc}") from exc
+    from offerloop._system import Offerloop
+
     system = Offerloop(_settings(data_dir, config), clock)
     try:
         system.bootstrap(actor="cli")

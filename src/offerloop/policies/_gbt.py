@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import lightgbm as lgb
 import numpy as np
 from numpy.typing import NDArray
 
@@ -38,6 +37,9 @@ from offerloop.policies._base import (
     recency_weights,
 )
 from offerloop.policies._compiled import CompiledTrees, compile_booster
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 __all__ = ["GBTPurchase", "GBTRevenue"]
 
@@ -143,6 +145,8 @@ class _GBT(RewardModel):
             "num_threads": 1,
             "verbose": -1,
         }
+        import lightgbm as lgb  # imported on first use: a heavy import most commands never need
+
         ds = lgb.Dataset(x, label=self._target(data), weight=weight, free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=self.n_estimators)
         self._last = []
@@ -177,6 +181,8 @@ class _GBT(RewardModel):
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         text = state.get("booster")
+        import lightgbm as lgb
+
         self.booster = lgb.Booster(model_str=text) if text else None
         self._last = []
         self._compiled = None

@@ -19,12 +19,10 @@ forming a dense n × p matrix.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
-from scipy.sparse.linalg import lsqr
 
 from offerloop.policies._base import (
     FeatureRow,
@@ -35,6 +33,9 @@ from offerloop.policies._base import (
     _message,
     recency_weights,
 )
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 __all__ = ["LinearRevenue"]
 
@@ -74,6 +75,8 @@ class LinearRevenue(RewardModel):
         return np.hstack([np.ones((len(rows), 1)), self.encoder.matrix(rows)])
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> sparse.csr_matrix:
+        from scipy import sparse  # imported on first fit: most commands never need it
+
         n, d = x.shape
         k, nb = len(self.offers), len(self.bundles)
         cols = np.concatenate(
@@ -101,6 +104,8 @@ class LinearRevenue(RewardModel):
         weight = recency_weights(data.ts, self.half_life)
         if weight is not None:  # weighted ridge: rows and targets scaled by sqrt(weight)
             root = np.sqrt(weight)
+            from scipy import sparse
+
             phi = sparse.diags(root) @ phi
             y = y * root
         p = phi.shape[1]
@@ -108,6 +113,8 @@ class LinearRevenue(RewardModel):
             gram = (phi.T @ phi).toarray() + self.alpha * np.eye(p)
             beta = np.linalg.solve(gram, phi.T @ y)
         else:
+            from scipy.sparse.linalg import lsqr
+
             beta = lsqr(phi, y, damp=float(np.sqrt(self.alpha)), atol=1e-10, btol=1e-10)[0]
         k, d, nb = len(self.offers), x.shape[1], len(self.bundles)
         self.w = np.asarray(beta[:k], dtype=np.float64)

@@ -16,7 +16,6 @@ from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from offerloop._errors import InvalidInput
 from offerloop._settings import Settings
@@ -183,6 +182,8 @@ def gamma_interval(sizes: Floats, potential: Floats, confidence: float) -> tuple
         return 0.0, 0.0
     cp = potential[pos]
     add = _extra_event(cp)
+    from scipy import stats  # imported on first use: most commands never need it
+
     lo = 0.0 if y <= 0 or v <= 0 else float(stats.gamma.ppf(alpha / 2, y * y / v, scale=v / y))
     hi = float(
         stats.gamma.ppf(
