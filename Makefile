@@ -46,9 +46,10 @@ $(CHROMIUM):
 test: check $(CHROMIUM)
 	CHROMIUM_PATH=$(CHROMIUM) $(RUN) pytest
 
-# The developer loop: everything but the tests marked slow (real server processes, long runs).
+# The developer loop (about a minute): everything but the tests marked slow (real server
+# processes, long runs, the PostgreSQL + Redis variants), a fifth of the Hypothesis examples.
 quick: check
-	$(RUN) pytest -m "not slow" -q
+	HYPOTHESIS_PROFILE=dev $(RUN) pytest -m "not slow" -q
 
 # Load generators for bench/load_test.py and bench/soak.py, from Debian's packages.
 /usr/bin/hey /usr/bin/wrk:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import hypothesis
 import pytest
 from starlette.testclient import TestClient
 
@@ -15,6 +16,14 @@ from offerloop import ManualClock, Offerloop, Settings, load_settings, parse_rfc
 from offerloop.serving import create_app
 
 T0 = parse_rfc3339("2026-03-02T12:00:00Z")
+# the two ways to run a system; the second needs the real servers and is slow
+BACKENDS = ["embedded", pytest.param("postgres+redis", marks=pytest.mark.slow)]
+
+# Hypothesis: `make test` runs every example ("full"); the developer loop (`make quick`)
+# sets HYPOTHESIS_PROFILE=dev and runs a fifth of them (tests.helpers.examples)
+hypothesis.settings.register_profile("full", deadline=None)
+hypothesis.settings.register_profile("dev", deadline=None)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
 
 
 @pytest.fixture
@@ -31,12 +40,13 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
+@pytest.fixture(params=BACKENDS)
 def system(
     request: pytest.FixtureRequest, settings: Settings, clock: ManualClock
 ) -> Iterator[Offerloop]:
     """Every test using it runs on the embedded backend and on PostgreSQL + Redis (the real
-    servers; a schema and a key prefix of its own, removed afterwards)."""
+    servers; a schema and a key prefix of its own, removed afterwards; marked slow, so the
+    developer loop runs the embedded one only)."""
     with open_system(request.param, settings, clock) as s:
         yield s
 

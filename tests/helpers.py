@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from offerloop.backends import EventRecord
@@ -12,6 +14,12 @@ from offerloop.sim import Player, World
 from offerloop.testing import wait_healthy as wait_healthy  # the tests' name for it
 
 FEATURES = load_features()
+
+
+def examples(n: int) -> int:
+    """``n`` Hypothesis examples under `make test`; a fifth (at least 5) in the developer loop
+    (``HYPOTHESIS_PROFILE=dev``, tests/conftest.py)."""
+    return n if os.environ.get("HYPOTHESIS_PROFILE", "full") == "full" else max(5, n // 5)
 
 
 def player_row(p: Player, now: float = 0.0) -> dict[str, FeatureValue]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from offerloop import InvalidInput, parse_rfc3339
 from offerloop._schedule import Cron, Interval, parse_schedule
+from tests.helpers import examples
 
 
 def _next(expr: str, after: str) -> str:
@@ -77,7 +78,7 @@ def _field(lo: int, hi: int) -> st.SearchStrategy[str]:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     minute=_field(0, 59),
     hour=_field(0, 23),

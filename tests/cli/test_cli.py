@@ -1,30 +1,26 @@
-"""The CLI: commands change a data directory; user errors are one line and non-zero."""
+"""The CLI: commands change a data directory; user errors are one line and non-zero.
+
+Commands run in-process (``tests.cli.runner.run``); one smoke test runs the real console
+entry point as a process."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # real processes or long scenarios
+from tests.cli.runner import Result, run, run_process
 
 
-def run(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
-    env = {**base, **(env or {}), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "offerloop", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,  # an upper bound for a loaded machine, not a speed
-    )
+def test_the_entry_point_runs_as_a_process_and_fails_in_one_line(tmp_path: Path) -> None:
+    p = run_process("--help", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Usage: offerloop" in p.stdout
+    assert "retrain" in p.stdout
+    bad = run_process("release", "linear-99", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "does not exist" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_deploy_release_rollback_history(tmp_path: Path) -> None:
@@ -51,7 +47,7 @@ def test_deploy_release_rollback_history(tmp_path: Path) -> None:
     assert "rules-2" in models.stdout
 
 
-def _one_line_error(p: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+def _one_line_error(p: Result, code: int, text: str) -> None:
     assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]

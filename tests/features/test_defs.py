@@ -20,6 +20,7 @@ from offerloop.features import (
     since_last,
     sql,
 )
+from tests.helpers import examples
 
 
 def test_default_set_loads_with_about_twenty_features() -> None:
@@ -147,7 +148,7 @@ _KEYS = st.sampled_from(["country", "platform", "spend_total", "level", "local_h
         st.lists(st.dictionaries(_KEYS, _VALUES), min_size=9, max_size=30),
     )
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 def test_encoder_batches_equal_row_by_row_encoding(rows: list[dict[str, object]]) -> None:
     import numpy as np
 

@@ -23,6 +23,7 @@ from offerloop.features import (
     reference_features,
     since_last,
 )
+from tests.helpers import examples
 
 HOUR = 3600.0
 T0 = 1_770_000_000.0
@@ -108,7 +109,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and type(a) is type(b)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_streams())
 def test_online_offline_and_reference_agree(
     stream: tuple[list[EventRecord], list[tuple[str, float]]],

@@ -15,6 +15,7 @@ from offerloop.features import OnlineFeatures, load_features
 from offerloop.features._online import InMemoryOnlineStore, StateCodec
 from offerloop.features._redis import RedisOnlineStore
 from tests.conftest import REDIS_URL, unique_name
+from tests.helpers import examples
 
 pytestmark = pytest.mark.needs("redis")
 
@@ -58,7 +59,9 @@ event_lists = st.lists(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(raw=event_lists)
 def test_redis_state_reads_exactly_like_memory(store: RedisOnlineStore, raw: list) -> None:  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from offerloop import Offerloop, load_settings
 from offerloop.features import Encoder, load_features
-from tests.cli.test_cli import run
+from tests.cli.runner import run
 from tests.helpers import logged_data
 
 

@@ -17,7 +17,8 @@ from schemathesis.specs.openapi.checks import (
 
 from offerloop import ManualClock, load_settings
 from offerloop.serving import create_app
-from tests.conftest import T0, open_system
+from tests.conftest import BACKENDS, T0, open_system
+from tests.helpers import examples
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 EXAMPLES = 20  # per operation and mode: bounded, so `make test` stays quick
@@ -30,7 +31,7 @@ RANDOM_IN_THREADS = "ignore:Do not use the `random` module inside strategies"
 
 
 @pytest.mark.filterwarnings(RANDOM_IN_THREADS)
-@pytest.mark.parametrize("kind", ["embedded", "postgres+redis"])
+@pytest.mark.parametrize("kind", BACKENDS)
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path: Path, mode: str, kind: str) -> None:
     base = load_settings(env={}, data_dir=str(tmp_path), admin_token="fuzz-token", decision_seed=1)
@@ -43,7 +44,7 @@ def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path: Path, mode: str, k
 
         @given(case=strategy)
         @settings(
-            max_examples=EXAMPLES * len(ops),
+            max_examples=examples(EXAMPLES * len(ops)),
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

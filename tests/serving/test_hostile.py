@@ -18,6 +18,7 @@ from offerloop import Offerloop
 from offerloop._limits import check_id
 from offerloop.serving import create_app
 from tests.conftest import event
+from tests.helpers import examples
 
 HUGE = "1" + "0" * 400
 
@@ -213,7 +214,7 @@ def _hostile_batch(draw: st.DrawFn) -> str:
 
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -11,10 +11,10 @@ from starlette.testclient import TestClient
 from offerloop import ManualClock, Offerloop, Settings
 from offerloop.policies import FixedPolicy
 from offerloop.serving import create_app
-from tests.conftest import open_system
+from tests.conftest import BACKENDS, open_system
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
+@pytest.fixture(params=BACKENDS)
 def service(
     request: pytest.FixtureRequest, settings: Settings, clock: ManualClock
 ) -> Iterator[Offerloop]:

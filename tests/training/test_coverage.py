@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from offerloop.features import Encoder, load_features
 from offerloop.policies import EpsilonGreedy, GBTPurchase
@@ -11,6 +12,7 @@ from offerloop.training import doubly_robust
 from tests.helpers import campaign, logged_data
 
 
+@pytest.mark.slow  # hundreds of fitted judges
 def test_doubly_robust_interval_covers_the_truth() -> None:
     c = campaign()
     enc = Encoder.of(load_features()).spec()

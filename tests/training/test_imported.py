@@ -10,7 +10,7 @@ import pytest
 
 from offerloop import InvalidInput
 from offerloop.training import ImportSpec, estimate_all, import_log, load_log, split_by_time
-from tests.cli.test_cli import run
+from tests.cli.runner import run
 from tests.helpers import logged_data
 
 SPEC = ImportSpec(

@@ -1003,10 +1003,11 @@ def check_campaign(path: Path) -> None:
     )
 
 
-def main() -> None:
-    """Entry point: user errors print one line and exit non-zero, without a traceback."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit non-zero, without a traceback.
+    ``args``: the command line without the program name (default: ``sys.argv[1:]``)."""
     try:
-        app()
+        app(args, prog_name="offerloop")
     except InvalidInput as exc:
         err.print(f"[red]error:[/red] {exc.headline}: {exc.message}", highlight=False)
         sys.exit(2)
