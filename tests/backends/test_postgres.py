@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from offerloop import BackendUnavailable
-from offerloop.backends import Backend, EventRecord
+from offerloop.backends import EventRecord
 from offerloop.backends._postgres import _MIGRATIONS, PostgresBackend
-from offerloop.testing import BackendConformance
 from tests.conftest import PG_URL, unique_name
 
 pytestmark = pytest.mark.needs("postgres")
@@ -23,12 +22,6 @@ def pg() -> Iterator[PostgresBackend]:
     yield b
     b.drop_schema()
     b.close()
-
-
-class TestPostgresBackend(BackendConformance):
-    @pytest.fixture
-    def backend(self, pg: PostgresBackend) -> Backend:
-        return pg
 
 
 def test_migrations_apply_once_and_reopening_is_idempotent(pg: PostgresBackend) -> None:

@@ -1,21 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from offerloop.backends import Backend, EventRecord
+from offerloop.backends import EventRecord
 from offerloop.backends._sqlite import SQLiteBackend
-from offerloop.testing import BackendConformance
-
-
-class TestSQLiteBackend(BackendConformance):
-    @pytest.fixture
-    def backend(self, tmp_path: Path) -> Iterator[Backend]:
-        b = SQLiteBackend(tmp_path)
-        yield b
-        b.close()
 
 
 def test_two_handles_on_one_directory_see_each_other(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from offerloop import ArtifactCorrupt
-from offerloop.features import Encoder
+from offerloop.features import Encoder, load_features
 from offerloop.policies import (
+    POLICIES,
+    REWARD_MODELS,
     EpsilonGreedy,
     FeatureRow,
     LinearRevenue,
@@ -23,7 +25,7 @@ from offerloop.policies import (
     load_policy,
     sha256,
 )
-from offerloop.testing import PolicyConformance
+from offerloop.testing import PolicyCase, PolicyConformance, policy_cases
 from tests.helpers import campaign, logged_data
 
 
@@ -32,22 +34,23 @@ def logged() -> LoggedData:
     return logged_data(600, seed=3)[0]
 
 
-class TestRandom(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        return RandomPolicy(campaign().offer_ids)
+_CASES = policy_cases(campaign(), Encoder.of(load_features()).spec())
+# beside the registry's examples: the rules without exploration (deterministic)
+_CASES.append(PolicyCase("rules", "deterministic", lambda: RulesPolicy.from_campaign(campaign())))
 
 
-class TestRules(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        return RulesPolicy.from_campaign(campaign())
+class TestEveryPolicy(PolicyConformance):
+    """The suite over every registered policy kind and reward model (offerloop.testing)."""
+
+    @pytest.fixture(params=_CASES, ids=lambda case: case.name)
+    def policy(self, request: pytest.FixtureRequest) -> Policy:
+        case: PolicyCase = request.param
+        return case.build()
 
 
-class TestRulesExploring(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        return RulesPolicy.from_campaign(campaign(), explore=0.2)
+def test_every_registered_kind_is_in_the_suite() -> None:
+    names = {case.kind for case in _CASES} | {case.model_kind for case in _CASES}
+    assert set(POLICIES) | set(REWARD_MODELS) <= names
 
 
 def test_exploring_rules_keep_every_offer_and_favour_the_rule() -> None:
@@ -114,13 +117,6 @@ def test_day_one_thompson_tries_offers_by_their_chance_of_earning_most(tmp_path:
         system.close()
 
 
-class TestLinearEpsilonGreedy(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        offers = campaign().offer_ids
-        return EpsilonGreedy(offers, LinearRevenue(offers, alpha=2.0), epsilon=0.2)
-
-
 def test_epsilon_greedy_keeps_a_floor_for_every_offer(logged: LoggedData) -> None:
     offers = campaign().offer_ids
     p = EpsilonGreedy(offers, LinearRevenue(offers), epsilon=0.1).fit(logged)
@@ -166,57 +162,6 @@ def _enc() -> list[dict[str, object]]:
     from offerloop.features import Encoder, load_features
 
     return Encoder.of(load_features()).spec()
-
-
-class TestGBTRevenueEpsilonGreedy(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        from offerloop.policies import GBTRevenue
-
-        c = campaign()
-        model = GBTRevenue(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
-        return EpsilonGreedy(c.offer_ids, model, 0.1)
-
-
-class TestGBTPurchaseSoftmax(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        from offerloop.policies import GBTPurchase, Softmax
-
-        c = campaign()
-        model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
-        return Softmax(c.offer_ids, model, temperature=0.3, floor=0.004)
-
-
-class TestGBTPurchaseInverseGap(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        from offerloop.policies import GBTPurchase, InverseGap
-
-        c = campaign()
-        model = GBTPurchase(c.offer_ids, [o.price for o in c.offers], _enc(), n_estimators=20)
-        return InverseGap(c.offer_ids, model, gamma_scale=0.5, floor=0.02)
-
-
-class TestFixed(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        from offerloop.policies import FixedPolicy
-
-        offers = campaign().offer_ids
-        return FixedPolicy(offers, [1.0] + [0.0] * (len(offers) - 1))
-
-
-class TestGBTPurchaseCalibratedThompson(PolicyConformance):
-    @pytest.fixture
-    def policy(self) -> Policy:
-        from offerloop.policies import CalibratedThompson, GBTPurchase
-
-        c = campaign()
-        prices = [o.price for o in c.offers]
-        model = GBTPurchase(c.offer_ids, prices, _enc(), n_estimators=20)
-        buckets = [["spend_total", [0.0, 20.0]], ["platform", []]]
-        return CalibratedThompson(c.offer_ids, model, buckets, prices, floor=0.05)
 
 
 class _Known(RewardModel):

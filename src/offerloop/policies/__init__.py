@@ -1,6 +1,13 @@
 """Policies: for a player's features, a probability for every offer (one contract for all)."""
 
-from offerloop.policies._artifact import REWARD_MODELS, dump_policy, load_policy, sha256
+from offerloop.policies._artifact import (
+    POLICIES,
+    REWARD_MODELS,
+    WRAPPERS,
+    dump_policy,
+    load_policy,
+    sha256,
+)
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
 from offerloop.policies._calibration import CalibratedThompson
 from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
@@ -10,7 +17,9 @@ from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
 from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 
 __all__ = [
+    "POLICIES",
     "REWARD_MODELS",
+    "WRAPPERS",
     "BucketBeta",
     "CalibratedThompson",
     "EpsilonGreedy",

@@ -18,15 +18,25 @@ from offerloop.policies._linear import LinearRevenue
 from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
 from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 
-__all__ = ["FORMAT", "REWARD_MODELS", "dump_policy", "load_policy", "sha256"]
+__all__ = [
+    "FORMAT",
+    "POLICIES",
+    "REWARD_MODELS",
+    "WRAPPERS",
+    "dump_policy",
+    "load_policy",
+    "sha256",
+]
 
 FORMAT = "offerloop.policy/1"
-_POLICIES: dict[str, type[Policy]] = {
+# every kind an artifact can hold: the registries the conformance suites run over
+# (offerloop.testing); a policy kind not listed here cannot be loaded, so none can skip them
+_PLAIN: dict[str, type[Policy]] = {
     RandomPolicy.kind: RandomPolicy,
     RulesPolicy.kind: RulesPolicy,
     FixedPolicy.kind: FixedPolicy,
 }
-_WRAPPERS: dict[str, type[EpsilonGreedy]] = {
+WRAPPERS: dict[str, type[EpsilonGreedy]] = {  # a policy over a reward model
     EpsilonGreedy.kind: EpsilonGreedy,
     Softmax.kind: Softmax,
     InverseGap.kind: InverseGap,
@@ -39,6 +49,7 @@ REWARD_MODELS: dict[str, type[RewardModel]] = {
     GBTPurchase.kind: GBTPurchase,
     BucketBeta.kind: BucketBeta,
 }
+POLICIES: dict[str, type[Policy]] = {**_PLAIN, **WRAPPERS}
 
 
 def sha256(data: bytes) -> str:
@@ -71,10 +82,10 @@ def load_policy(data: bytes, expected_sha256: str, name: str = "artifact") -> Po
 
 def _build(doc: dict[str, Any]) -> Policy:
     kind, params, state = doc["kind"], doc["params"], doc["state"]
-    if kind in _WRAPPERS:
+    if kind in WRAPPERS:
         model = REWARD_MODELS[state["model_kind"]](**state["model_params"])
-        policy: Policy = _WRAPPERS[kind](model=model, **params)
+        policy: Policy = WRAPPERS[kind](model=model, **params)
     else:
-        policy = _POLICIES[kind](**params)
+        policy = _PLAIN[kind](**params)
     policy.load_state(state)
     return policy

@@ -128,8 +128,10 @@ class CalibratedThompson(EpsilonGreedy):
                 shape, rate = self.posterior(key)
                 cache[key] = (shape, 1.0 / rate)
             shape, scale = cache[key]
-            # seeded by the row's predictions and bucket: the same row, the same numbers
-            seed = zlib.crc32(scores[i].tobytes() + key.encode())
+            # seeded by the row's predictions (rounded: a matrix product's last bits depend on
+            # the batch's size, and a row must get the same numbers alone as in a batch) and
+            # bucket: the same row, the same numbers
+            seed = zlib.crc32((np.round(scores[i], 8) + 0.0).tobytes() + key.encode())
             theta = np.random.default_rng(seed).gamma(shape, scale, size=(self.draws, k))
             best = np.argmax(theta * scores[i], axis=1)
             out[i] = np.bincount(best, minlength=k) / self.draws
