@@ -11,17 +11,14 @@ from offerloop.pipeline._features import (
     offline_engine,
     skew_report,
 )
-from offerloop.pipeline._retrain import (
-    LEARNERS,
-    Candidate,
-    RetrainResult,
-    make_policy,
-    retrain,
-)
+from offerloop.pipeline._judge import JUDGE, judge_kind
+from offerloop.pipeline._learners import LEARNERS, make_policy
+from offerloop.pipeline._retrain import Candidate, RetrainResult, retrain
 from offerloop.pipeline._runs import MAX_ATTEMPTS, list_runs, pipeline_lock, run_pipeline
 from offerloop.pipeline._scheduler import PipelineScheduler
 
 __all__ = [
+    "JUDGE",
     "LEARNERS",
     "MAX_ATTEMPTS",
     "BackfillResult",
@@ -34,6 +31,7 @@ __all__ = [
     "backfill",
     "control",
     "evaluate_offline",
+    "judge_kind",
     "list_runs",
     "make_policy",
     "offline_engine",

@@ -48,15 +48,13 @@ import numpy as np
 from offerloop._system import Offerloop
 from offerloop.backends import DecisionRecord
 from offerloop.events import attribute
-from offerloop.features import Encoder
-from offerloop.pipeline._retrain import make_model
+from offerloop.pipeline._judge import live_judge
 from offerloop.pipeline._traffic import share_for, share_of
-from offerloop.policies import GBTPurchase, RewardModel
+from offerloop.policies import RewardModel
 from offerloop.registry import RELEASED, SHADOW, release_stack
 from offerloop.training import (
     Estimate,
     Evidence,
-    build_training_set,
     compare_arrays,
     offer_columns,
     reward_bound,
@@ -244,9 +242,10 @@ class _Log:
         return self._probs[version]
 
     def judge(self, since: float) -> tuple[RewardModel, float] | None:
-        """``_judge`` for ``since``, found (or fitted) once per step."""
+        """The judge for ``since`` (``pipeline._judge.live_judge``), found (or fitted) once per
+        step."""
         if since not in self._judges:
-            self._judges[since] = _judge(self.system, self.campaign, since)
+            self._judges[since] = live_judge(self.system, self.campaign, since)
         return self._judges[since]
 
     def predictions(self, model: RewardModel) -> tuple[np.ndarray, np.ndarray | None]:
@@ -507,31 +506,6 @@ def _judge_canary(
             "share", canary, f"canary {canary} to {share:.0%} of players: {summary}", share
         )
     return ControlStep("wait", canary, f"canary {canary} watching: {summary}")
-
-
-def _judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardModel, float] | None:
-    """A purchase × price model to judge live rows with, and the time from which rows are
-    independent of its training data: the newest registered ``purchase_gbt`` trained only on
-    data from before ``since`` (every live row usable), else the oldest one trained later
-    (rows after its data window), else one fitted now on data before ``since``."""
-    models = [m for m in system.registry.list(campaign) if m.kind == GBTPurchase.kind]
-    ends = {m.version: float(m.lineage.get("data_end", m.created_at)) for m in models}
-    before = [m for m in models if ends[m.version] <= since]
-    pick = (
-        max(before, key=lambda m: ends[m.version])
-        if before
-        else min(models, key=lambda m: ends[m.version], default=None)
-    )
-    if pick is not None:
-        model = getattr(system.registry.load(pick.version), "model", None)
-        if isinstance(model, GBTPurchase):
-            return model, max(since, ends[pick.version])
-    ts = build_training_set(system.backend, campaign, since, system.attribution)
-    if len(ts.data) < system.settings.min_training_decisions:
-        return None
-    c = system.campaign(campaign)
-    fitted = make_model(GBTPurchase.kind, c, Encoder.of(system.features), system.settings)
-    return fitted.fit(ts.data), since
 
 
 LIVE_ROWS = 5000  # live evidence: at most the newest this many matured decisions

@@ -28,7 +28,8 @@ from offerloop._errors import InvalidInput
 from offerloop._settings import Settings
 from offerloop._system import Offerloop
 from offerloop.features import Encoder
-from offerloop.pipeline._retrain import LEARNERS, model_for, policy_for
+from offerloop.pipeline._judge import judge_kind
+from offerloop.pipeline._learners import LEARNERS, model_for, policy_for
 from offerloop.policies import LoggedData, Policy, RandomPolicy
 from offerloop.training import (
     Estimate,
@@ -185,7 +186,7 @@ def evaluate_offline(
     n = len(log.data)
     if n < 2 * folds:
         raise InvalidInput(f"log {logs!r} has {n} decisions: too few to evaluate on")
-    judge = judge or ("purchase_gbt" if log.prices else "gbt")
+    judge = judge or judge_kind(bool(log.prices))
     if judge not in LEARNERS:
         raise InvalidInput(f"unknown judge {judge!r} (known: {', '.join(LEARNERS)})")
     blocks = time_blocks(log.data, folds)

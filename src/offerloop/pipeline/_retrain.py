@@ -4,30 +4,22 @@ release → registry → the gate → the best one in shadow (the controller tak
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from offerloop._errors import Conflict, InvalidInput
-from offerloop._settings import Settings, learner_parts, parse_buckets
+from offerloop._errors import Conflict
+from offerloop._settings import learner_parts
 from offerloop._system import Offerloop
-from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
 from offerloop.pipeline._checks import check_model
+from offerloop.pipeline._judge import gate, judge_on, worse
+from offerloop.pipeline._learners import LEARNERS, make_policy
 from offerloop.pipeline._traffic import share_for
 from offerloop.policies import (
-    REWARD_MODELS,
-    BucketBeta,
-    CalibratedThompson,
-    EpsilonGreedy,
-    GBTPurchase,
-    InverseGap,
-    LinearRevenue,
     LoggedData,
     Policy,
     RewardModel,
-    Softmax,
-    ThompsonSampling,
 )
 from offerloop.registry import SHADOW, code_version
 from offerloop.training import (
@@ -40,18 +32,7 @@ from offerloop.training import (
     warm_start,
 )
 
-__all__ = [
-    "LEARNERS",
-    "Candidate",
-    "RetrainResult",
-    "make_model",
-    "make_policy",
-    "model_for",
-    "policy_for",
-    "retrain",
-]
-
-LEARNERS = tuple(REWARD_MODELS)
+__all__ = ["Candidate", "RetrainResult", "retrain"]
 
 
 @dataclass(frozen=True)
@@ -84,67 +65,6 @@ class RetrainResult:
     def shadowed(self) -> bool:
         """Whether this run deployed anything (the name predates canaries and refreshes)."""
         return bool(self.action)
-
-
-def model_for(
-    learner: str,
-    offers: Sequence[str],
-    prices: Sequence[float],
-    encoder: Sequence[Mapping[str, Any]],
-    s: Settings,
-) -> RewardModel:
-    """A fresh reward model of ``learner`` over ``offers`` (``prices`` may be empty: rewards
-    are then clicks or values per decision, not purchases of a priced offer)."""
-    try:
-        kind, half_life = learner_parts(learner)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    if kind not in REWARD_MODELS:
-        raise InvalidInput(f"unknown learner {learner!r} (known: {', '.join(REWARD_MODELS)})")
-    params: dict[str, Any] = {"offers": list(offers), "encoder": list(encoder)}
-    if half_life:
-        params["half_life"] = half_life
-    learner = kind
-    if learner == LinearRevenue.kind:
-        params["alpha"] = s.ridge_alpha
-    elif prices:
-        params["prices"] = list(prices)
-    if learner == BucketBeta.kind:
-        params["buckets"] = [[n, list(c)] for n, c in parse_buckets(s.thompson_buckets)]
-    try:
-        return REWARD_MODELS[learner](**params)
-    except ValueError as exc:
-        raise InvalidInput(f"learner {learner!r}: {exc}") from None
-
-
-def policy_for(
-    learner: str,
-    offers: Sequence[str],
-    prices: Sequence[float],
-    encoder: Sequence[Mapping[str, Any]],
-    s: Settings,
-) -> EpsilonGreedy:
-    """A learner wrapped in the configured exploration (every offer keeps a known floor)."""
-    model = model_for(learner, offers, prices, encoder, s)
-    if isinstance(model, BucketBeta):  # its own exploration: Thompson sampling
-        return ThompsonSampling(list(offers), model, s.exploration_floor)
-    if s.exploration == "squarecb":
-        return InverseGap(list(offers), model, s.squarecb_gamma_scale, s.exploration_floor)
-    if s.exploration == "thompson":
-        buckets = [[n, list(c)] for n, c in parse_buckets(s.thompson_buckets)]
-        return CalibratedThompson(list(offers), model, buckets, prices, s.exploration_floor)
-    if s.exploration == "softmax":
-        return Softmax(list(offers), model, s.softmax_temperature, s.epsilon / len(offers))
-    return EpsilonGreedy(list(offers), model, epsilon=s.epsilon)
-
-
-def make_model(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> RewardModel:
-    return model_for(learner, c.offer_ids, [o.price for o in c.offers], encoder.spec(), s)
-
-
-def make_policy(learner: str, c: Campaign, encoder: Encoder, s: Settings) -> EpsilonGreedy:
-    """A learner of the campaign's offers in the configured exploration."""
-    return policy_for(learner, c.offer_ids, [o.price for o in c.offers], encoder.spec(), s)
 
 
 def _holdout_loss(policy: Policy, valid: LoggedData) -> float | None:
@@ -223,17 +143,7 @@ def retrain(
             policies.append((learner, system.registry.load(done[learner].version)))
         else:
             policies.append((learner, make_policy(learner, c, encoder, s).fit(train)))
-    # the judge is a purchase × price model fitted on the same rows: reuse that candidate's
-    # model when there is one (same parameters and seed, so the same fit)
-    judge = next(
-        (
-            m
-            for learner, p in policies
-            if learner == GBTPurchase.kind
-            and isinstance(m := getattr(p, "model", None), GBTPurchase)
-        ),
-        None,
-    ) or make_model(GBTPurchase.kind, c, encoder, s).fit(train)
+    judge = judge_on(c, encoder, s, train, policies)
     top, bar = reward_bound([o.price for o in c.offers], s), Evidence.of(s)
     trained = []
     losses: list[float | None] = []
@@ -248,10 +158,9 @@ def retrain(
         losses.append(loss)
     passing = [i for i, t in enumerate(trained) if not t[5]]
     best = max(passing, key=lambda i: trained[i][2].value) if passing else -1
-    best_diff = trained[best][4] if best >= 0 else None
-    gate_low = best_diff.lower_bound(s.gate_confidence) if best_diff is not None else math.inf
-    thin = best_diff is not None and not best_diff.usable
-    gated = best >= 0 and gate_low > s.gate_margin and not thin
+    verdict_of_best = gate(trained[best][4] if best >= 0 else None, s)
+    gate_low, thin = verdict_of_best.lower, verdict_of_best.thin
+    gated = best >= 0 and verdict_of_best.passed
     candidates: list[Candidate] = []
     for i, (learner, policy, est, rel, diff, problems) in enumerate(trained):
         if problems:
@@ -341,10 +250,6 @@ def retrain(
     )
     family = learner_parts(str(released_learner))[0] if released_learner else None
 
-    def worse(uplift: Estimate) -> bool:
-        """The newest rows say it earns less than the release (not on thin evidence)."""
-        return uplift.usable and uplift.upper_bound(s.gate_confidence) < 0
-
     kin = [
         i
         for i, cand in enumerate(candidates)
@@ -352,7 +257,7 @@ def retrain(
         and learner_parts(cand.learner)[0] == family
         and not cand.problems
         and cand.uplift is not None
-        and not worse(cand.uplift)
+        and not worse(cand.uplift, s)
     ]
     fresh = min(
         kin,
@@ -382,7 +287,7 @@ def retrain(
     takeover = (
         released_learner is None
         and s.handover == "release"
-        and not (diff is not None and worse(diff))
+        and not (diff is not None and worse(diff, s))
     )
     if (
         best != fresh
