@@ -93,7 +93,7 @@ def _system(kind: str, tmp: Path, clock: ManualClock) -> Offerloop:
     s = load_settings(env={}, data_dir=str(tmp / kind), decision_seed=1, **extra)
     system = Offerloop(s, clock)
     system.bootstrap(actor="bench")
-    system.warm()  # as `offerloop serve` does before taking traffic
+    system.player_features.warm()  # as `offerloop serve` does before taking traffic
     return system
 
 

@@ -58,7 +58,7 @@ def _setup(kind: str, root: Path) -> Offerloop:
     clock = ManualClock(T0)
     system = Offerloop(settings, clock)
     system.bootstrap(actor="bench")
-    system.warm()
+    system.player_features.warm()
     assert len(system.features) == 50, len(system.features)
     c = system.campaign(None)
     rng = np.random.default_rng(0)
@@ -104,12 +104,14 @@ def _setup(kind: str, root: Path) -> Offerloop:
     for learner in ("purchase_gbt", "gbt", "linear"):
         policy = make_policy(learner, c, enc, system.settings).fit(data)
         versions[learner] = system.registry.register(c.id, policy).version
-    system.release(versions["purchase_gbt"], actor="bench")
-    system.canary(versions["gbt"], 0.2, actor="bench")
-    system.deploy(versions["linear"], "shadow", actor="bench")
+    system.deployments.release(versions["purchase_gbt"], actor="bench")
+    system.deployments.canary(versions["gbt"], 0.2, actor="bench")
+    system.deployments.deploy(versions["linear"], "shadow", actor="bench")
     other = make_policy("gbt", c, enc, system.settings.replace(epsilon=0.2)).fit(data)
-    system.deploy(system.registry.register(c.id, other).version, "shadow", actor="bench")
-    system.undeploy("rules-2", actor="bench")
+    system.deployments.deploy(
+        system.registry.register(c.id, other).version, "shadow", actor="bench"
+    )
+    system.deployments.undeploy("rules-2", actor="bench")
     st = system.deployments.state(c.id)
     assert st.canary, st
     assert len(st.shadows) == 2, st

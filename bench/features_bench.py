@@ -181,11 +181,11 @@ def bench_ingest(batches: int, batch_size: int) -> dict[str, float]:
                 for i in range(batch_size)
             ]
             pid = events[-1].player_id
-            before = system.online.read(pid, clock.now())["purchases_total"]
+            before = system.player_features.online.read(pid, clock.now())["purchases_total"]
             t = time.perf_counter()
             system.ingest(events)
             lat.append(time.perf_counter() - t)
-            assert system.online.read(pid, clock.now())["purchases_total"] != before
+            assert system.player_features.online.read(pid, clock.now())["purchases_total"] != before
             fresh.append(time.perf_counter() - t)
             total += batch_size
             clock.advance(1.0)

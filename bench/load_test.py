@@ -189,7 +189,7 @@ def serve_ours(
 ) -> tuple[dict[str, Any], Any]:
     system = _setup(kind, tmp)
     settings = system.settings
-    rows = {f"p{i}": system.player_features(f"p{i}", system.clock.now()) for i in range(2000)}
+    rows = {f"p{i}": system.player_features.of(f"p{i}", system.clock.now()) for i in range(2000)}
     system.close()
     proc, base = start_serve(settings, workers)
     try:

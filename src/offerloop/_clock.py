@@ -16,6 +16,8 @@ __all__ = ["Clock", "ManualClock", "SystemClock", "clock_of", "format_ts", "pars
 
 
 class Clock(Protocol):
+    """Anything with :meth:`now`: where every component reads the time."""
+
     def now(self) -> float:
         """Seconds since the epoch (UTC)."""
         ...
@@ -25,6 +27,7 @@ class SystemClock:
     """The wall clock."""
 
     def now(self) -> float:
+        """The wall-clock time, in seconds since the epoch (UTC)."""
         return time.time()
 
 
@@ -36,13 +39,16 @@ class ManualClock:
         self._lock = threading.Lock()
 
     def now(self) -> float:
+        """The time it was last set or moved to."""
         return self._now
 
     def set(self, ts: float) -> None:
+        """Set the time, earlier or later (:meth:`move_to` refuses to go back)."""
         with self._lock:
             self._now = float(ts)
 
     def advance(self, seconds: float) -> float:
+        """Move the time by ``seconds`` and return the new time."""
         with self._lock:
             self._now += seconds
             return self._now

@@ -70,10 +70,14 @@ class InvalidInput(OfferloopError):
 
     @classmethod
     def of(cls, problems: Sequence[Problem]) -> InvalidInput:
+        """One error for all of ``problems``; its message joins them with ``; ``."""
         return cls("; ".join(str(p) for p in problems), problems)
 
 
 class CampaignInvalid(InvalidInput):
+    """A campaign file could not be read or failed validation; ``problems`` lists every problem
+    with its location."""
+
     headline = "invalid campaign"
 
 
@@ -86,26 +90,38 @@ class DataRejected(InvalidInput):
 
 
 class Unauthenticated(OfferloopError):
+    """No credentials where they are required (HTTP 401)."""
+
     headline = "unauthenticated"
 
 
 class Forbidden(OfferloopError):
+    """Wrong credentials, or the operation is disabled (HTTP 403)."""
+
     headline = "forbidden"
 
 
 class NotFound(OfferloopError):
+    """A named thing (a model version, a decision, a log, ...) does not exist (HTTP 404)."""
+
     headline = "not found"
 
 
 class Conflict(OfferloopError):
+    """A valid request, but the current state forbids it (HTTP 409)."""
+
     headline = "conflict"
 
 
 class ArtifactCorrupt(OfferloopError):
+    """A stored model artifact failed its sha256 check or is not a valid artifact (HTTP 500)."""
+
     headline = "corrupt model artifact"
 
 
 class BackendUnavailable(OfferloopError):
+    """A store offerloop depends on did not answer (HTTP 503); a later retry may succeed."""
+
     headline = "backend unavailable"
 
 

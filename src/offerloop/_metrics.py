@@ -32,6 +32,9 @@ LATENCY_BUCKETS = (
 
 
 class Metrics:
+    """The Prometheus metrics of one running system, in a registry of its own (``registry``):
+    nothing is shared between instances."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
@@ -208,4 +211,5 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        """Every metric of the registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)

@@ -458,6 +458,7 @@ class Settings:
     )
 
     def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (not validated, unlike :func:`load_settings`)."""
         return dataclasses.replace(self, **changes)
 
     def for_service(self) -> Settings:
@@ -470,6 +471,7 @@ class Settings:
 
     @property
     def path(self) -> Path:
+        """``data_dir`` as a :class:`~pathlib.Path`."""
         return Path(self.data_dir)
 
 

@@ -4,12 +4,9 @@ deployments, decisions and metrics. Each concern lives in its own module; this o
 from __future__ import annotations
 
 import contextlib
-import math
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from offerloop._clock import Clock, clock_of, parse_rfc3339
 from offerloop._errors import BackendUnavailable, NotFound
@@ -22,7 +19,6 @@ from offerloop.backends import (
     Backend,
     DecisionRecord,
     EventRecord,
-    TransitionRecord,
     open_backend,
 )
 from offerloop.backends._journal import DecisionJournal, EventJournal
@@ -41,24 +37,13 @@ from offerloop.events._ingest import classified, prepare, result
 from offerloop.events._offers import bought_event, seen_event
 from offerloop.features import (
     Aggregate,
-    Batch,
     Encoder,
-    FeatureReading,
-    FeatureValue,
-    OnlineFeatures,
     SinceLast,
-    Sql,
     load_features,
-    reference_features,
 )
-from offerloop.features._batch_source import BatchSources
-from offerloop.features._follow import LogFollower
-from offerloop.features._sql_source import SqlSources
+from offerloop.features._player import PlayerFeatures
 from offerloop.policies import BucketBeta, RandomPolicy, RulesPolicy, ThompsonSampling
-from offerloop.registry import RELEASED, SHADOW, Deployments, Registry
-
-if TYPE_CHECKING:  # redis-py is imported only when a redis_url is set
-    from offerloop.features._redis import RedisOnlineStore
+from offerloop.registry import SHADOW, Deployments, Registry
 
 __all__ = ["Offerloop"]
 
@@ -107,29 +92,12 @@ class Offerloop:
             f.event for f in self.features.of_kind(Aggregate, SinceLast)
         }
         self.registry = Registry(self.backend, self.clock)
-        self.deployments = Deployments(self.backend, self.registry, self.clock)
-        self._redis: RedisOnlineStore | None = None
-        if settings.redis_url:
-            from offerloop.features._redis import RedisOnlineStore
-
-            self._redis = RedisOnlineStore(
-                settings.redis_url,
-                settings.redis_prefix,
-                self.features,
-                read_timeout=settings.online_read_timeout_ms / 1000.0,
-                # an event batch's fold gives up well before its request's deadline
-                write_timeout=min(2.0, settings.request_timeout_seconds / 3),
-            )
-        self._online = OnlineFeatures(self.features, self._redis)
-        # the online state catches up with the log by itself (features._follow); a gap in
-        # sequence numbers is waited for longer than any transaction can stay open
-        self.follower = LogFollower(
-            self._online,
-            self.backend,
-            self.clock,
-            horizon=max(60.0, 3 * settings.database_timeout_seconds),
+        self.deployments = Deployments(
+            self.backend, self.registry, self.clock, on_change=self._changed
         )
-        self._next_follow = 0.0
+        self.player_features = PlayerFeatures(
+            self.features, self.backend, self.clock, self.metrics, settings
+        )
         self._background: list[Periodic] = []
         self.attribution = AttributionRules(
             window_seconds=self.window_seconds,
@@ -139,17 +107,6 @@ class Offerloop:
             price_of=self._price_of,
         )
         self._earliest = parse_rfc3339(settings.earliest_event_ts)
-        self._online_ready = False
-        self._online_lock = threading.Lock()
-        self.rebuilt_events = 0
-        self.rebuild_seconds = 0.0
-        self.sql_sources = SqlSources(
-            self.features.of_kind(Sql),
-            on_fallback=lambda src, why: self.metrics.feature_fallbacks.labels(src, why).inc(),
-        )
-        self.batch_sources = BatchSources(self.features.of_kind(Batch), self.backend)
-        self._next_poll = 0.0
-        self.poll_batches()
         for journal in (self.event_journal, self.journal):
             try:  # what a crashed process left journaled goes to the database first
                 journal.flush()
@@ -161,7 +118,7 @@ class Offerloop:
             sink = WorkerSink(settings, self.metrics, seed)
         self.decider = Decider(
             self.backend,
-            self.player_features,
+            self.player_features.of,
             self.campaigns,
             self.registry,
             self.deployments,
@@ -169,7 +126,7 @@ class Offerloop:
             self.metrics,
             refresh_seconds=settings.deployment_refresh_seconds,
             seed=seed,
-            default_features=self._default_features,
+            default_features=self.player_features.defaults,
             journal=self.journal,
             journal_first=settings.decision_log == "journal",
             shadow_sink=sink,
@@ -177,83 +134,6 @@ class Offerloop:
             compile_after=settings.compile_after_decisions,
             token_secret=settings.decision_token_secret,
         )
-
-    @property
-    def online(self) -> OnlineFeatures:
-        """The online feature state, rebuilt from the event log on first use (``serve`` warms
-        it at start; CLI commands that never read features never pay for it)."""
-        if not self._online_ready:
-            self.warm()
-        return self._online
-
-    def warm(self) -> None:
-        """Rebuild the online feature state from the event log, if not done yet, and catch
-        it up with the log.
-
-        With Redis the state is shared: it is rebuilt only when no process has built it for
-        these feature definitions (one process rebuilds, under a lock; the others wait)."""
-        with self._online_lock:
-            if self._online_ready:
-                return
-            redis_store = self._redis
-            if redis_store is not None and redis_store.built() is not None:
-                self._online_ready = True
-                self._catch_up()
-                return
-            if redis_store is not None and not redis_store.try_rebuild_lock():
-                deadline = time.monotonic() + 600
-                while redis_store.built() is None and time.monotonic() < deadline:
-                    time.sleep(0.1)  # another process is rebuilding
-                self._online_ready = True
-                self._catch_up()
-                return
-            try:
-                self.rebuild_online()
-            finally:
-                if redis_store is not None:
-                    redis_store.release_rebuild_lock()
-            self._online_ready = True
-
-    def rebuild_online(self) -> int:
-        """Replay the whole event log into the online state (``offerloop features rebuild``)."""
-        started = time.perf_counter()
-        self.rebuilt_events = self.follower.rebuild()
-        self.rebuild_seconds = time.perf_counter() - started
-        if self._redis is not None:
-            self._redis.mark_built(self.rebuilt_events)
-        return self.rebuilt_events
-
-    def _catch_up(self) -> None:
-        with contextlib.suppress(BackendUnavailable):  # the follower retries later
-            self.follower.catch_up()
-
-    def follow_log(self) -> None:
-        """One round of the online state following the log (``features._follow``): fold what
-        is missing, export the lag; the background task of ``offerloop serve`` (and, every
-        ``online_follow_seconds``, of ingest in library use)."""
-        if not self._online_ready:
-            return
-        m = self.metrics
-        if self._redis is not None:
-            self._redis.probe()
-            m.dependency_up.labels("redis").set(0 if self._redis.breaker.is_open else 1)
-        breaker = getattr(self.backend, "breaker", None)
-        if breaker is not None:
-            m.dependency_up.labels("database").set(0 if breaker.is_open else 1)
-        try:
-            for _ in range(20):  # at most 20 batches per round
-                step = self.follower.step()
-                if step.read < self.follower.batch and not step.lag_events:
-                    break
-            m.online_lag_events.set(step.lag_events)
-            m.online_lag_seconds.set(0.0)
-        except BackendUnavailable:
-            m.backend_errors.labels("online_store", "follow").inc()
-            with contextlib.suppress(BackendUnavailable):
-                events, seconds = self.follower.lag_of_failure()
-                m.online_lag_events.set(events)
-                m.online_lag_seconds.set(seconds)
-            raise
 
     def start_background(self) -> None:
         """``offerloop serve``: move every wait on a store off the request path. Deployment
@@ -274,8 +154,10 @@ class Offerloop:
             return lambda exc: self.metrics.errors.labels(f"background_{what}").inc()
 
         s = self.settings
+        player = self.player_features
+        player.in_background = True
         self._background = [
-            Periodic("offerloop-follow", self.follow_log, s.online_follow_seconds, count("follow")),
+            Periodic("offerloop-follow", player.follow, s.online_follow_seconds, count("follow")),
             Periodic(
                 "offerloop-deployments",
                 refresh,
@@ -283,9 +165,9 @@ class Offerloop:
                 count("deployments"),
             ),
         ]
-        if self.batch_sources.sources:
+        if player.batch_sources.sources:
             self._background.append(
-                Periodic("offerloop-batches", self.poll_batches, s.batch_poll_seconds)
+                Periodic("offerloop-batches", player.poll_batches, s.batch_poll_seconds)
             )
         for task in self._background:
             task.start()
@@ -300,16 +182,15 @@ class Offerloop:
         return self.decider.shadows.flush()
 
     def close(self) -> None:
+        """Stop the background tasks, commit what is journaled, close every store."""
         for task in self._background:
             task.stop()
         self._background = []
         self.decider.shadows.close()
         self.journal.close()
         self.event_journal.close()
-        self.sql_sources.close()
+        self.player_features.close()
         self.backend.close()
-        if self._redis is not None:
-            self._redis.close()
 
     def health(self) -> dict[str, Any]:
         """Whether this process serves and how its dependencies are, from memory only (the
@@ -317,8 +198,8 @@ class Offerloop:
         deps: dict[str, str] = {}
         breaker = getattr(self.backend, "breaker", None)
         deps["database"] = breaker.state if breaker is not None else "ok"
-        if self._redis is not None:
-            deps["online_store"] = self._redis.breaker.state
+        if self.player_features.redis is not None:
+            deps["online_store"] = self.player_features.redis.breaker.state
         ok = all(v == "ok" for v in deps.values())
         return {
             "status": "ok" if ok else "degraded",
@@ -329,16 +210,13 @@ class Offerloop:
             "events_not_yet_stored": self.event_journal.backlog(),
         }
 
-    def poll_batches(self) -> int:
-        """Load batch-source files that landed since the last poll."""
-        self._next_poll = time.monotonic() + self.settings.batch_poll_seconds
-        return self.batch_sources.poll(self.clock.now()) if self.batch_sources.sources else 0
-
     @property
     def window_seconds(self) -> float:
+        """The attribution window in seconds: a decision's reward is final this long after."""
         return self.settings.attribution_window_hours * 3600.0
 
     def campaign(self, campaign_id: str | None) -> Campaign:
+        """A loaded campaign (the default one for None); NotFound for an unknown id."""
         return self.decider.campaign(campaign_id or self.default_campaign)
 
     # -- day one -------------------------------------------------------------------------
@@ -410,25 +288,13 @@ class Offerloop:
             if not self._journal_events:
                 raise
             return self._ingest_journaled(events)
-        online = "updated"
-        if self._online_ready and result.stored:
-            started = time.perf_counter()
-            try:
-                self._online.apply(result.stored, self.clock.now())
-            except BackendUnavailable:
-                online = "deferred"
-                self.metrics.backend_errors.labels("online_store", "update").inc()
-                self.metrics.online_deferred.inc(len(result.stored))
-            self.metrics.feature_update_duration.observe(time.perf_counter() - started)
+        online = "updated" if self.player_features.fold(result.stored) else "deferred"
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
         for e in result.stored:
             if e.type == "purchase":
                 self.metrics.purchases.labels(e.attribution or "unattributed").inc()
-        if not self._background and time.monotonic() >= self._next_follow:
-            self._next_follow = time.monotonic() + self.settings.online_follow_seconds
-            with contextlib.suppress(BackendUnavailable):
-                self.follow_log()
+        self.player_features.follow_if_due()
         return replace(result, online=online)
 
     def _ingest_journaled(self, events: Sequence[EventIn]) -> IngestResult:
@@ -479,13 +345,7 @@ class Offerloop:
         again later as a no-op (``features._online``: an entry is folded once per event id)."""
         event = seen_event(record)
         self.event_journal.append(event)
-        if not self._online_ready:
-            return
-        try:
-            self._online.apply([event], self.clock.now())
-        except BackendUnavailable:  # the follower folds it from the log when the store is back
-            self.metrics.backend_errors.labels("online_store", "update").inc()
-            self.metrics.online_deferred.inc()
+        self.player_features.fold([event])  # if it fails, the follower folds it from the log
 
     def _classify_offline(
         self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
@@ -519,54 +379,11 @@ class Offerloop:
             return None
         return float(c.offers[c.index(d.offer_id)].price)
 
-    def player_features(
-        self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
-    ) -> dict[str, FeatureValue]:
-        """The feature vector served for a player at ``as_of`` (normally now).
-
-        With ``feature_delay_seconds`` set, values are deliberately stale: as of that long
-        ago, recomputed from the event log (the lesson of 24-hour ETL jobs, measurable).
-        """
-        delay = self.settings.feature_delay_seconds
-        if delay > 0:
-            events = self.backend.player_events(player_id, as_of - delay)
-            external = self._external(player_id, as_of - delay)
-            return reference_features(self.features, events, as_of - delay, context, external)
-        online = self.online
-        state = online.store.get(player_id)  # one round trip to the store
-        if state is not None and state.newest_received > -math.inf:
-            self.metrics.feature_freshness.observe(max(0.0, as_of - state.newest_received))
-        readings = online.read_state(state, as_of, context, self._external(player_id, as_of))
-        return {k: r.value for k, r in readings.items()}
-
-    def player_readings(
-        self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
-    ) -> dict[str, FeatureReading]:
-        """Like :meth:`player_features`, with the event time behind each value."""
-        return self.online.read_detailed(
-            player_id, as_of, context, self._external(player_id, as_of)
-        )
-
-    def _default_features(
-        self, player_id: str, as_of: float, context: Mapping[str, Any] | None = None
-    ) -> dict[str, FeatureValue]:
-        """Every feature at its default (request context still applies): what a decision
-        uses when the online store cannot be read."""
-        return {k: r.value for k, r in self._online.read_state(None, as_of, context).items()}
-
-    def _external(self, player_id: str, as_of: float) -> dict[str, FeatureValue]:
-        out: dict[str, FeatureValue] = {}
-        if self.sql_sources.sources:
-            out.update(self.sql_sources.lookup(player_id))
-        if self.batch_sources.sources:
-            if not self._background and time.monotonic() >= self._next_poll:
-                self.poll_batches()
-            out.update(self.batch_sources.lookup(player_id, as_of))
-        return out
-
     def decide(
         self, player_id: str, campaign: str | None = None, context: Mapping[str, Any] | None = None
     ) -> Decision:
+        """Choose an offer for a player (default campaign for None), log the decision with
+        its propensity and, with offer-history features, count it as seen at once."""
         decision = self.decider.decide(player_id, campaign or self.default_campaign, context)
         if self._offer_outcomes:
             self._seen(decision.record)
@@ -587,32 +404,7 @@ class Offerloop:
         return record, reward[decision_id]
 
     # -- deployment ----------------------------------------------------------------------
-    def deploy(self, version: str, mode: str = SHADOW, *, actor: str, reason: str = "") -> None:
-        self.deployments.deploy(version, mode, actor=actor, reason=reason)
-        self._changed(version, "release" if mode == RELEASED else "deploy")
-
-    def release(self, version: str, *, actor: str, reason: str = "") -> None:
-        self.deployments.release(version, actor=actor, reason=reason)
-        self._changed(version, "release")
-
-    def canary(self, version: str, share: float, *, actor: str, reason: str = "") -> None:
-        self.deployments.canary(version, share, actor=actor, reason=reason)
-        self._changed(version, "canary")
-
-    def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
-        self.deployments.undeploy(version, actor=actor, reason=reason)
-        self._changed(version, "undeploy")
-
-    def rollback(self, campaign: str | None = None, *, actor: str, reason: str = "") -> str:
-        c = self.campaign(campaign)
-        target = self.deployments.rollback(c.id, actor=actor, reason=reason)
-        self.metrics.transitions.labels(c.id, "rollback").inc()
-        self.decider.invalidate()
-        return target
-
-    def history(self, campaign: str | None = None) -> list[TransitionRecord]:
-        return self.deployments.history(self.campaign(campaign).id)
-
-    def _changed(self, version: str, action: str) -> None:
-        self.metrics.transitions.labels(self.registry.get(version).campaign, action).inc()
+    def _changed(self, campaign: str, action: str) -> None:
+        """``Deployments.on_change``: count the transition, re-read deployments at once."""
+        self.metrics.transitions.labels(campaign, action).inc()
         self.decider.invalidate()

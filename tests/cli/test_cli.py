@@ -114,7 +114,7 @@ def test_features_rebuild_refills_redis_from_postgresql(tmp_path: Path) -> None:
     system = Offerloop(settings)
     try:
         system.bootstrap()
-        system.warm()
+        system.player_features.warm()
         system.ingest(
             [
                 EventIn(
@@ -127,14 +127,14 @@ def test_features_rebuild_refills_redis_from_postgresql(tmp_path: Path) -> None:
                 for i in range(3)
             ]
         )
-        assert system.online.read("p1", system.clock.now())["purchases_total"] == 3
-        system.online.store.clear()  # Redis lost its state (a flush, a new cluster)
-        assert system.online.store.get("p1") is None
+        assert system.player_features.online.read("p1", system.clock.now())["purchases_total"] == 3
+        system.player_features.online.store.clear()  # Redis lost its state (a flush, a new cluster)
+        assert system.player_features.online.store.get("p1") is None
         env = {f"OFFERLOOP_{k.upper()}": v for k, v in shared.items()}
         p = run("features", "rebuild", "--data-dir", str(tmp_path / "d"), cwd=tmp_path, env=env)
         assert p.returncode == 0, p.stderr
         assert "online state rebuilt from 3 events" in p.stdout
-        assert system.online.read("p1", system.clock.now())["purchases_total"] == 3
+        assert system.player_features.online.read("p1", system.clock.now())["purchases_total"] == 3
     finally:
         system.close()
         _drop(settings)

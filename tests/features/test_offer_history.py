@@ -49,14 +49,14 @@ def test_decisions_and_attributed_purchases_become_the_players_offer_history(
     assert all(v == 0 for k, v in logged.items() if k.startswith(("bundle_", "message_")))
     bundle, message = offer_keys(first.record.offer_id)["bundle"], first.offer.message.id
     clock.advance(3600)
-    f = system.player_features("p1", clock.now())
+    f = system.player_features.of("p1", clock.now())
     assert f[f"bundle_{bundle}_seen_30d"] == 1
     assert f[f"bundle_{bundle}_ignored_30d"] == 1
     assert f[f"message_{message}_seen_30d"] == 1
     assert sum(v for k, v in f.items() if k.endswith("_seen_30d")) == 2  # one bundle, one message
 
     _buy(system, 1, first.record.decision_id, first.record.price)
-    f = system.player_features("p1", clock.now())
+    f = system.player_features.of("p1", clock.now())
     assert f[f"bundle_{bundle}_bought_30d"] == 1
     assert f[f"bundle_{bundle}_ignored_30d"] == 0
     assert f[f"message_{message}_bought_30d"] == 1
@@ -66,7 +66,7 @@ def test_decisions_and_attributed_purchases_become_the_players_offer_history(
     second = system.decide("p1")
     _buy(system, 2, second.record.decision_id, second.record.price + 50)
     clock.advance(3600)
-    f = system.player_features("p1", clock.now())
+    f = system.player_features.of("p1", clock.now())
     assert sum(v for k, v in f.items() if k.startswith("bundle_") and "_bought_" in k) == 1
     assert sum(v for k, v in f.items() if k.startswith("bundle_") and "_seen_" in k) == 2
     # the next decision logged what the player had seen and bought so far
@@ -76,16 +76,16 @@ def test_decisions_and_attributed_purchases_become_the_players_offer_history(
     # the events are in the log: folding them again (the follower, a restart) counts once,
     # and the offline rule gives the same values
     clock.advance(60)
-    online = _history(system.player_features("p1", clock.now()))
+    online = _history(system.player_features.of("p1", clock.now()))
     assert sum(v for k, v in online.items() if k.startswith("bundle_") and "_seen_" in k) == 3
     system.flush_shadows()
-    system.follow_log()
-    assert _history(system.player_features("p1", clock.now())) == online
+    system.player_features.follow()
+    assert _history(system.player_features.of("p1", clock.now())) == online
     events = system.backend.player_events("p1", clock.now())
     assert len([e for e in events if e.type == OFFER_OUTCOME]) == 3 + 1  # 3 shown, 1 bought
     assert _history(reference_features(system.features, events, clock.now())) == online
-    system.rebuild_online()
-    assert _history(system.player_features("p1", clock.now())) == online
+    system.player_features.rebuild()
+    assert _history(system.player_features.of("p1", clock.now())) == online
 
 
 def test_a_client_cannot_write_offer_outcomes(system: Offerloop, clock: ManualClock) -> None:

@@ -66,13 +66,15 @@ def test_online_state_is_rebuilt_from_the_log_at_start(
             for i in range(30)
         ]
     )
-    served = a.online.read("p", clock.now())
+    served = a.player_features.online.read("p", clock.now())
     a.close()
     b = Offerloop(settings, clock)
     try:
-        assert b.rebuilt_events == 0  # lazy: commands that never read features skip it
-        assert b.online.read("p", clock.now()) == served
-        assert b.rebuilt_events == 30
+        assert (
+            b.player_features.rebuilt_events == 0
+        )  # lazy: commands that never read features skip it
+        assert b.player_features.online.read("p", clock.now()) == served
+        assert b.player_features.rebuilt_events == 30
     finally:
         b.close()
 

@@ -47,12 +47,12 @@ def test_sql_source_values_cache_and_default(
     )
     system = Offerloop(settings.replace(features=_features_file(tmp_path, spec)), clock)
     try:
-        f = system.player_features("p1", clock.now())
+        f = system.player_features.of("p1", clock.now())
         assert (f["tier"], f["churn"]) == ("gold", 0.25)
-        assert system.player_features("nobody", clock.now())["tier"] == "none"
+        assert system.player_features.of("nobody", clock.now())["tier"] == "none"
         with sqlite3.connect(crm[len("sqlite:///") :]) as c:
             c.execute("UPDATE crm SET tier = 'platinum' WHERE player_id = 'p1'")
-        assert system.player_features("p1", clock.now())["tier"] == "gold"  # cached
+        assert system.player_features.of("p1", clock.now())["tier"] == "gold"  # cached
         system.bootstrap()
         d = system.decide("p1")
         assert d.record.features["tier"] == "gold"  # logged: what training will use
@@ -73,11 +73,11 @@ def test_slow_or_failing_sql_source_falls_back_within_budget(
         blocker.execute("BEGIN EXCLUSIVE")  # the source's query waits for this lock
         # answered from the default while the query is provably still waiting: the caller
         # waits for the budget, never for the query (no clock involved)
-        assert system.player_features("p1", clock.now())["tier"] == "none"
+        assert system.player_features.of("p1", clock.now())["tier"] == "none"
         blocker.execute("COMMIT")
         # the query finishes in the background and fills the cache for later lookups
         deadline = time.monotonic() + 60
-        while system.player_features("p1", clock.now())["tier"] != "gold":
+        while system.player_features.of("p1", clock.now())["tier"] != "gold":
             assert time.monotonic() < deadline, "the slow query never filled the cache"
             time.sleep(0.05)
         text = system.metrics.render().decode()
@@ -88,7 +88,7 @@ def test_slow_or_failing_sql_source_falls_back_within_budget(
     spec = "sql('tier', 'sqlite:////nonexistent/dir/x.db', 'SELECT 1', type='category')"
     broken = Offerloop(settings.replace(features=_features_file(tmp_path, spec)), clock)
     try:
-        assert broken.player_features("p1", clock.now())["tier"] == "unknown"
+        assert broken.player_features.of("p1", clock.now())["tier"] == "unknown"
         assert 'reason="error"' in broken.metrics.render().decode()
     finally:
         broken.close()
@@ -114,8 +114,8 @@ def test_sql_source_on_postgresql(
     spec = f"sql('tier', {url!r}, {q!r}, type='category', timeout_ms=2000)"
     system = Offerloop(settings.replace(features=_features_file(tmp_path, spec)), clock)
     try:
-        assert system.player_features("p1", clock.now())["tier"] == "gold"
-        assert system.player_features("p2", clock.now())["tier"] == "unknown"
+        assert system.player_features.of("p1", clock.now())["tier"] == "gold"
+        assert system.player_features.of("p2", clock.now())["tier"] == "unknown"
     finally:
         system.close()
 
@@ -142,17 +142,17 @@ def test_batch_source_point_in_time_online_and_offline(
         settings.replace(features=_features_file(tmp_path, spec), batch_poll_seconds=0.0), clock
     )
     try:
-        assert system.player_features("p1", t0)["ltv"] == 10.0
+        assert system.player_features.of("p1", t0)["ltv"] == 10.0
         clock.advance(3600)
         t1 = clock.now()
         _write(
             exports / "day2.csv",
             [("p1", t1 - 60, 12.5), ("p1", t1 + 600, 99.0), ("p2", t1 - 60, None)],
         )
-        assert system.player_features("p1", t1)["ltv"] == 12.5  # landed, polled, fresh
-        assert system.player_features("p2", t1)["ltv"] == 3.0  # null: latest non-null
+        assert system.player_features.of("p1", t1)["ltv"] == 12.5  # landed, polled, fresh
+        assert system.player_features.of("p2", t1)["ltv"] == 3.0  # null: latest non-null
         clock.advance(1200)
-        assert system.player_features("p1", clock.now())["ltv"] == 99.0
+        assert system.player_features.of("p1", clock.now())["ltv"] == 99.0
         engine = offline_engine(system)
         try:
             times = np.array([t0 - 1, t0, t1 - 30, t1, clock.now()])

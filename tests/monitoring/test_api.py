@@ -56,7 +56,7 @@ def test_calibration_exploration_and_drift_of_a_learned_release(
     )
     r = retrain(system, actor="test")
     learned = r.deployed or r.version  # the delivered (refitted) version serves everyone now
-    system.release(learned, actor="test")
+    system.deployments.release(learned, actor="test")
     _traffic(system, clock, 400)
     drift = client.get("/v1/monitoring/drift").json()
     assert drift["reference"]["basis"] == f"training window of {learned}"

@@ -43,7 +43,7 @@ def test_a_shadow_with_live_uplift_becomes_the_canary_then_is_released(
     _traffic(system, clock, 400)  # before the shadow: the judge is fitted on these
     clock.advance(25 * HOUR)
     good = _fixed(system, "starter")
-    system.deploy(good, "shadow", actor="test")
+    system.deployments.deploy(good, "shadow", actor="test")
     _traffic(system, clock, 400)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[good]
@@ -60,7 +60,7 @@ def test_a_shadow_with_live_uplift_becomes_the_canary_then_is_released(
     assert system.deployments.state(system.default_campaign).released == good
     assert any(
         (t.version, t.to_mode, t.actor) == (good, "released", "controller")
-        for t in system.history()
+        for t in system.deployments.history(system.default_campaign)
     )
 
 
@@ -69,7 +69,7 @@ def test_a_shadow_without_uplift_waits(system: Offerloop, clock: ManualClock) ->
     _traffic(system, clock, 400)
     clock.advance(25 * HOUR)
     bad = _fixed(system, "mega")
-    system.deploy(bad, "shadow", actor="test")
+    system.deployments.deploy(bad, "shadow", actor="test")
     _traffic(system, clock, 400)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[bad]
@@ -89,9 +89,9 @@ def test_a_shadow_too_thin_to_judge_on_the_most_rows_is_retired(
     system.settings = system.settings.replace(shadow_min_decisions=100)
     _traffic(system, clock, 300)
     clock.advance(25 * HOUR)
-    system.release(_fixed(system, "starter"), actor="test")  # never shows mega
+    system.deployments.release(_fixed(system, "starter"), actor="test")  # never shows mega
     mega = _fixed(system, "mega")
-    system.deploy(mega, "shadow", actor="test")
+    system.deployments.deploy(mega, "shadow", actor="test")
     _traffic(system, clock, 200)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[mega]
@@ -109,7 +109,7 @@ def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_e
     system: Offerloop, clock: ManualClock
 ) -> None:
     broken = _failing(system)
-    system.canary(broken, 0.5, actor="test")
+    system.deployments.canary(broken, 0.5, actor="test")
     _traffic(system, clock, 300)  # every answer succeeds: the release serves the canary's share
     decisions = system.backend.decisions(system.default_campaign, 0, clock.now() + 1)
     fell_back = [d for d in decisions if d.fallback]
@@ -156,7 +156,7 @@ def test_a_canary_slower_than_the_release_is_rolled_back(
 ) -> None:
     system.settings = system.settings.replace(scoring_budget_ms=1.0)
     slow = _fixed(system, "starter")
-    system.canary(slow, 0.5, actor="test")
+    system.deployments.canary(slow, 0.5, actor="test")
     _scored(system, clock, {(slow, "canary"): 4.0, ("random-1", "released"): 0.2}, 150)
     action, reason = _steps(system)[slow]
     assert action == "rollback"
@@ -171,7 +171,7 @@ def test_a_busy_host_never_rolls_back_a_canary_as_fast_as_the_release(
     canaries that earned more. Both arms slow at the same time: the host, not the model."""
     system.settings = system.settings.replace(scoring_budget_ms=1.0)
     canary = _fixed(system, "starter")
-    system.canary(canary, 0.5, actor="test")
+    system.deployments.canary(canary, 0.5, actor="test")
     _scored(system, clock, {(canary, "canary"): 9.0, ("random-1", "released"): 8.0}, 150)
     action, reason = _steps(system)[canary]
     assert action == "wait", reason
@@ -179,7 +179,7 @@ def test_a_busy_host_never_rolls_back_a_canary_as_fast_as_the_release(
 
 def test_a_shadow_that_fails_to_score_is_taken_out(system: Offerloop, clock: ManualClock) -> None:
     broken = _failing(system)
-    system.deploy(broken, "shadow", actor="test")
+    system.deployments.deploy(broken, "shadow", actor="test")
     _traffic(system, clock, 150)
     action, reason = _steps(system)[broken]
     assert action == "remove"
@@ -193,14 +193,14 @@ def test_a_fresh_release_that_earns_less_is_rolled_back_once(
     system.settings = system.settings.replace(canary_min_decisions=100)
     _traffic(system, clock, 300)  # random's record
     good = _fixed(system, "starter")
-    system.release(good, actor="test")
+    system.deployments.release(good, actor="test")
     _traffic(system, clock, 500)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[good]
     assert action == "wait"
     assert reason.startswith(f"fresh release {good} watched: ")
     bad = _fixed(system, "mega")
-    system.release(bad, actor="test", reason="a mistake")
+    system.deployments.release(bad, actor="test", reason="a mistake")
     _traffic(system, clock, 300)
     clock.advance(25 * HOUR)
     action, reason = _steps(system)[bad]
@@ -208,7 +208,7 @@ def test_a_fresh_release_that_earns_less_is_rolled_back_once(
     assert reason.startswith(f"fresh release earns less than {good}: ")
     st = system.deployments.state(system.default_campaign)
     assert st.released == good
-    assert system.history()[-1].actor == "controller"
+    assert system.deployments.history(system.default_campaign)[-1].actor == "controller"
     # the version restored by a rollback is not itself watched (no ping-pong)
     assert good not in _steps(system)
 
@@ -236,9 +236,9 @@ def test_a_canary_ahead_on_its_own_players_gains_share_while_off_policy_evidence
     )
     _traffic(system, clock, 300)  # random: the judge's rows
     clock.advance(25 * HOUR)
-    system.release(_fixed(system, "mega"), actor="test")
+    system.deployments.release(_fixed(system, "mega"), actor="test")
     good = _fixed(system, "starter")
-    system.canary(good, 0.2, actor="test")
+    system.deployments.canary(good, 0.2, actor="test")
     _traffic(system, clock, 500)
     clock.advance(25 * HOUR)
     steps = _steps(system)

@@ -14,6 +14,7 @@ import pytest
 
 from offerloop import Conflict, ManualClock, Offerloop
 from offerloop.pipeline import list_runs, pipeline_lock, run_pipeline
+from offerloop.registry import Deployments
 from tests.pipeline.test_retrain import _traffic
 
 
@@ -148,7 +149,7 @@ def _crash_after_registering(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("simulated crash")
 
     for step in ("deploy", "canary", "release"):
-        monkeypatch.setattr(Offerloop, step, crash)
+        monkeypatch.setattr(Deployments, step, crash)
 
 
 def test_a_failed_run_is_resumed_without_training_twice(
@@ -217,8 +218,9 @@ def test_a_run_killed_mid_way_is_resumed(system: Offerloop, clock: ManualClock) 
         "import json, os, signal, sys\n"
         "from offerloop import Offerloop, load_settings\n"
         "from offerloop.pipeline import run_pipeline\n"
+        "from offerloop.registry import Deployments\n"
         "die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "Offerloop.deploy = Offerloop.canary = Offerloop.release = die\n"
+        "Deployments.deploy = Deployments.canary = Deployments.release = die\n"
         "s = load_settings(env={}, **json.loads(sys.argv[1]))\n"
         "run_pipeline(Offerloop(s))\n"
     )

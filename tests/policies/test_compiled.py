@@ -107,7 +107,7 @@ def test_without_a_compiler_lightgbm_serves_and_the_failure_is_counted(
         system.bootstrap(actor="test")
         c = system.campaign(None)
         policy = _gbt_policy(logged_data(600, seed=3)[0])
-        system.release(system.registry.register(c.id, policy).version, actor="test")
+        system.deployments.release(system.registry.register(c.id, policy).version, actor="test")
         d = system.decide("p1")
         system.decider.wait_compiled()
         assert d.record.fallback == ""
@@ -131,7 +131,7 @@ def test_a_version_is_compiled_once_it_is_hot_not_before(
         system.bootstrap(actor="test")
         c = system.campaign(None)
         policy = _gbt_policy(logged_data(600, seed=3)[0])
-        system.release(system.registry.register(c.id, policy).version, actor="test")
+        system.deployments.release(system.registry.register(c.id, policy).version, actor="test")
         served = system.decider.live(c.id).released
         assert served is not None
         model = served[1].model  # type: ignore[attr-defined]

@@ -275,7 +275,7 @@ def test_changed_artifact_on_disk_refuses_to_load(tmp_path: object) -> None:
         with pytest.raises(ArtifactCorrupt, match=f"artifact of {rec.version}: sha256"):
             system.registry.load(rec.version)
         with pytest.raises(ArtifactCorrupt):
-            system.release(rec.version, actor="t")  # never released either
+            system.deployments.release(rec.version, actor="t")  # never released either
     finally:
         system.close()
 

@@ -30,9 +30,9 @@ def test_day_one_random_released_rules_in_shadow(system: Offerloop) -> None:
 
 
 def test_bootstrap_is_idempotent(system: Offerloop) -> None:
-    before = system.history()
+    before = system.deployments.history(system.default_campaign)
     system.bootstrap()
-    assert system.history() == before
+    assert system.deployments.history(system.default_campaign) == before
     assert len(system.registry.list()) == 2
 
 
@@ -41,17 +41,20 @@ def test_release_and_rollback_switch_what_decides(
 ) -> None:
     random_v, (rules_v,) = _state(system)
     t_release = clock.advance(60)
-    system.release(rules_v, actor="alice", reason="try rules")
+    system.deployments.release(rules_v, actor="alice", reason="try rules")
     assert _state(system) == (rules_v, ())
     d = client.post("/v1/decide", json={"player_id": "p"}).json()
     assert d["model_version"] == rules_v
     assert d["propensity"] == 1.0
     t_rollback = clock.advance(60)
-    assert system.rollback(actor="bob", reason="revenue dropped") == random_v
+    assert (
+        system.deployments.rollback(system.default_campaign, actor="bob", reason="revenue dropped")
+        == random_v
+    )
     assert _state(system) == (random_v, ())
     assert client.post("/v1/decide", json={"player_id": "p"}).json()["model_version"] == random_v
     # history: who, when, what, why; and which version was live at any time
-    last = system.history()[-2:]
+    last = system.deployments.history(system.default_campaign)[-2:]
     assert [(t.action, t.version, t.from_mode, t.to_mode, t.actor) for t in last] == [
         ("rollback", random_v, "", "released", "bob"),
         ("rollback", rules_v, "released", "", "bob"),
@@ -65,54 +68,56 @@ def test_release_and_rollback_switch_what_decides(
 def test_rollback_walks_back_the_release_stack(system: Offerloop) -> None:
     v1, _ = _state(system)
     v2, v3 = _register_rules(system), _register_rules(system)
-    system.release(v2, actor="t")
-    system.release(v3, actor="t")
-    assert system.rollback(actor="t") == v2
-    assert system.rollback(actor="t") == v1
+    system.deployments.release(v2, actor="t")
+    system.deployments.release(v3, actor="t")
+    assert system.deployments.rollback(system.default_campaign, actor="t") == v2
+    assert system.deployments.rollback(system.default_campaign, actor="t") == v1
     with pytest.raises(Conflict, match="no previous release"):
-        system.rollback(actor="t")
+        system.deployments.rollback(system.default_campaign, actor="t")
 
 
 def test_shadow_deploy_and_undeploy(system: Offerloop) -> None:
     v = _register_rules(system)
-    system.deploy(v, actor="t")
-    system.deploy(v, actor="t")  # idempotent
+    system.deployments.deploy(v, actor="t")
+    system.deployments.deploy(v, actor="t")  # idempotent
     assert v in _state(system)[1]
-    system.undeploy(v, actor="t")
+    system.deployments.undeploy(v, actor="t")
     assert v not in _state(system)[1]
     released, _ = _state(system)
     assert released is not None
     with pytest.raises(Conflict):
-        system.undeploy(released, actor="t")
+        system.deployments.undeploy(released, actor="t")
     with pytest.raises(Conflict):
-        system.deploy(released, actor="t")
+        system.deployments.deploy(released, actor="t")
 
 
 def test_unknown_version_is_not_found(system: Offerloop) -> None:
     with pytest.raises(NotFound):
-        system.release("linear-999", actor="t")
+        system.deployments.release("linear-999", actor="t")
 
 
-def test_a_running_service_follows_another_process_within_a_second(
-    settings: Settings, clock: ManualClock
-) -> None:
-    """The CLI is another handle on the same data directory; the service must follow it."""
+def test_a_running_service_follows_another_process(settings: Settings, clock: ManualClock) -> None:
+    """The CLI is another handle on the same data directory; the service must follow it (it
+    re-reads every 0.2 s here; the bound below is for a loaded machine, not a speed)."""
     service = Offerloop(settings.replace(deployment_refresh_seconds=0.2), clock)
     service.bootstrap()
     cli = Offerloop(settings, clock)
+
+    def served_after_change(expected: str) -> str:
+        deadline = time.monotonic() + 60.0
+        seen = service.decide("p").record.model_version
+        while seen != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = service.decide("p").record.model_version
+        return seen
+
     try:
         first = service.decide("p").record.model_version
         (rules_v,) = cli.deployments.state(cli.default_campaign).shadows
-        cli.release(rules_v, actor="cli")
-        deadline = time.monotonic() + 1.0
-        seen = first
-        while seen != rules_v and time.monotonic() < deadline:
-            seen = service.decide("p").record.model_version
-            time.sleep(0.02)
-        assert seen == rules_v
-        cli.rollback(actor="cli")
-        time.sleep(0.25)
-        assert service.decide("p").record.model_version == first
+        cli.deployments.release(rules_v, actor="cli")
+        assert served_after_change(rules_v) == rules_v
+        cli.deployments.rollback(cli.default_campaign, actor="cli")
+        assert served_after_change(first) == first
     finally:
         service.close()
         cli.close()
@@ -122,7 +127,7 @@ def test_canary_serves_a_stable_share_of_players(system: Offerloop) -> None:
     from offerloop.decisions import canary_bucket
 
     random_v, (rules_v,) = _state(system)
-    system.canary(rules_v, 0.2, actor="t")
+    system.deployments.canary(rules_v, 0.2, actor="t")
     st = system.deployments.state(system.default_campaign)
     assert (st.released, st.canary, st.canary_share) == (random_v, rules_v, 0.2)
     first = {f"q{i}": system.decide(f"q{i}").record for i in range(400)}
@@ -132,16 +137,16 @@ def test_canary_serves_a_stable_share_of_players(system: Offerloop) -> None:
     assert in_canary == {p for p in first if canary_bucket(p, system.default_campaign) < 0.2}
     again = {p for p in first if system.decide(p).record.mode == "canary"}
     assert again == in_canary  # the same players keep the same arm
-    system.canary(rules_v, 0.4, actor="t")
+    system.deployments.canary(rules_v, 0.4, actor="t")
     wider = {p for p in first if system.decide(p).record.mode == "canary"}
     assert in_canary < wider  # growing the share keeps everyone already in
     with pytest.raises(Conflict):
-        system.canary(random_v, 0.1, actor="t")
+        system.deployments.canary(random_v, 0.1, actor="t")
     from offerloop import InvalidInput
 
     with pytest.raises(InvalidInput):
-        system.canary(rules_v, 1.0, actor="t")
-    system.release(rules_v, actor="t", reason="canary held")
+        system.deployments.canary(rules_v, 1.0, actor="t")
+    system.deployments.release(rules_v, actor="t", reason="canary held")
     st = system.deployments.state(system.default_campaign)
     assert (st.released, st.canary) == (rules_v, None)
-    assert system.history()[-2].from_mode == "canary"
+    assert system.deployments.history(system.default_campaign)[-2].from_mode == "canary"

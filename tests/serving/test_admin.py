@@ -27,17 +27,17 @@ def _auth(token: str = TOKEN) -> dict[str, str]:
 
 
 def test_no_token_configured_refuses_everything(client: TestClient, system: Offerloop) -> None:
-    before = system.history()
+    before = system.deployments.history(system.default_campaign)
     r = client.post("/v1/admin/release", json={"version": "rules-2"}, headers=_auth())
     assert r.status_code == 403
     assert "admin API is disabled" in r.json()["error"]["message"]
-    assert system.history() == before
+    assert system.deployments.history(system.default_campaign) == before
     assert client.post("/v1/decide", json={"player_id": "p"}).status_code == 200
 
 
 def test_missing_or_wrong_token_changes_nothing(admin: tuple[TestClient, Offerloop]) -> None:
     client, system = admin
-    before = system.history()
+    before = system.deployments.history(system.default_campaign)
     r = client.post("/v1/admin/release", json={"version": "rules-2"})
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
@@ -50,7 +50,7 @@ def test_missing_or_wrong_token_changes_nothing(admin: tuple[TestClient, Offerlo
         headers={"Authorization": f"Basic {TOKEN}"},
     )
     assert r.status_code == 403
-    assert system.history() == before
+    assert system.deployments.history(system.default_campaign) == before
     assert (
         client.post(
             "/v1/events",

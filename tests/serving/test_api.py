@@ -119,7 +119,7 @@ def test_logged_propensity_is_the_released_policys_probability(
 ) -> None:
     """Release the rules policy: each logged propensity must equal its act() probability."""
     rules = system.deployments.state(system.default_campaign).shadows[0]
-    system.release(rules, actor="test")
+    system.deployments.release(rules, actor="test")
     policy = system.registry.load(rules)
     for i in range(20):
         d = client.post("/v1/decide", json={"player_id": f"q{i}"}).json()

@@ -44,7 +44,7 @@ def _behind_proxies(
     )
     system = Offerloop(settings.for_service() if service else settings, ManualClock(T0))
     system.bootstrap(actor="test")
-    system.warm()
+    system.player_features.warm()
     if service:
         system.start_background()
     try:
@@ -164,7 +164,7 @@ def test_postgres_down_events_are_refused_and_decisions_are_journaled(
 def test_a_corrupt_artifact_or_a_raising_release_never_fails_a_decision(system: Offerloop) -> None:
     c = system.campaign(None)
     bad = system.registry.register(c.id, FixedPolicy(c.offer_ids[:2], [0.5, 0.5]))
-    system.release(bad.version, actor="test")  # it cannot score 24 offers: it raises
+    system.deployments.release(bad.version, actor="test")  # it cannot score 24 offers: it raises
     d = system.decide("p1")
     assert d.record.model_version == bad.version
     assert d.record.propensity == pytest.approx(1 / len(c.offers))  # uniform, exact
@@ -180,11 +180,11 @@ def test_a_corrupt_artifact_or_a_raising_release_never_fails_a_decision(system: 
         == 1
     )
     # a shadow whose artifact is corrupt is taken out of service; the release keeps serving
-    system.rollback(actor="test")
+    system.deployments.rollback(system.default_campaign, actor="test")
     good = system.registry.register(
         c.id, FixedPolicy(c.offer_ids, [1 / len(c.offers)] * len(c.offers))
     )
-    system.deploy(good.version, "shadow", actor="test")
+    system.deployments.deploy(good.version, "shadow", actor="test")
     art = good.artifact
     system.backend.put_artifact(art, b'{"kind": "fixed", "tampered": true}')
     system.registry._cache.clear()
@@ -260,7 +260,9 @@ def test_a_stalled_postgres_never_freezes_decisions_or_the_health_check(
     assert again.json()["duplicates"] == 1  # a retry is a duplicate, never a second copy
     # and the online state got it from the log, once
     _until(
-        lambda: system.online.read("p1", system.clock.now())["purchases_total"] == 1,
+        lambda: (
+            system.player_features.online.read("p1", system.clock.now())["purchases_total"] == 1
+        ),
         "the journaled purchase never reached the online state",
     )
 
@@ -306,7 +308,7 @@ def test_events_stored_during_a_redis_cut_reach_the_online_state(
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 1
     rd.restore()
-    online = system.online
+    online = system.player_features.online
 
     def folded() -> bool:
         try:

@@ -31,7 +31,8 @@ def test_journaled_decisions_and_shadows_scored_in_a_child_process(service: Offe
     assert service.settings.shadow_scoring == "process"
     c = service.campaign(None)
     broken = service.registry.register(c.id, FixedPolicy(c.offer_ids[:2], [0.5, 0.5]))
-    service.deploy(broken.version, "shadow", actor="test")  # loads, then raises on scoring
+    # loads, then raises on scoring
+    service.deployments.deploy(broken.version, "shadow", actor="test")
     with TestClient(create_app(service)) as client:
         ids = []
         for i in range(20):

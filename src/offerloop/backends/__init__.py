@@ -68,6 +68,9 @@ def backend_name(settings: Settings) -> str:
 
 
 def open_backend(settings: Settings, name: str | None = None, **kwargs: Any) -> Backend:
+    """Open the backend ``name`` (default: PostgreSQL with a ``database_url``, else the
+    embedded SQLite) with its settings; ``kwargs`` go to its constructor. InvalidInput for
+    an unknown name."""
     name = name or backend_name(settings)
     try:
         target = BACKENDS[name]

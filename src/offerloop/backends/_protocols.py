@@ -36,6 +36,10 @@ __all__ = [
 
 
 class EventLog(Protocol):
+    """Events as clients sent them, append-only. :meth:`append_events` is the one write: atomic
+    per batch and idempotent by event id. Sequence numbers grow with insertion; "storage order"
+    is ``seq`` order, which need not be time order."""
+
     # True when a reader may see a gap in sequence numbers that a transaction still in
     # flight fills later (concurrent writers commit out of order); False when every gap
     # is final. ``features._follow`` waits for such gaps.
@@ -75,6 +79,10 @@ class EventLog(Protocol):
 
 
 class DecisionLog(Protocol):
+    """Decisions as served, one row per decision id: stored once (a repeated id is skipped,
+    never overwritten), later only extended (shadows appended, backfilled features merged),
+    with the values logged at decision time never changed."""
+
     def append_decisions(
         self, decisions: Sequence[DecisionRecord], rows: Sequence[tuple[Any, ...]] = ()
     ) -> int:
@@ -110,25 +118,47 @@ class DecisionLog(Protocol):
 
 
 class ModelStore(Protocol):
+    """Model version records: a version is stored once and never replaced or reused."""
+
     def next_model_number(self) -> int:
         """A number never returned before (names new versions)."""
         ...
 
-    def put_model(self, model: ModelRecord) -> None: ...
+    def put_model(self, model: ModelRecord) -> None:
+        """Store a new version's record; Conflict if that version exists already."""
+        ...
 
-    def get_model(self, version: str) -> ModelRecord | None: ...
+    def get_model(self, version: str) -> ModelRecord | None:
+        """The record of ``version``, or None."""
+        ...
 
-    def list_models(self) -> list[ModelRecord]: ...
+    def list_models(self) -> list[ModelRecord]:
+        """Every version's record, oldest first (by ``created_at``, then version)."""
+        ...
 
 
 class ArtifactStore(Protocol):
-    def put_artifact(self, name: str, data: bytes) -> None: ...
+    """Model artifacts by name, as bytes. A write is atomic: a reader sees the whole artifact
+    or none of it, never part of one."""
 
-    def get_artifact(self, name: str) -> bytes | None: ...
+    def put_artifact(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` atomically, replacing what was there; ValueError for a name
+        that is not a plain file name (empty, with ``/``, or starting with a dot)."""
+        ...
+
+    def get_artifact(self, name: str) -> bytes | None:
+        """The bytes stored under ``name``, or None."""
+        ...
 
 
 class DeploymentStore(Protocol):
-    def deployments(self, campaign: str) -> list[DeploymentRecord]: ...
+    """Each campaign's deployments and the transitions that led to them. They change only through
+    :meth:`replace_deployments`: all at once and only if the generation is still the one read,
+    so concurrent writers never lose each other's changes."""
+
+    def deployments(self, campaign: str) -> list[DeploymentRecord]:
+        """A campaign's current deployments, oldest first (by ``since``, then version)."""
+        ...
 
     def replace_deployments(
         self,
@@ -153,6 +183,8 @@ class DeploymentStore(Protocol):
 
 
 class LoadLog(Protocol):
+    """When each file of a batch feature source was first loaded; a later load keeps that time."""
+
     def record_load(self, source: str, file_key: str, loaded_at: float) -> float:
         """Record when a batch file was first loaded; return the recorded time (idempotent)."""
         ...
@@ -163,6 +195,8 @@ class LoadLog(Protocol):
 
 
 class Quarantine(Protocol):
+    """Records the store refused, kept (once per kind and key) for an operator to look at."""
+
     def quarantine(self, records: Sequence[QuarantinedRecord]) -> int:
         """Keep records the store refused (idempotent on kind + key); returns how many were
         new. Must accept any payload: it is stored as ASCII-only JSON text."""
@@ -174,6 +208,8 @@ class Quarantine(Protocol):
 
 
 class RunLog(Protocol):
+    """Pipeline run records, and the pipeline lock shared by every process using the store."""
+
     def put_run(self, doc: Mapping[str, Any]) -> None:
         """Insert or replace a pipeline run record (keys ``id`` and ``campaign``)."""
         ...
@@ -199,6 +235,11 @@ class Backend(
     RunLog,
     Protocol,
 ):
+    """Everything offerloop stores, behind one object that every thread of a process shares;
+    ``name`` says which implementation it is (``sqlite``, ``postgres``)."""
+
     name: str
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and other resources; the backend is unusable afterwards."""
+        ...

@@ -38,15 +38,18 @@ class EventRecord:
     seq: int = field(default=0, compare=False)  # the store's sequence number (0: not stored)
 
     def with_seq(self, seq: int) -> EventRecord:
+        """A copy carrying the store's sequence number ``seq``."""
         return replace(self, seq=seq)
 
     @property
     def decision_id(self) -> str | None:
+        """The decision a purchase names (None for other events, or without a string id)."""
         d = self.properties.get("decision_id") if self.type == "purchase" else None
         return d if isinstance(d, str) else None
 
     @property
     def amount(self) -> float:
+        """A purchase's amount (0.0 for other events, or when it is not a number)."""
         a = self.properties.get("amount", 0.0) if self.type == "purchase" else 0.0
         return float(a) if isinstance(a, int | float) else 0.0
 

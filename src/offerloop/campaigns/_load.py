@@ -27,10 +27,13 @@ _COND = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(==|!=|>=|<=|>|<)\s*(.+?)\s*$")
 
 
 def default_campaign_path() -> Path:
+    """The path of the campaign shipped with offerloop (``default.toml``, the simulated game's)."""
     return Path(str(resources.files("offerloop.campaigns") / "default.toml"))
 
 
 def load_campaign(path: str | Path, features: Collection[str] | None = None) -> Campaign:
+    """Read and validate a campaign TOML file; ``features`` (if given) are the names rules may
+    test. Raises CampaignInvalid listing every problem, or if the file cannot be read."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -42,6 +45,7 @@ def load_campaign(path: str | Path, features: Collection[str] | None = None) -> 
 def load_campaigns(
     paths: Iterable[str | Path], features: Collection[str] | None = None
 ) -> dict[str, Campaign]:
+    """Load several campaign files, by id; CampaignInvalid if two define the same id."""
     campaigns: dict[str, Campaign] = {}
     for p in paths:
         c = load_campaign(p, features)

@@ -40,6 +40,7 @@ class Offer:
 
     @property
     def price(self) -> float:
+        """The bundle's price: what a purchase of this offer is worth."""
         return self.bundle.price
 
 
@@ -52,6 +53,8 @@ class Condition:
     value: float | str
 
     def holds(self, features: Mapping[str, Any]) -> bool:
+        """Whether the row's value of ``feature`` compares true; False when it is missing, a
+        bool, or a string where the value is a number (or the reverse)."""
         actual = features.get(self.feature)
         if actual is None or isinstance(actual, bool):
             return False
@@ -72,6 +75,7 @@ class Rule:
     when: tuple[Condition, ...]
 
     def matches(self, features: Mapping[str, Any]) -> bool:
+        """Whether every condition holds for the row (True for a rule without conditions)."""
         return all(c.holds(features) for c in self.when)
 
 
@@ -95,12 +99,15 @@ class Campaign:
 
     @property
     def offer_ids(self) -> list[str]:
+        """Every offer id (``bundle:message``), bundle by bundle: the order policies use."""
         return [o.id for o in self.offers]
 
     def index(self, offer: str) -> int:
+        """The position of an offer in :attr:`offer_ids`; KeyError if it is not in the campaign."""
         return self._index[offer]
 
     def has_offer(self, offer: str) -> bool:
+        """Whether the offer id is one of this campaign's."""
         return offer in self._index
 
 

@@ -139,7 +139,7 @@ def serve(
                 "as its own process (or unset pipeline_schedule)"
             )
         with _opened(data_dir, config, service=True) as system:
-            system.warm()  # built once here; the workers find it in Redis
+            system.player_features.warm()  # built once here; the workers find it in Redis
         if config is not None:
             os.environ["OFFERLOOP_CONFIG"] = str(config)
         if data_dir is not None:
@@ -148,15 +148,15 @@ def serve(
         run_workers(host, port, workers)
         return
     with _opened(data_dir, config, True, clock=clock) as system, _one_server(system):
-        system.warm()  # online features from the event log before the first request
+        system.player_features.warm()  # online features from the event log before the first request
         system.start_background()  # decisions never wait on a store from here on
         # the state built at start (online features, models) is long-lived: keep it out of
         # the garbage collector's full passes, which otherwise stall requests as it grows
         gc.collect()
         gc.freeze()
         err.print(
-            f"online features rebuilt from {system.rebuilt_events} events in "
-            f"{system.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
+            f"online features rebuilt from {system.player_features.rebuilt_events} events in "
+            f"{system.player_features.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
         )
         sched = None
         if parsed is not None:
@@ -391,7 +391,7 @@ def deploy(
     if not shadow:
         raise InvalidInput("only --shadow deployment exists; use `offerloop release` to release")
     with _opened(data_dir, config) as system:
-        system.deploy(version, "shadow", actor=_actor(actor), reason=reason)
+        system.deployments.deploy(version, "shadow", actor=_actor(actor), reason=reason)
     out.print(f"{version} deployed in shadow")
 
 
@@ -405,7 +405,7 @@ def release(
 ) -> None:
     """Release a version: it serves its campaign's players from now on."""
     with _opened(data_dir, config) as system:
-        system.release(version, actor=_actor(actor), reason=reason)
+        system.deployments.release(version, actor=_actor(actor), reason=reason)
     out.print(f"{version} released")
 
 
@@ -420,7 +420,7 @@ def canary(
 ) -> None:
     """Serve a version to a stable share of players (the rest keep the release)."""
     with _opened(data_dir, config) as system:
-        system.canary(version, share, actor=_actor(actor), reason=reason)
+        system.deployments.canary(version, share, actor=_actor(actor), reason=reason)
     out.print(f"{version} is the canary for {share:.0%} of players")
 
 
@@ -434,7 +434,8 @@ def rollback(
 ) -> None:
     """Release again the version released before the current one."""
     with _opened(data_dir, config) as system:
-        target = system.rollback(campaign, actor=_actor(actor), reason=reason)
+        c = system.campaign(campaign).id
+        target = system.deployments.rollback(c, actor=_actor(actor), reason=reason)
     out.print(f"rolled back: {target} released")
 
 
@@ -448,7 +449,7 @@ def undeploy(
 ) -> None:
     """Stop scoring a shadow version."""
     with _opened(data_dir, config) as system:
-        system.undeploy(version, actor=_actor(actor), reason=reason)
+        system.deployments.undeploy(version, actor=_actor(actor), reason=reason)
     out.print(f"{version} undeployed")
 
 
@@ -486,7 +487,7 @@ def history(
         table = Table(title=f"deployment history of {c}")
         for col in ("when", "action", "version", "from", "to", "actor", "reason"):
             table.add_column(col)
-        for t in system.history(c):
+        for t in system.deployments.history(c):
             table.add_row(
                 format_ts(t.ts),
                 t.action,
@@ -618,7 +619,7 @@ def features_show(player_id: str, data_dir: DataDir = None, config: Config = Non
     """A player's feature vector as served now."""
     with _opened(data_dir, config) as system:
         now = system.clock.now()
-        for name, r in system.player_readings(player_id, now).items():
+        for name, r in system.player_features.readings(player_id, now).items():
             newest = format_ts(r.newest_event_ts) if r.newest_event_ts is not None else "-"
             out.print(f"{name} = {r.value!r}  (newest event {newest})", highlight=False)
 
@@ -627,8 +628,9 @@ def features_show(player_id: str, data_dir: DataDir = None, config: Config = Non
 def features_rebuild(data_dir: DataDir = None, config: Config = None) -> None:
     """Replay the whole event log into the online state (e.g. Redis from PostgreSQL)."""
     with _opened(data_dir, config) as system:
-        n = system.rebuild_online()
-        out.print(f"online state rebuilt from {n} events in {system.rebuild_seconds:.1f} s")
+        n = system.player_features.rebuild()
+        seconds = system.player_features.rebuild_seconds
+        out.print(f"online state rebuilt from {n} events in {seconds:.1f} s")
 
 
 @features_app.command("backfill")

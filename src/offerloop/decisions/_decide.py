@@ -65,6 +65,13 @@ def new_decision_id(ts: float) -> str:
 
 
 class Decider:
+    """The decision engine of one process: for a request, the player's features, the serving
+    version (canary by a stable hash of the player, else the release), one draw from its
+    probabilities, and the decision logged with that propensity (journaled first, or
+    written through); shadows are scored after the answer. Deployment state is cached and
+    re-read every ``refresh_seconds`` (or at once after :meth:`invalidate`); when the store
+    of features cannot be read, ``default_features`` stand in (counted)."""
+
     def __init__(
         self,
         backend: Backend,
@@ -117,6 +124,7 @@ class Decider:
         self._compile_threads: list[threading.Thread] = []
 
     def campaign(self, campaign_id: str) -> Campaign:
+        """A loaded campaign; NotFound (listing the known ones) otherwise."""
         try:
             return self.campaigns[campaign_id]
         except KeyError:
@@ -280,6 +288,7 @@ class Decider:
     def decide(
         self, player_id: str, campaign_id: str, context: Mapping[str, Any] | None = None
     ) -> Decision:
+        """One logged decision for ``player_id`` in ``campaign_id`` (see the class doc)."""
         started = time.perf_counter()
         campaign = self.campaign(campaign_id)
         context = dict(context or {})

@@ -67,6 +67,9 @@ class WorkerSink:
         return self._proc
 
     def score(self, items: Sequence[Any]) -> int:
+        """Send the batch (ids, shown offers, shadow versions) to the child and add the
+        counts it answers to this process's metrics; a dead or silent child costs the
+        batch's scores (counted) and is started again next time."""
         batch = [[it.decision_id, it.shown, [v for v, _ in it.shadows]] for it in items]
         try:
             proc = self._start()
@@ -103,6 +106,7 @@ class WorkerSink:
             proc.wait(timeout=5)
 
     def close(self) -> None:
+        """Stop the child process."""
         self._kill()
 
 

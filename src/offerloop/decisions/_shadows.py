@@ -52,9 +52,15 @@ class ShadowSink(Protocol):
     """Where the scoring of a batch happens: :class:`ShadowScorer` in-thread, or a worker
     process (``decisions._shadow_worker.WorkerSink``)."""
 
-    def score(self, items: Sequence[_Item]) -> int: ...
+    def score(self, items: Sequence[_Item]) -> int:
+        """Score every item's shadows on its logged row and append the scores to the stored
+        decisions; returns how many decisions got scores. A failure is counted, never
+        raised to the serving path."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the sink holds (a thread, a child process)."""
+        ...
 
 
 def score_shadows(
@@ -186,6 +192,8 @@ class ShadowScorer:
         offers: Sequence[str],
         shadows: tuple[tuple[str, Policy], ...],
     ) -> None:
+        """Queue a just-answered decision's row (``shown``: the index of the offer served)
+        for its ``shadows`` (version, policy) to score after the answer."""
         if not shadows:
             return
         with self._lock:
@@ -200,6 +208,7 @@ class ShadowScorer:
             self._wake.set()
 
     def pending(self) -> int:
+        """Decisions waiting for their shadow scores."""
         with self._lock:
             return len(self._queue)
 
@@ -223,6 +232,7 @@ class ShadowScorer:
             return self.sink.score(items)
 
     def close(self) -> None:
+        """Score what is queued, stop the thread, close the sink."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

@@ -63,13 +63,18 @@ def _issued_at(decision_id: str) -> float | None:
         return None
 
 
+def _logged_price(d: DecisionRecord) -> float | None:
+    """The price a decision recorded for its offer (None: recorded before prices were)."""
+    return d.price or None
+
+
 @dataclass(frozen=True)
 class AttributionRules:
     window_seconds: float
     price_tolerance: float = 0.01  # relative; negative: any amount counts
     max_purchases: int = 1
     secret: str = ""  # decision_token_secret: purchases must carry the token
-    price_of: Callable[[DecisionRecord], float | None] = lambda d: d.price or None
+    price_of: Callable[[DecisionRecord], float | None] = _logged_price
 
     def verdict(self, e: EventRecord, d: DecisionRecord | None, now: float) -> str:
         """The verdict for purchase ``e`` naming decision ``d`` (None: not found)."""

@@ -48,6 +48,8 @@ class EventIn(BaseModel):
 
 
 class EventBatch(BaseModel):
+    """The body of ``POST /v1/events``: one or more events."""
+
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = Field(min_length=1)

@@ -33,6 +33,7 @@ from offerloop.features._online import (
     OnlineStore,
     PlayerState,
 )
+from offerloop.features._player import PlayerFeatures
 from offerloop.features._reference import reference_features
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "OfflineEngine",
     "OnlineFeatures",
     "OnlineStore",
+    "PlayerFeatures",
     "PlayerState",
     "Profile",
     "QueryRows",

@@ -123,6 +123,8 @@ class Feature:
     kind = "feature"
 
     def encode_into(self, value: object, out: list[float]) -> None:
+        """Append the value as a model sees it to ``out``: one 0/1 column per category, or one
+        number (0 unless a finite number; log1p if so transformed; divided by ``scale``)."""
         if self.type == "category":
             out.extend(1.0 if value == c else 0.0 for c in self.categories)
             return
@@ -134,6 +136,7 @@ class Feature:
         out.append(x / self.scale)
 
     def encoded_names(self) -> list[str]:
+        """Names of the columns :meth:`encode_into` appends: ``name=<category>`` or ``name``."""
         if self.type == "category":
             return [f"{self.name}={c}" for c in self.categories]
         return [self.name]
@@ -168,10 +171,12 @@ class Aggregate(Feature):
 
     @builtins.property
     def seconds(self) -> float:
+        """The window in seconds (inf for ``lifetime``)."""
         return parse_duration(self.window)
 
     @builtins.property
     def stream(self) -> tuple[str, tuple[Condition, ...]]:
+        """The events it reads: (event type, filter conditions)."""
         return (self.event, self.where)
 
 
@@ -203,6 +208,7 @@ class SinceLast(Feature):
 
     @property
     def stream(self) -> tuple[str, tuple[Condition, ...]]:
+        """The events it reads: (event type, filter conditions)."""
         return (self.event, self.where)
 
 
@@ -532,12 +538,15 @@ class FeatureSet:
 
     @property
     def names(self) -> list[str]:
+        """The feature names, in definition order."""
         return [f.name for f in self.features]
 
     def of_kind(self, *kinds: type[Feature]) -> list[Any]:
+        """The features that are instances of any of ``kinds``, in definition order."""
         return [f for f in self.features if isinstance(f, kinds)]
 
     def encoded_names(self) -> list[str]:
+        """The encoded column names of every feature, in order."""
         return [n for f in self.features for n in f.encoded_names()]
 
     def digest(self) -> str:
@@ -548,6 +557,7 @@ class FeatureSet:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def encode(self, row: Mapping[str, object]) -> list[float]:
+        """A row as a model sees it: every feature encoded in order (missing: its default)."""
         out: list[float] = []
         for f in self.features:
             f.encode_into(row.get(f.name, f.default), out)

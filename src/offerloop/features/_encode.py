@@ -25,6 +25,9 @@ __all__ = ["Encoder"]
 
 
 class Encoder:
+    """Turns feature rows into model columns; plain data (:meth:`spec`) stored in each model
+    artifact, so a model encodes rows as it was trained. ``names``: the encoded columns."""
+
     def __init__(self, spec: Sequence[Mapping[str, Any]]) -> None:
         self._features = [
             Feature(
@@ -52,9 +55,11 @@ class Encoder:
 
     @classmethod
     def of(cls, features: FeatureSet) -> Encoder:
+        """The encoder of a feature set's current definitions."""
         return cls([_spec(f) for f in features])
 
     def spec(self) -> list[dict[str, Any]]:
+        """The encoder as JSON-able data: ``Encoder(enc.spec())`` encodes the same way."""
         return [_spec(f) | x for f, x in zip(self._features, self._extra, strict=True)]
 
     @property
@@ -77,9 +82,11 @@ class Encoder:
 
     @property
     def feature_names(self) -> list[str]:
+        """The features it reads, in order (``names`` are the encoded columns)."""
         return [f.name for f in self._features]
 
     def encode(self, row: Mapping[str, object]) -> list[float]:
+        """One row's encoded columns, in the order of ``names`` (a missing feature: its default)."""
         out: list[float] = []
         for f in self._features:
             f.encode_into(row.get(f.name, f.default), out)

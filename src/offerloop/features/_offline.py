@@ -118,6 +118,7 @@ class OfflineEngine:
                 props.append(p)
 
     def close(self) -> None:
+        """Close the DuckDB connection; the engine is unusable afterwards."""
         self.con.close()
 
     # -- event sources -------------------------------------------------------------------

@@ -199,14 +199,18 @@ class OnlineStore(Protocol):
         """Which of these sequence numbers were recorded as folded (above the floor)."""
         ...
 
-    def cursor(self) -> Cursor: ...
+    def cursor(self) -> Cursor:
+        """Where the store stands in the event log (an empty :class:`Cursor` before any advance)."""
+        ...
 
     def advance(self, expected: Cursor, new: Cursor) -> bool:
         """Move the cursor from ``expected`` to ``new`` (False, and nothing changed, if it
         moved meanwhile) and forget the marks at or below the new floor."""
         ...
 
-    def delete(self, player_id: str) -> None: ...
+    def delete(self, player_id: str) -> None:
+        """Forget one player's state (nothing to do if there is none)."""
+        ...
 
     def clear(self) -> None:
         """Every player's state, the marks and the cursor."""
@@ -224,9 +228,11 @@ class InMemoryOnlineStore:
         self._lock = threading.Lock()
 
     def get(self, player_id: str) -> PlayerState | None:
+        """The player's state (None: none yet)."""
         return self._states.get(player_id)
 
     def update_many(self, changes: Mapping[str, Change], marks: Sequence[int] = ()) -> None:
+        """Apply every change and record ``marks`` above the floor, under one lock."""
         with self._lock:
             floor = self._cursor.floor
             for pid, change in changes.items():
@@ -237,13 +243,17 @@ class InMemoryOnlineStore:
             self._marks.update(s for s in marks if s > floor)
 
     def folded(self, seqs: Sequence[int]) -> set[int]:
+        """Which of these sequence numbers are recorded as folded."""
         with self._lock:
             return {s for s in seqs if s in self._marks}
 
     def cursor(self) -> Cursor:
+        """Where the store stands in the event log."""
         return self._cursor
 
     def advance(self, expected: Cursor, new: Cursor) -> bool:
+        """Move the cursor to ``new`` if it is still ``expected`` (else False) and forget the marks
+        at or below the new floor."""
         with self._lock:
             if self._cursor != expected:
                 return False
@@ -252,10 +262,12 @@ class InMemoryOnlineStore:
             return True
 
     def delete(self, player_id: str) -> None:
+        """Forget one player's state."""
         with self._lock:
             self._states.pop(player_id, None)
 
     def clear(self) -> None:
+        """Drop every player's state, the marks and the cursor."""
         with self._lock:
             self._states.clear()
             self._marks.clear()
@@ -392,6 +404,7 @@ class OnlineFeatures:
         context: Mapping[str, Any] | None = None,
         external: Mapping[str, FeatureValue] | None = None,
     ) -> dict[str, FeatureValue]:
+        """Every feature's value as of ``as_of``, by name (:meth:`read_detailed` without times)."""
         return {
             k: r.value for k, r in self.read_detailed(player_id, as_of, context, external).items()
         }

@@ -85,6 +85,8 @@ def revenue_by_version(
 def conversion_by_offer(
     decisions: Sequence[DecisionRecord], rewards: dict[str, float]
 ) -> list[dict[str, Any]]:
+    """Per offer shown (by offer id): decisions, purchases (decisions with revenue), conversion
+    and revenue per decision. ``rewards`` must hold every decision's revenue."""
     groups: dict[str, list[float]] = defaultdict(list)
     for d in decisions:
         groups[d.offer_id].append(rewards[d.decision_id])

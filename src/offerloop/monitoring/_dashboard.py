@@ -174,6 +174,9 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[object]], table_id: str)
 def render_dashboard(
     monitor: Monitor, campaign: str | None = None, refresh: int | None = 30
 ) -> str:
+    """The dashboard of a campaign (None: the default one) as one HTML page, its business
+    charts over the last 14 days; it reloads itself every ``refresh`` seconds (None or 0:
+    never)."""
     s = monitor.system
     c = s.campaign(campaign)
     end = s.clock.now()

@@ -57,6 +57,7 @@ def js_divergence(reference: ArrayLike, live: ArrayLike) -> float:
 
 
 def state_of(value: float, warn: float, alert: float) -> str:
+    """``ok``, ``warn`` or ``alert``: where ``value`` stands against the thresholds (inclusive)."""
     return "alert" if value >= alert else "warn" if value >= warn else "ok"
 
 

@@ -130,6 +130,9 @@ class Monitor:
         end: float | None = None,
         bucket_seconds: float = DAY,
     ) -> dict[str, Any]:
+        """Realised revenue per decision by (version, mode, time bucket) over the matured decisions
+        of the range (default: the last 14 days), with the deployment transitions in it and how
+        many decisions are still inside their attribution window."""
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, still_open = self._matured(c.id, start, end)
@@ -144,7 +147,7 @@ class Monitor:
                 "actor": t.actor,
                 "reason": t.reason,
             }
-            for t in self.system.history(c.id)
+            for t in self.system.deployments.history(c.id)
             if start <= t.ts <= end
         ]
         return {
@@ -160,6 +163,8 @@ class Monitor:
     def conversion(
         self, campaign: str | None = None, start: float | None = None, end: float | None = None
     ) -> dict[str, Any]:
+        """Decisions, purchases, conversion and revenue per decision by offer, over the matured
+        decisions of the range (default: the last 14 days)."""
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, still_open = self._matured(c.id, start, end)
@@ -172,6 +177,8 @@ class Monitor:
     def calibration(
         self, campaign: str | None = None, start: float | None = None, end: float | None = None
     ) -> dict[str, Any]:
+        """Predicted vs realised revenue of every version that served matured decisions in the range
+        (its ``calibration`` is None when it has no reward model)."""
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, _ = self._matured(c.id, start, end)
@@ -191,6 +198,8 @@ class Monitor:
         end: float | None = None,
         bucket_seconds: float = DAY,
     ) -> dict[str, Any]:
+        """Each shadow version's off-policy estimate per time bucket, on the matured decisions of
+        the range it scored (default: the last 14 days)."""
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, _ = self._matured(c.id, start, end)
@@ -248,6 +257,8 @@ class Monitor:
 
     # -- service health ------------------------------------------------------------------
     def latency(self) -> dict[str, Any]:
+        """Quantiles (seconds) of decision, feature lookup and HTTP request times, since this
+        process started."""
         m = self.system.metrics
         return {
             "decision_seconds": histogram_quantiles(m.decision_duration),
@@ -257,12 +268,15 @@ class Monitor:
         }
 
     def freshness(self) -> dict[str, Any]:
+        """Quantiles (seconds) of the age of the newest event behind served features, since this
+        process started."""
         return {
             "age_seconds": histogram_quantiles(self.system.metrics.feature_freshness),
             "since": "start of this process",
         }
 
     def runs(self, limit: int = 30) -> dict[str, Any]:
+        """The newest ``limit`` pipeline runs, oldest first: status, winner, controller actions."""
         docs = self.system.backend.runs()[-limit:]
         return {
             "runs": [

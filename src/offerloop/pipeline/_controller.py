@@ -102,7 +102,7 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
         if watch is not None:
             steps.append(watch)
             if watch.action == "rollback":
-                system.rollback(c.id, actor="controller", reason=watch.reason)
+                system.deployments.rollback(c.id, actor="controller", reason=watch.reason)
                 return steps
     if not st.released:
         return steps
@@ -139,14 +139,16 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
             )
     for step in steps:
         if step.action in ("rollback", "remove") and step.version:
-            system.undeploy(step.version, actor="controller", reason=step.reason)
+            system.deployments.undeploy(step.version, actor="controller", reason=step.reason)
         elif step.action == "release" and step.version:
-            system.release(step.version, actor="controller", reason=step.reason)
+            system.deployments.release(step.version, actor="controller", reason=step.reason)
         elif step.action in ("canary", "share") and step.version:
             replaced = system.deployments.state(c.id).canary
-            system.canary(step.version, step.share, actor="controller", reason=step.reason)
+            system.deployments.canary(
+                step.version, step.share, actor="controller", reason=step.reason
+            )
             if replaced and replaced != step.version:
-                system.deploy(replaced, SHADOW, actor="controller", reason=step.reason)
+                system.deployments.deploy(replaced, SHADOW, actor="controller", reason=step.reason)
     return steps
 
 

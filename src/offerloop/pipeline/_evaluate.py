@@ -66,6 +66,7 @@ class OfflineReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as one JSON document (``offerloop evaluate --json``)."""
         out: dict[str, Any] = {
             "logs": self.logs,
             "policy": self.policy,

@@ -19,7 +19,7 @@ __all__ = ["BackfillResult", "SkewReport", "backfill", "offline_engine", "skew_r
 def offline_engine(system: Offerloop) -> OfflineEngine:
     """A DuckDB engine reading this system's event log."""
     engine = OfflineEngine(system.features)
-    engine.use_batches(system.batch_sources.sources)
+    engine.use_batches(system.player_features.batch_sources.sources)
     b = system.backend
     if b.name == "postgres":
         engine.use_postgres(getattr(b, "url"), getattr(b, "schema"))  # noqa: B009
@@ -120,6 +120,7 @@ class SkewReport:
 
     @property
     def ok(self) -> bool:
+        """No feature differs between what was served and what the offline engine computes."""
         return not any(self.mismatches.values())
 
 

@@ -278,7 +278,7 @@ def retrain(
             why += f"; {candidates[fresh].learner} fits the newest rows best (held-out loss " + (
                 ", ".join(f"{candidates[i].learner} {candidates[i].loss:.5f}" for i in kin) + ")"
             )
-        system.release(served, actor=actor, reason=why)
+        system.deployments.release(served, actor=actor, reason=why)
         action, deployed = "released", served
         notes.append(f"{served} released ({why})")
     positive_but_thin = thin and diff is not None and diff.value > 0
@@ -302,21 +302,21 @@ def retrain(
         first = released_learner is None and positive_but_thin
         if takeover and not action:  # the fresh-release watch guards it
             why = f"first learned model replaces the day-one policy: {reason}"
-            system.release(served, actor=actor, reason=why)
+            system.deployments.release(served, actor=actor, reason=why)
             notes.append(f"{served} released: first learned model replaces the day-one policy")
             action = "released"
         elif (gated or first) and not state.canary and not action:
             assert diff is not None
             share = share_for(diff, s) if gated else s.canary_share
             why = "passed the gate" if gated else "first learned model, thin positive evidence"
-            system.canary(served, share, actor=actor, reason=f"{why}: {reason}")
+            system.deployments.canary(served, share, actor=actor, reason=f"{why}: {reason}")
             notes.append(f"{served} canary at {share:.0%}")
             action = "canary"
         else:
             why = (
                 "passed the gate" if gated else "evidence too thin, positive: gathers live evidence"
             )
-            system.deploy(served, SHADOW, actor=actor, reason=f"{why}: {reason}")
+            system.deployments.deploy(served, SHADOW, actor=actor, reason=f"{why}: {reason}")
             notes.append(f"{served} to shadow")
             action = action or "shadow"
             # keep the oldest learned shadows (they have gathered the most evidence); the
@@ -328,7 +328,7 @@ def retrain(
             ]
             keep = max(0, s.max_learned_shadows - 1)
             for old in learned[keep:]:
-                system.undeploy(
+                system.deployments.undeploy(
                     old, actor=actor, reason=f"newest shadow slot: {served} replaces it"
                 )
     if notes:

@@ -81,6 +81,7 @@ class PipelineScheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop scheduling runs; wait up to ``timeout`` seconds for the thread to end."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -53,10 +53,13 @@ POLICIES: dict[str, type[Policy]] = {**_PLAIN, **WRAPPERS}
 
 
 def sha256(data: bytes) -> str:
+    """The hex SHA-256 digest of ``data``: how the registry identifies an artifact."""
     return hashlib.sha256(data).hexdigest()
 
 
 def dump_policy(policy: Policy) -> bytes:
+    """The policy's artifact: canonical JSON (sorted keys, compact) of its kind, parameters and
+    fitted state; a wrapper's reward model travels in its state. ValueError on NaN or infinity."""
     params = policy.get_params()
     if isinstance(policy, EpsilonGreedy):
         params = {k: v for k, v in params.items() if k != "model"}
@@ -65,6 +68,8 @@ def dump_policy(policy: Policy) -> bytes:
 
 
 def load_policy(data: bytes, expected_sha256: str, name: str = "artifact") -> Policy:
+    """The fitted policy an artifact holds. Raises ArtifactCorrupt if the bytes' sha256 is not
+    ``expected_sha256`` or they are not a valid artifact; ``name`` labels the message."""
     actual = sha256(data)
     if actual != expected_sha256:
         raise ArtifactCorrupt(

@@ -50,6 +50,7 @@ class LoggedData:
         return len(self.features)
 
     def take(self, index: Sequence[int] | NDArray[np.int64]) -> LoggedData:
+        """The rows at these positions, in this order."""
         idx = np.asarray(index, dtype=np.int64)
         return LoggedData(
             features=[self.features[i] for i in idx],
@@ -61,6 +62,7 @@ class LoggedData:
 
     @classmethod
     def concat(cls, parts: Sequence[LoggedData]) -> LoggedData:
+        """The rows of every part, one part after another."""
         return cls(
             features=[f for p in parts for f in p.features],
             offers=[o for p in parts for o in p.offers],
@@ -79,15 +81,20 @@ class Policy:
         self.offers = list(offers)
 
     def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments: ``type(self)(**get_params())`` is an unfitted copy."""
         return {"offers": list(self.offers)}
 
     def clone(self) -> Self:
+        """An unfitted copy with the same parameters."""
         return type(self)(**self.get_params())
 
     def fit(self, data: LoggedData) -> Self:
+        """Learn from logged bandit data; returns ``self``. Policies that need no data ignore it."""
         return self
 
     def act(self, features: FeatureRow) -> Floats:
+        """The probability of every offer for one feature row, in campaign order: non-negative
+        and summing to 1. The probability of the offer shown is the propensity logged with it."""
         raise NotImplementedError
 
     def act_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
@@ -97,6 +104,7 @@ class Policy:
         return np.vstack([self.act(r) for r in rows])
 
     def state(self) -> dict[str, Any]:
+        """The fitted state as JSON-able data (``{}``: nothing fitted)."""
         return {}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -117,15 +125,19 @@ class RewardModel:
         self.offers = list(offers)
 
     def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments: ``type(self)(**get_params())`` is an unfitted copy."""
         return {"offers": list(self.offers)}
 
     def fit(self, data: LoggedData) -> Self:
+        """Learn from logged bandit data; returns ``self``."""
         raise NotImplementedError
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        """Expected reward of every offer for each row: shape (len(rows), len(offers))."""
         raise NotImplementedError
 
     def predict(self, features: FeatureRow) -> Floats:
+        """Expected reward of every offer for one feature row, in campaign order."""
         out: Floats = self.predict_batch([features])[0]
         return out
 
@@ -169,9 +181,11 @@ class RewardModel:
         return None
 
     def state(self) -> dict[str, Any]:
+        """The fitted state as JSON-able data; :meth:`load_state` restores it."""
         return {}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned (fitted values)."""
         raise NotImplementedError
 
     def compile(self, cache_dir: Path) -> int:

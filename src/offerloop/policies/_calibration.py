@@ -87,6 +87,8 @@ class CalibratedThompson(EpsilonGreedy):
         }
 
     def fit(self, data: LoggedData) -> Self:
+        """Fit the reward model, then count, per (bucket, offer), the purchases and the model's
+        expected purchases on the rows that showed the offer."""
         self.model.fit(data)
         a, predicted = self.model.shown(data)
         prices = np.asarray(self.prices)
@@ -139,6 +141,7 @@ class CalibratedThompson(EpsilonGreedy):
         return result
 
     def state(self) -> dict[str, Any]:
+        """The reward model's state, plus each bucket's purchase and expected counts."""
         return super().state() | {
             "calibration": {
                 key: {"bought": y.tolist(), "expected": e.tolist()}

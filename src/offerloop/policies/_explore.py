@@ -55,6 +55,7 @@ class EpsilonGreedy(Policy):
         return out
 
     def state(self) -> dict[str, Any]:
+        """The reward model's kind, parameters and fitted state: the artifact rebuilds it."""
         return {
             "model_kind": self.model.kind,
             "model_params": self.model.get_params(),
@@ -159,6 +160,7 @@ class InverseGap(EpsilonGreedy):
         return type(self)(self.offers, model, self.gamma_scale, self.floor)
 
     def fit(self, data: LoggedData) -> Self:
+        """Fit the reward model, then set ``gamma`` from the rows the fit rests on."""
         self.model.fit(data)
         rows = self.model.effective_rows(data)  # a recency-weighted fit rests on fewer
         self.gamma = self.gamma_scale * math.sqrt(len(self.offers) * max(rows, 1.0))

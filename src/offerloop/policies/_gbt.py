@@ -224,12 +224,14 @@ class GBTPurchase(_GBT):
         return (np.asarray(data.rewards) > 0).astype(np.float64)
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> Matrix:
+        """Purchase probability × price of every offer (zeros before fit)."""
         if self.booster is None:
             return np.zeros((len(rows), len(self.offers)))
         out: Matrix = self._raw(rows) * np.asarray(self.prices)[None, :]
         return out
 
     def purchase_probabilities(self, rows: Sequence[FeatureRow]) -> Matrix:
+        """The purchase probability of every offer for each row, in [0, 1] (zeros before fit)."""
         return self._raw(rows)
 
     def loss(self, data: LoggedData) -> float:

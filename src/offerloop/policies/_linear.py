@@ -44,6 +44,10 @@ DIRECT_COLUMNS = 2000  # above this many coefficients the ridge is solved iterat
 
 
 class LinearRevenue(RewardModel):
+    """Ridge regression of revenue on player × bundle and player × message interactions; see the
+    module doc. ``alpha``: the ridge penalty; ``half_life``: seconds over which a row's weight
+    halves (0: every row weighs the same)."""
+
     kind = "linear"
 
     def __init__(
@@ -93,6 +97,7 @@ class LinearRevenue(RewardModel):
         return sparse.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(n, width))
 
     def fit(self, data: LoggedData) -> Self:
+        """Solve the ridge; ValueError if a logged offer is not one of ``offers``."""
         index = {o: i for i, o in enumerate(self.offers)}
         unknown = sorted({o for o in data.offers if o not in index})
         if unknown:
@@ -123,6 +128,7 @@ class LinearRevenue(RewardModel):
         return self
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> Matrix:
+        """Predicted revenue of every offer, clipped at 0 (revenue is never negative)."""
         x = self._x(rows)
         by_bundle = x @ self.U.T  # (n, nb)
         by_message = x @ self.V.T  # (n, nm)
@@ -140,6 +146,8 @@ class LinearRevenue(RewardModel):
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the coefficients; ValueError if the artifact was fitted on other features or
+        other offers."""
         if list(state["feature_names"]) != self.feature_names:
             raise ValueError("artifact was trained on other features than this code defines")
         self.w = np.asarray(state["w"], dtype=np.float64)

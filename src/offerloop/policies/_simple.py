@@ -67,6 +67,7 @@ class RulesPolicy(Policy):
 
     @classmethod
     def from_campaign(cls, campaign: Campaign, explore: float = 0.0) -> RulesPolicy:
+        """The campaign file's rules and default offer, over its offers."""
         return cls(
             offers=campaign.offer_ids,
             rules=[
@@ -85,6 +86,7 @@ class RulesPolicy(Policy):
         } | ({"explore": self.explore} if self.explore else {})
 
     def choose(self, features: FeatureRow) -> str:
+        """The offer of the first rule that matches ``features``, else ``default_offer``."""
         for rule in self._rules:
             if rule.matches(features):
                 return rule.offer

@@ -117,6 +117,8 @@ class BucketBeta(RewardModel):
         return self._buckets.key(row)
 
     def fit(self, data: LoggedData) -> Self:
+        """Count shows and purchases (recency-weighted with a ``half_life``) per (bucket, offer);
+        rows of offers not in ``offers`` are skipped."""
         index = {o: i for i, o in enumerate(self.offers)}
         w = recency_weights(data.ts, self.half_life)
         weights = np.ones(len(data)) if w is None else w
@@ -150,6 +152,7 @@ class BucketBeta(RewardModel):
         return self.prior[0] + wins, self.prior[1] + shows - wins
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        """Posterior mean purchase probability × price of every offer, in the row's bucket."""
         prices = np.asarray(self.prices)
         out = np.empty((len(rows), len(self.offers)))
         cache: dict[str, Floats] = {}
@@ -174,6 +177,7 @@ class BucketBeta(RewardModel):
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the counts; ValueError unless 0 <= wins <= shows for every offer of a bucket."""
         k = len(self.offers)
         wins, shows = {}, {}
         for key, doc in state["buckets"].items():
@@ -221,6 +225,7 @@ class ThompsonSampling(EpsilonGreedy):
         }
 
     def fit(self, data: LoggedData) -> Self:
+        """Fit the posterior, then recompute the probabilities of every bucket it knows."""
         self.model.fit(data)
         self._prepare()
         return self
@@ -259,4 +264,5 @@ class ThompsonSampling(EpsilonGreedy):
         return out
 
     def act(self, features: FeatureRow) -> Floats:
+        """The precomputed probabilities of the row's bucket (the prior's for one never seen)."""
         return self.bucket_probabilities(self.posterior_model.bucket_of(features)).copy()

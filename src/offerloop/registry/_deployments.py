@@ -35,6 +35,7 @@ class DeploymentState:
     canary_share: float = 0.0
 
     def mode_of(self, version: str) -> str:
+        """The mode ``version`` is deployed in: released, canary, shadow, or "" (not deployed)."""
         if version == self.released:
             return RELEASED
         if version == self.canary:
@@ -43,12 +44,26 @@ class DeploymentState:
 
 
 class Deployments:
-    def __init__(self, backend: Backend, registry: Registry, clock: Clock) -> None:
+    """Which versions serve or score in each campaign. Every change is recorded as transitions
+    and swapped in atomically against the store's generation (retried when another writer
+    moved it). ``on_change(campaign, action)`` is told of every change this object made
+    (``deploy``, ``release``, ``canary``, ``undeploy``, ``rollback``) once it is stored: the
+    façade counts it and has the decision engine re-read the deployments."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: Registry,
+        clock: Clock,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.registry = registry
         self.clock = clock
+        self.on_change = on_change
 
     def state(self, campaign: str) -> DeploymentState:
+        """The campaign's current deployments, with the store generation read before them."""
         gen = self.backend.generation()
         rows = self.backend.deployments(campaign)
         released = next((d.version for d in rows if d.mode == RELEASED), None)
@@ -82,9 +97,12 @@ class Deployments:
                 raise Conflict(f"{version} is the released version; roll back or release another")
             return [("deploy", version, "", SHADOW)]
 
-        self._apply(campaign, change, actor, reason)
+        self._apply(campaign, "deploy", change, actor, reason)
 
     def release(self, version: str, *, actor: str, reason: str = "") -> None:
+        """Serve ``version`` to every player (nothing to do if it is released already); the
+        version released until now leaves deployment. NotFound or ArtifactCorrupt if ``version``
+        or its artifact cannot be loaded."""
         campaign = self.registry.get(version).campaign
         self.registry.load(version)  # refuse to release what cannot be loaded
 
@@ -96,7 +114,7 @@ class Deployments:
                 moves.append(("release", st.released, RELEASED, ""))
             return moves
 
-        self._apply(campaign, change, actor, reason)
+        self._apply(campaign, "release", change, actor, reason)
 
     def canary(self, version: str, share: float, *, actor: str, reason: str = "") -> None:
         """Serve ``version`` to a stable ``share`` of players (replacing any other canary)."""
@@ -116,7 +134,7 @@ class Deployments:
             moves.append(("canary", version, st.mode_of(version), CANARY))
             return moves
 
-        self._apply(campaign, change, actor, reason or f"canary at {share:.0%}", share)
+        self._apply(campaign, "canary", change, actor, reason or f"canary at {share:.0%}", share)
 
     def rollback(self, campaign: str, *, actor: str, reason: str = "") -> str:
         """Release the version released before the current one; return it."""
@@ -132,10 +150,12 @@ class Deployments:
                 ("rollback", stack[-1], RELEASED, ""),
             ]
 
-        self._apply(campaign, change, actor, reason)
+        self._apply(campaign, "rollback", change, actor, reason)
         return target[0]
 
     def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
+        """Take a shadow or canary version out of deployment (nothing if it is not deployed);
+        Conflict if it is the released version."""
         campaign = self.registry.get(version).campaign
 
         def change(st: DeploymentState) -> list[Move]:
@@ -144,17 +164,19 @@ class Deployments:
                 raise Conflict(f"{version} is released; release another version or roll back")
             return [("undeploy", version, mode, "")] if mode else []
 
-        self._apply(campaign, change, actor, reason)
+        self._apply(campaign, "undeploy", change, actor, reason)
 
     def _apply(
         self,
         campaign: str,
+        action: str,
         change: Callable[[DeploymentState], list[Move]],
         actor: str,
         reason: str,
         share: float = 0.0,
     ) -> None:
-        """Compute moves from the current state and swap them in, retrying if it changed."""
+        """Compute moves from the current state and swap them in, retrying if it changed;
+        announce ``action`` when something moved."""
         for _ in range(20):
             st = self.state(campaign)
             moves = change(st)
@@ -181,11 +203,14 @@ class Deployments:
             if self.backend.replace_deployments(
                 campaign, st.generation, list(modes.values()), transitions
             ):
+                if self.on_change is not None:
+                    self.on_change(campaign, action)
                 return
         raise Conflict("the deployment state kept changing underneath; try again")
 
     # -- history -------------------------------------------------------------------------
     def history(self, campaign: str) -> list[TransitionRecord]:
+        """Every recorded transition of the campaign, oldest first."""
         return self.backend.transitions(campaign)
 
     def live_at(self, campaign: str, ts: float) -> str | None:
@@ -202,6 +227,8 @@ class Deployments:
 
 
 def release_stack(transitions: Sequence[TransitionRecord]) -> list[str]:
+    """The release history replayed from transitions (oldest first): a release pushes, a
+    rollback pops; the last entry is the current release."""
     stack: list[str] = []
     for t in transitions:
         if t.to_mode != RELEASED:

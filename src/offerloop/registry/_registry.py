@@ -29,6 +29,9 @@ def version_label(policy: Policy) -> str:
 
 
 class Registry:
+    """Every model version: its content-addressed artifact, sha256, parameters and lineage.
+    Loaded policies are cached, at most ``LOADED_VERSIONS`` (the least recently used go first)."""
+
     def __init__(self, backend: Backend, clock: Clock) -> None:
         self.backend = backend
         self.clock = clock
@@ -66,12 +69,14 @@ class Registry:
         return record
 
     def get(self, version: str) -> ModelRecord:
+        """The record of a version; NotFound if there is none."""
         record = self.backend.get_model(version)
         if record is None:
             raise NotFound(f"model version {version!r} does not exist")
         return record
 
     def list(self, campaign: str | None = None) -> list[ModelRecord]:
+        """The records of every version (of one campaign, if given), oldest first."""
         return [m for m in self.backend.list_models() if campaign in (None, m.campaign)]
 
     def load(self, version: str) -> Policy:

@@ -135,7 +135,7 @@ def admin_router(
         """Deploy a version in shadow."""
 
         def go() -> Any:
-            system.deploy(body.version, "shadow", actor=who, reason=body.reason)
+            system.deployments.deploy(body.version, "shadow", actor=who, reason=body.reason)
             return state(system.registry.get(body.version).campaign)
 
         return await run("write", go)
@@ -145,7 +145,7 @@ def admin_router(
         """Serve a version to a stable share of players."""
 
         def go() -> Any:
-            system.canary(body.version, body.share, actor=who, reason=body.reason)
+            system.deployments.canary(body.version, body.share, actor=who, reason=body.reason)
             return state(system.registry.get(body.version).campaign)
 
         return await run("write", go)
@@ -155,7 +155,7 @@ def admin_router(
         """Release a version."""
 
         def go() -> Any:
-            system.release(body.version, actor=who, reason=body.reason)
+            system.deployments.release(body.version, actor=who, reason=body.reason)
             return state(system.registry.get(body.version).campaign)
 
         return await run("write", go)
@@ -165,7 +165,7 @@ def admin_router(
         """Stop a shadow or a canary."""
 
         def go() -> Any:
-            system.undeploy(body.version, actor=who, reason=body.reason)
+            system.deployments.undeploy(body.version, actor=who, reason=body.reason)
             return state(system.registry.get(body.version).campaign)
 
         return await run("write", go)
@@ -175,7 +175,9 @@ def admin_router(
         """Release again the previous release."""
 
         def go() -> Any:
-            system.rollback(body.campaign, actor=who, reason=body.reason)
+            system.deployments.rollback(
+                system.campaign(body.campaign).id, actor=who, reason=body.reason
+            )
             return state(body.campaign)
 
         return await run("write", go)
@@ -209,7 +211,7 @@ def admin_router(
                     "reason": t.reason,
                     "actor": t.actor,
                 }
-                for t in system.history(c)
+                for t in system.deployments.history(c)
             ],
         }
 

@@ -195,7 +195,7 @@ def create_app(
     ) -> PlayerFeaturesOut:
         """Every feature's value as served now, and the newest event behind it."""
         now = system.clock.now()
-        readings = await pools.run("read", system.player_readings, player_id, now)
+        readings = await pools.run("read", system.player_features.readings, player_id, now)
         return PlayerFeaturesOut(
             player_id=player_id,
             as_of=format_ts(now),

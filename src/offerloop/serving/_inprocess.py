@@ -42,6 +42,9 @@ class InProcessResponse:
 
 
 class InProcessClient:
+    """Synchronous requests to an ASGI app of this process, on a private event loop (see the
+    module doc); one thread at a time. Close it (or use it as a context manager) when done."""
+
     def __init__(self, app: ASGIApp, base_url: str = "http://offerloop.local") -> None:
         self._loop = asyncio.new_event_loop()
         self._app = app
@@ -55,6 +58,8 @@ class InProcessClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> InProcessResponse:
+        """Send one request (``url``: path and query) through the app and return its response,
+        whatever its status; ``json``, if given, is the JSON body."""
         path, _, query = url.partition("?")
         body = b"" if json is None else jsonlib.dumps(json).encode()
         head = [(b"host", self._host.encode())]
@@ -102,12 +107,15 @@ class InProcessClient:
         return InProcessResponse(status, out_headers, b"".join(chunks))
 
     def get(self, url: str, **kwargs: Any) -> InProcessResponse:
+        """A GET request: see :meth:`request`."""
         return self.request("GET", url, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> InProcessResponse:
+        """A POST request: see :meth:`request`."""
         return self.request("POST", url, **kwargs)
 
     def close(self) -> None:
+        """Close the event loop; the client cannot be used afterwards."""
         self._loop.close()
 
     def __enter__(self) -> InProcessClient:

@@ -29,7 +29,7 @@ def service_app() -> FastAPI:
     settings = load_settings().for_service()
     system = Offerloop(settings)
     system.bootstrap(actor="serve")
-    system.warm()  # Redis already built by the parent: nothing to rebuild
+    system.player_features.warm()  # Redis already built by the parent: nothing to rebuild
     system.start_background()
     gc.collect()
     gc.freeze()  # as in single-process serve: the start-up heap stays out of full GC passes

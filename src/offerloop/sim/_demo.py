@@ -130,7 +130,7 @@ def run_demo(
         ):
             injected = True
             broken = _broken_candidate(system)
-            system.canary(
+            system.deployments.canary(
                 broken,
                 settings.canary_share,
                 actor="demo: fault injection",

@@ -34,6 +34,7 @@ class ServiceClock(ManualClock):
         self._pushed = float("-inf")
 
     def sync(self) -> None:
+        """Push the current time to the service if it is later than the last time pushed."""
         now = self.now()
         if now > self._pushed:
             self._push(now)
@@ -96,6 +97,9 @@ class Backtest:
         on_day: Callable[[DayStats], None] | None = None,
         on_run: Callable[[dict[str, Any]], None] | None = None,
     ) -> list[DayStats]:
+        """Seed the players' history, then play every day; returns each day's stats. ``on_day`` is
+        called after each day, ``on_run`` with each pipeline run's answer. Raises
+        ``httpx.HTTPStatusError`` when the service refuses a request."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         with httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=headers) as http:
 

@@ -46,9 +46,11 @@ class DayStats:
     served: dict[str, int] = field(default_factory=dict)  # decisions per model version
 
     def per_decision(self, total: float) -> float:
+        """``total`` divided by the day's decisions (0 when there were none)."""
         return total / self.decisions if self.decisions else 0.0
 
     def as_json(self) -> dict[str, Any]:
+        """The day as JSON-able data; revenues per decision, rounded to 4 decimals."""
         return {
             "day": self.day,
             "decisions": self.decisions,
@@ -104,6 +106,7 @@ class GameSimulation:
             self.flush()
 
     def flush(self) -> None:
+        """Send the buffered events in one ``POST /v1/events``; raises if they are refused."""
         if not self._buffer:
             return
         r = self.client.post("/v1/events", json={"events": self._buffer})

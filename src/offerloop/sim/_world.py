@@ -190,6 +190,8 @@ class World:
         self._messages = [o.message.id for o in campaign.offers]
 
     def new_player(self, pid: str, now: float) -> Player:
+        """A new player of a random segment, installed 3 to 120 days before ``now``, with tastes
+        of its own (noise around its segment's)."""
         rng = self.rng
         shares = np.array([s.share for s in SEGMENTS])
         seg = SEGMENTS[int(rng.choice(len(SEGMENTS), p=shares / shares.sum()))]
@@ -233,20 +235,24 @@ class World:
         return out
 
     def expected_revenue(self, p: Player, now: float) -> np.ndarray:
+        """P(buy | offer shown) × price for every offer of the campaign, in campaign order."""
         out: np.ndarray = self.purchase_probabilities(p, now) * self.prices
         return out
 
     def record_purchase(self, p: Player, ts: float, amount: float) -> None:
+        """Add a purchase to the player's spend, history and last purchase time."""
         p.spend += amount
         p.history.append((ts, amount))
         p.last_purchase = ts if p.last_purchase is None else max(p.last_purchase, ts)
 
     def sessions_today(self, p: Player) -> int:
+        """How many sessions the player plays today (0 on a day it is not active)."""
         if self.rng.random() >= p.segment.activity:
             return 0
         return 1 + int(self.rng.poisson(max(p.segment.sessions - 1.0, 0.0)))
 
     def organic_amount(self, p: Player) -> float:
+        """The amount of a purchase outside the offers, in the segment's range (whole cents)."""
         lo, hi = p.segment.organic_amount
         return round(float(self.rng.uniform(lo, hi)), 2)
 

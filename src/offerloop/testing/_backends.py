@@ -55,24 +55,28 @@ class BackendConformance:
     """Behaviour every backend shares; the semantics above the backend rely on it."""
 
     def test_append_events_is_idempotent_and_counts_new(self, backend: Backend) -> None:
+        """``append_events`` skips ids stored already or repeated and returns only new events."""
         assert backend.append_events([_ev(1), _ev(2)]) == [_ev(1), _ev(2)]
         assert backend.append_events([_ev(2), _ev(3)]) == [_ev(3)]
         assert backend.append_events([_ev(4), _ev(4)]) == [_ev(4)]
         assert [e.event_id for e in backend.player_events("p1", 1e9)] == ["e1", "e2", "e3", "e4"]
 
     def test_iter_events_in_storage_order(self, backend: Backend) -> None:
+        """``iter_events`` yields events in the order they were stored, not by timestamp."""
         backend.append_events([_ev(3), _ev(1)])
         backend.append_events([_ev(2, player="p2")])
         got = [e.event_id for e in backend.iter_events(batch=2)]
         assert got == ["e3", "e1", "e2"]
 
     def test_player_events_are_point_in_time_and_ordered(self, backend: Backend) -> None:
+        """``player_events`` returns one player's events with ``ts <= until``, oldest first."""
         backend.append_events([_ev(3), _ev(1), _ev(2, player="p2")])
         got = backend.player_events("p1", until=101.0)
         assert [e.event_id for e in got] == ["e1"]
         assert [e.ts for e in backend.player_events("p1", 1e9)] == [101.0, 103.0]
 
     def test_event_properties_round_trip(self, backend: Backend) -> None:
+        """An event comes back equal: properties (non-ASCII too), decision id and amount."""
         e = _ev(1, amount=4.99, decision_id="d9", note="ünïcode")
         backend.append_events([e])
         (got,) = backend.player_events("p1", 1e9)
@@ -81,6 +85,7 @@ class BackendConformance:
         assert got.amount == 4.99
 
     def test_purchases_for_decisions(self, backend: Backend) -> None:
+        """``purchases_for`` returns the purchases naming any of the decisions, and only those."""
         backend.append_events(
             [_ev(1, amount=1.0, decision_id="d1"), _ev(2, amount=2.0, decision_id="d2"), _ev(3)]
         )
@@ -89,6 +94,7 @@ class BackendConformance:
         assert backend.purchases_for([]) == []
 
     def test_decisions_round_trip_and_range(self, backend: Backend) -> None:
+        """Decisions round-trip, and are read and counted by campaign over ``[start, end)``."""
         assert backend.append_decisions([_decision(i, 10.0 * i) for i in range(5)]) == 5
         backend.append_decisions([_decision(9, 15.0, campaign="other")])
         assert backend.get_decisions(["d3", "nope", "d3"]) == {"d3": _decision(3, 30.0)}
@@ -102,6 +108,7 @@ class BackendConformance:
         assert backend.count_decisions("nope", 0.0, 100.0) == 0
 
     def test_shadows_scored_later_are_appended(self, backend: Backend) -> None:
+        """``add_shadows`` appends to a decision's shadows and counts only the ids it knows."""
         backend.append_decisions([_decision(2, 1.0)])
         before = backend.decisions("c", 0.0, 10.0)  # read (and decoded) before the merge
         assert before[0].shadows == _decision(2, 1.0).shadows
@@ -113,6 +120,7 @@ class BackendConformance:
         assert backend.decisions("c", 0.0, 10.0)[0].shadows == got.shadows
 
     def test_backfill_merges_without_touching_logged_values(self, backend: Backend) -> None:
+        """``add_backfill`` merges values call after call and leaves logged features alone."""
         backend.append_decisions([_decision(1, 1.0)])
         assert backend.add_backfill({"d1": {"new": 1.5}, "nope": {"new": 2}}) == 1
         assert backend.add_backfill({"d1": {"other": "x"}}) == 1
@@ -123,6 +131,7 @@ class BackendConformance:
         assert got.training_row == {"new": 1.5, "other": "x", **got.features}
 
     def test_load_log_keeps_the_first_load_time(self, backend: Backend) -> None:
+        """``record_load`` keeps a file's first load time; ``loads`` lists files in load order."""
         assert backend.record_load("s", "f1", 10.0) == 10.0
         assert backend.record_load("s", "f1", 20.0) == 10.0
         assert backend.record_load("s", "f2", 30.0) == 30.0
@@ -130,6 +139,7 @@ class BackendConformance:
         assert backend.loads("other") == []
 
     def test_a_decision_id_is_stored_once(self, backend: Backend) -> None:
+        """``append_decisions`` skips ids stored already (a replayed journal), counting new ones."""
         assert backend.append_decisions([_decision(1, 1.0)]) == 1
         # a replayed journal: the known id is skipped, the new one stored, in one call
         assert backend.append_decisions([_decision(1, 2.0), _decision(2, 3.0)]) == 1
@@ -140,6 +150,7 @@ class BackendConformance:
         assert backend.append_decisions([]) == 0
 
     def test_models_and_numbers(self, backend: Backend) -> None:
+        """Model numbers never repeat, a model round-trips, and storing it twice is a Conflict."""
         numbers = {backend.next_model_number() for _ in range(5)}
         assert len(numbers) == 5
         m = ModelRecord(
@@ -161,6 +172,7 @@ class BackendConformance:
             backend.put_model(m)
 
     def test_model_numbers_are_unique_across_threads(self, backend: Backend) -> None:
+        """``next_model_number`` never returns a number twice, even to concurrent threads."""
         got: list[int] = []
         lock = threading.Lock()
 
@@ -178,12 +190,14 @@ class BackendConformance:
         assert len(set(got)) == 80
 
     def test_artifacts(self, backend: Backend) -> None:
+        """An artifact is None until put, and putting it again replaces its bytes."""
         assert backend.get_artifact("a.json") is None
         backend.put_artifact("a.json", b"{}")
         backend.put_artifact("a.json", b'{"x":1}')
         assert backend.get_artifact("a.json") == b'{"x":1}'
 
     def test_deployments_swap_atomically_with_generation_check(self, backend: Backend) -> None:
+        """``replace_deployments`` swaps and moves the generation; a stale one changes nothing."""
         g0 = backend.generation()
         d = [DeploymentRecord("c", "v1", "released", 1.0)]
         t = [TransitionRecord(1.0, "c", "release", "v1", "", "released", "why", "me")]

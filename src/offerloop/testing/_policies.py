@@ -88,6 +88,7 @@ class PolicyCase:
 
     @property
     def name(self) -> str:
+        """The case's test id: ``kind``, or ``kind[model_kind]`` for a wrapper."""
         return self.kind if self.model_kind is None else f"{self.kind}[{self.model_kind}]"
 
 
@@ -132,6 +133,7 @@ class PolicyConformance:
     def test_probabilities_cover_every_offer_and_sum_to_one(
         self, policy: Policy, logged: LoggedData
     ) -> None:
+        """Probabilities are finite, non-negative and sum to 1; one row's match the batch's."""
         policy.fit(logged)
         probs = policy.act_batch(logged.features[:50])
         assert probs.shape == (min(50, len(logged)), len(policy.offers))
@@ -141,6 +143,7 @@ class PolicyConformance:
         np.testing.assert_allclose(policy.act(logged.features[0]), probs[0], atol=1e-12)
 
     def test_clone_is_unfitted_with_same_params(self, policy: Policy, logged: LoggedData) -> None:
+        """A fitted policy's clone has its type and parameters and refits to the same answers."""
         fitted = policy.clone().fit(logged)
         fresh = fitted.clone()
         assert type(fresh) is type(policy)
@@ -151,6 +154,7 @@ class PolicyConformance:
         )
 
     def test_artifact_round_trip(self, policy: Policy, logged: LoggedData) -> None:
+        """An artifact loads back to the same probabilities and dumps to the same bytes."""
         policy.fit(logged)
         data = dump_policy(policy)
         back = load_policy(data, sha256(data))
@@ -162,6 +166,7 @@ class PolicyConformance:
     def test_reward_model_predicts_every_offer_and_scores_held_out_rows(
         self, policy: Policy, logged: LoggedData
     ) -> None:
+        """A wrapper's reward model predicts every offer finitely and has a finite loss."""
         if not isinstance(policy, EpsilonGreedy):
             return  # not a policy over a reward model
         policy.fit(logged)

@@ -26,6 +26,9 @@ __all__ = ["FaultProxy"]
 
 
 class FaultProxy:
+    """A TCP proxy listening on ``port`` (127.0.0.1, a free port) in front of
+    ``target_host:target_port``, forwarding until told otherwise; see the module doc."""
+
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
         probe = socket.socket()
@@ -81,6 +84,7 @@ class FaultProxy:
         self.restore()
 
     def close(self) -> None:
+        """Drop every connection and stop listening, for good."""
         self._closed = True
         self.cut()
 

@@ -310,6 +310,8 @@ def doubly_robust(
     reward_max: float | None = None,
     evidence: Evidence = EVIDENCE,
 ) -> Estimate:
+    """Doubly robust: the judge's (``model``'s) prediction under the policy, corrected on the
+    logged offer by ``w (r − q̂(x, a))``; see the module doc for its interval."""
     return _dr(_model(policy, model, data, reward_max, evidence))
 
 
@@ -453,4 +455,5 @@ def dr_terms(policy: Policy, model: RewardModel, data: LoggedData) -> tuple[Floa
 
 
 def evaluate(policy: Policy, data: LoggedData) -> Estimate:
+    """Self-normalised IPS of ``policy`` on logged data (no judge needed)."""
     return snips(target_probabilities(policy, data), data.propensities, data.rewards)

@@ -135,6 +135,9 @@ def _first_bad(con: duckdb.DuckDBPyConnection, source: str, cond: str) -> tuple[
 def import_log(
     data_dir: str | Path, name: str, path: str | Path, spec: ImportSpec, replace: bool = False
 ) -> ImportedLog:
+    """Import a CSV or Parquet file as the log ``name`` (see the module doc) and return it
+    loaded. InvalidInput for a bad name, file, column or value (each bad column named with its
+    first bad row, nothing written); Conflict if the log exists and ``replace`` is False."""
     if not _NAME.match(name):
         raise InvalidInput(f"log name {name!r} must be a lowercase identifier")
     path = Path(path)
@@ -298,6 +301,8 @@ def import_log(
 
 
 def load_log(data_dir: str | Path, name: str) -> ImportedLog:
+    """The imported log ``name``, checked against its sha256. NotFound if there is none;
+    InvalidInput if it is in an older format or its rows no longer match."""
     if not _NAME.match(name):
         raise InvalidInput(f"log name {name!r} must be a lowercase identifier")
     folder = Path(data_dir) / "logs" / name

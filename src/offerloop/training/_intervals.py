@@ -57,6 +57,7 @@ class Evidence:
 
     @classmethod
     def of(cls, settings: Settings) -> Evidence:
+        """The bar the settings set: ``min_effective_rows`` and ``min_rewarded_rows``."""
         return cls(settings.min_effective_rows, settings.min_rewarded_rows)
 
 
@@ -108,6 +109,7 @@ class Estimate:
         return self.interval(2.0 * confidence - 1.0)[0] if confidence > 0.5 else -math.inf
 
     def upper_bound(self, confidence: float = 0.95) -> float:
+        """A one-sided upper bound holding with ``confidence``."""
         return self.interval(2.0 * confidence - 1.0)[1] if confidence > 0.5 else math.inf
 
     def always_valid(
@@ -124,6 +126,7 @@ class Estimate:
         return self.value - stretch * (self.value - lo), self.value + stretch * (hi - self.value)
 
     def as_dict(self) -> dict[str, object]:
+        """The estimate as JSON-able data: value, 95 % interval, what it rests on, ``usable``."""
         return {
             "value": self.value,
             "lower": self.lower,
