@@ -31,7 +31,8 @@ _PARENT = textwrap.dedent(
     from offerloop.decisions._shadow_worker import WorkerSink
 
     class Item:
-        decision_id, shown, shadows = "d1", 0, [("rules-2", None)]
+        decision_id, campaign, row, shown = "d1", "spring_sale", {}, 0
+        shadows = [("rules-2", None)]
 
     sink = WorkerSink(load_settings(env={}, **json.loads(sys.argv[1])), Metrics(), 1)
     sink.score([Item()])  # the worker is up, with its store open
@@ -104,7 +105,8 @@ def test_a_worker_never_creates_a_schema(tmp_path: Path) -> None:
     sink = WorkerSink(settings, Metrics(), 1)
 
     class Item:
-        decision_id, shown, shadows = "d1", 0, [("rules-2", None)]
+        decision_id, campaign, row, shown = "d1", "spring_sale", {}, 0
+        shadows = [("rules-2", None)]
 
     try:
         assert sink.score([Item()]) == 0  # it could not open its store: nothing scored

@@ -1,10 +1,11 @@
 """Shadow scoring in a child process (setting ``shadow_scoring = "process"``).
 
-The serving process sends, per batch, only ``[decision_id, shown index, [shadow versions]]``
-(JSON frames over the child's stdin; no pickles); the child reads the decisions' logged
-feature rows from the database, loads each shadow version from the registry once (its
-sha256 checked, as every load; compiled to native code where possible), scores, appends
-the scores to the decisions and answers with counts, which the serving process adds to its
+The serving process sends, per batch, ``[decision_id, campaign, logged feature row, shown
+index, [shadow versions]]`` (JSON frames over the child's stdin; no pickles): the rows it
+holds in memory, so the child never reads back what was just written. The child loads each
+shadow version from the registry once (its sha256 checked, as every load; compiled to
+native code where possible), scores, appends the scores to the decisions and answers with
+counts, which the serving process adds to its
 metrics. The child exits when its input closes, so it never outlives the service (not even
 a ``kill -9`` of it). If it dies, the batch's shadow scores are lost (derived data,
 counted) and the next batch starts a new child.
@@ -67,10 +68,13 @@ class WorkerSink:
         return self._proc
 
     def score(self, items: Sequence[Any]) -> int:
-        """Send the batch (ids, shown offers, shadow versions) to the child and add the
-        counts it answers to this process's metrics; a dead or silent child costs the
-        batch's scores (counted) and is started again next time."""
-        batch = [[it.decision_id, it.shown, [v for v, _ in it.shadows]] for it in items]
+        """Send the batch (ids, campaigns, rows, shown offers, shadow versions) to the child
+        and add the counts it answers to this process's metrics; a dead or silent child
+        costs the batch's scores (counted) and is started again next time."""
+        batch = [
+            [it.decision_id, it.campaign, dict(it.row), it.shown, [v for v, _ in it.shadows]]
+            for it in items
+        ]
         try:
             proc = self._start()
             assert proc.stdin is not None
@@ -217,17 +221,9 @@ class _Worker:
         database_errors = 0
         items: list[tuple[str, str, dict[str, Any], int, Sequence[str]]] = []
         versions: list[list[str]] = []
-        try:  # one query for the batch
-            stored = self.backend.get_decisions([b[0] for b in batch])
-        except BackendUnavailable:
-            stored = {}
-            database_errors += 1
-        for decision_id, shown, names in batch:
-            rec = stored.get(decision_id)
-            if rec is None:
-                continue
-            offers = _offers(rec.campaign, self.settings)
-            items.append((decision_id, rec.campaign, dict(rec.features), shown, offers))
+        for decision_id, campaign, row, shown, names in batch:
+            offers = _offers(campaign, self.settings)
+            items.append((decision_id, campaign, row, shown, offers))
             versions.append(names)
             for v in names:
                 self._policy(v)
@@ -243,12 +239,14 @@ class _Worker:
             for ch in choices:
                 key = f"{campaign_of[did]}\x00{ch.version}"
                 scored[key] = scored.get(key, 0) + 1
+        stored = {k: v for k, v in scores.items() if v}
         try:
-            self.backend.add_shadows({k: v for k, v in scores.items() if v})
+            self.backend.add_shadows(stored)
         except BackendUnavailable:
             database_errors += 1
+            stored = {}
         return {
-            "decisions": len(items),
+            "decisions": len(stored),
             "scored": scored,
             "errors": errors,
             "database_errors": database_errors,

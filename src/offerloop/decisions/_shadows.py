@@ -54,8 +54,8 @@ class ShadowSink(Protocol):
 
     def score(self, items: Sequence[_Item]) -> int:
         """Score every item's shadows on its logged row and append the scores to the stored
-        decisions; returns how many decisions got scores. A failure is counted, never
-        raised to the serving path."""
+        decisions; returns how many decisions got at least one score stored. A failure is
+        counted, never raised to the serving path."""
         ...
 
     def close(self) -> None:
@@ -146,11 +146,13 @@ class _InThread:
         for did, choices in scores.items():
             for ch in choices:
                 self.metrics.shadow_scores.labels(by_id[did], ch.version).inc()
+        scored = {k: v for k, v in scores.items() if v}
         try:
-            self.log.add_shadows({k: v for k, v in scores.items() if v})
+            self.log.add_shadows(scored)
         except BackendUnavailable:  # derived data: dropped, counted
             self.metrics.backend_errors.labels("database", "add_shadows").inc()
-        return len(items)
+            return 0
+        return len(scored)
 
     def close(self) -> None:
         pass
