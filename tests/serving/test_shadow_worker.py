@@ -32,7 +32,7 @@ _PARENT = textwrap.dedent(
 
     class Item:
         decision_id, campaign, row, shown = "d1", "spring_sale", {}, 0
-        shadows = [("rules-2", None)]
+        shadows = (("rules-2", None),)
 
     sink = WorkerSink(load_settings(env={}, **json.loads(sys.argv[1])), Metrics(), 1)
     sink.score([Item()])  # the worker is up, with its store open
@@ -106,7 +106,7 @@ def test_a_worker_never_creates_a_schema(tmp_path: Path) -> None:
 
     class Item:
         decision_id, campaign, row, shown = "d1", "spring_sale", {}, 0
-        shadows = [("rules-2", None)]
+        shadows = (("rules-2", None),)
 
     try:
         assert sink.score([Item()]) == 0  # it could not open its store: nothing scored

@@ -4,6 +4,8 @@ training and evaluation like native logs."""
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,8 +170,26 @@ def test_cli_import_and_evaluate(tmp_path: Path) -> None:
     )
     r = run("evaluate", "--policy", "linear", "--folds", "2", "--logs", "legacy", *d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "snips" in r.stdout
-    assert "dr" in r.stdout
+    assert "linear on legacy: 800 decisions" in r.stdout
+    for row in ("dm", "ips", "snips", "dr", "sndr", "switch_dr"):  # the table's rows
+        assert re.search(rf"^\S*\s*{row}\s", r.stdout, flags=re.M), (row, r.stdout)
+    doc = json.loads(
+        run(
+            "evaluate",
+            "--policy",
+            "linear",
+            "--folds",
+            "2",
+            "--logs",
+            "legacy",
+            "--json",
+            *d,
+            cwd=tmp_path,
+        ).stdout
+    )
+    assert doc["rows"] == 800
+    for e in doc["estimates"].values():
+        assert e["lower"] <= e["value"] <= e["upper"]
     r = run("evaluate", "--policy", "random", "--logs", "nope", *d, cwd=tmp_path)
     assert r.returncode == 1
     assert "no imported log 'nope'" in r.stderr
