@@ -5,45 +5,38 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from offerloop._clock import Clock, clock_of, parse_rfc3339
+from offerloop._clock import Clock, clock_of
 from offerloop._errors import BackendUnavailable, NotFound
 from offerloop._metrics import Metrics
 from offerloop._periodic import Periodic
-from offerloop._settings import Settings, parse_buckets
+from offerloop._settings import Settings
 from offerloop._version import __version__
 from offerloop.backends import (
     OFFER_OUTCOME,
     Backend,
     DecisionRecord,
-    EventRecord,
     open_backend,
 )
 from offerloop.backends._journal import DecisionJournal, EventJournal
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.decisions import Decider, Decision, WorkerSink
 from offerloop.events import (
-    ATTRIBUTED,
     AttributionRules,
     EventIn,
     IngestResult,
     Reward,
-    attribute,
-    ingest,
 )
-from offerloop.events._ingest import classified, prepare, result
-from offerloop.events._offers import bought_event, seen_event
+from offerloop.events._intake import EventIntake, price_shown
 from offerloop.features import (
     Aggregate,
-    Encoder,
     SinceLast,
     load_features,
 )
 from offerloop.features._player import PlayerFeatures
-from offerloop.policies import BucketBeta, RandomPolicy, RulesPolicy, ThompsonSampling
-from offerloop.registry import SHADOW, Deployments, Registry
+from offerloop.registry import Deployments, Registry
+from offerloop.registry._day_one import bootstrap
 
 __all__ = ["Offerloop"]
 
@@ -86,11 +79,6 @@ class Offerloop:
             ).inc(),
             on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
         )
-        self._journal_events = settings.decision_log == "journal"
-        # offer-history features read the offer_outcome events written here (events._offers)
-        self._offer_outcomes = OFFER_OUTCOME in {
-            f.event for f in self.features.of_kind(Aggregate, SinceLast)
-        }
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(
             self.backend, self.registry, self.clock, on_change=self._changed
@@ -99,14 +87,26 @@ class Offerloop:
             self.features, self.backend, self.clock, self.metrics, settings
         )
         self._background: list[Periodic] = []
-        self.attribution = AttributionRules(
+        attribution = AttributionRules(
             window_seconds=self.window_seconds,
             price_tolerance=settings.attribution_price_tolerance,
             max_purchases=settings.attribution_max_purchases,
             secret=settings.decision_token_secret,
-            price_of=self._price_of,
+            price_of=price_shown(self.campaigns),
         )
-        self._earliest = parse_rfc3339(settings.earliest_event_ts)
+        self.events = EventIntake(
+            self.backend,
+            self.clock,
+            settings,
+            attribution,
+            self.journal,
+            self.event_journal,
+            self.player_features,
+            self.metrics,
+            # offer-history features read the offer_outcome events written there
+            offer_outcomes=OFFER_OUTCOME
+            in {f.event for f in self.features.of_kind(Aggregate, SinceLast)},
+        )
         for journal in (self.event_journal, self.journal):
             try:  # what a crashed process left journaled goes to the database first
                 journal.flush()
@@ -211,6 +211,15 @@ class Offerloop:
         }
 
     @property
+    def attribution(self) -> AttributionRules:
+        """The attribution rules ingest and every reader of revenue apply (one object)."""
+        return self.events.attribution
+
+    @attribution.setter
+    def attribution(self, rules: AttributionRules) -> None:
+        self.events.attribution = rules
+
+    @property
     def window_seconds(self) -> float:
         """The attribution window in seconds: a decision's reward is final this long after."""
         return self.settings.attribution_window_hours * 3600.0
@@ -221,163 +230,22 @@ class Offerloop:
 
     # -- day one -------------------------------------------------------------------------
     def bootstrap(self, actor: str = "bootstrap") -> None:
-        """For a campaign never deployed: release the day-one policy. With
-        ``day_one_rules_share`` 0 (or a campaign without rules) that is uniform random, and the
-        pure ``rules`` run in shadow; otherwise it is the rules mixed with uniform exploration
-        (no pure rules in shadow: deterministic, they could be released and end exploration)."""
-        share = self.settings.day_one_rules_share
-        for c in self.campaigns.values():
-            if self.backend.transitions(c.id):
-                continue
-            src = {"source": "bootstrap"}
-            if self.settings.day_one == "thompson" and not (share > 0 and c.rules):
-                first = self.registry.register(c.id, self._prior_thompson(c), src)
-                reason = (
-                    "day one: Thompson sampling under the uninformative prior, "
-                    f"{self.settings.day_one_explore:.0%} uniform"
-                )
-                self.deployments.release(first.version, actor=actor, reason=reason)
-                if c.rules:
-                    rules = self.registry.register(c.id, RulesPolicy.from_campaign(c), src)
-                    self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
-                continue
-            if share > 0 and c.rules:
-                first = self.registry.register(
-                    c.id, RulesPolicy.from_campaign(c, explore=1.0 - share), src
-                )
-                reason = f"day one: the rules on {share:.0%} of decisions, the rest uniform"
-                self.deployments.release(first.version, actor=actor, reason=reason)
-                continue
-            reason = "day one: random explores, rules run in shadow"
-            rnd = self.registry.register(c.id, RandomPolicy(c.offer_ids), src)
-            rules = self.registry.register(c.id, RulesPolicy.from_campaign(c), src)
-            self.deployments.release(rnd.version, actor=actor, reason=reason)
-            self.deployments.deploy(rules.version, SHADOW, actor=actor, reason=reason)
-        self.decider.invalidate()
-
-    def _prior_thompson(self, c: Campaign) -> ThompsonSampling:
-        """The thompson learner before any data: every bucket has the prior's probabilities."""
-        model = BucketBeta(
-            c.offer_ids,
-            [o.price for o in c.offers],
-            Encoder.of(self.features).spec(),
-            [[n, list(cuts)] for n, cuts in parse_buckets(self.settings.thompson_buckets)],
+        """Release the day-one policy of every campaign never deployed
+        (``registry.bootstrap``)."""
+        bootstrap(
+            self.campaigns.values(),
+            self.features,
+            self.settings,
+            self.registry,
+            self.deployments,
+            actor,
         )
-        return ThompsonSampling(c.offer_ids, model, floor=self.settings.day_one_explore)
+        self.decider.invalidate()
 
     # -- events and decisions ------------------------------------------------------------
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:
-        """Validate and store a batch (durable on return), then fold it into the online
-        state. If the online store cannot take it now, the events stay stored and the state
-        catches up from the log when the store is back (``online == "deferred"``)."""
-        found: dict[str, DecisionRecord] = {}  # the decisions the purchases name, looked up once
-        try:
-            result = ingest(
-                self.backend,
-                events,
-                self.clock,
-                self.settings.max_batch_events,
-                self.settings.max_future_seconds,
-                earliest=self._earliest,
-                classify=lambda purchases, now: self._classify(purchases, now, found),
-                derive=(lambda records: self._bought(records, found))
-                if self._offer_outcomes
-                else None,
-            )
-        except BackendUnavailable:
-            if not self._journal_events:
-                raise
-            return self._ingest_journaled(events)
-        online = "updated" if self.player_features.fold(result.stored) else "deferred"
-        self.metrics.events.labels("accepted").inc(result.accepted)
-        self.metrics.events.labels("duplicate").inc(result.duplicates)
-        for e in result.stored:
-            if e.type == "purchase":
-                self.metrics.purchases.labels(e.attribution or "unattributed").inc()
-        self.player_features.follow_if_due()
-        return replace(result, online=online)
-
-    def _ingest_journaled(self, events: Sequence[EventIn]) -> IngestResult:
-        """``offerloop serve`` with the database unavailable: the batch is validated as
-        always, journaled locally and fsynced before the answer (``backends._journal``),
-        committed when the database is back, and folded into the online state from the log
-        then (``features._follow``). Purchases naming a decision are ``pending``: their
-        verdict is taken again when revenue is read."""
-        now = self.clock.now()
-        s = self.settings
-        records = prepare(events, now, s.max_batch_events, s.max_future_seconds, self._earliest)
-        found: dict[str, DecisionRecord] = {}
-        records, verdicts = classified(
-            records, now, lambda purchases, now: self._classify_offline(purchases, now, found)
-        )
-        extra = self._bought(records, found) if self._offer_outcomes else []
-        known = self.event_journal.find([r.event_id for r in records + extra])
-        seen: set[str] = set()
-        new = []
-        for r in records + extra:
-            if r.event_id not in known and r.event_id not in seen:
-                seen.add(r.event_id)
-                new.append(r)
-        self.event_journal.append_many(new, sync=True)
-        done = result(records, new, verdicts, online="deferred", durable="journal")
-        self.metrics.events.labels("journaled").inc(done.accepted)
-        self.metrics.events.labels("duplicate").inc(done.duplicates)
-        self.metrics.online_deferred.inc(len(new))
-        return done
-
-    @staticmethod
-    def _bought(
-        records: Sequence[EventRecord], found: Mapping[str, DecisionRecord]
-    ) -> list[EventRecord]:
-        """The ``offer_outcome`` events of the purchases attributed to a decision
-        (``events._offers``), stored with them; ``found``: the decisions classification
-        looked up."""
-        return [
-            bought_event(r, found[r.decision_id])
-            for r in records
-            if r.attribution == ATTRIBUTED and r.decision_id and r.decision_id in found
-        ]
-
-    def _seen(self, record: DecisionRecord) -> None:
-        """A decision's ``offer_outcome`` event: journaled (committed with the next batch,
-        never a database round trip on the request path) and folded into the online state
-        now, so the player's next decision counts it. The follower folds the committed copy
-        again later as a no-op (``features._online``: an entry is folded once per event id)."""
-        event = seen_event(record)
-        self.event_journal.append(event)
-        self.player_features.fold([event])  # if it fails, the follower folds it from the log
-
-    def _classify_offline(
-        self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
-    ) -> Mapping[str, str]:
-        """Verdicts without the database: decisions still in this process's journal are
-        checked; the others are pending (or unknown, when their id is not a recent one).
-        The decisions found are added to ``found``."""
-        ids = list({e.decision_id for e in purchases if e.decision_id})
-        found.update(self.journal.find(ids))
-        return self.attribution.classify(purchases, found, [], now)
-
-    def _classify(
-        self, purchases: Sequence[EventRecord], now: float, found: dict[str, DecisionRecord]
-    ) -> Mapping[str, str]:
-        """Attribution verdicts of purchases naming decisions (``events._attribution``):
-        the decisions from the database, or from this process's journal if not yet
-        committed. The decisions found are added to ``found``."""
-        ids = list({e.decision_id for e in purchases if e.decision_id})
-        found.update(self.journal.find(ids))  # first: see Offerloop.decision
-        found.update(self.backend.get_decisions([i for i in ids if i not in found]))
-        earlier = self.backend.purchases_for(list(found)) if found else []
-        return self.attribution.classify(purchases, found, earlier, now)
-
-    def _price_of(self, d: DecisionRecord) -> float | None:
-        """The price an offer was shown at (recorded since the price column exists; for
-        older decisions, the campaign's price of the offer)."""
-        if d.price:
-            return d.price
-        c = self.campaigns.get(d.campaign)
-        if c is None or not c.has_offer(d.offer_id):
-            return None
-        return float(c.offers[c.index(d.offer_id)].price)
+        """Validate, store and fold a batch of events (``events.EventIntake.ingest``)."""
+        return self.events.ingest(events)
 
     def decide(
         self, player_id: str, campaign: str | None = None, context: Mapping[str, Any] | None = None
@@ -385,23 +253,12 @@ class Offerloop:
         """Choose an offer for a player (default campaign for None), log the decision with
         its propensity and, with offer-history features, count it as seen at once."""
         decision = self.decider.decide(player_id, campaign or self.default_campaign, context)
-        if self._offer_outcomes:
-            self._seen(decision.record)
+        self.events.seen(decision.record)
         return decision
 
     def decision(self, decision_id: str) -> tuple[DecisionRecord, Reward]:
-        """A logged decision (from the database, or this process's journal until it is
-        committed) and its reward so far. Never waits for shadow scoring: a decision read
-        right after its answer shows its shadows once they are scored (``flush_shadows``)."""
-        # the journal first: a decision leaves it only once committed, so it is in one or
-        # the other at every moment
-        record = self.journal.find([decision_id]).get(decision_id)
-        if record is None:
-            record = self.backend.get_decisions([decision_id]).get(decision_id)
-        if record is None:
-            raise NotFound(f"decision {decision_id!r} does not exist")
-        reward = attribute(self.backend, [record], self.attribution, self.clock.now())
-        return record, reward[decision_id]
+        """A logged decision and its reward so far (``events.EventIntake.decision``)."""
+        return self.events.decision(decision_id)
 
     # -- deployment ----------------------------------------------------------------------
     def _changed(self, campaign: str, action: str) -> None:

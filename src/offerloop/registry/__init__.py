@@ -1,5 +1,6 @@
 """Model registry (versions, artifacts, lineage) and deployments (released, shadow, history)."""
 
+from offerloop.registry._day_one import bootstrap, prior_thompson
 from offerloop.registry._deployments import (
     CANARY,
     MODES,
@@ -19,8 +20,10 @@ __all__ = [
     "DeploymentState",
     "Deployments",
     "Registry",
+    "bootstrap",
     "code_version",
     "dump_params",
+    "prior_thompson",
     "release_stack",
     "version_label",
 ]
