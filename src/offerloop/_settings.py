@@ -226,6 +226,13 @@ class Settings:
         "Cadence: a run retrains whatever the growth once the last training is this old "
         "(in clock hours; with retrain_min_growth).",
     )
+    training_window_days: float = _s(
+        28.0,
+        "Retraining (and a judge fitted on the spot) reads only the decisions of this many "
+        "days before the newest with a final reward: what a run reads stays bounded however "
+        "long the log grows (recency half-lives weigh older rows little anyway). 0: the "
+        "whole log.",
+    )
     ridge_alpha: float = _s(1.0, "L2 penalty of the linear learned policy.")
     learners: tuple[str, ...] = _s(
         ("linear", "gbt", "purchase_gbt"),
@@ -577,6 +584,8 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("clock", str(exc)))
     if s.retrain_min_growth < 0:
         problems.append(Problem("retrain_min_growth", "must be >= 0"))
+    if s.training_window_days < 0:
+        problems.append(Problem("training_window_days", "must be >= 0 (0: the whole log)"))
     if s.retrain_max_age_hours <= 0:
         problems.append(Problem("retrain_max_age_hours", "must be > 0"))
     if s.min_effective_rows < 1:

@@ -153,3 +153,23 @@ def test_retrain_within_a_run_is_idempotent(system: Offerloop, clock: ManualCloc
     assert [c.version for c in again.candidates] == [c.version for c in first.candidates]
     assert again.rows == first.rows
     assert [c.estimate for c in again.candidates] == [c.estimate for c in first.candidates]
+
+
+def test_retraining_reads_only_its_window_of_days(system: Offerloop, clock: ManualClock) -> None:
+    """training_window_days bounds what a run reads: the decisions of that many days before
+    the newest one with a final reward (not before the clock: a replay far from the clock
+    reads the same rows); 0 reads the whole log."""
+    system.settings = system.settings.replace(
+        learners=("linear",), min_effective_rows=1, training_window_days=1.0
+    )
+    _traffic(system, clock, 300)  # day 0
+    first_day_end = clock.now()
+    clock.advance(3 * 86400)
+    _traffic(system, clock, 300)  # three days later
+    clock.advance(25 * HOUR + 30 * 86400)  # the clock runs far ahead of the data
+    r = retrain(system, actor="test")
+    lineage = system.registry.get(r.version).lineage
+    assert r.rows == 300  # the older day is outside the window
+    assert lineage["data_start"] > first_day_end
+    system.settings = system.settings.replace(training_window_days=0.0)
+    assert retrain(system, actor="test").rows == 600

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from offerloop._settings import Settings
+from offerloop.backends import Backend
 from offerloop.campaigns import Campaign
 from offerloop.features import Encoder
 from offerloop.pipeline._learners import make_model
@@ -31,7 +32,17 @@ from offerloop.training import Estimate, build_training_set
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
 
-__all__ = ["JUDGE", "VALUE_JUDGE", "Gate", "gate", "judge_kind", "judge_on", "live_judge", "worse"]
+__all__ = [
+    "JUDGE",
+    "VALUE_JUDGE",
+    "Gate",
+    "gate",
+    "judge_kind",
+    "judge_on",
+    "live_judge",
+    "training_start",
+    "worse",
+]
 
 JUDGE = GBTPurchase.kind  # purchase probability × price
 VALUE_JUDGE = GBTRevenue.kind  # rewards that are not purchases of a priced offer
@@ -77,11 +88,30 @@ def live_judge(system: Offerloop, campaign: str, since: float) -> tuple[RewardMo
         model = getattr(system.registry.load(pick.version), "model", None)
         if isinstance(model, GBTPurchase):
             return model, max(since, ends[pick.version])
-    ts = build_training_set(system.backend, campaign, since, system.attribution)
+    ts = build_training_set(
+        system.backend,
+        campaign,
+        since,
+        system.attribution,
+        start=training_start(
+            system.settings, system.backend, campaign, since - system.window_seconds
+        ),
+    )
     if len(ts.data) < system.settings.min_training_decisions:
         return None
     c = system.campaign(campaign)
     return make_model(JUDGE, c, Encoder.of(system.features), system.settings).fit(ts.data), since
+
+
+def training_start(s: Settings, backend: Backend, campaign: str, end: float) -> float:
+    """Where training reads from: ``training_window_days`` before the newest decision before
+    ``end`` (the end of the decisions with a final reward; so a replay of old traffic, far
+    from the clock, reads the same rows), or the start of the log (0)."""
+    days = s.training_window_days
+    if days <= 0:
+        return 0.0
+    newest = backend.decisions(campaign, 0.0, end, newest=1)
+    return max(0.0, newest[0].ts - days * 86400.0) if newest else 0.0
 
 
 def worse(uplift: Estimate, s: Settings) -> bool:

@@ -13,7 +13,7 @@ from offerloop._settings import learner_parts
 from offerloop._system import Offerloop
 from offerloop.features import Encoder
 from offerloop.pipeline._checks import check_model
-from offerloop.pipeline._judge import gate, judge_on, worse
+from offerloop.pipeline._judge import gate, judge_on, training_start, worse
 from offerloop.pipeline._learners import LEARNERS, make_policy
 from offerloop.pipeline._traffic import share_for
 from offerloop.policies import (
@@ -105,7 +105,8 @@ def retrain(
     learners = list(learners or s.learners)
     now = system.clock.now() if now is None else now
     stage = on_stage or (lambda _name, _doc: None)
-    ts = build_training_set(system.backend, c.id, now, system.attribution)
+    start = training_start(s, system.backend, c.id, now - system.window_seconds)
+    ts = build_training_set(system.backend, c.id, now, system.attribution, start=start)
     warm, warm_notes = warm_start(s.data_dir, s.warm_start_logs, c.offer_ids, system.features.names)
     data = ts.data if warm is None else LoggedData.concat([warm, ts.data])
     n = len(data)
