@@ -206,6 +206,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "DeploymentState",
         "Deployments",
         "MODES",
+        "OUT_ACTIONS",
         "RELEASED",
         "Registry",
         "SHADOW",

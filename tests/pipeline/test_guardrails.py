@@ -103,6 +103,8 @@ def test_a_shadow_too_thin_to_judge_on_the_most_rows_is_retired(
     assert action == "remove", reason
     assert reason.startswith("retired: too thin to judge on the most live decisions"), reason
     assert mega not in system.deployments.state(system.default_campaign).shadows
+    last = system.deployments.history(system.default_campaign)[-1]
+    assert (last.action, last.version, last.actor) == ("retire", mega, "controller")
 
 
 def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_error(
@@ -122,6 +124,8 @@ def test_a_canary_that_fails_to_score_is_rolled_back_and_players_never_see_the_e
     assert action == "rollback"
     assert f"{broken} failed to score {len(fell_back)} of {len(fell_back)} decisions" in reason
     assert system.deployments.state(system.default_campaign).canary is None
+    last = system.deployments.history(system.default_campaign)[-1]  # named what it was
+    assert (last.action, last.version, last.actor) == ("rollback", broken, "controller")
 
 
 def _scored(

@@ -115,7 +115,7 @@ class DeploymentRecord:
 class TransitionRecord:
     ts: float
     campaign: str
-    action: str  # "deploy" | "release" | "rollback" | "undeploy"
+    action: str  # "deploy" | "release" | "canary" | "rollback" | "undeploy" | "retire"
     version: str
     from_mode: str  # "" when the version was not deployed
     to_mode: str  # "" when it leaves deployment

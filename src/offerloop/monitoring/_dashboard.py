@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["render_dashboard", "write_report"]
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-_MARK = {"release": "#2ca02c", "canary": "#ff7f0e", "rollback": "#d62728", "undeploy": "#d62728"}
+# markers of deployment changes: releases, canaries and rollbacks stand out; a retired shadow
+# (routine) and a manual undeploy are grey
+_MARK = {
+    "release": "#2ca02c",
+    "canary": "#ff7f0e",
+    "rollback": "#d62728",
+    "retire": "#9a9a9a",
+    "undeploy": "#9a9a9a",
+}
 _STATE = {"ok": "#2ca02c", "warn": "#ff7f0e", "alert": "#d62728", "no data": "#999999"}
 W, H, PAD = 760, 260, 48
 
@@ -57,11 +65,9 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
     half = rev["bucket_seconds"] / 2
     parts = [f'<svg id="revenue-chart" viewBox="0 0 {W} {H}" role="img">', _axes(ymax, sy)]
     for t in rev["transitions"]:
-        if t["to"] in ("released", "canary") or t["action"] in ("rollback", "undeploy"):
+        if t["to"] in ("released", "canary") or t["action"] in ("rollback", "retire", "undeploy"):
             kind = "release" if t["to"] == "released" else t["to"] or t["action"]
-            if t["action"] == "rollback" or (
-                t["action"] == "undeploy" and t["actor"] == "controller"
-            ):
+            if t["action"] == "rollback":
                 kind = "rollback"
             if kind not in _MARK:
                 continue

@@ -139,7 +139,12 @@ def control(system: Offerloop, campaign: str | None = None) -> list[ControlStep]
             )
     for step in steps:
         if step.action in ("rollback", "remove") and step.version:
-            system.deployments.undeploy(step.version, actor="controller", reason=step.reason)
+            system.deployments.undeploy(
+                step.version,
+                actor="controller",
+                reason=step.reason,
+                action="rollback" if step.action == "rollback" else "retire",
+            )
         elif step.action == "release" and step.version:
             system.deployments.release(step.version, actor="controller", reason=step.reason)
         elif step.action in ("canary", "share") and step.version:

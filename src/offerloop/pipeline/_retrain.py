@@ -330,7 +330,10 @@ def retrain(
             keep = max(0, s.max_learned_shadows - 1)
             for old in learned[keep:]:
                 system.deployments.undeploy(
-                    old, actor=actor, reason=f"newest shadow slot: {served} replaces it"
+                    old,
+                    actor=actor,
+                    reason=f"newest shadow slot: {served} replaces it",
+                    action="retire",
                 )
     if notes:
         reason = f"{reason}; " + "; ".join(notes)

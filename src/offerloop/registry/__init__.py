@@ -4,6 +4,7 @@ from offerloop.registry._day_one import bootstrap, prior_thompson
 from offerloop.registry._deployments import (
     CANARY,
     MODES,
+    OUT_ACTIONS,
     RELEASED,
     SHADOW,
     Deployments,
@@ -15,6 +16,7 @@ from offerloop.registry._registry import Registry, code_version, dump_params, ve
 __all__ = [
     "CANARY",
     "MODES",
+    "OUT_ACTIONS",
     "RELEASED",
     "SHADOW",
     "DeploymentState",

@@ -23,6 +23,8 @@ RELEASED = "released"
 CANARY = "canary"
 SHADOW = "shadow"
 MODES = (RELEASED, CANARY, SHADOW)
+# how a version leaves deployment, as the history names it (see Deployments.undeploy)
+OUT_ACTIONS = ("undeploy", "rollback", "retire")
 
 
 @dataclass(frozen=True)
@@ -153,18 +155,24 @@ class Deployments:
         self._apply(campaign, "rollback", change, actor, reason)
         return target[0]
 
-    def undeploy(self, version: str, *, actor: str, reason: str = "") -> None:
+    def undeploy(
+        self, version: str, *, actor: str, reason: str = "", action: str = "undeploy"
+    ) -> None:
         """Take a shadow or canary version out of deployment (nothing if it is not deployed);
-        Conflict if it is the released version."""
+        Conflict if it is the released version. ``action`` names why in the history:
+        ``undeploy`` (a person's choice), ``rollback`` (a canary judged worse or broken) or
+        ``retire`` (a shadow judged worse, too thin to judge, or replaced by a newer one)."""
+        if action not in OUT_ACTIONS:
+            raise InvalidInput(f"action must be one of {', '.join(OUT_ACTIONS)}, not {action!r}")
         campaign = self.registry.get(version).campaign
 
         def change(st: DeploymentState) -> list[Move]:
             mode = st.mode_of(version)
             if mode == RELEASED:
                 raise Conflict(f"{version} is released; release another version or roll back")
-            return [("undeploy", version, mode, "")] if mode else []
+            return [(action, version, mode, "")] if mode else []
 
-        self._apply(campaign, "undeploy", change, actor, reason)
+        self._apply(campaign, action, change, actor, reason)
 
     def _apply(
         self,
