@@ -6,6 +6,7 @@ entry point as a process."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,134 @@ def test_settings_never_prints_secrets(tmp_path: Path) -> None:
     assert "admin_token = '***'" in p.stdout
     assert "postgresql://app:***@db.example:5432/prod" in p.stdout
     assert "decision_token_secret = '***'" in p.stdout
+
+
+def test_version_short_help_and_completion(tmp_path: Path) -> None:
+    from offerloop import __version__
+
+    v = run("--version", cwd=tmp_path)
+    assert (v.returncode, v.stdout.strip()) == (0, f"offerloop {__version__}")
+    h = run("status", "-h", cwd=tmp_path)
+    assert h.returncode == 0
+    assert "Usage: offerloop status" in h.stdout
+    c = run("--show-completion", "bash", cwd=tmp_path)
+    assert c.returncode == 0
+    assert "complete" in c.stdout
+
+
+# every command that lists or reports state, and how to call it
+LISTINGS = {
+    "status": [],
+    "history": [],
+    "models list": [],
+    "pipeline runs": [],
+    "features list": [],
+    "features show": ["p1"],
+    "settings": [],
+    "quarantine": [],
+    "check-campaign": ["CAMPAIGN"],
+    "models show": ["random-1"],
+    "features skew": [],
+}
+# the commands that change things or run (they say what they did in a line, or run a server)
+ACTIONS = {
+    "serve",
+    "report",
+    "retrain",
+    "deploy",
+    "release",
+    "canary",
+    "rollback",
+    "undeploy",
+    "features rebuild",
+    "features backfill",
+    "pipeline run",
+    "pipeline schedule",
+    "logs import",
+}
+
+
+def _commands() -> dict[str, bool]:
+    """Every command of the CLI, and whether it takes --json."""
+    from typer.main import get_command
+
+    from offerloop.cli import app
+
+    def walk(cmd: Any, prefix: str) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        for name, sub in getattr(cmd, "commands", {}).items():
+            full = f"{prefix} {name}".strip()
+            if getattr(sub, "commands", None):
+                out |= walk(sub, full)
+            else:
+                out[full] = any("--json" in p.opts for p in sub.params)
+        return out
+
+    return walk(get_command(app), "")
+
+
+def test_every_command_that_reports_takes_json() -> None:
+    commands = _commands()
+    without = {c for c, has in commands.items() if not has}
+    assert without == ACTIONS, without ^ ACTIONS
+    assert set(LISTINGS) <= set(commands)
+
+
+def test_every_listing_command_has_json_that_parses(tmp_path: Path) -> None:
+    import json
+
+    from offerloop.campaigns import default_campaign_path
+
+    d = ["--data-dir", str(tmp_path / "data")]
+    run("release", "rules-2", *d, cwd=tmp_path)  # something in the history
+    for command, args in LISTINGS.items():
+        argv = [
+            *command.split(),
+            *(str(default_campaign_path()) if a == "CAMPAIGN" else a for a in args),
+            "--json",
+            *d,
+        ]
+        r = run(*argv, cwd=tmp_path)
+        assert r.returncode == 0, (command, r.stderr)
+        assert json.loads(r.stdout) is not None, command
+    status = json.loads(run("status", "--json", *d, cwd=tmp_path).stdout)
+    assert status["released"] == "rules-2"
+    assert status["shadows"] == []
+    history = json.loads(run("history", "--json", *d, cwd=tmp_path).stdout)
+    assert [t["action"] for t in history["transitions"]][-2:] == ["release", "release"]
+    assert history["transitions"][-1]["ts"].endswith("Z")  # full RFC 3339, not cut
+    models = json.loads(run("models", "list", "--json", *d, cwd=tmp_path).stdout)
+    assert {m["version"]: m["mode"] for m in models} == {"random-1": None, "rules-2": "released"}
+
+
+def test_no_op_and_destructive_commands_say_so(tmp_path: Path) -> None:
+    import json
+
+    d = ["--data-dir", str(tmp_path / "data")]
+    r = run("undeploy", "random-1", *d, cwd=tmp_path)  # released: refused
+    assert r.returncode == 1
+    assert "is released" in r.stderr
+    assert run("undeploy", "rules-2", *d, cwd=tmp_path).returncode == 0  # the shadow
+    r = run("undeploy", "rules-2", *d, cwd=tmp_path)  # not deployed any more
+    _one_line_error(r, 1, "rules-2 is not deployed")
+    assert run("canary", "rules-2", "--share", "0.1", *d, cwd=tmp_path).returncode == 0
+    from offerloop import Offerloop, load_settings
+    from offerloop.policies import RandomPolicy
+
+    system = Offerloop(load_settings(env={}, data_dir=str(tmp_path / "data")))
+    try:
+        c = system.campaign(None)
+        other = system.registry.register(c.id, RandomPolicy(c.offer_ids)).version
+    finally:
+        system.close()
+    r = run("canary", other, "--share", "0.2", *d, cwd=tmp_path)
+    _one_line_error(r, 1, "rules-2 is the canary now; pass --replace")
+    r = run("canary", other, "--share", "0.2", "--replace", *d, cwd=tmp_path)
+    assert r.returncode == 0
+    assert "replacing rules-2" in r.stdout
+    run("release", other, *d, cwd=tmp_path)
+    before = json.loads(run("history", "--json", *d, cwd=tmp_path).stdout)
+    r = run("rollback", "--dry-run", *d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"{other} out, random-1 released (dry run)" in r.stdout
+    assert json.loads(run("history", "--json", *d, cwd=tmp_path).stdout) == before

@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,13 +32,43 @@ app = typer.Typer(
     name="offerloop",
     help="Personalised promotions, delivered continuously.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     # plain click help: rich's help renderer (with markdown) alone costs ~0.1 s per command
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
+# piped (CI, tee, a file): tables as wide as they need, never cut at 80 columns
+out = Console() if sys.stdout.isatty() else Console(width=240)
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from offerloop._version import __version__
+
+        sys.stdout.write(f"offerloop {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version, exit."
+        ),
+    ] = False,
+) -> None:
+    """Personalised promotions, delivered continuously."""
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+
+
+def _json(doc: Any) -> None:
+    """Write ``doc`` as one JSON document (what --json prints: parseable, nothing else)."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
 
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="Data directory (setting data_dir).")
@@ -272,20 +303,29 @@ def demo(
         TimeElapsedColumn,
     )
 
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("simulating days", total=days)
+    demo_config = DemoConfig(days, players, seed, fresh, taste_change_day=taste_change_day)
+    if err.is_terminal:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("simulating days", total=days)
+            result = run_demo(settings, demo_config, on_day=lambda _s: progress.advance(task))
+    else:  # piped (CI, tee): a line per simulated day instead of a bar nobody sees
+        started = time.monotonic()
 
-        def on_day(s: object) -> None:
-            progress.advance(task)
+        def on_day(s: Any) -> None:
+            j = s.as_json()
+            err.print(
+                f"day {j['day'] + 1}/{days} simulated in {time.monotonic() - started:.0f} s: "
+                f"served {j['released']:.3f} per decision, oracle {j['oracle']:.3f}",
+                highlight=False,
+            )
 
-        demo_config = DemoConfig(days, players, seed, fresh, taste_change_day=taste_change_day)
         result = run_demo(settings, demo_config, on_day=on_day)
     for s in result:
         j = s.as_json()
@@ -413,28 +453,49 @@ def release(
 def canary(
     version: str,
     share: Annotated[float, typer.Option(help="Share of players it serves, e.g. 0.1.")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the canary that runs now, if any.")
+    ] = False,
     reason: Reason = "",
     actor: Actor = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Serve a version to a stable share of players (the rest keep the release)."""
+    """Serve a version to a stable share of players (the rest keep the release). Over a
+    running canary of another version only with --replace."""
     with _opened(data_dir, config) as system:
+        running = system.deployments.state(system.registry.get(version).campaign).canary
+        if running and running != version and not replace:
+            raise Conflict(
+                f"{running} is the canary now; pass --replace to put {version} in its place"
+            )
         system.deployments.canary(version, share, actor=_actor(actor), reason=reason)
-    out.print(f"{version} is the canary for {share:.0%} of players")
+    note = f" (replacing {running})" if running and running != version else ""
+    out.print(f"{version} is the canary for {share:.0%} of players{note}")
 
 
 @app.command()
 def rollback(
     campaign: CampaignOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be released; change nothing.")
+    ] = False,
     reason: Reason = "",
     actor: Actor = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Release again the version released before the current one."""
+    """Release again the version released before the current one (one step back per call)."""
+    from offerloop.registry import release_stack
+
     with _opened(data_dir, config) as system:
         c = system.campaign(campaign).id
+        if dry_run:
+            stack = release_stack(system.deployments.history(c))
+            if len(stack) < 2:
+                raise Conflict(f"campaign {c!r} has no previous release to roll back to")
+            out.print(f"would roll back {c}: {stack[-1]} out, {stack[-2]} released (dry run)")
+            return
         target = system.deployments.rollback(c, actor=_actor(actor), reason=reason)
     out.print(f"rolled back: {target} released")
 
@@ -447,17 +508,36 @@ def undeploy(
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Stop scoring a shadow version."""
+    """Take a shadow or canary version out of deployment."""
     with _opened(data_dir, config) as system:
+        mode = system.deployments.state(system.registry.get(version).campaign).mode_of(version)
+        if not mode:
+            raise Conflict(f"{version} is not deployed; nothing to undeploy")
         system.deployments.undeploy(version, actor=_actor(actor), reason=reason)
-    out.print(f"{version} undeployed")
+    out.print(f"{version} undeployed (was {mode})")
 
 
 @app.command()
-def status(campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None) -> None:
+def status(
+    campaign: CampaignOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
     """What is released, which canary serves which share, and what runs in shadow."""
     with _opened(data_dir, config) as system:
         st = system.deployments.state(system.campaign(campaign).id)
+    if as_json:
+        _json(
+            {
+                "campaign": st.campaign,
+                "released": st.released,
+                "canary": st.canary,
+                "canary_share": st.canary_share if st.canary else None,
+                "shadows": list(st.shadows),
+            }
+        )
+        return
     canary = f"{st.canary} at {st.canary_share:.0%}" if st.canary else "-"
     out.print(
         f"campaign {st.campaign}: released {st.released}; canary {canary}; "
@@ -471,6 +551,7 @@ def history(
     at: Annotated[
         str | None, typer.Option("--at", help="RFC 3339 time: which version was live then.")
     ] = None,
+    as_json: JsonOpt = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -482,12 +563,36 @@ def history(
                 ts = parse_rfc3339(at)
             except ValueError as exc:
                 raise InvalidInput(f"--at: {exc}") from exc
-            out.print(system.deployments.live_at(c, ts) or "no version was released then")
+            live = system.deployments.live_at(c, ts)
+            if as_json:
+                _json({"campaign": c, "at": format_ts(ts), "released": live})
+                return
+            out.print(live or "no version was released then")
+            return
+        transitions = system.deployments.history(c)
+        if as_json:
+            _json(
+                {
+                    "campaign": c,
+                    "transitions": [
+                        {
+                            "ts": format_ts(t.ts),
+                            "action": t.action,
+                            "version": t.version,
+                            "from": t.from_mode,
+                            "to": t.to_mode,
+                            "actor": t.actor,
+                            "reason": t.reason,
+                        }
+                        for t in transitions
+                    ],
+                }
+            )
             return
         table = Table(title=f"deployment history of {c}")
         for col in ("when", "action", "version", "from", "to", "actor", "reason"):
-            table.add_column(col)
-        for t in system.deployments.history(c):
+            table.add_column(col, no_wrap=col in ("when", "version"))
+        for t in transitions:
             table.add_row(
                 format_ts(t.ts),
                 t.action,
@@ -506,10 +611,33 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list(
-    campaign: CampaignOpt = None, data_dir: DataDir = None, config: Config = None
+    campaign: CampaignOpt = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDir = None,
+    config: Config = None,
 ) -> None:
     """Registered versions with their data, offline estimate and deployment."""
     with _opened(data_dir, config) as system:
+        if as_json:
+            _json(
+                [
+                    {
+                        "version": m.version,
+                        "campaign": m.campaign,
+                        "kind": m.kind,
+                        "created_at": format_ts(m.created_at),
+                        "rows": m.lineage.get("rows"),
+                        "learner": m.lineage.get("learner"),
+                        "ope_dr": m.metrics.get("ope_dr"),
+                        "uplift_dr": m.metrics.get("uplift_dr"),
+                        "verdict": m.metrics.get("verdict"),
+                        "mode": system.deployments.state(m.campaign).mode_of(m.version) or None,
+                        "sha256": m.sha256,
+                    }
+                    for m in system.registry.list(campaign)
+                ]
+            )
+            return
         table = Table(title="model registry")
         for col in (
             "version",
@@ -540,8 +668,11 @@ def models_list(
 
 
 @models_app.command("show")
-def models_show(version: str, data_dir: DataDir = None, config: Config = None) -> None:
-    """Everything the registry knows about one version: lineage, parameters, estimates."""
+def models_show(
+    version: str, as_json: JsonOpt = False, data_dir: DataDir = None, config: Config = None
+) -> None:
+    """Everything the registry knows about one version: lineage, parameters, estimates (JSON;
+    with --json, plain, without colours)."""
     with _opened(data_dir, config) as system:
         m = system.registry.get(version)
         mode = system.deployments.state(m.campaign).mode_of(m.version) or "not deployed"
@@ -557,20 +688,28 @@ def models_show(version: str, data_dir: DataDir = None, config: Config = None) -
         "lineage": dict(m.lineage),
         "metrics": dict(m.metrics),
     }
+    if as_json:
+        _json(doc)
+        return
     out.print_json(json.dumps(doc, default=str))
 
 
 @app.command("settings")
 def settings_cmd(
     markdown: Annotated[bool, typer.Option(help="Print the docs table of all settings.")] = False,
+    as_json: JsonOpt = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Show the effective settings (overrides > OFFERLOOP_* env > offerloop.toml > default)."""
+    """Show the effective settings (overrides > OFFERLOOP_* env > offerloop.toml > default);
+    secrets masked."""
     from offerloop._settings import settings_markdown, shown
 
     if markdown:
         sys.stdout.write(settings_markdown())
+        return
+    if as_json:
+        _json(shown(_settings(data_dir, config)))
         return
     for k, v in shown(_settings(data_dir, config)).items():
         out.print(f"{k} = {v!r}", highlight=False)
@@ -593,11 +732,24 @@ def _time(opt: str, value: str | None, default: float) -> float:
 
 
 @features_app.command("list")
-def features_list(data_dir: DataDir = None, config: Config = None) -> None:
+def features_list(
+    as_json: JsonOpt = False, data_dir: DataDir = None, config: Config = None
+) -> None:
     """The feature definitions in force, with their kind, type and default."""
     from offerloop.features import load_features
 
     fs = load_features(_settings(data_dir, config).features)
+    if as_json:
+        _json(
+            {
+                "source": fs.source,
+                "features": [
+                    {k: v for k, v in vars(f).items() if not callable(v)} | {"kind": f.kind}
+                    for f in fs
+                ],
+            }
+        )
+        return
     table = Table(title=f"features ({fs.source})")
     for col in ("name", "kind", "type", "default", "definition"):
         table.add_column(col)
@@ -615,11 +767,31 @@ def features_list(data_dir: DataDir = None, config: Config = None) -> None:
 
 
 @features_app.command("show")
-def features_show(player_id: str, data_dir: DataDir = None, config: Config = None) -> None:
+def features_show(
+    player_id: str, as_json: JsonOpt = False, data_dir: DataDir = None, config: Config = None
+) -> None:
     """A player's feature vector as served now."""
     with _opened(data_dir, config) as system:
         now = system.clock.now()
-        for name, r in system.player_features.readings(player_id, now).items():
+        readings = system.player_features.readings(player_id, now)
+        if as_json:
+            _json(
+                {
+                    "player_id": player_id,
+                    "as_of": format_ts(now),
+                    "features": {
+                        name: {
+                            "value": r.value,
+                            "newest_event_ts": None
+                            if r.newest_event_ts is None
+                            else format_ts(r.newest_event_ts),
+                        }
+                        for name, r in readings.items()
+                    },
+                }
+            )
+            return
+        for name, r in readings.items():
             newest = format_ts(r.newest_event_ts) if r.newest_event_ts is not None else "-"
             out.print(f"{name} = {r.value!r}  (newest event {newest})", highlight=False)
 
@@ -671,6 +843,7 @@ def features_skew(
     since: Since = None,
     until: Until = None,
     fail: Annotated[bool, typer.Option(help="Exit 1 when any feature disagrees.")] = False,
+    as_json: JsonOpt = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -683,6 +856,27 @@ def features_skew(
         r = skew_report(
             system, campaign, _time("--since", since, 0.0), _time("--until", until, math.inf)
         )
+    if as_json:
+        _json(
+            {
+                "decisions": r.decisions,
+                "defaulted": r.defaulted,
+                "ok": r.ok,
+                "features": {
+                    name: {
+                        "compared": n,
+                        "mismatches": [
+                            {"decision_id": b[0], "served": b[1], "offline": b[2]}
+                            for b in r.mismatches[name]
+                        ],
+                    }
+                    for name, n in r.compared.items()
+                },
+            }
+        )
+        if fail and not r.ok:
+            raise typer.Exit(1)
+        return
     table = Table(title=f"training/serving skew over {r.decisions} decisions")
     for col in ("feature", "compared", "mismatches", "example (decision: served vs offline)"):
         table.add_column(col)
@@ -771,15 +965,20 @@ def pipeline_schedule(
 
 
 @pipeline_app.command("runs")
-def pipeline_runs(data_dir: DataDir = None, config: Config = None) -> None:
+def pipeline_runs(
+    as_json: JsonOpt = False, data_dir: DataDir = None, config: Config = None
+) -> None:
     """Recorded pipeline runs, oldest first."""
     from offerloop.pipeline import list_runs
 
-    table = Table(title="pipeline runs")
-    for col in ("id", "started", "status", "winner", "controller"):
-        table.add_column(col)
     with _opened(data_dir, config) as system:
         runs = list_runs(system.backend)
+    if as_json:
+        _json(runs)
+        return
+    table = Table(title="pipeline runs")
+    for col in ("id", "started", "status", "winner", "controller"):
+        table.add_column(col, no_wrap=col in ("id", "started"))
     for r in runs:
         winner = r.get("retrain", {}).get("winner") or r.get("retrain", {}).get("skipped", "-")
         steps = "; ".join(f"{s['action']} {s['version']}" for s in r.get("controller", []))
@@ -993,12 +1192,33 @@ def quarantine_cmd(
 
 
 @app.command("check-campaign")
-def check_campaign(path: Path) -> None:
+def check_campaign(
+    path: Path, as_json: JsonOpt = False, data_dir: DataDir = None, config: Config = None
+) -> None:
     """Validate a campaign file and list its offers."""
     from offerloop.campaigns import load_campaign
     from offerloop.features import load_features
 
-    c = load_campaign(path, features=load_features(_settings(None, None).features).names)
+    c = load_campaign(path, features=load_features(_settings(data_dir, config).features).names)
+    if as_json:
+        _json(
+            {
+                "path": str(path),
+                "campaign": c.id,
+                "valid": True,
+                "offers": [
+                    {
+                        "offer_id": o.id,
+                        "bundle": o.bundle.id,
+                        "message": o.message.id,
+                        "price": o.price,
+                    }
+                    for o in c.offers
+                ],
+                "rules": len(c.rules),
+            }
+        )
+        return
     out.print(
         f"{path}: campaign {c.id} is valid: {len(c.bundles)} bundles × "
         f"{len(c.messages)} messages = {len(c.offers)} offers, {len(c.rules)} rules"
