@@ -43,12 +43,20 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
-test: check $(CHROMIUM)
+# promtool (from Debian's prometheus package; no server is started) checks the alert rules
+# and the Grafana dashboard's queries in deploy/.
+PROMTOOL ?= /usr/bin/promtool
+
+$(PROMTOOL):
+	$(SUDO) apt-get install -y --no-install-recommends prometheus \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y --no-install-recommends prometheus)
+
+test: check $(CHROMIUM) $(PROMTOOL)
 	CHROMIUM_PATH=$(CHROMIUM) $(RUN) pytest
 
 # The developer loop (about a minute): everything but the tests marked slow (real server
 # processes, long runs, the PostgreSQL + Redis variants), a fifth of the Hypothesis examples.
-quick: check
+quick: check $(PROMTOOL)
 	HYPOTHESIS_PROFILE=dev $(RUN) pytest -m "not slow" -q
 
 # Load generators for bench/load_test.py and bench/soak.py, from Debian's packages.

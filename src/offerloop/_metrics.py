@@ -209,6 +209,13 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.journal_backlog = Gauge(
+            "offerloop_journal_backlog",
+            "Records acknowledged but not yet committed to the database (read at scrape time): "
+            "decision (always briefly under serve), event (only while the database is down).",
+            ["journal"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """Every metric of the registry in the Prometheus text exposition format."""

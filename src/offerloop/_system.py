@@ -79,6 +79,8 @@ class Offerloop:
             ).inc(),
             on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
         )
+        self.metrics.journal_backlog.labels("decision").set_function(self.journal.backlog)
+        self.metrics.journal_backlog.labels("event").set_function(self.event_journal.backlog)
         self.registry = Registry(self.backend, self.clock)
         self.deployments = Deployments(
             self.backend, self.registry, self.clock, on_change=self._changed
