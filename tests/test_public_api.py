@@ -36,6 +36,14 @@ ROOT = {
 }
 
 SUBPACKAGES: dict[str, list[str]] = {
+    "client": [
+        "ApiError",
+        "AsyncOfferloopClient",
+        "Decision",
+        "IngestResult",
+        "OfferloopClient",
+        "Unavailable",
+    ],
     "backends": [
         "ArtifactStore",
         "BACKENDS",

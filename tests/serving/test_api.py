@@ -157,3 +157,24 @@ def test_models_endpoints(client: TestClient, system: Offerloop) -> None:
     assert one["sha256"] == system.registry.get(models[0]["version"]).sha256
     assert client.get("/v1/models/nope-1").status_code == 404
     assert client.get("/v1/models", params={"campaign": "nope"}).status_code == 404
+
+
+def test_campaigns_list_their_offers_and_what_serves_them(
+    client: TestClient, system: Offerloop
+) -> None:
+    body = client.get("/v1/campaigns").json()
+    assert [c["campaign"] for c in body["campaigns"]] == list(system.campaigns)
+    c = system.campaign(None)
+    one = client.get(f"/v1/campaigns/{c.id}").json()
+    assert one == body["campaigns"][0]
+    assert one["default"] is True
+    assert [o["offer_id"] for o in one["offers"]] == c.offer_ids
+    first = one["offers"][0]
+    assert first["price"] == c.offers[0].price
+    assert first["products"] == dict(c.offers[0].bundle.products)
+    assert first["message"] == c.offers[0].message.text
+    assert (one["released"], one["shadows"]) == ("random-1", ["rules-2"])
+    assert one["rules"] == len(c.rules)
+    missing = client.get("/v1/campaigns/nope")
+    assert missing.status_code == 404
+    assert "nope" in missing.json()["error"]["message"]

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from offerloop._limits import MAX_ID, SafeId, SafeKey, SafeScalar
 
 __all__ = [
+    "CampaignOut",
+    "CampaignsOut",
     "DecideIn",
     "DecideOut",
     "DecisionOut",
@@ -16,6 +18,7 @@ __all__ = [
     "IngestOut",
     "ModelOut",
     "ModelsOut",
+    "OfferOut",
     "PlayerFeaturesOut",
     "ShadowOut",
     "decide_body",
@@ -26,6 +29,38 @@ if TYPE_CHECKING:
 
 _ID = r"^\S(.*\S)?$"
 ContextValue = SafeScalar
+
+
+class OfferOut(BaseModel):
+    """One offer of a campaign: a bundle of products at a price, with a message."""
+
+    offer_id: str = Field(examples=["gems:urgency"])
+    bundle_id: str
+    message_id: str
+    price: float
+    products: dict[str, int] = Field(description="What the bundle holds: product → quantity.")
+    message: str = Field(description="The message's text, as a decision returns it.")
+
+
+class CampaignOut(BaseModel):
+    """A loaded campaign: its offers (bundles × messages), rules and deployments."""
+
+    campaign: str = Field(examples=["spring_sale"])
+    name: str
+    default: bool = Field(description="Whether requests without a campaign get this one.")
+    offers: list[OfferOut]
+    default_offer: str
+    rules: int = Field(description="How many rules the day-one rules policy has.")
+    released: str | None
+    canary: str | None
+    canary_share: float | None
+    shadows: list[str]
+
+
+class CampaignsOut(BaseModel):
+    """Every loaded campaign."""
+
+    campaigns: list[CampaignOut]
 
 
 class DecideIn(BaseModel):

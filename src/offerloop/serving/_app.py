@@ -24,6 +24,8 @@ from offerloop.events import EventBatch
 from offerloop.monitoring import Monitor
 from offerloop.serving._admin import PipelineRunner, admin_router
 from offerloop.serving._api import (
+    CampaignOut,
+    CampaignsOut,
     DecideIn,
     DecideOut,
     DecisionOut,
@@ -31,6 +33,7 @@ from offerloop.serving._api import (
     IngestOut,
     ModelOut,
     ModelsOut,
+    OfferOut,
     PlayerFeaturesOut,
     ShadowOut,
     decide_body,
@@ -209,6 +212,45 @@ def create_app(
                 for name, r in readings.items()
             },
         )
+
+    def campaign_out(campaign_id: str | None) -> CampaignOut:
+        c = system.campaign(campaign_id)  # 404 for an unknown campaign
+        st = system.deployments.state(c.id)
+        return CampaignOut(
+            campaign=c.id,
+            name=c.name,
+            default=c.id == system.default_campaign,
+            offers=[
+                OfferOut(
+                    offer_id=o.id,
+                    bundle_id=o.bundle.id,
+                    message_id=o.message.id,
+                    price=o.price,
+                    products=dict(o.bundle.products),
+                    message=o.message.text,
+                )
+                for o in c.offers
+            ],
+            default_offer=c.default_offer,
+            rules=len(c.rules),
+            released=st.released,
+            canary=st.canary,
+            canary_share=st.canary_share if st.canary else None,
+            shadows=list(st.shadows),
+        )
+
+    @app.get("/v1/campaigns", response_model=CampaignsOut, tags=["campaigns"])
+    async def list_campaigns() -> CampaignsOut:
+        """Every loaded campaign with its offers and what serves it now."""
+        return await pools.run(
+            "read", lambda: CampaignsOut(campaigns=[campaign_out(c) for c in system.campaigns])
+        )
+
+    @app.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut, tags=["campaigns"])
+    async def get_campaign(campaign_id: str = Path(min_length=1, max_length=128)) -> CampaignOut:
+        """One campaign: its offers (id, bundle, message, price, products, text), its rules
+        and what serves it now (released, canary and share, shadows)."""
+        return await pools.run("read", campaign_out, campaign_id)
 
     def model_out(version: str) -> ModelOut:
         m = system.registry.get(version)
