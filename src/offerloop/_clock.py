@@ -12,7 +12,15 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "clock_of", "format_ts", "parse_rfc3339"]
+__all__ = [
+    "Clock",
+    "ManualClock",
+    "SystemClock",
+    "clock_of",
+    "format_ts",
+    "parse_rfc3339",
+    "parse_time",
+]
 
 
 class Clock(Protocol):
@@ -96,6 +104,24 @@ def parse_rfc3339(text: str) -> float:
         return datetime.fromisoformat(norm).timestamp()
     except ValueError as exc:
         raise ValueError(f"not a valid date or time: {exc}") from exc
+
+
+def parse_time(text: str, *, end_of_day: bool = False) -> float:
+    """A point in time a person types: an RFC 3339 timestamp, or a date ``YYYY-MM-DD`` (UTC
+    midnight; with ``end_of_day``, the midnight after it, so that a range ending on a date
+    includes that day). ValueError otherwise."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            day = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        except ValueError as exc:
+            raise ValueError(f"not a valid date: {exc}") from exc
+        return day + (86400.0 if end_of_day else 0.0)
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        raise ValueError(
+            "must be a date like 2026-03-02 or an RFC 3339 timestamp like 2026-03-02T12:00:00Z"
+        ) from None
 
 
 def format_ts(ts: float) -> str:

@@ -288,3 +288,26 @@ def test_no_op_and_destructive_commands_say_so(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert f"{other} out, random-1 released (dry run)" in r.stdout
     assert json.loads(run("history", "--json", *d, cwd=tmp_path).stdout) == before
+
+
+def test_report_and_skew_take_dates(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path / "data")]
+    out = tmp_path / "r.html"
+    r = run(
+        "report",
+        "--out",
+        str(out),
+        "--start",
+        "2026-03-01",
+        "--end",
+        "2026-03-02",
+        *d,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    assert 'data-start="2026-03-01T00:00:00.000Z"' in page
+    assert 'data-end="2026-03-03T00:00:00.000Z"' in page  # the end date is included
+    _one_line_error(run("report", "--start", "yesterday", *d, cwd=tmp_path), 2, "--start")
+    skew = run("features", "skew", "--since", "2026-03-01", "--json", *d, cwd=tmp_path)
+    assert skew.returncode == 0, skew.stderr

@@ -128,3 +128,38 @@ def test_dashboard_html_and_report(
     text = path.read_text()
     assert "http-equiv" not in text  # static
     assert 'id="revenue-chart"' in text
+
+
+def test_the_dashboard_shows_a_range_and_finds_the_data_when_the_clock_is_far_from_it(
+    client: TestClient, system: Offerloop, clock: ManualClock, tmp_path: object
+) -> None:
+    """The demo's data lies in March while the clock reads December: by default the
+    dashboard shows the 14 days up to the newest decision and says so; a range can be
+    picked by dates (the end date included) or RFC 3339 times; the x axis has dates."""
+    from offerloop import format_ts, parse_rfc3339
+
+    first = clock.now()
+    _traffic(system, clock, 300)
+    clock.advance(25 * HOUR)
+    _traffic(system, clock, 50)
+    clock.advance(90 * 24 * HOUR)  # months later
+    page = client.get("/dashboard", params={"refresh": 0}).text
+    assert "showing the 14 days up to the newest data" in page
+    assert page.count('class="point"') >= 2  # the data is drawn
+    day = format_ts(first)[:10]
+    assert re.search(r'<text class="tick date"[^>]*>\d{4}-\d{2}-\d{2}</text>', page)
+    assert 'name="start"' in page
+    assert 'name="end"' in page
+    picked = client.get(
+        "/dashboard",
+        params={"refresh": 0, "start": day, "end": day},  # one day, included
+    ).text
+    m = re.search(r'id="range" data-start="([^"]+)" data-end="([^"]+)"', picked)
+    assert m is not None
+    assert parse_rfc3339(m.group(1)) == parse_rfc3339(f"{day}T00:00:00Z")
+    assert parse_rfc3339(m.group(2)) == parse_rfc3339(f"{day}T00:00:00Z") + 24 * HOUR
+    assert "showing the 14 days up to the newest data" not in picked
+    for bad in ({"start": "yesterday"}, {"start": day, "end": "2000-01-01"}):
+        r = client.get("/dashboard", params=bad)
+        assert r.status_code == 422, bad
+        assert r.json()["error"]["problems"][0]["location"].endswith("start")

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offerloop._clock import format_ts, parse_rfc3339
+from offerloop._clock import format_ts, parse_rfc3339, parse_time
 from offerloop._errors import Conflict, InvalidInput, OfferloopError
 from offerloop._settings import Settings, load_settings
 
@@ -102,6 +102,16 @@ def _opened(
         yield system
     finally:
         system.close()
+
+
+def _when(option: str, value: str | None, end_of_day: bool = False) -> float | None:
+    """A date or RFC 3339 time given on the command line (None: not given)."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise InvalidInput(f"{option}: {exc}") from exc
 
 
 def _actor(actor: str | None) -> str:
@@ -361,10 +371,20 @@ def report(
         str | None,
         typer.Option(help="Report as of this RFC 3339 time (default: now), e.g. for a demo."),
     ] = None,
+    start: Annotated[str | None, typer.Option(help="From this date or RFC 3339 time.")] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="Up to this date (inclusive) or RFC 3339 time; default: now, or the newest "
+            "decision when there is none in the 14 days before now."
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
     """Write the dashboard's views as one static HTML file (no server, no internet)."""
+    t0 = _when("--start", start)
+    t1 = _when("--end", end, end_of_day=True)
     from offerloop._clock import ManualClock
     from offerloop.monitoring import Monitor, write_report
 
@@ -380,7 +400,7 @@ def report(
     try:
         system.bootstrap(actor="cli")
         with Monitor(system) as monitor:
-            path = write_report(monitor, out_path, campaign)
+            path = write_report(monitor, out_path, campaign, t0, t1)
     finally:
         system.close()
     out.print(f"report written to {path}", highlight=False)
@@ -718,17 +738,16 @@ def settings_cmd(
 features_app = typer.Typer(help="Feature definitions, backfill and skew.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 
-Since = Annotated[str | None, typer.Option("--since", help="RFC 3339: from this time.")]
-Until = Annotated[str | None, typer.Option("--until", help="RFC 3339: up to this time.")]
+Since = Annotated[str | None, typer.Option("--since", help="From this date or RFC 3339 time.")]
+Until = Annotated[
+    str | None, typer.Option("--until", help="Up to this date (inclusive) or RFC 3339 time.")
+]
 
 
 def _time(opt: str, value: str | None, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        return parse_rfc3339(value)
-    except ValueError as exc:
-        raise InvalidInput(f"{opt}: {exc}") from exc
+    """``--since``/``--until``: a date (``--until`` includes its day) or an RFC 3339 time."""
+    when = _when(opt, value, end_of_day=opt == "--until")
+    return default if when is None else when
 
 
 @features_app.command("list")

@@ -63,7 +63,11 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
         return H - PAD + 8 - y / ymax * (H - 2 * PAD)
 
     half = rev["bucket_seconds"] / 2
-    parts = [f'<svg id="revenue-chart" viewBox="0 0 {W} {H}" role="img">', _axes(ymax, sy)]
+    parts = [
+        f'<svg id="revenue-chart" viewBox="0 0 {W} {H + 14}" role="img">',
+        _axes(ymax, sy),
+        _date_ticks(x0, x1, sx),
+    ]
     for t in rev["transitions"]:
         if t["to"] in ("released", "canary") or t["action"] in ("rollback", "retire", "undeploy"):
             kind = "release" if t["to"] == "released" else t["to"] or t["action"]
@@ -113,6 +117,53 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
     )
     note = "filled: released, hollow: canary"
     return "".join(parts) + f'<div class="legends">{" ".join(legend)}<br>{keys} · {note}</div>'
+
+
+def _date_ticks(x0: float, x1: float, sx: Any) -> str:
+    """Dates under the time axis: a tick at each UTC midnight (every n-th day when there are
+    many), labelled MM-DD, the first one with its year."""
+    day = 86400.0
+    first = math.ceil(x0 / day) * day
+    count = max(1, int((x1 - first) // day) + 1)
+    step = max(1, math.ceil(count / 10))
+    out = []
+    for i in range(0, count, step):
+        t = first + i * day
+        if t > x1:
+            break
+        x = sx(t)
+        label = format_ts(t)[:10] if i == 0 else format_ts(t)[5:10]
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{H - PAD + 8}" y2="{H - PAD + 13}" '
+            f'stroke="#888"/><text class="tick date" x="{x:.1f}" y="{H - PAD + 26}" '
+            f'text-anchor="middle" data-ts="{_e(format_ts(t))}">{_e(label)}</text>'
+        )
+    return "".join(out)
+
+
+def _range_form(
+    campaign: str, start: float, end: float, moved: bool, refresh: int | None, form: bool
+) -> str:
+    """The range shown, and (``form``) a form to pick another one (plain GET: no script)."""
+    note = (
+        " · no decisions in the 14 days up to now: showing the 14 days up to the newest data"
+        if moved
+        else ""
+    )
+    picker = (
+        '<form class="range" method="get" action="/dashboard">'
+        f'<input type="hidden" name="campaign" value="{_e(campaign)}">'
+        f'<input type="hidden" name="refresh" value="{refresh or 0}">'
+        f'from <input type="date" name="start" value="{_e(format_ts(start)[:10])}"> '
+        f'to <input type="date" name="end" value="{_e(format_ts(end)[:10])}"> '
+        "<button>show</button></form>"
+    )
+    return (
+        (picker if form else "")
+        + f'<p class="status" id="range" data-start="{_e(format_ts(start))}" '
+        f'data-end="{_e(format_ts(end))}">range {_e(format_ts(start))} → '
+        f"{_e(format_ts(end))}{note}</p>"
+    )
 
 
 def _axes(ymax: float, sy: Any) -> str:
@@ -178,15 +229,21 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[object]], table_id: str)
 
 
 def render_dashboard(
-    monitor: Monitor, campaign: str | None = None, refresh: int | None = 30
+    monitor: Monitor,
+    campaign: str | None = None,
+    refresh: int | None = 30,
+    start: float | None = None,
+    end: float | None = None,
+    form: bool = True,
 ) -> str:
     """The dashboard of a campaign (None: the default one) as one HTML page, its business
-    charts over the last 14 days; it reloads itself every ``refresh`` seconds (None or 0:
-    never)."""
+    charts over ``[start, end]`` (default: the last 14 days, or the 14 days up to the newest
+    decision when the clock is far from the data, ``Monitor.window``); it reloads itself
+    every ``refresh`` seconds (None or 0: never). ``form``: a range picker (GET parameters;
+    no script)."""
     s = monitor.system
     c = s.campaign(campaign)
-    end = s.clock.now()
-    start = end - 14 * 86400.0
+    start, end, moved = monitor.window(c.id, start, end)
     rev = monitor.revenue(c.id, start, end)
     drift = monitor.drift(c.id)
     lat = monitor.latency()
@@ -228,6 +285,7 @@ def render_dashboard(
         + (f" ({st.canary_share:.0%})" if st.canary else "")
         + f" · shadows {_e(', '.join(st.shadows) or '-')}"
         + f" · {rev['open_decisions']} decisions still inside their attribution window</p>",
+        _range_form(c.id, start, end, moved, refresh, form),
         "<h2>Realised revenue per decision, by version and day</h2>",
         _revenue_chart(rev),
         "<h2>Decision latency (ms, this process)</h2>",
@@ -337,13 +395,21 @@ td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left}
 """
 
 
-def write_report(monitor: Monitor, path: str | Path, campaign: str | None = None) -> Path:
-    """The dashboard as a static file (no reload), written atomically; returns its path."""
+def write_report(
+    monitor: Monitor,
+    path: str | Path,
+    campaign: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> Path:
+    """The dashboard as a static file (no reload, no range form), written atomically;
+    returns its path. ``start``/``end``: the range (default as the dashboard's)."""
     target = Path(path).resolve()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(render_dashboard(monitor, campaign, refresh=None), encoding="utf-8")
+        page = render_dashboard(monitor, campaign, refresh=None, start=start, end=end, form=False)
+        tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, target)
     except OSError as exc:
         raise InvalidInput(f"cannot write the report to {target}: {exc.strerror}") from exc

@@ -91,6 +91,30 @@ class Monitor:
         system.metrics.registry.register(self._gauges)
 
     # -- helpers -------------------------------------------------------------------------
+    def window(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        days: float = 14.0,
+    ) -> tuple[float, float, bool]:
+        """The time range a view shows: ``[start, end]`` as given; by default the ``days``
+        up to now, or, when the campaign has no decision in them (the clock is far from the
+        data: a replay, the demo's simulated March), the ``days`` up to its newest decision.
+        The flag says the range was moved to the data."""
+        now = self.system.clock.now()
+        if end is not None or start is not None:
+            s, e = self._range(start, end, days)
+            return s, e, False
+        c = self.system.campaign(campaign)
+        if self.system.backend.count_decisions(c.id, now - days * DAY, now + 1e-6):
+            return now - days * DAY, now, False
+        newest = self.system.backend.decisions(c.id, 0.0, now + 1e-6, newest=1)
+        if not newest:
+            return now - days * DAY, now, False
+        end_at = newest[0].ts + 1.0
+        return end_at - days * DAY, end_at, True
+
     def _range(
         self, start: float | None, end: float | None, default_days: float = 14.0
     ) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from offerloop._clock import parse_rfc3339
+from offerloop._clock import parse_time
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 from offerloop.monitoring._dashboard import render_dashboard
@@ -29,18 +29,13 @@ _TS = "RFC 3339 time; default: 14 days before `end`."
 
 
 def _time(name: str, value: str | None) -> float | None:
+    """A time query parameter: RFC 3339, or a date (an ``end`` date includes its day)."""
     if value is None:
         return None
     try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise InvalidInput.of(
-            [
-                Problem(
-                    name, f"must be an RFC 3339 timestamp like 2026-03-02T00:00:00Z, not {value!r}"
-                )
-            ]
-        ) from None
+        return parse_time(value, end_of_day=name == "end")
+    except ValueError as exc:
+        raise InvalidInput.of([Problem(name, f"{exc}, not {value!r}")]) from None
 
 
 def _bucket(value: str) -> float:
@@ -124,9 +119,20 @@ def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
     async def dashboard(
         campaign: str | None = None,
         refresh: int = Query(default=30, ge=0, le=3600, description="Reload every N s; 0: never."),
+        start: str | None = Query(
+            default=None, description="From this date or RFC 3339 time (default: see end)."
+        ),
+        end: str | None = Query(
+            default=None,
+            description="Up to this date (inclusive) or RFC 3339 time; default: now, or the "
+            "newest decision when there is none in the 14 days before now.",
+        ),
     ) -> HTMLResponse:
-        """The dashboard: server-rendered SVG, no scripts, reloads itself."""
-        page = await slow("slow", render_dashboard, m, campaign, refresh or None)
+        """The dashboard over a time range: server-rendered SVG, no scripts, reloads itself."""
+        t0, t1 = _time("start", start), _time("end", end)
+        if t0 is not None and t1 is not None and t0 >= t1:
+            raise InvalidInput.of([Problem("start", "must be before end")])
+        page = await slow("slow", render_dashboard, m, campaign, refresh or None, t0, t1)
         return HTMLResponse(page)
 
     return router
