@@ -178,3 +178,30 @@ def test_campaigns_list_their_offers_and_what_serves_them(
     missing = client.get("/v1/campaigns/nope")
     assert missing.status_code == 404
     assert "nope" in missing.json()["error"]["message"]
+
+
+def test_the_openapi_document_has_errors_per_route_the_bearer_scheme_and_examples(
+    client: TestClient,
+) -> None:
+    doc = client.get("/openapi.json").json()
+    paths = doc["paths"]
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+
+    def codes(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"]) - {"200"}
+
+    assert codes("/healthz", "get") == set()  # nothing a client can get wrong
+    assert codes("/v1/decide", "post") == {"400", "404", "408", "413", "422", "503"}
+    assert codes("/v1/campaigns", "get") == {"503"}
+    assert "404" not in codes("/v1/events", "post")
+    answer = paths["/v1/decide"]["post"]["responses"]["422"]
+    assert answer["content"]["application/json"]["schema"] == error
+    assert doc["components"]["schemas"]["ErrorOut"]["properties"]["error"]
+    scheme = doc["components"]["securitySchemes"]["adminToken"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for path, item in paths.items():
+        for op in item.values():
+            secured = op.get("security") == [{"adminToken": []}]
+            assert secured == path.startswith("/v1/admin/"), path
+    assert doc["components"]["schemas"]["DecideIn"]["examples"][0]["player_id"] == "p42"
+    assert doc["components"]["schemas"]["EventBatch"]["examples"]

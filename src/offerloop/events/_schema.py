@@ -50,7 +50,31 @@ class EventIn(BaseModel):
 class EventBatch(BaseModel):
     """The body of ``POST /v1/events``: one or more events."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {
+                            "event_id": "e1",
+                            "player_id": "p42",
+                            "type": "level_up",
+                            "ts": "2026-11-26T10:05:00Z",
+                            "properties": {"level": 12},
+                        },
+                        {
+                            "event_id": "e2",
+                            "player_id": "p42",
+                            "type": "purchase",
+                            "ts": "2026-11-26T10:07:00Z",
+                            "properties": {"amount": 9.99, "decision_id": "d019..."},
+                        },
+                    ]
+                }
+            ]
+        },
+    )
 
     events: list[EventIn] = Field(min_length=1)
 

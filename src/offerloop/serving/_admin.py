@@ -12,12 +12,14 @@ import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Security
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from offerloop._clock import ManualClock, format_ts, parse_rfc3339
 from offerloop._errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from offerloop._limits import SafeId
+from offerloop.serving._api import errors
 from offerloop.serving._pools import WorkPools
 from offerloop.serving._routing import StrictJSONRoute
 
@@ -25,6 +27,14 @@ if TYPE_CHECKING:
     from offerloop._system import Offerloop
 
 __all__ = ["admin_router"]
+
+# the scheme in the OpenAPI document (auto_error off: ``actor`` answers 401/403 itself, in
+# the one error format)
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminToken",
+    description="The admin token (setting admin_token, env OFFERLOOP_ADMIN_TOKEN).",
+)
 
 
 class VersionIn(BaseModel):
@@ -76,7 +86,13 @@ def admin_router(
             raise Forbidden("wrong admin token")
         return f"api:{x_offerloop_actor}" if x_offerloop_actor else "api"
 
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJSONRoute)
+    router = APIRouter(
+        prefix="/v1/admin",
+        tags=["admin"],
+        route_class=StrictJSONRoute,
+        responses=errors(401, 403, 404, 409, 422, 503),
+        dependencies=[Security(_BEARER)],  # documents the bearer scheme; actor() checks it
+    )
     run = pools.run
 
     def state(campaign: str | None) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from offerloop._limits import MAX_ID, SafeId, SafeKey, SafeScalar
 
 __all__ = [
+    "ERROR_DESCRIPTIONS",
     "CampaignOut",
     "CampaignsOut",
     "DecideIn",
     "DecideOut",
     "DecisionOut",
+    "ErrorOut",
     "FeatureOut",
     "IngestOut",
     "ModelOut",
@@ -22,6 +24,7 @@ __all__ = [
     "PlayerFeaturesOut",
     "ShadowOut",
     "decide_body",
+    "errors",
 ]
 
 if TYPE_CHECKING:
@@ -29,6 +32,59 @@ if TYPE_CHECKING:
 
 _ID = r"^\S(.*\S)?$"
 ContextValue = SafeScalar
+
+
+class ProblemOut(BaseModel):
+    """One thing wrong with a request: where (``events[0].ts``, ``start``) and what."""
+
+    location: str = Field(examples=["events[0].ts"])
+    message: str = Field(examples=["must be an RFC 3339 timestamp with a time zone"])
+
+
+class ErrorDetail(BaseModel):
+    """The error: a stable ``type`` (``invalid_input``, ``not_found``, ``conflict``,
+    ``unauthenticated``, ``forbidden``, ``backend_unavailable``, ``overloaded``, ...), a
+    message for people, and each problem with its location (for invalid input)."""
+
+    type: str = Field(examples=["invalid_input"])
+    message: str
+    problems: list[ProblemOut] = Field(default_factory=list)
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx answer has this body (one mapping of errors to HTTP, in
+    ``serving._errors``)."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed JSON",
+    401: "No admin token: send Authorization: Bearer <admin_token>",
+    403: "Wrong admin token, or the admin API is disabled (no admin_token set)",
+    404: "Unknown campaign, decision, version or player route",
+    408: "The body arrived too slowly",
+    409: "The change conflicts with the deployment state (e.g. releasing a shadow's canary)",
+    413: "Body too large",
+    422: "Invalid input: the body names each field and problem",
+    503: "A backend is unavailable or the service is overloaded; retry after Retry-After",
+}
+
+
+def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route (OpenAPI ``responses``), each with the
+    :class:`ErrorOut` body. ``html``: the route answers HTML, its errors JSON all the same
+    (a model would be documented under the route's HTML media type)."""
+    if html:
+        ref = {"$ref": "#/components/schemas/ErrorOut"}
+        return {
+            c: {
+                "description": ERROR_DESCRIPTIONS[c],
+                "content": {"application/json": {"schema": ref}},
+            }
+            for c in codes
+        }
+    return {c: {"description": ERROR_DESCRIPTIONS[c], "model": ErrorOut} for c in codes}
 
 
 class OfferOut(BaseModel):
@@ -64,7 +120,12 @@ class CampaignsOut(BaseModel):
 
 
 class DecideIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The body of ``POST /v1/decide``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"player_id": "p42", "context": {"local_hour": 20}}]},
+    )
 
     player_id: SafeId = Field(min_length=1, max_length=MAX_ID, pattern=_ID)
     campaign: SafeId | None = Field(

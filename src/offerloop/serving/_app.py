@@ -37,6 +37,7 @@ from offerloop.serving._api import (
     PlayerFeaturesOut,
     ShadowOut,
     decide_body,
+    errors,
 )
 from offerloop.serving._edge import Edge
 from offerloop.serving._errors import install_error_handlers
@@ -51,14 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the default of setting max_body_bytes
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed JSON"},
-    404: {"description": "Unknown campaign or decision"},
-    408: {"description": "The body arrived too slowly"},
-    413: {"description": "Body too large"},
-    422: {"description": "Invalid input: the body names each field and problem"},
-    503: {"description": "A backend is unavailable or the service is overloaded; retry later"},
-}
 
 
 class _Observe:
@@ -115,7 +108,6 @@ def create_app(
         title="offerloop",
         version=__version__,
         description="Personalised promotions, delivered continuously.",
-        responses=_ERRORS,
         on_shutdown=[pools.close],
     )
     # the numbers behind the dashboard and the Prometheus gauges, for this app's lifetime
@@ -143,7 +135,12 @@ def create_app(
     app.state.pools = pools
     app.state.monitor = monitor
 
-    @app.post("/v1/events", response_model=IngestOut, tags=["events"])
+    @app.post(
+        "/v1/events",
+        response_model=IngestOut,
+        tags=["events"],
+        responses=errors(400, 408, 413, 422, 503),
+    )
     async def post_events(batch: EventBatch) -> IngestOut:
         """Append events to the log: durable before the answer, idempotent on ``event_id``.
 
@@ -159,13 +156,23 @@ def create_app(
             features=r.online,
         )
 
-    @app.post("/v1/decide", response_model=DecideOut, tags=["decisions"])
+    @app.post(
+        "/v1/decide",
+        response_model=DecideOut,
+        tags=["decisions"],
+        responses=errors(400, 404, 408, 413, 422, 503),
+    )
     async def post_decide(body: DecideIn) -> dict[str, Any]:
         """Choose an offer for a player; the decision is logged with its propensity."""
         # well-formed JSON requests are answered by serving._hot; this serves the rest
         return decide_body(system.decide(body.player_id, body.campaign, body.context))
 
-    @app.get("/v1/decisions/{decision_id}", response_model=DecisionOut, tags=["decisions"])
+    @app.get(
+        "/v1/decisions/{decision_id}",
+        response_model=DecisionOut,
+        tags=["decisions"],
+        responses=errors(404, 422, 503),
+    )
     async def get_decision(
         decision_id: str = Path(min_length=1, max_length=128, pattern=r"^[\w\-]+$"),
     ) -> DecisionOut:
@@ -191,7 +198,10 @@ def create_app(
         )
 
     @app.get(
-        "/v1/players/{player_id}/features", response_model=PlayerFeaturesOut, tags=["features"]
+        "/v1/players/{player_id}/features",
+        response_model=PlayerFeaturesOut,
+        tags=["features"],
+        responses=errors(422, 503),
     )
     async def get_player_features(
         player_id: str = Path(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$"),
@@ -239,14 +249,21 @@ def create_app(
             shadows=list(st.shadows),
         )
 
-    @app.get("/v1/campaigns", response_model=CampaignsOut, tags=["campaigns"])
+    @app.get(
+        "/v1/campaigns", response_model=CampaignsOut, tags=["campaigns"], responses=errors(503)
+    )
     async def list_campaigns() -> CampaignsOut:
         """Every loaded campaign with its offers and what serves it now."""
         return await pools.run(
             "read", lambda: CampaignsOut(campaigns=[campaign_out(c) for c in system.campaigns])
         )
 
-    @app.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut, tags=["campaigns"])
+    @app.get(
+        "/v1/campaigns/{campaign_id}",
+        response_model=CampaignOut,
+        tags=["campaigns"],
+        responses=errors(404, 422, 503),
+    )
     async def get_campaign(campaign_id: str = Path(min_length=1, max_length=128)) -> CampaignOut:
         """One campaign: its offers (id, bundle, message, price, products, text), its rules
         and what serves it now (released, canary and share, shadows)."""
@@ -271,12 +288,17 @@ def create_app(
             system.campaign(campaign)  # 404 for an unknown campaign
         return ModelsOut(models=[model_out(m.version) for m in system.registry.list(campaign)])
 
-    @app.get("/v1/models", response_model=ModelsOut, tags=["models"])
+    @app.get("/v1/models", response_model=ModelsOut, tags=["models"], responses=errors(404, 503))
     async def list_models(campaign: str | None = None) -> ModelsOut:
         """Every registered version (optionally of one campaign), oldest first."""
         return await pools.run("read", list_models_now, campaign)
 
-    @app.get("/v1/models/{version}", response_model=ModelOut, tags=["models"])
+    @app.get(
+        "/v1/models/{version}",
+        response_model=ModelOut,
+        tags=["models"],
+        responses=errors(404, 422, 503),
+    )
     async def get_model(version: str = Path(min_length=1, max_length=128)) -> ModelOut:
         """One version: lineage (data window, rows, features hash, code), parameters, and
         offline estimates against the release."""

@@ -17,6 +17,7 @@ from offerloop._clock import parse_time
 from offerloop._errors import InvalidInput, Problem
 from offerloop._schedule import parse_schedule
 from offerloop.monitoring._dashboard import render_dashboard
+from offerloop.serving._api import errors
 from offerloop.serving._pools import WorkPools
 from offerloop.serving._routing import StrictJSONRoute
 
@@ -52,7 +53,9 @@ def _bucket(value: str) -> float:
 
 
 def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
-    router = APIRouter(tags=["monitoring"], route_class=StrictJSONRoute)
+    router = APIRouter(
+        tags=["monitoring"], route_class=StrictJSONRoute, responses=errors(404, 422, 503)
+    )
     slow = pools.run
     prefix = "/v1/monitoring"
 
@@ -115,7 +118,12 @@ def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
         """The latest pipeline runs and what they did."""
         return await slow("read", m.runs, limit)
 
-    @router.get("/dashboard", response_class=HTMLResponse, tags=["monitoring"])
+    @router.get(
+        "/dashboard",
+        response_class=HTMLResponse,
+        tags=["monitoring"],
+        responses=errors(404, 422, 503, html=True),
+    )
     async def dashboard(
         campaign: str | None = None,
         refresh: int = Query(default=30, ge=0, le=3600, description="Reload every N s; 0: never."),
