@@ -102,3 +102,30 @@ def test_a_second_server_on_one_embedded_data_dir_is_refused(tmp_path: Path) -> 
     finally:
         first.terminate()
         first.wait(timeout=60)
+
+
+def test_serve_logs_each_request_with_access_log(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    argv = ["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offerloop", *argv, "--access-log", "--log-level", "info"],
+            cwd=tmp_path,
+            env=env,
+            stdout=err,  # uvicorn writes the access log to stdout, the rest to stderr
+            stderr=err,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(proc, base)
+            assert httpx.post(f"{base}/v1/decide", json={"player_id": "p"}, timeout=30).is_success
+            assert httpx.post(f"{base}/v1/decide", json={}, timeout=30).status_code == 422
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert '"POST /v1/decide HTTP/1.1" 200' in text
+    assert '"POST /v1/decide HTTP/1.1" 422' in text
+    assert "Traceback" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import gc
 import getpass
 import json
@@ -63,6 +64,16 @@ def _root(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+
+
+class LogLevel(enum.StrEnum):
+    """How much ``serve`` logs."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
 
 
 def _json(doc: Any) -> None:
@@ -147,12 +158,24 @@ def serve(
             "POST /v1/admin/clock (backtests, rehearsals); default 'system'."
         ),
     ] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option(help="What the service logs to stderr (offerloop and uvicorn).")
+    ] = LogLevel.warning,
+    access_log: Annotated[
+        bool, typer.Option(help="A line per request (client, method, path, status) on stdout.")
+    ] = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
     """Run the HTTP service (decisions, events, metrics), optionally with the pipeline's
     schedule (setting pipeline_schedule) running inside it."""
+    import logging
+
     import uvicorn
+
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     from offerloop._schedule import parse_schedule
     from offerloop.pipeline import PipelineScheduler, run_pipeline
@@ -186,7 +209,7 @@ def serve(
         if data_dir is not None:
             os.environ["OFFERLOOP_DATA_DIR"] = data_dir
         err.print(f"serving on http://{host}:{port} with {workers} processes")
-        run_workers(host, port, workers)
+        run_workers(host, port, workers, log_level.value, access_log)
         return
     with _opened(data_dir, config, True, clock=clock) as system, _one_server(system):
         system.player_features.warm()  # online features from the event log before the first request
@@ -216,6 +239,8 @@ def serve(
                 metrics=system.metrics,
                 header_timeout=settings.http_header_timeout_seconds,
                 idle_timeout=settings.http_idle_timeout_seconds,
+                log_level=log_level.value,
+                access_log=access_log,
             )
             uvicorn.Server(server_config_).run()
         finally:

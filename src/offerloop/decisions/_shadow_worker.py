@@ -40,9 +40,9 @@ _REPLY_TIMEOUT = 120.0  # seconds: the first batch waits for the child to import
 
 
 class WorkerSink:
-    """The serving side: owns the child process (``python -m
-    offerloop.decisions._shadow_worker``, so it never re-runs the parent's main module) and
-    talks to it in length-prefixed JSON frames over its stdin and stdout."""
+    """The serving side: owns the child process (a fresh interpreter that runs ``_main`` of
+    this module, so it never re-runs the parent's main module) and talks to it in
+    length-prefixed JSON frames over its stdin and stdout."""
 
     def __init__(self, settings: Settings, metrics: Metrics, seed: int | None) -> None:
         self._settings = json.dumps(dataclasses.asdict(settings))
@@ -57,7 +57,9 @@ class WorkerSink:
         self._kill()
         env = {**os.environ, "OFFERLOOP_SHADOW_WORKER_SEED": json.dumps(self._seed)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "offerloop.decisions._shadow_worker"],
+            # not `-m`: the package imports this module first, and runpy would warn that it
+            # is about to run a module already imported
+            [sys.executable, "-c", "from offerloop.decisions._shadow_worker import _main; _main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -7,6 +7,7 @@ them from here, so they always agree.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from offerloop._system import Offerloop
 
 __all__ = ["Monitor", "histogram_quantiles"]
+
+_log = logging.getLogger("offerloop.monitoring")
 
 DAY = 86400.0
 MAX_DRIFT_ROWS = 20_000  # per window: the newest ones
@@ -397,8 +400,9 @@ class _Gauges(Collector):
                 rev = m.revenue(cid, now - DAY - m.system.window_seconds, now, bucket_seconds=1e12)
                 for p in rev["series"]:
                     revenue.add_metric([cid, p["version"], p["mode"]], p["revenue_per_decision"])
-        except Exception:  # a failed computation keeps the previous values, and is counted
+        except Exception:  # a failed computation keeps the previous values: counted, logged
             m.system.metrics.errors.labels("monitoring").inc()
+            _log.exception("the drift and revenue gauges could not be computed")
             return
         self._values = [psi, level, defaults, revenue]
         self._at = time.monotonic()

@@ -67,9 +67,13 @@ def server_config(
     idle_timeout: float,
     workers: int | None = None,
     factory: bool = False,
+    log_level: str = "warning",
+    access_log: bool = False,
 ) -> uvicorn.Config:
     """The uvicorn configuration every offerloop server uses (one server per process: the
-    header timeout is set on the protocol class itself, which worker processes import)."""
+    header timeout is set on the protocol class itself, which worker processes import).
+    ``access_log``: a line per request (client, method, path, status) on stdout, uvicorn's
+    convention; everything else is logged on stderr."""
     set_header_timeout(header_timeout, metrics)
     return uvicorn.Config(
         app,
@@ -77,7 +81,8 @@ def server_config(
         port=port,
         http=_protocol(),
         timeout_keep_alive=max(1, round(idle_timeout)),
-        log_level="warning",
+        log_level=log_level,
+        access_log=access_log,
         workers=workers,
         factory=factory,
         # a worker that takes a while to import on a loaded machine is not a dead worker

@@ -39,7 +39,9 @@ def service_app() -> FastAPI:
     return create_app(system, service=True)
 
 
-def run_workers(host: str, port: int, workers: int) -> None:
+def run_workers(
+    host: str, port: int, workers: int, log_level: str = "warning", access_log: bool = False
+) -> None:
     """uvicorn's multi-process mode (what ``uvicorn.run(workers=N)`` does), with one change:
     the listening socket gets ``TCP_NODELAY``, which Linux hands on to every accepted
     connection. The single-process server sets it per connection; the worker processes,
@@ -57,6 +59,8 @@ def run_workers(host: str, port: int, workers: int) -> None:
         idle_timeout=settings.http_idle_timeout_seconds,
         workers=workers,
         factory=True,
+        log_level=log_level,
+        access_log=access_log,
     )
     sock = config.bind_socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
