@@ -57,3 +57,20 @@ def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
     assert documented == {f.name for f in setting_fields()}
     assert settings_markdown() in text, "regenerate: python scripts/regen_docs.py"
+
+
+def test_the_example_file_lists_every_setting_and_loads_as_the_defaults(tmp_path: Path) -> None:
+    """offerloop.example.toml is generated from the declarations (regenerate: python
+    scripts/regen_docs.py); every line uncommented is a valid file equal to the defaults."""
+    from offerloop._settings import settings_toml
+
+    example = (Path(__file__).parents[1] / "offerloop.example.toml").read_text()
+    assert example == settings_toml(), "regenerate: python scripts/regen_docs.py"
+    names = set(re.findall(r"^# (\w+) = ", example, flags=re.M))
+    assert names == {f.name for f in setting_fields()}
+    live = "\n".join(
+        line[2:] if re.match(r"# \w+ = ", line) else line for line in example.splitlines()
+    )
+    cfg = tmp_path / "offerloop.toml"
+    cfg.write_text(live)
+    assert load_settings(cfg, env={}) == load_settings(env={})

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -687,6 +689,35 @@ def _validate(s: Settings) -> None:
         problems.append(Problem("deployment_refresh_seconds", "must be >= 0"))
     if problems:
         raise InvalidInput.of(problems)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+
+def settings_toml() -> str:
+    """``offerloop.example.toml``, generated from the declaration above: every setting with
+    its meaning, environment variable and default, commented out (uncomment to change)."""
+    out = [
+        "# offerloop.example.toml: every setting, generated from offerloop/_settings.py",
+        "# (`offerloop settings --toml`). Copy to offerloop.toml and uncomment what you change.",
+        "# Precedence: command-line options > OFFERLOOP_* environment > this file > default.",
+        "# Secrets (admin_token, decision_token_secret, passwords in URLs) are better kept in",
+        "# the environment than in a file.",
+    ]
+    for f in setting_fields():
+        out.append("")
+        out += [f"# {line}" for line in textwrap.wrap(f.metadata["help"], 88)]
+        secret = " (secret: never printed)" if f.metadata.get("secret") else ""
+        out.append(f"# env: OFFERLOOP_{f.name.upper()}{secret}")
+        out.append(f"# {f.name} = {_toml_value(f.default)}")
+    return "\n".join(out) + "\n"
 
 
 def settings_markdown() -> str:

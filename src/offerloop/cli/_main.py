@@ -742,16 +742,22 @@ def models_show(
 @app.command("settings")
 def settings_cmd(
     markdown: Annotated[bool, typer.Option(help="Print the docs table of all settings.")] = False,
+    toml: Annotated[
+        bool, typer.Option(help="Print offerloop.example.toml: every setting, commented.")
+    ] = False,
     as_json: JsonOpt = False,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
     """Show the effective settings (overrides > OFFERLOOP_* env > offerloop.toml > default);
     secrets masked."""
-    from offerloop._settings import settings_markdown, shown
+    from offerloop._settings import settings_markdown, settings_toml, shown
 
     if markdown:
         sys.stdout.write(settings_markdown())
+        return
+    if toml:
+        sys.stdout.write(settings_toml())
         return
     if as_json:
         _json(shown(_settings(data_dir, config)))
