@@ -121,7 +121,7 @@ def test_dashboard_html_and_report(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert '<meta http-equiv="refresh" content="30">' in page.text
-    assert page.text.count('class="point"') == len(
+    assert page.text.count('class="point') == len(
         client.get("/v1/monitoring/revenue").json()["series"]
     )
     path = write_report(client.app.state.monitor, tmp_path / "r" / "report.html")
@@ -145,7 +145,7 @@ def test_the_dashboard_shows_a_range_and_finds_the_data_when_the_clock_is_far_fr
     clock.advance(90 * 24 * HOUR)  # months later
     page = client.get("/dashboard", params={"refresh": 0}).text
     assert "showing the 14 days up to the newest data" in page
-    assert page.count('class="point"') >= 2  # the data is drawn
+    assert page.count('class="point') >= 2  # the data is drawn
     day = format_ts(first)[:10]
     assert re.search(r'<text class="tick date"[^>]*>\d{4}-\d{2}-\d{2}</text>', page)
     assert 'name="start"' in page
@@ -163,3 +163,25 @@ def test_the_dashboard_shows_a_range_and_finds_the_data_when_the_clock_is_far_fr
         r = client.get("/dashboard", params=bad)
         assert r.status_code == 422, bad
         assert r.json()["error"]["problems"][0]["location"].endswith("start")
+
+
+def test_the_dashboard_puts_runs_thin_evidence_and_scoring_time_on_the_time_axis(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    from offerloop.pipeline import run_pipeline
+
+    _traffic(system, clock, 300)
+    clock.advance(25 * HOUR)
+    run = run_pipeline(system)
+    _traffic(system, clock, 30)  # a day with few decisions: thin
+    clock.advance(25 * HOUR)
+    page = client.get("/dashboard", params={"refresh": 0}).text
+    assert f'data-run="{run["id"]}"' in page  # the run, on the revenue chart's time axis
+    thin = re.findall(r'<circle class="point thin"[^>]*>.*?</circle>', page)
+    assert thin
+    assert all("thin evidence: " in c for c in thin)
+    assert 'id="scoring-chart"' in page
+    scoring = client.get("/v1/monitoring/scoring").json()["series"]
+    assert sum(p["decisions"] for p in scoring) == 330
+    assert all(p["p99_ms"] >= p["p50_ms"] >= 0 for p in scoring)
+    assert page.count('class="value"') == len(scoring)  # one point per (version, day)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offerloop._clock import format_ts
+from offerloop._clock import format_ts, parse_rfc3339
 from offerloop._errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -45,7 +45,34 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _revenue_chart(rev: dict[str, Any]) -> str:
+THIN_DECISIONS = 100  # a day's point resting on fewer matured decisions is marked thin
+
+
+def _run_marks(runs: Sequence[dict[str, Any]], x0: float, x1: float, sx: Any) -> str:
+    """The pipeline's runs on the time axis: a triangle each (green finished, red failed,
+    grey otherwise), with what the run did on hover."""
+    out = []
+    for r in runs:
+        try:
+            t = parse_rfc3339(str(r.get("started_at")))
+        except ValueError:
+            continue
+        if not x0 <= t <= x1:
+            continue
+        colour = {"finished": "#2ca02c", "failed": "#d62728"}.get(str(r["status"]), "#9a9a9a")
+        did = r.get("winner") or r.get("skipped") or "-"
+        steps = "; ".join(r.get("controller") or []) or "no controller action"
+        x, y = sx(t), H - PAD + 8
+        out.append(
+            f'<path class="run" data-run="{_e(r["id"])}" data-status="{_e(r["status"])}" '
+            f'd="M{x:.1f},{y - 7:.1f} l-4,7 h8 z" fill="{colour}" opacity="0.7">'
+            f"<title>{_e(r.get('started_at'))} run {_e(r['id'])}: {_e(r['status'])}; "
+            f"{_e(did)}; {_e(steps)}</title></path>"
+        )
+    return "".join(out)
+
+
+def _revenue_chart(rev: dict[str, Any], runs: Sequence[dict[str, Any]] = ()) -> str:
     series: dict[str, list[dict[str, Any]]] = {}
     for p in rev["series"]:
         series.setdefault(p["version"], []).append(p)
@@ -67,6 +94,7 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
         f'<svg id="revenue-chart" viewBox="0 0 {W} {H + 14}" role="img">',
         _axes(ymax, sy),
         _date_ticks(x0, x1, sx),
+        _run_marks(runs, x0, x1, sx),
     ]
     for t in rev["transitions"]:
         if t["to"] in ("released", "canary") or t["action"] in ("rollback", "retire", "undeploy"):
@@ -97,16 +125,21 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
             f'fill="none" stroke="{color}" stroke-width="2"/>'
         )
         for p in pts:
+            thin = p["decisions"] < THIN_DECISIONS
+            warning = f" · thin evidence: {p['decisions']} decisions" if thin else ""
             parts.append(
-                f'<circle class="point" data-version="{_e(version)}" data-mode="{_e(p["mode"])}" '
+                f'<circle class="point{" thin" if thin else ""}" data-version="{_e(version)}" '
+                f'data-mode="{_e(p["mode"])}" '
                 f'data-bucket="{_e(format_ts(p["bucket_start"]))}" '
                 f'data-value="{p["revenue_per_decision"]:.6f}" '
                 f'cx="{sx(p["bucket_start"] + half):.1f}" cy="{sy(p["revenue_per_decision"]):.1f}" '
                 f'r="{4 if p["mode"] == "released" else 3}" '
-                f'fill="{color if p["mode"] == "released" else "white"}" stroke="{color}">'
+                f'fill="{color if p["mode"] == "released" else "white"}" stroke="{color}"'
+                + (' stroke-dasharray="2 2" opacity="0.6"' if thin else "")
+                + ">"
                 f"<title>{_e(version)} ({_e(p['mode'])}) {_e(format_ts(p['bucket_start'])[:10])}: "
                 f"{p['revenue_per_decision']:.3f} per decision ± {p['se']:.3f}, "
-                f"{p['decisions']} decisions</title></circle>"
+                f"{p['decisions']} decisions{warning}</title></circle>"
             )
         legend.append(f'<span class="legend" style="color:{color}">■ {_e(version)}</span>')
     parts.append("</svg>")
@@ -115,8 +148,67 @@ def _revenue_chart(rev: dict[str, Any]) -> str:
         for k, c in _MARK.items()
         if k != "undeploy"
     )
-    note = "filled: released, hollow: canary"
+    note = (
+        "filled: released, hollow: canary; faint dashed: fewer than "
+        f"{THIN_DECISIONS} matured decisions (thin evidence); ▲ pipeline runs"
+    )
     return "".join(parts) + f'<div class="legends">{" ".join(legend)}<br>{keys} · {note}</div>'
+
+
+def _by_version(points: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        out.setdefault(p["version"], []).append(p)
+    return out
+
+
+def _lines_chart(
+    chart_id: str,
+    series: dict[str, list[tuple[float, float]]],
+    x0: float,
+    x1: float,
+    lines: Sequence[tuple[float, str]] = (),
+) -> str:
+    """A time series per name on a dated axis, with horizontal reference lines."""
+    if not any(series.values()):
+        return '<p class="empty">No matured decisions in this range yet.</p>'
+    top = max([y for pts in series.values() for _, y in pts] + [v for v, _ in lines])
+    ymax = top * 1.1 or 1.0
+
+    def sx(x: float) -> float:
+        return float(PAD + (x - x0) / max(x1 - x0, 1e-9) * (W - 2 * PAD))
+
+    def sy(y: float) -> float:
+        return H - PAD + 8 - y / ymax * (H - 2 * PAD)
+
+    parts = [
+        f'<svg id="{chart_id}" viewBox="0 0 {W} {H + 14}" role="img">',
+        _axes(ymax, sy),
+        _date_ticks(x0, x1, sx),
+    ]
+    for value, label in lines:
+        parts.append(
+            f'<line class="reference" x1="{PAD}" x2="{W - PAD}" y1="{sy(value):.1f}" '
+            f'y2="{sy(value):.1f}" stroke="#d62728" stroke-dasharray="4 3"><title>{_e(label)}'
+            "</title></line>"
+        )
+    legend = []
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        color = _PALETTE[i % len(_PALETTE)]
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(pts))
+        parts.append(
+            f'<polyline class="series" data-name="{_e(name)}" points="{coords}" fill="none" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
+        for x, y in pts:
+            parts.append(
+                f'<circle class="value" data-name="{_e(name)}" data-value="{y:.4f}" '
+                f'cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"><title>{_e(name)} '
+                f"{_e(format_ts(x)[:10])}: {y:.3f}</title></circle>"
+            )
+        legend.append(f'<span class="legend" style="color:{color}">■ {_e(name)}</span>')
+    parts.append("</svg>")
+    return "".join(parts) + f'<div class="legends">{" ".join(legend)}</div>'
 
 
 def _date_ticks(x0: float, x1: float, sx: Any) -> str:
@@ -245,6 +337,7 @@ def render_dashboard(
     c = s.campaign(campaign)
     start, end, moved = monitor.window(c.id, start, end)
     rev = monitor.revenue(c.id, start, end)
+    scoring = monitor.scoring(c.id, start, end)
     drift = monitor.drift(c.id)
     lat = monitor.latency()
     fresh = monitor.freshness()
@@ -287,7 +380,18 @@ def render_dashboard(
         + f" · {rev['open_decisions']} decisions still inside their attribution window</p>",
         _range_form(c.id, start, end, moved, refresh, form),
         "<h2>Realised revenue per decision, by version and day</h2>",
-        _revenue_chart(rev),
+        _revenue_chart(rev, runs["runs"]),
+        "<h2>Scoring time per decision (ms, p99 by version and day, from the decision log)</h2>",
+        _lines_chart(
+            "scoring-chart",
+            {
+                v: [(p["bucket_start"] + scoring["bucket_seconds"] / 2, p["p99_ms"]) for p in pts]
+                for v, pts in _by_version(scoring["series"]).items()
+            },
+            start,
+            end,
+            [(budget_ms, f"budget {budget_ms:g} ms")],
+        ),
         "<h2>Decision latency (ms, this process)</h2>",
         _bars("latency-chart", latency_items, "ms", [(budget_ms, f"budget {budget_ms:g} ms")]),
         "<h2>Feature freshness (age of the newest event behind served features, s)</h2>",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -300,6 +301,38 @@ class Monitor:
         return {
             "age_seconds": histogram_quantiles(self.system.metrics.feature_freshness),
             "since": "start of this process",
+        }
+
+    def scoring(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        """Scoring time per decision over time, from the decision log (every process's, not
+        only this one's histograms): p50 and p99 of the logged ``score_ms`` by (version, time
+        bucket), over the range's matured decisions."""
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, _rewards, _open = self._matured(c.id, start, end)
+        groups: dict[tuple[str, float], list[float]] = {}
+        for d in decisions:
+            b = start + ((d.ts - start) // bucket_seconds) * bucket_seconds
+            groups.setdefault((d.model_version, b), []).append(float(d.score_ms))
+        return {
+            "campaign": c.id,
+            "bucket_seconds": bucket_seconds,
+            "series": [
+                {
+                    "version": v,
+                    "bucket_start": b,
+                    "decisions": len(ms),
+                    "p50_ms": float(np.percentile(ms, 50)),
+                    "p99_ms": float(np.percentile(ms, 99)),
+                }
+                for (v, b), ms in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            ],
         }
 
     def runs(self, limit: int = 30) -> dict[str, Any]:

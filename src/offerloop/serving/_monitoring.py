@@ -97,6 +97,18 @@ def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
         t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
         return await slow("slow", m.shadows, campaign, t0, t1, b)
 
+    @router.get(f"{prefix}/scoring")
+    async def scoring(
+        campaign: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        bucket: str = "1d",
+    ) -> Any:
+        """Scoring time per decision over time, from the decision log: p50 and p99 of the
+        logged ``score_ms`` by version and bucket (matured decisions)."""
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.scoring, campaign, t0, t1, b)
+
     @router.get(f"{prefix}/drift")
     async def drift(campaign: str | None = None) -> Any:
         """PSI (and Jensen–Shannon for categories) of each feature and of the offer mix,
