@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +67,53 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         system.close()
 
 
+def _pixels(png: bytes) -> list[tuple[int, int, int]]:
+    """The RGB pixels of an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium's
+    screenshots are), decoded with the standard library: the test reads the screenshot."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 0
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", data)
+            assert depth == 8, depth
+            assert color in (2, 6), color
+            assert interlace == 0, interlace
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    raw, stride = zlib.decompress(idat), width * channels
+    prev, out = bytearray(stride), []
+    for y in range(height):
+        f, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            a = line[i - channels] if i >= channels else 0
+            b, c = prev[i], prev[i - channels] if i >= channels else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pred) & 255
+        out += [tuple(line[i : i + 3]) for i in range(0, stride, channels)]  # type: ignore[misc]
+        prev = line
+    return out
+
+
+def _near(rgb: tuple[int, int, int], hex_colour: str) -> bool:
+    want = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return sum(abs(x - y) for x, y in zip(rgb, want, strict=True)) <= 30
+
+
 def test_dashboard_draws_the_data_in_a_real_browser(base_url: str) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -107,6 +156,15 @@ def test_dashboard_draws_the_data_in_a_real_browser(base_url: str) -> None:
             assert box["width"] > 300  # laid out, not collapsed
             assert box["height"] > 100
             page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+            # the picture itself, read back from the screenshot: the versions' lines are drawn
+            # in their colours (a version of one day is a dot that another's may cover: most
+            # of them, not all)
+            chart = _pixels(page.locator("#revenue-chart").screenshot())
+            series = {str(el.get_attribute("stroke")) for el in lines.all()}
+            seen = {c: sum(1 for px in chart if _near(px, c)) for c in series}
+            assert sum(1 for c in series if seen[c] >= 3) >= max(1, len(series) // 2), seen
+            white = sum(1 for px in chart if px == (255, 255, 255))
+            assert white < len(chart)  # something is drawn at all
         finally:
             browser.close()
     assert (out / "dashboard.png").stat().st_size > 10_000

@@ -108,7 +108,7 @@ def _revenue_chart(rev: dict[str, Any], runs: Sequence[dict[str, Any]] = ()) -> 
                 f'<line class="marker marker-{kind}" data-kind="{kind}" '
                 f'data-version="{_e(t["version"])}" data-at="{_e(t["at"])}" x1="{x:.1f}" '
                 f'x2="{x:.1f}" y1="{PAD - 12}" y2="{H - PAD + 8}" stroke="{_MARK[kind]}" '
-                f'stroke-dasharray="4 3"><title>{_e(t["at"])} {_e(t["action"])} '
+                f'stroke-width="2" stroke-dasharray="4 3"><title>{_e(t["at"])} {_e(t["action"])} '
                 f"{_e(t['version'])} → {_e(t['to'] or 'out')}: {_e(t['reason'])}</title></line>"
             )
     legend = []
