@@ -223,6 +223,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "dump_params",
         "prior_thompson",
         "release_stack",
+        "transition_doc",
         "version_label",
     ],
     "serving": [

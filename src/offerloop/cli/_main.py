@@ -601,6 +601,8 @@ def history(
     config: Config = None,
 ) -> None:
     """Every deployment transition (or the version live at --at)."""
+    from offerloop.registry import transition_doc
+
     with _opened(data_dir, config) as system:
         c = system.campaign(campaign).id
         if at is not None:
@@ -619,18 +621,7 @@ def history(
             _json(
                 {
                     "campaign": c,
-                    "transitions": [
-                        {
-                            "ts": format_ts(t.ts),
-                            "action": t.action,
-                            "version": t.version,
-                            "from": t.from_mode,
-                            "to": t.to_mode,
-                            "actor": t.actor,
-                            "reason": t.reason,
-                        }
-                        for t in transitions
-                    ],
+                    "transitions": [transition_doc(t) for t in transitions],
                 }
             )
             return

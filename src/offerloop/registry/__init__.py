@@ -10,6 +10,7 @@ from offerloop.registry._deployments import (
     Deployments,
     DeploymentState,
     release_stack,
+    transition_doc,
 )
 from offerloop.registry._registry import Registry, code_version, dump_params, version_label
 
@@ -27,5 +28,6 @@ __all__ = [
     "dump_params",
     "prior_thompson",
     "release_stack",
+    "transition_doc",
     "version_label",
 ]

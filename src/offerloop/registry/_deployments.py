@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from offerloop._clock import Clock
+from offerloop._clock import Clock, format_ts
 from offerloop._errors import Conflict, InvalidInput
 from offerloop.backends import Backend, DeploymentRecord, TransitionRecord
 from offerloop.registry._registry import Registry
@@ -232,6 +232,19 @@ class Deployments:
             elif t.from_mode == RELEASED and live == t.version:
                 live = None
         return live
+
+
+def transition_doc(t: TransitionRecord) -> dict[str, str]:
+    """A transition as the admin API and ``history --json`` show it (one shape)."""
+    return {
+        "ts": format_ts(t.ts),
+        "action": t.action,
+        "version": t.version,
+        "from": t.from_mode,
+        "to": t.to_mode,
+        "actor": t.actor,
+        "reason": t.reason,
+    }
 
 
 def release_stack(transitions: Sequence[TransitionRecord]) -> list[str]:

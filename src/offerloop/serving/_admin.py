@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from offerloop._clock import ManualClock, format_ts, parse_rfc3339
 from offerloop._errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from offerloop._limits import SafeId
+from offerloop.registry import transition_doc
 from offerloop.serving._api import errors
 from offerloop.serving._pools import WorkPools
 from offerloop.serving._routing import StrictJSONRoute
@@ -217,18 +218,7 @@ def admin_router(
             return {"campaign": c, "at": at, "released": system.deployments.live_at(c, ts)}
         return {
             "campaign": c,
-            "transitions": [
-                {
-                    "ts": format_ts(t.ts),
-                    "action": t.action,
-                    "version": t.version,
-                    "from": t.from_mode,
-                    "to": t.to_mode,
-                    "reason": t.reason,
-                    "actor": t.actor,
-                }
-                for t in system.deployments.history(c)
-            ],
+            "transitions": [transition_doc(t) for t in system.deployments.history(c)],
         }
 
     return router
