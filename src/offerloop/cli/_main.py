@@ -509,13 +509,10 @@ def canary(
     """Serve a version to a stable share of players (the rest keep the release). Over a
     running canary of another version only with --replace."""
     with _opened(data_dir, config) as system:
-        running = system.deployments.state(system.registry.get(version).campaign).canary
-        if running and running != version and not replace:
-            raise Conflict(
-                f"{running} is the canary now; pass --replace to put {version} in its place"
-            )
-        system.deployments.canary(version, share, actor=_actor(actor), reason=reason)
-    note = f" (replacing {running})" if running and running != version else ""
+        replaced = system.deployments.canary(
+            version, share, actor=_actor(actor), reason=reason, replace=replace
+        )
+    note = f" (replacing {replaced})" if replaced else ""
     out.print(f"{version} is the canary for {share:.0%} of players{note}")
 
 
@@ -531,15 +528,11 @@ def rollback(
     config: Config = None,
 ) -> None:
     """Release again the version released before the current one (one step back per call)."""
-    from offerloop.registry import release_stack
-
     with _opened(data_dir, config) as system:
         c = system.campaign(campaign).id
         if dry_run:
-            stack = release_stack(system.deployments.history(c))
-            if len(stack) < 2:
-                raise Conflict(f"campaign {c!r} has no previous release to roll back to")
-            out.print(f"would roll back {c}: {stack[-1]} out, {stack[-2]} released (dry run)")
+            gone, back = system.deployments.rollback_pair(c)
+            out.print(f"would roll back {c}: {gone} out, {back} released (dry run)")
             return
         target = system.deployments.rollback(c, actor=_actor(actor), reason=reason)
     out.print(f"rolled back: {target} released")
@@ -555,10 +548,9 @@ def undeploy(
 ) -> None:
     """Take a shadow or canary version out of deployment."""
     with _opened(data_dir, config) as system:
-        mode = system.deployments.state(system.registry.get(version).campaign).mode_of(version)
-        if not mode:
-            raise Conflict(f"{version} is not deployed; nothing to undeploy")
-        system.deployments.undeploy(version, actor=_actor(actor), reason=reason)
+        mode = system.deployments.undeploy(
+            version, actor=_actor(actor), reason=reason, missing_ok=False
+        )
     out.print(f"{version} undeployed (was {mode})")
 
 

@@ -118,8 +118,12 @@ class Deployments:
 
         self._apply(campaign, "release", change, actor, reason)
 
-    def canary(self, version: str, share: float, *, actor: str, reason: str = "") -> None:
-        """Serve ``version`` to a stable ``share`` of players (replacing any other canary)."""
+    def canary(
+        self, version: str, share: float, *, actor: str, reason: str = "", replace: bool = True
+    ) -> str | None:
+        """Serve ``version`` to a stable ``share`` of players; returns the other canary it
+        replaced, if any (``replace`` False: Conflict instead, decided on the same state the
+        change is swapped in against)."""
         if not 0.0 < share < 1.0:
             raise InvalidInput(f"share must be between 0 and 1 (exclusive), not {share}")
         campaign = self.registry.get(version).campaign
@@ -131,35 +135,56 @@ class Deployments:
             if st.canary == version and st.canary_share == share:
                 return []
             moves: list[Move] = []
-            if st.canary and st.canary != version:
-                moves.append(("undeploy", st.canary, CANARY, ""))
+            replaced[:] = [st.canary] if st.canary and st.canary != version else []
+            if replaced and not replace:
+                raise Conflict(
+                    f"{st.canary} is the canary now; pass --replace to put {version} in its place"
+                )
+            if replaced:
+                moves.append(("undeploy", replaced[0], CANARY, ""))
             moves.append(("canary", version, st.mode_of(version), CANARY))
             return moves
 
+        replaced: list[str] = []
         self._apply(campaign, "canary", change, actor, reason or f"canary at {share:.0%}", share)
+        return replaced[0] if replaced else None
+
+    def rollback_pair(self, campaign: str, st: DeploymentState | None = None) -> tuple[str, str]:
+        """What a rollback would do now: (the release it takes out, the one it releases
+        again); Conflict when there is no previous release. ``st``: the state to judge on."""
+        st = st or self.state(campaign)
+        stack = release_stack(self.backend.transitions(campaign))
+        if len(stack) < 2 or st.released != stack[-1]:
+            raise Conflict(f"campaign {campaign!r} has no previous release to roll back to")
+        return stack[-1], stack[-2]
 
     def rollback(self, campaign: str, *, actor: str, reason: str = "") -> str:
         """Release the version released before the current one; return it."""
         target: list[str] = []
 
         def change(st: DeploymentState) -> list[Move]:
-            stack = release_stack(self.backend.transitions(campaign))
-            if len(stack) < 2 or st.released != stack[-1]:
-                raise Conflict(f"campaign {campaign!r} has no previous release to roll back to")
-            target[:] = [stack[-2]]
+            out, back = self.rollback_pair(campaign, st)
+            target[:] = [back]
             return [
-                ("rollback", stack[-2], st.mode_of(stack[-2]), RELEASED),
-                ("rollback", stack[-1], RELEASED, ""),
+                ("rollback", back, st.mode_of(back), RELEASED),
+                ("rollback", out, RELEASED, ""),
             ]
 
         self._apply(campaign, "rollback", change, actor, reason)
         return target[0]
 
     def undeploy(
-        self, version: str, *, actor: str, reason: str = "", action: str = "undeploy"
-    ) -> None:
-        """Take a shadow or canary version out of deployment (nothing if it is not deployed);
-        Conflict if it is the released version. ``action`` names why in the history:
+        self,
+        version: str,
+        *,
+        actor: str,
+        reason: str = "",
+        action: str = "undeploy",
+        missing_ok: bool = True,
+    ) -> str:
+        """Take a shadow or canary version out of deployment; returns the mode it left
+        (nothing to do, and "", if it is not deployed; Conflict instead with ``missing_ok``
+        False). Conflict if it is the released version. ``action`` names why in the history:
         ``undeploy`` (a person's choice), ``rollback`` (a canary judged worse or broken) or
         ``retire`` (a shadow judged worse, too thin to judge, or replaced by a newer one)."""
         if action not in OUT_ACTIONS:
@@ -170,9 +195,14 @@ class Deployments:
             mode = st.mode_of(version)
             if mode == RELEASED:
                 raise Conflict(f"{version} is released; release another version or roll back")
+            if not mode and not missing_ok:
+                raise Conflict(f"{version} is not deployed; nothing to undeploy")
+            left[:] = [mode]
             return [(action, version, mode, "")] if mode else []
 
+        left: list[str] = []
         self._apply(campaign, action, change, actor, reason)
+        return left[0] if left else ""
 
     def _apply(
         self,
