@@ -111,10 +111,9 @@ class Monitor:
             s, e = self._range(start, end, days)
             return s, e, False
         c = self.system.campaign(campaign)
-        if self.system.backend.count_decisions(c.id, now - days * DAY, now + 1e-6):
-            return now - days * DAY, now, False
+        # one read: the newest decision up to now says whether the default range has data
         newest = self.system.backend.decisions(c.id, 0.0, now + 1e-6, newest=1)
-        if not newest:
+        if not newest or newest[0].ts >= now - days * DAY:
             return now - days * DAY, now, False
         end_at = newest[0].ts + 1.0
         return end_at - days * DAY, end_at, True
