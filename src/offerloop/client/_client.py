@@ -199,6 +199,41 @@ class _Base:
         self.fallback_offer = fallback_offer
         self.headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
 
+    def _decide_outcome(
+        self, attempt: int, r: httpx.Response | None, exc: Exception | None
+    ) -> Decision | float:
+        """What one decide attempt's outcome means: the decision (or the fallback offer), or
+        the seconds to wait before trying again. Retried only when the request cannot have
+        been logged: the connection was refused, or the service shed it (503)."""
+        last = attempt >= self.retries
+        if isinstance(exc, httpx.ConnectError):
+            return self._fallback(exc) if last else _wait(None, attempt, self.backoff)
+        if exc is not None:  # may have been logged: no retry
+            return self._fallback(exc)
+        assert r is not None
+        if r.status_code == 503 and not last:
+            return _wait(r, attempt, self.backoff)
+        if r.status_code >= 500:
+            return self._fallback(f"HTTP {r.status_code}")
+        if r.status_code >= 400:
+            raise _error(r)
+        return Decision.of(r.json())
+
+    def _call_outcome(
+        self, what: str, attempt: int, r: httpx.Response | None, exc: Exception | None
+    ) -> dict[str, Any] | float:
+        """What one attempt of an idempotent call means: the answer, or the seconds to wait
+        before trying again; ApiError for a refusal, Unavailable once the retries are spent."""
+        if r is not None and r.status_code < 400:
+            out: dict[str, Any] = r.json()
+            return out
+        if r is not None and r.status_code not in _RETRY_STATUS:
+            raise _error(r)
+        if attempt >= self.retries:
+            last = exc if exc is not None else f"HTTP {r.status_code if r else '-'}"
+            raise Unavailable(f"{what} failed after {self.retries + 1} attempts: {last}")
+        return _wait(r, attempt, self.backoff)
+
     def _fallback(self, why: Exception | str) -> Decision:
         if self.fallback_offer is None:
             raise Unavailable(f"no decision from {self.base_url}: {why}")
@@ -266,25 +301,18 @@ class OfferloopClient(_Base):
     ) -> Decision:
         """The offer for a player, within ``decide_timeout`` (or the fallback offer)."""
         body = _decide_body(player_id, campaign, context)
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
+            r, exc = None, None
             try:
                 r = self._http.post("/v1/decide", json=body, timeout=self.decide_timeout)
-            except httpx.ConnectError as exc:  # never reached the service: safe to retry
-                if attempt == self.retries:
-                    return self._fallback(exc)
-                time.sleep(_wait(None, attempt, self.backoff))
-                continue
-            except httpx.TransportError as exc:  # may have been logged: no retry
-                return self._fallback(exc)
-            if r.status_code == 503 and attempt < self.retries:  # shed before any work
-                time.sleep(_wait(r, attempt, self.backoff))
-                continue
-            if r.status_code >= 500:
-                return self._fallback(f"HTTP {r.status_code}")
-            if r.status_code >= 400:
-                raise _error(r)
-            return Decision.of(r.json())
-        return self._fallback("retries exhausted")  # pragma: no cover (the loop returns)
+            except httpx.TransportError as e:
+                exc = e
+            outcome = self._decide_outcome(attempt, r, exc)
+            if isinstance(outcome, Decision):
+                return outcome
+            time.sleep(outcome)
+            attempt += 1
 
     def send_events(self, events: Iterable[Mapping[str, Any]]) -> IngestResult:
         """Send events in batches of at most ``batch_size``, each retried with the same ids;
@@ -314,23 +342,18 @@ class OfferloopClient(_Base):
         return self._call("POST", path, body)
 
     def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
-        last: Exception | str = ""
-        for attempt in range(self.retries + 1):
-            r = None
+        attempt = 0
+        while True:
+            r, exc = None, None
             try:
                 r = self._http.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                last = exc
-            else:
-                if r.status_code < 400:
-                    out: dict[str, Any] = r.json()
-                    return out
-                if r.status_code not in _RETRY_STATUS:
-                    raise _error(r)
-                last = f"HTTP {r.status_code}"
-            if attempt < self.retries:
-                time.sleep(_wait(r, attempt, self.backoff))
-        raise Unavailable(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
+            except httpx.TransportError as e:
+                exc = e
+            outcome = self._call_outcome(f"{method} {path}", attempt, r, exc)
+            if isinstance(outcome, dict):
+                return outcome
+            time.sleep(outcome)
+            attempt += 1
 
 
 class AsyncOfferloopClient(_Base):
@@ -382,25 +405,18 @@ class AsyncOfferloopClient(_Base):
     ) -> Decision:
         """The offer for a player, within ``decide_timeout`` (or the fallback offer)."""
         body = _decide_body(player_id, campaign, context)
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
+            r, exc = None, None
             try:
                 r = await self._http.post("/v1/decide", json=body, timeout=self.decide_timeout)
-            except httpx.ConnectError as exc:
-                if attempt == self.retries:
-                    return self._fallback(exc)
-                await asyncio.sleep(_wait(None, attempt, self.backoff))
-                continue
-            except httpx.TransportError as exc:
-                return self._fallback(exc)
-            if r.status_code == 503 and attempt < self.retries:
-                await asyncio.sleep(_wait(r, attempt, self.backoff))
-                continue
-            if r.status_code >= 500:
-                return self._fallback(f"HTTP {r.status_code}")
-            if r.status_code >= 400:
-                raise _error(r)
-            return Decision.of(r.json())
-        return self._fallback("retries exhausted")  # pragma: no cover
+            except httpx.TransportError as e:
+                exc = e
+            outcome = self._decide_outcome(attempt, r, exc)
+            if isinstance(outcome, Decision):
+                return outcome
+            await asyncio.sleep(outcome)
+            attempt += 1
 
     async def send_events(self, events: Iterable[Mapping[str, Any]]) -> IngestResult:
         """Send events in batches, each retried with the same ids (see the sync client)."""
@@ -422,20 +438,15 @@ class AsyncOfferloopClient(_Base):
         return await self._call("GET", "/healthz", None)
 
     async def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
-        last: Exception | str = ""
-        for attempt in range(self.retries + 1):
-            r = None
+        attempt = 0
+        while True:
+            r, exc = None, None
             try:
                 r = await self._http.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                last = exc
-            else:
-                if r.status_code < 400:
-                    out: dict[str, Any] = r.json()
-                    return out
-                if r.status_code not in _RETRY_STATUS:
-                    raise _error(r)
-                last = f"HTTP {r.status_code}"
-            if attempt < self.retries:
-                await asyncio.sleep(_wait(r, attempt, self.backoff))
-        raise Unavailable(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
+            except httpx.TransportError as e:
+                exc = e
+            outcome = self._call_outcome(f"{method} {path}", attempt, r, exc)
+            if isinstance(outcome, dict):
+                return outcome
+            await asyncio.sleep(outcome)
+            attempt += 1
