@@ -10,7 +10,7 @@ from offerloop._settings import settings_markdown, settings_toml
 DOC = Path(__file__).parents[1] / "docs" / "settings.md"
 
 text = DOC.read_text()
-DOC.write_text(text[: text.index("| setting | env |")] + settings_markdown())
+DOC.write_text(text[: text.index("| setting | ")] + settings_markdown())
 print(f"wrote {DOC}")
 
 EXAMPLE = Path(__file__).parents[1] / "offerloop.example.toml"

@@ -1,7 +1,8 @@
 """offerloop: the promotion that earns the most from each player, delivered continuously.
 
-``import offerloop`` stays light (no numpy, FastAPI, Redis or LightGBM): :class:`Offerloop`,
-which wires all of it, is imported on first use of the name.
+``import offerloop`` stays light (no numpy, pydantic, FastAPI, Redis or LightGBM):
+:class:`Offerloop`, which wires all of it, and :class:`Settings` are imported on first use
+of the name.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -21,10 +22,10 @@ from offerloop._errors import (
     Problem,
     Unauthenticated,
 )
-from offerloop._settings import Settings, load_settings
 from offerloop._version import __version__
 
 if TYPE_CHECKING:
+    from offerloop._settings import Settings, load_settings
     from offerloop._system import Offerloop
 
 __all__ = [
@@ -57,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from offerloop._system import Offerloop
 
         return Offerloop
+    if name in ("Settings", "load_settings"):  # pydantic-settings: imported on first use
+        from offerloop import _settings
+
+        return getattr(_settings, name)
     raise AttributeError(f"module 'offerloop' has no attribute {name!r}")

@@ -1,10 +1,14 @@
-"""When periodic work runs: an interval (``24h``) or a five-field cron expression (UTC).
+"""When periodic work runs: an interval (``24h``) or a cron expression in a time zone.
 
 Both answer one question, ``next_after(t)``: the first firing time strictly after ``t``
 (epoch seconds). Intervals are anchored at the epoch, so ``24h`` fires at 00:00 UTC and a
-restarted scheduler keeps the same rhythm. Cron follows the classic (Vixie) rules: fields
-minute, hour, day of month, month, day of week (0 or 7 = Sunday); ``*``, lists, ranges and
-steps; when both day fields are restricted, a day matching either fires.
+restarted scheduler keeps the same rhythm. Cron expressions are croniter's (a maintained
+library, not a parser of our own): five fields (minute, hour, day of month, month, day of
+week) with ``*``, lists, ranges, steps and names (``0 3 * * MON-FRI``, ``0 0 1 JAN *``), or a
+macro (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``); Sunday is 0 or 7;
+when both day fields are restricted, a day matching either fires (Vixie cron). They are read
+in the schedule's IANA time zone (``Europe/Berlin``): ``0 3 * * *`` fires at 03:00 local time
+on both sides of a daylight-saving change.
 """
 
 from __future__ import annotations
@@ -12,90 +16,106 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from offerloop._errors import InvalidInput
 
-__all__ = ["Cron", "Interval", "Schedule", "parse_schedule"]
+if TYPE_CHECKING:
+    from croniter import croniter
+
+__all__ = ["Cron", "Interval", "Schedule", "parse_schedule", "parse_timezone"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-# minute, hour, day of month, month, day of week
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12))
-_DOW = ("day of week", 0, 7)
+_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 @dataclass(frozen=True)
 class Interval:
+    """Every ``seconds``, anchored at the epoch."""
+
     seconds: float
     text: str
 
     def next_after(self, t: float) -> float:
+        """The first firing strictly after ``t``."""
         return (math.floor(t / self.seconds) + 1) * self.seconds
 
 
 @dataclass(frozen=True)
 class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Monday … 6 = Sunday (Python's weekday())
-    any_day: bool  # day of month is *
-    any_weekday: bool  # day of week is *
+    """A cron expression read in ``timezone``."""
+
+    expression: str
+    timezone: str
     text: str
 
-    def _day_ok(self, d: datetime) -> bool:
-        dom, dow = d.day in self.days, d.weekday() in self.weekdays
-        if self.any_day or self.any_weekday:
-            return dom and dow
-        return dom or dow
+    def _iter(self, t: float) -> croniter:
+        from croniter import croniter
+
+        return croniter(self.expression, datetime.fromtimestamp(t, ZoneInfo(self.timezone)))
 
     def next_after(self, t: float) -> float:
-        d = datetime.fromtimestamp(math.floor(t / 60) * 60 + 60, UTC)
-        limit = d + timedelta(days=366 * 5)
-        while d < limit:
-            if d.month not in self.months:
-                d = (d.replace(day=1) + timedelta(days=32)).replace(day=1, hour=0, minute=0)
-            elif not self._day_ok(d):
-                d = (d + timedelta(days=1)).replace(hour=0, minute=0)
-            elif d.hour not in self.hours:
-                d = (d + timedelta(hours=1)).replace(minute=0)
-            elif d.minute not in self.minutes:
-                d += timedelta(minutes=1)
-            else:
-                return d.timestamp()
-        raise InvalidInput(f"cron expression {self.text!r} never fires")
+        """The first firing strictly after ``t``."""
+        from croniter import CroniterBadDateError
+
+        try:
+            return float(self._iter(t).get_next(float))
+        except CroniterBadDateError:
+            raise InvalidInput(f"cron expression {self.text!r} never fires") from None
 
 
 Schedule = Interval | Cron
 
 
-def _field(text: str, name: str, lo: int, hi: int) -> frozenset[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        m = re.fullmatch(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?", part)
-        if not m:
-            raise InvalidInput(f"cron {name} field {text!r}: {part!r} is not N, A-B, * or a /step")
-        span, step = m.group(1), int(m.group(2) or 1)
-        if step < 1:
-            raise InvalidInput(f"cron {name} field {text!r}: step must be >= 1")
-        if span == "*":
-            a, b = lo, hi
-        elif "-" in span:
-            a, b = (int(x) for x in span.split("-"))
-        else:
-            a = b = int(span)
-            if m.group(2):
-                b = hi
-        if not lo <= a <= b <= hi:
-            raise InvalidInput(f"cron {name} field {text!r}: {part!r} is outside {lo}-{hi}")
-        out.update(range(a, b + 1, step))
-    return frozenset(out)
+_SAME = re.compile(r"^(\w+)-(\w+)(?:/\d+)?$")
 
 
-def parse_schedule(text: str) -> Schedule:
-    """``"24h"``, ``"every 30m"`` or a cron expression such as ``"0 3 * * *"``."""
+def _one_value_ranges(field: str) -> str:
+    """``15-15`` as ``15``: croniter 7.0 reads a range of one value as ``*`` (every hour
+    instead of 15:00), found by the property test against brute force."""
+    parts = []
+    for part in field.split(","):
+        m = _SAME.match(part)
+        parts.append(m.group(1) if m and m.group(1).lower() == m.group(2).lower() else part)
+    return ",".join(parts)
+
+
+_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def _which_field(expression: str) -> str | None:
+    """Which field of a rejected 5-field expression croniter refuses, alone."""
+    from croniter import CroniterError, croniter
+
+    parts = expression.split()
+    for i, part in enumerate(parts if len(parts) == 5 else ()):
+        probe = ["*"] * 5
+        probe[i] = part
+        try:
+            croniter(" ".join(probe))
+        except (CroniterError, ValueError):
+            return f"the {_FIELDS[i]} field {part!r} is not valid (numbers, names, *, A-B, /step)"
+    return None
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """An IANA time zone (``UTC``, ``Europe/Berlin``); InvalidInput naming it otherwise."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"{name!r} is not an IANA time zone (such as UTC, Europe/Berlin, America/New_York)"
+        ) from None
+
+
+def parse_schedule(text: str, timezone: str = "UTC") -> Schedule:
+    """``"24h"``, ``"every 30m"``, a cron expression such as ``"0 3 * * MON"`` or a macro such
+    as ``"@daily"``; cron is read in ``timezone``. Raises InvalidInput naming what is wrong."""
+    from croniter import CroniterError, croniter
+
     s = text.strip()
     s = s[len("every ") :].strip() if s.startswith("every ") else s
     if m := _DURATION.match(s):
@@ -103,26 +123,19 @@ def parse_schedule(text: str) -> Schedule:
         if seconds < 1:
             raise InvalidInput(f"schedule {text!r}: an interval must be at least 1s")
         return Interval(seconds, text)
-    parts = s.split()
-    if len(parts) != 5:
+    parse_timezone(timezone)
+    if not (s.lower() in _MACROS or len(s.split()) == 5):
         raise InvalidInput(
-            f"schedule {text!r} is neither an interval (24h, 30m) nor a 5-field cron "
-            "expression (minute hour day-of-month month day-of-week, e.g. '0 3 * * *')"
+            f"schedule {text!r} is neither an interval (24h, 30m), a 5-field cron expression "
+            "(minute hour day-of-month month day-of-week, e.g. '0 3 * * *' or '0 9 * * MON') "
+            "nor a macro (" + ", ".join(_MACROS) + ")"
         )
-    minutes, hours, days, months = (
-        _field(p, name, lo, hi) for p, (name, lo, hi) in zip(parts, _FIELDS, strict=False)
-    )
-    # cron counts Sunday as 0 (or 7); Python's weekday() counts Monday as 0
-    weekdays = frozenset((d - 1) % 7 for d in _field(parts[4], *_DOW))
-    cron = Cron(
-        minutes,
-        hours,
-        days,
-        months,
-        weekdays,
-        parts[2].startswith("*"),
-        parts[4].startswith("*"),
-        text.strip(),
-    )
+    if not s.startswith("@"):
+        s = " ".join(_one_value_ranges(f) for f in s.split())
+    try:
+        croniter(s)
+    except (CroniterError, ValueError) as exc:
+        raise InvalidInput(f"schedule {text!r}: {_which_field(s) or exc}") from None
+    cron = Cron(s, timezone, text.strip())
     cron.next_after(0.0)  # raises when it can never fire (e.g. 30 February)
     return cron

@@ -93,7 +93,7 @@ class Offerloop:
             window_seconds=self.window_seconds,
             price_tolerance=settings.attribution_price_tolerance,
             max_purchases=settings.attribution_max_purchases,
-            secret=settings.decision_token_secret,
+            secret=settings.decision_token_secret.get_secret_value(),
             price_of=price_shown(self.campaigns),
         )
         self.events = EventIntake(
@@ -134,7 +134,7 @@ class Offerloop:
             shadow_sink=sink,
             compile_dir=settings.path / "compiled" if settings.compile_models else None,
             compile_after=settings.compile_after_decisions,
-            token_secret=settings.decision_token_secret,
+            token_secret=settings.decision_token_secret.get_secret_value(),
         )
 
     def start_background(self) -> None:
@@ -169,7 +169,7 @@ class Offerloop:
         ]
         if player.batch_sources.sources:
             self._background.append(
-                Periodic("offerloop-batches", player.poll_batches, s.batch_poll_seconds)
+                Periodic("offerloop-batches", player.poll_batches, max(0.1, s.batch_poll_seconds))
             )
         for task in self._background:
             task.start()

@@ -82,8 +82,23 @@ def test_check_campaign_accepts_the_default(tmp_path: Path) -> None:
 def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_path: Path) -> None:
     d = ["--data-dir", str(tmp_path / "data")]
     _one_line_error(
-        run("pipeline", "schedule", "--cron", "0 25 * * *", *d, cwd=tmp_path), 2, "outside 0-23"
+        run("pipeline", "schedule", "--cron", "0 25 * * *", *d, cwd=tmp_path),
+        2,
+        "the hour field '25' is not valid",
     )
+    _one_line_error(
+        run(
+            "pipeline", "schedule", "--cron", "@daily", "--timezone", "Mars/Base", *d, cwd=tmp_path
+        ),
+        2,
+        "'Mars/Base' is not an IANA time zone",
+    )
+    p = run(
+        "pipeline", "schedule", "--cron", "@daily", "--timezone", "Europe/Berlin", "--runs", "1",
+        "--now", *d, cwd=tmp_path,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "schedule '@daily' (Europe/Berlin): first run at" in p.stdout
     _one_line_error(
         run("pipeline", "schedule", "--every", "1h", "--cron", "* * * * *", *d, cwd=tmp_path),
         2,
@@ -95,7 +110,7 @@ def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_pat
     assert p.stdout.count(": finished") == 2
     listed = run("pipeline", "runs", *d, cwd=tmp_path)
     assert "run-000001-" in listed.stdout
-    assert "run-000002-" in listed.stdout
+    assert "run-000003-" in listed.stdout
 
 
 @pytest.mark.needs("postgres", "redis")

@@ -21,9 +21,9 @@ from rich.table import Table
 
 from offerloop._clock import format_ts, parse_rfc3339, parse_time
 from offerloop._errors import Conflict, InvalidInput, OfferloopError
-from offerloop._settings import Settings, load_settings
 
 if TYPE_CHECKING:  # imported where a command needs them: --help stays fast
+    from offerloop._settings import Settings
     from offerloop._system import Offerloop
     from offerloop.training import Estimate
 
@@ -95,8 +95,9 @@ Actor = Annotated[str | None, typer.Option("--actor", help="Who; default: the OS
 
 
 def _settings(data_dir: str | None, config: Path | None, **overrides: Any) -> Settings:
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return load_settings(config, data_dir=data_dir, **given)
+    from offerloop._settings import load_settings
+
+    return load_settings(config, data_dir=data_dir, **overrides)
 
 
 @contextmanager
@@ -136,8 +137,13 @@ def _actor(actor: str | None) -> str:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (setting host; default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="TCP port (setting port; default 8000).", min=1, max=65535),
+    ] = None,
     schedule: Annotated[
         str | None,
         typer.Option(help="Also run the pipeline in this process: 24h or a cron expression."),
@@ -183,9 +189,10 @@ def serve(
     from offerloop.serving._server import server_config
     from offerloop.serving._workers import run_workers
 
-    settings = _settings(data_dir, config, clock=clock)
+    settings = _settings(data_dir, config, clock=clock, host=host, port=port)
+    host, port = settings.host, settings.port
     when = schedule if schedule is not None else settings.pipeline_schedule
-    parsed = parse_schedule(when) if when else None
+    parsed = parse_schedule(when, settings.pipeline_timezone) if when else None
     if workers > 1 and settings.clock != "system":
         raise InvalidInput(
             "--workers > 1 runs on the system clock: each process would keep its own manual "
@@ -310,7 +317,7 @@ def demo(
         shared.update(database_url=database_url, database_schema="offerloop_demo")
     if redis_url:
         shared.update(redis_url=redis_url, redis_prefix="offerloop_demo:")
-    settings = load_settings(config, data_dir=data_dir or "offerloop-demo", **shared)
+    settings = _settings(data_dir or "offerloop-demo", config, **shared)
     if feature_delay is not None:
         try:
             delay = parse_duration(feature_delay)
@@ -965,7 +972,15 @@ def pipeline_schedule(
         str | None, typer.Option(help="Interval between runs, e.g. 24h or 30m (UTC-anchored).")
     ] = None,
     cron: Annotated[
-        str | None, typer.Option(help="Or a 5-field cron expression (UTC), e.g. '0 3 * * *'.")
+        str | None,
+        typer.Option(
+            help="Or a cron expression ('0 3 * * *', '0 9 * * MON-FRI') or macro ('@daily'), "
+            "read in --timezone."
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of --cron (setting pipeline_timezone; default UTC)."),
     ] = None,
     runs: Annotated[int, typer.Option(help="Stop after this many runs (0: never).")] = 0,
     now: Annotated[bool, typer.Option("--now", help="Also run once right away.")] = False,
@@ -981,7 +996,8 @@ def pipeline_schedule(
     if every is not None and cron is not None:
         raise InvalidInput("give either --every or --cron, not both")
     text = cron if cron is not None else (every or "24h")
-    schedule = parse_schedule(text)
+    zone = timezone or _settings(data_dir, config).pipeline_timezone
+    schedule = parse_schedule(text, zone)
     with _opened(data_dir, config) as system:
 
         def report(o: dict[str, object]) -> None:
@@ -993,7 +1009,10 @@ def pipeline_schedule(
             out.print(f"next run at {format_ts(nxt)}", highlight=False)
 
         sched = PipelineScheduler(system, schedule, campaign, run_now=now, on_outcome=report)
-        out.print(f"schedule {text!r}: first run at {format_ts(sched.next_at)}", highlight=False)
+        where = f" ({zone})" if cron is not None else ""
+        out.print(
+            f"schedule {text!r}{where}: first run at {format_ts(sched.next_at)}", highlight=False
+        )
         sched.run_forever(max_runs=runs)
 
 

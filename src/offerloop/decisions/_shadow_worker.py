@@ -14,7 +14,6 @@ counted) and the next batch starts a new child.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import select
@@ -45,7 +44,7 @@ class WorkerSink:
     length-prefixed JSON frames over its stdin and stdout."""
 
     def __init__(self, settings: Settings, metrics: Metrics, seed: int | None) -> None:
-        self._settings = json.dumps(dataclasses.asdict(settings))
+        self._settings = json.dumps(settings.to_doc())
         self.metrics = metrics
         self._seed = None if seed is None else seed + 1
         self._proc: subprocess.Popen[bytes] | None = None
@@ -159,9 +158,6 @@ def _main() -> None:
         doc = json.loads(_recv(stdin))
     except EOFError:
         return
-    for f in dataclasses.fields(Settings):
-        if isinstance(doc.get(f.name), list):
-            doc[f.name] = tuple(doc[f.name])
     settings = Settings(**doc)
     seed = json.loads(os.environ.get("OFFERLOOP_SHADOW_WORKER_SEED", "null"))
     # the service migrated the schema; a worker never creates one (a dropped schema or a

@@ -75,7 +75,7 @@ def admin_router(
         authorization: str | None = Header(default=None),
         x_offerloop_actor: str | None = Header(default=None, max_length=128),
     ) -> str:
-        expected = system.settings.admin_token
+        expected = system.settings.admin_token.get_secret_value()
         if not expected:
             raise Forbidden("the admin API is disabled: set admin_token (OFFERLOOP_ADMIN_TOKEN)")
         if not authorization:
