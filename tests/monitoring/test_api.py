@@ -7,11 +7,17 @@ import re
 
 from starlette.testclient import TestClient
 
-from offerloop import ManualClock, Offerloop
+from offerloop import ManualClock, Offerloop, format_ts
 from offerloop.pipeline import retrain
 from tests.pipeline.test_retrain import _traffic
 
 HOUR = 3600.0
+
+
+def _svg(page: str, chart_id: str) -> str:
+    """One chart of the dashboard, from its svg element to its end."""
+    start = page.index(f'id="{chart_id}"')
+    return page[start : page.index("</svg>", start)]
 
 
 def _sample(text: str, name: str) -> float:
@@ -184,4 +190,78 @@ def test_the_dashboard_puts_runs_thin_evidence_and_scoring_time_on_the_time_axis
     scoring = client.get("/v1/monitoring/scoring").json()["series"]
     assert sum(p["decisions"] for p in scoring) == 330
     assert all(p["p99_ms"] >= p["p50_ms"] >= 0 for p in scoring)
-    assert page.count('class="value"') == len(scoring)  # one point per (version, day)
+    # one point per (version, day)
+    assert _svg(page, "scoring-chart").count('class="value"') == len(scoring)
+
+
+def test_drift_and_freshness_are_time_series_from_the_logs(
+    client: TestClient, system: Offerloop, clock: ManualClock
+) -> None:
+    """Drift per day against the training window of the version released that day; how late
+    events arrived per day and the share of decisions that fell back; both on the dashboard,
+    thin days marked."""
+    from offerloop.events import EventIn
+
+    _traffic(system, clock, 300)  # day 1: the day-one policy
+    clock.advance(25 * HOUR)
+    system.settings = system.settings.replace(
+        gate_margin=-1e9, min_effective_rows=1, min_rewarded_rows=0
+    )
+    r = retrain(system, actor="test")
+    learned = r.deployed or r.version
+    system.deployments.release(learned, actor="test")
+    clock.advance(2 * HOUR)
+    sessions = [  # every player plays five sessions: sessions_7d moves far from training
+        EventIn(
+            event_id=f"s{p}-{k}",
+            player_id=f"p{p}",
+            type="session_start",
+            ts=format_ts(clock.now() - 60),
+        )
+        for p in range(50)
+        for k in range(5)
+    ]
+    system.ingest(sessions)
+    _traffic(system, clock, 300)  # day 2: the learned release
+    clock.advance(3 * 24 * HOUR)
+    late = [
+        EventIn(
+            event_id=f"late{i}",
+            player_id=f"p{i}",
+            type="session_start",
+            ts=format_ts(clock.now() - (7200 if i < 10 else 600)),
+        )
+        for i in range(50)
+    ]
+    system.ingest(late)  # 40 events 10 minutes late, 10 two hours late
+    _traffic(system, clock, 20, sells="nothing")  # a thin day, no purchase events
+
+    series = client.get("/v1/monitoring/drift/series").json()["series"]
+    days = [p for p in series if p["decisions"]]
+    assert [p["decisions"] for p in days] == [300, 300, 20]
+    assert days[0]["released"] == "random-1"
+    assert days[0]["reference"].startswith("first 24 h of the log")
+    assert days[0]["max_psi"] < 0.1  # the log's first day against itself
+    assert days[1]["released"] == days[2]["released"] == learned
+    assert days[1]["reference"] == f"training window of {learned}"
+    assert days[1]["psi"]["sessions_7d"] >= 0.25
+    assert days[1]["state"] == "alert"
+    assert [p["thin"] for p in days] == [False, False, True]
+    assert all(p["state"] == "no data" and not p["psi"] for p in series if not p["decisions"])
+
+    fresh = client.get("/v1/monitoring/freshness/series").json()["series"]
+    (last,) = [p for p in fresh if p["decisions"] == 20]
+    assert last["events"] == 50  # only the late ones were received that day
+    assert last["lag_p50_seconds"] == 600.0
+    assert last["lag_p99_seconds"] == 7200.0
+    assert last["fallback_share"] == 0.0
+    assert all(p["fallback_share"] == 0.0 for p in fresh if p["decisions"])
+    assert all(p["fallback_share"] is None for p in fresh if not p["decisions"])
+
+    page = client.get("/dashboard", params={"refresh": 0}).text
+    for chart in ("drift-series-chart", "freshness-series-chart", "fallback-series-chart"):
+        assert f'id="{chart}"' in page
+    drift_svg = _svg(page, "drift-series-chart")
+    assert 'data-name="sessions_7d"' in drift_svg
+    assert "thin evidence: 20 decisions" in drift_svg
+    assert drift_svg.count('class="reference"') == 2  # warn and alert

@@ -151,18 +151,42 @@ def test_dashboard_draws_the_data_in_a_real_browser(base_url: str) -> None:
             with_data = [f for f in drift["features"] if f["psi"] is not None]
             assert bars.count() == len(with_data) + (drift["offers"]["psi"] is not None)
             assert page.locator("#latency-chart rect.bar").count() == 6
+            for chart_id in ("drift-series-chart", "freshness-series-chart", "scoring-chart"):
+                assert page.locator(f"#{chart_id} circle.value").count() > 0, chart_id
             box = page.locator("#revenue-chart").bounding_box()
             assert box is not None
             assert box["width"] > 300  # laid out, not collapsed
             assert box["height"] > 100
             page.screenshot(path=str(out / "dashboard.png"), full_page=True)
-            # the picture itself, read back from the screenshot: the versions' lines are drawn
-            # in their colours (a version of one day is a dot that another's may cover: most
-            # of them, not all)
+            # the picture itself, read back from the screenshot: every version's line is drawn
+            # in its colour (a version of one day is a dot that another's may cover)
             chart = _pixels(page.locator("#revenue-chart").screenshot())
             series = {str(el.get_attribute("stroke")) for el in lines.all()}
+            drawn_lines = {
+                str(el.get_attribute("stroke"))
+                for el in lines.all()
+                if len(str(el.get_attribute("points")).split()) >= 2
+            }
+            assert drawn_lines
             seen = {c: sum(1 for px in chart if _near(px, c)) for c in series}
-            assert sum(1 for c in series if seen[c] >= 3) >= max(1, len(series) // 2), seen
+            assert all(seen[c] >= 10 for c in drawn_lines), (seen, drawn_lines)
+            # each deployment marker is drawn in its kind's colour down its own column
+            shot = page.locator("#revenue-chart").screenshot()
+            width = struct.unpack(">I", shot[16:20])[0]
+            height = len(chart) // width
+            # (in drawing order: where markers fall together, the last one drawn shows)
+            on_top: dict[int, tuple[str | None, str]] = {}
+            for el in page.locator("#revenue-chart line.marker").all():
+                x = round(float(str(el.get_attribute("x1"))) / 760 * width)
+                for near in range(x - 1, x + 2):
+                    on_top.pop(near, None)
+                on_top[x] = (el.get_attribute("data-kind"), str(el.get_attribute("stroke")))
+            assert {k for k, _ in on_top.values()} >= {"canary", "rollback"}
+            for x, (kind, colour) in on_top.items():
+                column = [chart[y * width + c] for y in range(height) for c in (x - 1, x, x + 1)]
+                marked = sum(1 for px in column if _near(px, colour))
+                assert marked >= 20, (kind, colour, x, marked)
+            assert not series & {"#2ca02c", "#ff7f0e", "#d62728"}  # no line looks like a marker
             white = sum(1 for px in chart if px == (255, 255, 255))
             assert white < len(chart)  # something is drawn at all
         finally:

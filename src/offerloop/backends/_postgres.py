@@ -132,6 +132,7 @@ _MIGRATIONS = (
         doc TEXT NOT NULL
     );
     """,
+    "CREATE INDEX IF NOT EXISTS events_received ON events (received_at);",
 )
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"\?")

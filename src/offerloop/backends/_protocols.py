@@ -73,6 +73,14 @@ class EventLog(Protocol):
         """One player's events with ``ts <= until``, oldest first."""
         ...
 
+    def event_lags(
+        self, start: float, end: float, limit: int = 50_000
+    ) -> list[tuple[float, float]]:
+        """``(received_at, received_at - ts)`` of the clients' events received in ``[start,
+        end)`` (not the ``offer_outcome`` events offerloop writes itself), the newest ``limit``
+        by ``received_at``, oldest first: how late events reach the features."""
+        ...
+
     def purchases_for(self, decision_ids: Sequence[str]) -> list[EventRecord]:
         """Purchase events that name one of these decisions."""
         ...

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from offerloop._errors import Conflict
 from offerloop.backends._records import (
+    OFFER_OUTCOME,
     DecisionRecord,
     DeploymentRecord,
     EventRecord,
@@ -213,6 +214,18 @@ class SqlBackend:
             (player_id, until),
         )
         return [_event(r) for r in rows]
+
+    def event_lags(
+        self, start: float, end: float, limit: int = 50_000
+    ) -> list[tuple[float, float]]:
+        rows = self.dialect.read(
+            self.dialect.sql(
+                "SELECT received_at, received_at - ts FROM events WHERE received_at >= ? AND "
+                "received_at < ? AND type <> ? ORDER BY received_at DESC LIMIT ?"
+            ),
+            (start, end, OFFER_OUTCOME, limit),
+        )
+        return [(float(r[0]), float(r[1])) for r in reversed(rows)]
 
     def purchases_for(self, decision_ids: Sequence[str]) -> list[EventRecord]:
         rows = self._in(

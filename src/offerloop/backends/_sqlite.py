@@ -105,6 +105,7 @@ _MIGRATIONS = (
     "UNIQUE (kind, record_key));"
     "CREATE TABLE pipeline_runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
     "campaign TEXT NOT NULL, status TEXT NOT NULL, doc TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
 )
 
 

@@ -12,6 +12,7 @@ import html
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["render_dashboard", "write_report"]
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# series colours: none of them is a marker's (green release, orange canary, red rollback)
+_PALETTE = ("#1f77b4", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939")
 # markers of deployment changes: releases, canaries and rollbacks stand out; a retired shadow
 # (routine) and a manual undeploy are grey
 _MARK = {
@@ -33,6 +35,7 @@ _MARK = {
     "retire": "#9a9a9a",
     "undeploy": "#9a9a9a",
 }
+_DRAW_ORDER = {"retire": 0, "undeploy": 0, "canary": 1, "release": 2, "rollback": 3}
 _STATE = {"ok": "#2ca02c", "warn": "#ff7f0e", "alert": "#d62728", "no data": "#999999"}
 W, H, PAD = 760, 260, 48
 
@@ -46,6 +49,33 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 
 THIN_DECISIONS = 100  # a day's point resting on fewer matured decisions is marked thin
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The scales of one time chart: time ``[x0, x1]`` across, ``[0, ymax]`` up."""
+
+    x0: float
+    x1: float
+    ymax: float
+
+    @classmethod
+    def of(cls, x0: float, x1: float, top: float) -> _Frame:
+        return cls(x0, x1, top * 1.1 or 1.0)
+
+    def sx(self, x: float) -> float:
+        return float(PAD + (x - self.x0) / max(self.x1 - self.x0, 1e-9) * (W - 2 * PAD))
+
+    def sy(self, y: float) -> float:
+        return float(H - PAD + 8 - y / self.ymax * (H - 2 * PAD))
+
+    def open(self, chart_id: str) -> list[str]:
+        """The chart's first parts: the svg element, the value axis and the dated time axis."""
+        return [
+            f'<svg id="{chart_id}" viewBox="0 0 {W} {H + 14}" role="img">',
+            _axes(self.ymax, self.sy),
+            _date_ticks(self.x0, self.x1, self.sx),
+        ]
 
 
 def _run_marks(runs: Sequence[dict[str, Any]], x0: float, x1: float, sx: Any) -> str:
@@ -81,36 +111,34 @@ def _revenue_chart(rev: dict[str, Any], runs: Sequence[dict[str, Any]] = ()) -> 
     xs = [p["bucket_start"] for pts in series.values() for p in pts]
     xs += [t["ts"] for t in rev["transitions"]]
     x0, x1 = min(xs), max(xs) + rev["bucket_seconds"]
-    ymax = max(p["revenue_per_decision"] for pts in series.values() for p in pts) * 1.1 or 1.0
-
-    def sx(x: float) -> float:
-        return float(PAD + (x - x0) / max(x1 - x0, 1e-9) * (W - 2 * PAD))
-
-    def sy(y: float) -> float:
-        return H - PAD + 8 - y / ymax * (H - 2 * PAD)
-
+    top = max(p["revenue_per_decision"] for pts in series.values() for p in pts)
+    frame = _Frame.of(x0, x1, top)
+    sx, sy = frame.sx, frame.sy
     half = rev["bucket_seconds"] / 2
-    parts = [
-        f'<svg id="revenue-chart" viewBox="0 0 {W} {H + 14}" role="img">',
-        _axes(ymax, sy),
-        _date_ticks(x0, x1, sx),
-        _run_marks(runs, x0, x1, sx),
-    ]
+    parts = [*frame.open("revenue-chart"), _run_marks(runs, x0, x1, sx)]
+    marks = []
     for t in rev["transitions"]:
         if t["to"] in ("released", "canary") or t["action"] in ("rollback", "retire", "undeploy"):
             kind = "release" if t["to"] == "released" else t["to"] or t["action"]
             if t["action"] == "rollback":
                 kind = "rollback"
-            if kind not in _MARK:
-                continue
-            x = sx(t["ts"])
-            parts.append(
-                f'<line class="marker marker-{kind}" data-kind="{kind}" '
-                f'data-version="{_e(t["version"])}" data-at="{_e(t["at"])}" x1="{x:.1f}" '
-                f'x2="{x:.1f}" y1="{PAD - 12}" y2="{H - PAD + 8}" stroke="{_MARK[kind]}" '
-                f'stroke-width="2" stroke-dasharray="4 3"><title>{_e(t["at"])} {_e(t["action"])} '
-                f"{_e(t['version'])} → {_e(t['to'] or 'out')}: {_e(t['reason'])}</title></line>"
-            )
+            if kind in _MARK:
+                marks.append((kind, t))
+    # routine (grey) markers first, the rollbacks last: where two fall together, the one that
+    # matters is the one seen
+    taken: list[float] = []
+    for kind, t in sorted(marks, key=lambda m: (_DRAW_ORDER[m[0]], m[1]["ts"])):
+        x = sx(t["ts"])
+        while any(abs(x - u) < 4 for u in taken):  # changes at one moment side by side
+            x += 4
+        taken.append(x)
+        parts.append(
+            f'<line class="marker marker-{kind}" data-kind="{kind}" '
+            f'data-version="{_e(t["version"])}" data-at="{_e(t["at"])}" x1="{x:.1f}" '
+            f'x2="{x:.1f}" y1="{PAD - 12}" y2="{H - PAD + 8}" stroke="{_MARK[kind]}" '
+            f'stroke-width="2" stroke-dasharray="4 3"><title>{_e(t["at"])} {_e(t["action"])} '
+            f"{_e(t['version'])} → {_e(t['to'] or 'out')}: {_e(t['reason'])}</title></line>"
+        )
     legend = []
     for i, (version, pts) in enumerate(
         sorted(series.items(), key=lambda kv: kv[1][0]["bucket_start"])
@@ -168,24 +196,20 @@ def _lines_chart(
     x0: float,
     x1: float,
     lines: Sequence[tuple[float, str]] = (),
+    unit: str = "",
+    thin: dict[float, str] | None = None,
+    empty: str = "No matured decisions in this range yet.",
 ) -> str:
-    """A time series per name on a dated axis, with horizontal reference lines."""
+    """A time series per name on a dated axis, with horizontal reference lines; a point at
+    an x of ``thin`` rests on too little evidence (drawn faint, the reason on hover)."""
     if not any(series.values()):
-        return '<p class="empty">No matured decisions in this range yet.</p>'
-    top = max([y for pts in series.values() for _, y in pts] + [v for v, _ in lines])
-    ymax = top * 1.1 or 1.0
-
-    def sx(x: float) -> float:
-        return float(PAD + (x - x0) / max(x1 - x0, 1e-9) * (W - 2 * PAD))
-
-    def sy(y: float) -> float:
-        return H - PAD + 8 - y / ymax * (H - 2 * PAD)
-
-    parts = [
-        f'<svg id="{chart_id}" viewBox="0 0 {W} {H + 14}" role="img">',
-        _axes(ymax, sy),
-        _date_ticks(x0, x1, sx),
-    ]
+        return f'<p class="empty">{_e(empty)}</p>'
+    thin = thin or {}
+    frame = _Frame.of(
+        x0, x1, max([y for pts in series.values() for _, y in pts] + [v for v, _ in lines])
+    )
+    sx, sy = frame.sx, frame.sy
+    parts = frame.open(chart_id)
     for value, label in lines:
         parts.append(
             f'<line class="reference" x1="{PAD}" x2="{W - PAD}" y1="{sy(value):.1f}" '
@@ -201,14 +225,82 @@ def _lines_chart(
             f'stroke="{color}" stroke-width="2"/>'
         )
         for x, y in pts:
+            why = thin.get(x)
             parts.append(
-                f'<circle class="value" data-name="{_e(name)}" data-value="{y:.4f}" '
-                f'cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"><title>{_e(name)} '
-                f"{_e(format_ts(x)[:10])}: {y:.3f}</title></circle>"
+                f'<circle class="value{" thin" if why else ""}" data-name="{_e(name)}" '
+                f'data-value="{y:.4f}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"'
+                + (' opacity="0.4"' if why else "")
+                + f"><title>{_e(name)} {_e(format_ts(x)[:16])}: {y:.3f}{_e(unit)}"
+                + (f" · thin evidence: {_e(why)}" if why else "")
+                + "</title></circle>"
             )
         legend.append(f'<span class="legend" style="color:{color}">■ {_e(name)}</span>')
     parts.append("</svg>")
-    return "".join(parts) + f'<div class="legends">{" ".join(legend)}</div>'
+    note = " · faint: thin evidence" if thin else ""
+    return "".join(parts) + f'<div class="legends">{" ".join(legend)}{note}</div>'
+
+
+def _drift_over_time(doc: dict[str, Any], x0: float, x1: float) -> str:
+    half = doc["bucket_seconds"] / 2
+    series: dict[str, list[tuple[float, float]]] = {}
+    thin: dict[float, str] = {}
+    for p in doc["series"]:
+        for name, value in p["psi"].items():
+            series.setdefault(name, []).append((p["bucket_start"] + half, value))
+        if p["thin"] and p["psi"]:
+            thin[p["bucket_start"] + half] = f"{p['decisions']} decisions"
+
+    # the features that drifted most on days with evidence (one colour each); the others are
+    # named above the chart
+    def worst(name: str) -> float:  # thin days' PSI is mostly noise: they rank last
+        solid = [v for x, v in series[name] if x not in thin]
+        return max(solid) if solid else -1.0
+
+    ranked = sorted(series, key=lambda n: -worst(n))
+    shown = {n: series[n] for n in ranked[: len(_PALETTE)]}
+    rest = ranked[len(_PALETTE) :]
+    t = doc["thresholds"]
+    note = (
+        f'<div class="legends">{len(rest)} more features drifted less: {_e(", ".join(rest))}</div>'
+        if rest
+        else ""
+    )
+    return note + _lines_chart(
+        "drift-series-chart",
+        shown,
+        x0,
+        x1,
+        [(t["warn"], f"warn {t['warn']:g}"), (t["alert"], f"alert {t['alert']:g}")],
+        thin=thin,
+        empty="No decisions in this range yet.",
+    )
+
+
+def _freshness_over_time(doc: dict[str, Any], x0: float, x1: float) -> str:
+    half = doc["bucket_seconds"] / 2
+    lag: dict[str, list[tuple[float, float]]] = {"event lateness p50": [], "event lateness p99": []}
+    fell: dict[str, list[tuple[float, float]]] = {"decisions that fell back (%)": []}
+    thin: dict[float, str] = {}
+    for p in doc["series"]:
+        x = p["bucket_start"] + half
+        if p["lag_p50_seconds"] is not None:
+            lag["event lateness p50"].append((x, p["lag_p50_seconds"]))
+            lag["event lateness p99"].append((x, p["lag_p99_seconds"]))
+        if p["fallback_share"] is not None:
+            fell["decisions that fell back (%)"].append((x, 100.0 * p["fallback_share"]))
+            if p["thin"]:
+                thin[x] = f"{p['decisions']} decisions"
+    return _lines_chart(
+        "freshness-series-chart", lag, x0, x1, unit=" s", empty="No events in this range."
+    ) + _lines_chart(
+        "fallback-series-chart",
+        fell,
+        x0,
+        x1,
+        unit=" %",
+        thin=thin,
+        empty="No decisions in this range yet.",
+    )
 
 
 def _date_ticks(x0: float, x1: float, sx: Any) -> str:
@@ -339,6 +431,8 @@ def render_dashboard(
     rev = monitor.revenue(c.id, start, end)
     scoring = monitor.scoring(c.id, start, end)
     drift = monitor.drift(c.id)
+    drift_over = monitor.drift_series(c.id, start, end)
+    fresh_over = monitor.freshness_series(c.id, start, end)
     lat = monitor.latency()
     fresh = monitor.freshness()
     runs = monitor.runs()
@@ -392,6 +486,12 @@ def render_dashboard(
             end,
             [(budget_ms, f"budget {budget_ms:g} ms")],
         ),
+        "<h2>Drift over time (PSI per feature, each day vs the training window of the "
+        "version released then)</h2>",
+        _drift_over_time(drift_over, start, end),
+        "<h2>Freshness over time: how late events arrived (s, by receipt time) and decisions "
+        "that fell back</h2>",
+        _freshness_over_time(fresh_over, start, end),
         "<h2>Decision latency (ms, this process)</h2>",
         _bars("latency-chart", latency_items, "ms", [(budget_ms, f"budget {budget_ms:g} ms")]),
         "<h2>Feature freshness (age of the newest event behind served features, s)</h2>",

@@ -72,7 +72,11 @@ def _numeric(ref: list[float], live: list[float]) -> float:
     x = np.array([v for v in live if math.isfinite(v)])
     if len(r) == 0 or len(x) == 0:
         return 0.0
-    edges = np.unique(np.quantile(r, np.linspace(0, 1, _BINS + 1)[1:-1]))
+    # deciles of the reference, plus its minimum and just above its maximum: values outside
+    # the reference's range get bins of their own (a feature that was constant in training
+    # and moved live is drift, though every decile edge is the same value)
+    inner = np.quantile(r, np.linspace(0, 1, _BINS + 1)[1:-1])
+    edges = np.unique(np.concatenate([[r.min()], inner, [np.nextafter(r.max(), np.inf)]]))
     r_counts = np.bincount(np.searchsorted(edges, r, side="right"), minlength=len(edges) + 1)
     x_counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
     return psi(r_counts, x_counts)

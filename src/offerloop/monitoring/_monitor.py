@@ -11,7 +11,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from offerloop.monitoring._business import (
     revenue_by_version,
     shadow_estimates,
 )
-from offerloop.monitoring._drift import drift_report
+from offerloop.monitoring._drift import drift_report, state_of
 from offerloop.training import Evidence, reward_bound
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ _log = logging.getLogger("offerloop.monitoring")
 
 DAY = 86400.0
 MAX_DRIFT_ROWS = 20_000  # per window: the newest ones
+THIN_ROWS = 100  # a time bucket resting on fewer decisions is marked thin
 _LEVEL = {"ok": 0, "warn": 1, "alert": 2}
 
 
@@ -236,6 +238,25 @@ class Monitor:
         return {"campaign": c.id, "series": series}
 
     # -- drift ---------------------------------------------------------------------------
+    def _reference(
+        self, campaign: str, version: str | None, now: float
+    ) -> tuple[float, float, str]:
+        """The window a version's live traffic is compared with: its training window (its
+        lineage), or the log's first ``drift_window_hours`` for an untrained version."""
+        s = self.system
+        lineage = s.registry.get(version).lineage if version else {}
+        if "data_start" in lineage and "data_end" in lineage:
+            start, end = float(lineage["data_start"]), float(lineage["data_end"])
+            return start, end, f"training window of {version}"
+        hours = s.settings.drift_window_hours
+        first = s.backend.decisions(campaign, 0.0, now + 1e-6, newest=None)[:1]
+        start = first[0].ts if first else now
+        return (
+            start,
+            start + hours * 3600.0,
+            f"first {hours:g} h of the log ({version} is not trained)",
+        )
+
     def drift(self, campaign: str | None = None) -> dict[str, Any]:
         """Live traffic of the last ``drift_window_hours`` against the released version's
         training window (its lineage), or against the first such window of the log when the
@@ -245,17 +266,7 @@ class Monitor:
         now = s.clock.now()
         live_start = now - s.settings.drift_window_hours * 3600.0
         released = s.deployments.state(c.id).released
-        lineage = s.registry.get(released).lineage if released else {}
-        if "data_start" in lineage and "data_end" in lineage:
-            ref_start, ref_end = float(lineage["data_start"]), float(lineage["data_end"])
-            basis = f"training window of {released}"
-        else:
-            first = s.backend.decisions(c.id, 0.0, now + 1e-6, newest=None)[:1]
-            ref_start = first[0].ts if first else now
-            ref_end = ref_start + s.settings.drift_window_hours * 3600.0
-            basis = (
-                f"first {s.settings.drift_window_hours:g} h of the log ({released} is not trained)"
-            )
+        ref_start, ref_end, basis = self._reference(c.id, released, now)
         ref = s.backend.decisions(c.id, ref_start, ref_end, newest=MAX_DRIFT_ROWS)
         live = s.backend.decisions(c.id, live_start, now + 1e-6, newest=MAX_DRIFT_ROWS)
         # the offer mix is the release's own: its first window of serving vs its latest
@@ -281,6 +292,140 @@ class Monitor:
             live={"start": format_ts(live_start), "end": format_ts(now)},
         )
         return report
+
+    def _buckets(self, campaign: str, start: float, end: float, bucket: float) -> list[Any]:
+        """The decisions of each time bucket of the range (the newest MAX_DRIFT_ROWS of each,
+        matured or not), cached briefly: the drift and freshness series share them."""
+        s = self.system
+
+        def read() -> list[tuple[float, list[Any]]]:
+            out = []
+            b = start
+            while b < end:
+                out.append(
+                    (
+                        b,
+                        s.backend.decisions(
+                            campaign, b, min(b + bucket, end), newest=MAX_DRIFT_ROWS
+                        ),
+                    )
+                )
+                b += bucket
+            return out
+
+        return list(self._cached(f"buckets:{campaign}:{start}:{end}:{bucket}", read, ttl=10.0))
+
+    def drift_series(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        """Drift over time: each time bucket's decisions against the reference of the version
+        that served most of its released decisions (without decisions: released at its start):
+        its training window, or the log's first window when it was not trained. PSI per
+        feature; buckets resting on fewer than ``THIN_ROWS`` decisions are marked thin."""
+        s = self.system
+        c = s.campaign(campaign)
+        start, end = self._range(start, end)
+        now = s.clock.now()
+        history = sorted(s.deployments.history(c.id), key=lambda t: t.ts)
+        refs: dict[str | None, tuple[str, list[Mapping[str, Any]]]] = {}
+        series = []
+        for b, rows in self._buckets(c.id, start, end, bucket_seconds):
+            served = Counter(d.model_version for d in rows if d.mode == "released")
+            released = served.most_common(1)[0][0] if served else None
+            for t in history if released is None else ():  # no decision: the history says
+                if t.ts > b:
+                    break
+                if t.to_mode == "released":
+                    released = t.version
+            if released not in refs:
+                r0, r1, basis = self._reference(c.id, released, now)
+                ref_rows = s.backend.decisions(c.id, r0, r1, newest=MAX_DRIFT_ROWS)
+                refs[released] = (basis, [d.features for d in ref_rows])
+            basis, ref_features = refs[released]
+            report = drift_report(
+                s.features,
+                ref_features,
+                [d.features for d in rows],
+                [],
+                [],
+                s.settings.drift_warn_psi,
+                s.settings.drift_alert_psi,
+            )
+            psis = {f["feature"]: f["psi"] for f in report["features"] if f["psi"] is not None}
+            worst = max(psis.values(), default=None)
+            series.append(
+                {
+                    "bucket_start": b,
+                    "at": format_ts(b),
+                    "released": released,
+                    "reference": basis,
+                    "reference_rows": len(ref_features),
+                    "decisions": len(rows),
+                    "thin": len(rows) < THIN_ROWS,
+                    "psi": psis,
+                    "max_psi": worst,
+                    "state": "no data"
+                    if worst is None
+                    else state_of(worst, s.settings.drift_warn_psi, s.settings.drift_alert_psi),
+                }
+            )
+        return {
+            "campaign": c.id,
+            "start": format_ts(start),
+            "end": format_ts(end),
+            "bucket_seconds": bucket_seconds,
+            "thresholds": {"warn": s.settings.drift_warn_psi, "alert": s.settings.drift_alert_psi},
+            "series": series,
+        }
+
+    def freshness_series(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        """How fresh the data behind decisions was, over time, from the logs (every process's):
+        per time bucket, how late the clients' events arrived (p50/p99 of received - event
+        time, by receipt time; the newest 50,000 events of the range) and the share of the
+        campaign's decisions that fell back (online store unavailable or slow, default
+        features, a failed model)."""
+        s = self.system
+        c = s.campaign(campaign)
+        start, end = self._range(start, end)
+        lags = s.backend.event_lags(start, end)
+        by_bucket: dict[float, list[float]] = {}
+        for received, lag in lags:
+            b = start + ((received - start) // bucket_seconds) * bucket_seconds
+            by_bucket.setdefault(b, []).append(max(0.0, lag))
+        series = []
+        for b, rows in self._buckets(c.id, start, end, bucket_seconds):
+            late = by_bucket.get(b, [])
+            fell_back = sum(1 for d in rows if d.fallback)
+            series.append(
+                {
+                    "bucket_start": b,
+                    "at": format_ts(b),
+                    "events": len(late),
+                    "lag_p50_seconds": float(np.percentile(late, 50)) if late else None,
+                    "lag_p99_seconds": float(np.percentile(late, 99)) if late else None,
+                    "decisions": len(rows),
+                    "fallback_share": fell_back / len(rows) if rows else None,
+                    "thin": len(rows) < THIN_ROWS,
+                }
+            )
+        return {
+            "campaign": c.id,
+            "start": format_ts(start),
+            "end": format_ts(end),
+            "bucket_seconds": bucket_seconds,
+            "events_sampled": len(lags),
+            "series": series,
+        }
 
     # -- service health ------------------------------------------------------------------
     def latency(self) -> dict[str, Any]:

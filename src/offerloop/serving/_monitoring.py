@@ -115,6 +115,30 @@ def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
         live window vs training window, with default-value shares and alert states."""
         return await slow("slow", m.drift, campaign)
 
+    @router.get(f"{prefix}/drift/series")
+    async def drift_series(
+        campaign: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        bucket: str = "1d",
+    ) -> Any:
+        """Drift over time: PSI per feature of each bucket's decisions against the training
+        window of the version released then; thin buckets marked."""
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.drift_series, campaign, t0, t1, b)
+
+    @router.get(f"{prefix}/freshness/series")
+    async def freshness_series(
+        campaign: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        bucket: str = "1d",
+    ) -> Any:
+        """Freshness over time, from the logs: how late events arrived (p50/p99 by receipt
+        time) and the share of decisions that fell back, per bucket."""
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.freshness_series, campaign, t0, t1, b)
+
     @router.get(f"{prefix}/latency")
     async def latency() -> Any:
         """Decision, feature-lookup and HTTP latency quantiles of this process."""

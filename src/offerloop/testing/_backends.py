@@ -75,6 +75,26 @@ class BackendConformance:
         assert [e.event_id for e in got] == ["e1"]
         assert [e.ts for e in backend.player_events("p1", 1e9)] == [101.0, 103.0]
 
+    def test_event_lags_by_receipt_time(self, backend: Backend) -> None:
+        """``event_lags``: (received_at, lag) of client events received in [start, end), the
+        newest ``limit``, oldest first; offerloop's own offer_outcome events are left out."""
+        from dataclasses import replace
+
+        from offerloop.backends import OFFER_OUTCOME
+
+        backend.append_events(
+            [
+                replace(_ev(1, ts=100.0), received_at=130.0),  # ts 101: 29 s late
+                replace(_ev(2, ts=100.0), received_at=110.0),  # ts 102: 8 s late
+                replace(_ev(3, ts=100.0), received_at=200.0),  # outside the range
+                replace(_ev(4, ts=100.0), received_at=150.0, type=OFFER_OUTCOME),
+                replace(_ev(5, ts=100.0), received_at=140.0),  # ts 105: 35 s late
+            ]
+        )
+        assert backend.event_lags(110.0, 200.0) == [(110.0, 8.0), (130.0, 29.0), (140.0, 35.0)]
+        assert backend.event_lags(110.0, 200.0, limit=2) == [(130.0, 29.0), (140.0, 35.0)]
+        assert backend.event_lags(0.0, 100.0) == []
+
     def test_event_properties_round_trip(self, backend: Backend) -> None:
         """An event comes back equal: properties (non-ASCII too), decision id and amount."""
         e = _ev(1, amount=4.99, decision_id="d9", note="ünïcode")
