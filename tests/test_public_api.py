@@ -221,6 +221,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "bootstrap",
         "code_version",
         "dump_params",
+        "model_doc",
         "prior_thompson",
         "release_stack",
         "transition_doc",

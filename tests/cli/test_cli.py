@@ -77,6 +77,14 @@ def test_check_campaign_accepts_the_default(tmp_path: Path) -> None:
     p = run("check-campaign", str(default_campaign_path()), cwd=tmp_path)
     assert p.returncode == 0
     assert "6 bundles × 4 messages = 24 offers" in p.stdout
+    import json
+
+    from offerloop.serving._api import OfferOut
+
+    doc = json.loads(run("check-campaign", str(default_campaign_path()), "--json", cwd=tmp_path).stdout)
+    assert len(doc["offers"]) == 24
+    for offer in doc["offers"]:  # the shape GET /v1/campaigns/{id} answers
+        assert OfferOut.model_validate(offer).model_dump() == offer
 
 
 def test_pipeline_schedule_runs_on_a_cron_or_interval_and_names_bad_ones(tmp_path: Path) -> None:
@@ -271,7 +279,7 @@ def test_every_listing_command_has_json_that_parses(tmp_path: Path) -> None:
     assert [t["action"] for t in history["transitions"]][-2:] == ["release", "release"]
     assert history["transitions"][-1]["ts"].endswith("Z")  # full RFC 3339, not cut
     models = json.loads(run("models", "list", "--json", *d, cwd=tmp_path).stdout)
-    assert {m["version"]: m["mode"] for m in models} == {"random-1": None, "rules-2": "released"}
+    assert {m["version"]: m["mode"] for m in models} == {"random-1": "", "rules-2": "released"}
 
 
 def test_no_op_and_destructive_commands_say_so(tmp_path: Path) -> None:

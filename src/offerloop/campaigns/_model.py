@@ -43,6 +43,17 @@ class Offer:
         """The bundle's price: what a purchase of this offer is worth."""
         return self.bundle.price
 
+    def doc(self) -> dict[str, Any]:
+        """The offer as ``GET /v1/campaigns/{id}`` and ``check-campaign --json`` show it."""
+        return {
+            "offer_id": self.id,
+            "bundle_id": self.bundle.id,
+            "message_id": self.message.id,
+            "price": self.price,
+            "products": dict(self.bundle.products),
+            "message": self.message.text,
+        }
+
 
 @dataclass(frozen=True)
 class Condition:

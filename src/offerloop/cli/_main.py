@@ -654,21 +654,11 @@ def models_list(
     """Registered versions with their data, offline estimate and deployment."""
     with _opened(data_dir, config) as system:
         if as_json:
+            from offerloop.registry import model_doc
+
             _json(
                 [
-                    {
-                        "version": m.version,
-                        "campaign": m.campaign,
-                        "kind": m.kind,
-                        "created_at": format_ts(m.created_at),
-                        "rows": m.lineage.get("rows"),
-                        "learner": m.lineage.get("learner"),
-                        "ope_dr": m.metrics.get("ope_dr"),
-                        "uplift_dr": m.metrics.get("uplift_dr"),
-                        "verdict": m.metrics.get("verdict"),
-                        "mode": system.deployments.state(m.campaign).mode_of(m.version) or None,
-                        "sha256": m.sha256,
-                    }
+                    model_doc(m, system.deployments.state(m.campaign).mode_of(m.version))
                     for m in system.registry.list(campaign)
                 ]
             )
@@ -1258,15 +1248,7 @@ def check_campaign(
                 "path": str(path),
                 "campaign": c.id,
                 "valid": True,
-                "offers": [
-                    {
-                        "offer_id": o.id,
-                        "bundle": o.bundle.id,
-                        "message": o.message.id,
-                        "price": o.price,
-                    }
-                    for o in c.offers
-                ],
+                "offers": [o.doc() for o in c.offers],
                 "rules": len(c.rules),
             }
         )

@@ -12,7 +12,13 @@ from offerloop.registry._deployments import (
     release_stack,
     transition_doc,
 )
-from offerloop.registry._registry import Registry, code_version, dump_params, version_label
+from offerloop.registry._registry import (
+    Registry,
+    code_version,
+    dump_params,
+    model_doc,
+    version_label,
+)
 
 __all__ = [
     "CANARY",
@@ -26,6 +32,7 @@ __all__ = [
     "bootstrap",
     "code_version",
     "dump_params",
+    "model_doc",
     "prior_thompson",
     "release_stack",
     "transition_doc",

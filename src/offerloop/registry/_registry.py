@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from offerloop._clock import Clock
+from offerloop._clock import Clock, format_ts
 from offerloop._errors import NotFound
 from offerloop._version import __version__
 from offerloop.backends import Backend, ModelRecord
@@ -100,6 +100,22 @@ class Registry:
 
 
 _BULKY = ("offers", "encoder", "prices", "rules")
+
+
+def model_doc(m: ModelRecord, mode: str) -> dict[str, Any]:
+    """A registered version as the API (``GET /v1/models``) and ``models list --json`` show
+    it (one shape); ``mode``: released, canary, shadow, or "" when not deployed."""
+    return {
+        "version": m.version,
+        "campaign": m.campaign,
+        "kind": m.kind,
+        "created_at": format_ts(m.created_at),
+        "mode": mode,
+        "sha256": m.sha256,
+        "params": dict(m.params),
+        "lineage": dict(m.lineage),
+        "metrics": dict(m.metrics),
+    }
 
 
 def dump_params(policy: Policy) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from offerloop._metrics import Metrics
 from offerloop._version import __version__
 from offerloop.events import EventBatch
 from offerloop.monitoring import Monitor
+from offerloop.registry import model_doc
 from offerloop.serving._admin import PipelineRunner, admin_router
 from offerloop.serving._api import (
     CampaignOut,
@@ -230,17 +231,7 @@ def create_app(
             campaign=c.id,
             name=c.name,
             default=c.id == system.default_campaign,
-            offers=[
-                OfferOut(
-                    offer_id=o.id,
-                    bundle_id=o.bundle.id,
-                    message_id=o.message.id,
-                    price=o.price,
-                    products=dict(o.bundle.products),
-                    message=o.message.text,
-                )
-                for o in c.offers
-            ],
+            offers=[OfferOut(**o.doc()) for o in c.offers],
             default_offer=c.default_offer,
             rules=len(c.rules),
             released=st.released,
@@ -271,17 +262,7 @@ def create_app(
 
     def model_out(version: str) -> ModelOut:
         m = system.registry.get(version)
-        return ModelOut(
-            version=m.version,
-            campaign=m.campaign,
-            kind=m.kind,
-            created_at=format_ts(m.created_at),
-            mode=system.deployments.state(m.campaign).mode_of(m.version),
-            sha256=m.sha256,
-            params=dict(m.params),
-            lineage=dict(m.lineage),
-            metrics=dict(m.metrics),
-        )
+        return ModelOut(**model_doc(m, system.deployments.state(m.campaign).mode_of(m.version)))
 
     def list_models_now(campaign: str | None) -> ModelsOut:
         if campaign is not None:
