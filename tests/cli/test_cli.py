@@ -81,7 +81,9 @@ def test_check_campaign_accepts_the_default(tmp_path: Path) -> None:
 
     from offerloop.serving._api import OfferOut
 
-    doc = json.loads(run("check-campaign", str(default_campaign_path()), "--json", cwd=tmp_path).stdout)
+    doc = json.loads(
+        run("check-campaign", str(default_campaign_path()), "--json", cwd=tmp_path).stdout
+    )
     assert len(doc["offers"]) == 24
     for offer in doc["offers"]:  # the shape GET /v1/campaigns/{id} answers
         assert OfferOut.model_validate(offer).model_dump() == offer
