@@ -74,7 +74,7 @@ def generate(n_events: int, n_decisions: int) -> tuple[Path, Path]:
                 ELSE '{{}}' END,
               ts + CASE WHEN h2 % 1000 < 10 THEN 3600 * (1 + (h2 // 1000) % 48)
                         ELSE (h2 // 1000) % 5 END,
-              NULL
+              NULL, NULL
             FROM e ORDER BY ts + CASE WHEN h2 % 1000 < 10 THEN 3600 * (1 + (h2 // 1000) % 48)
                         ELSE (h2 // 1000) % 5 END
             """

@@ -197,6 +197,18 @@ class Metrics:
             "How long the oldest event not yet folded into the online state has waited.",
             registry=r,
         )
+        self.online_snapshot_at = Gauge(
+            "offerloop_online_snapshot_timestamp_seconds",
+            "When this process last wrote a snapshot of the online state (clock time; 0: never).",
+            registry=r,
+        )
+        self.online_start = Gauge(
+            "offerloop_online_start_seconds",
+            "How long building the online state took at start: a snapshot and the log's tail, "
+            "or the whole log.",
+            ["source"],
+            registry=r,
+        )
         self.online_deferred = Counter(
             "offerloop_online_deferred_events",
             "Events stored but not folded at ingest (online store unavailable): the online "

@@ -261,6 +261,14 @@ class Settings(BaseSettings):
         "not folded yet (stored by other processes, or while the online store was down).",
         gt=0,
     )
+    snapshot_interval_seconds: float = _s(
+        "feature_store",
+        600.0,
+        "`offerloop serve` without redis_url: write a snapshot of the online state to "
+        "data_dir this often, and when it stops, so a restart reads the snapshot and the "
+        "log after it instead of the whole log. 0: never (every start replays the log).",
+        ge=0,
+    )
     # [catalog]
     campaigns: Names = _s(
         "catalog",

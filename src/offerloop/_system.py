@@ -4,6 +4,7 @@ deployments, decisions and metrics. Each concern lives in its own module; this o
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ from offerloop.registry import Deployments, Registry
 from offerloop.registry._day_one import bootstrap
 
 __all__ = ["Offerloop"]
+
+_log = logging.getLogger("offerloop")
 
 
 class Offerloop:
@@ -167,6 +170,20 @@ class Offerloop:
                 count("deployments"),
             ),
         ]
+        if player.snapshot_path is not None:
+
+            def snapshot() -> None:
+                info = player.save_snapshot()
+                if info is not None:
+                    _log.info(
+                        "online state snapshot: %d players in %.2f s", info.players, info.seconds
+                    )
+
+            self._background.append(
+                Periodic(
+                    "offerloop-snapshot", snapshot, s.snapshot_interval_seconds, count("snapshot")
+                )
+            )
         if player.batch_sources.sources:
             self._background.append(
                 Periodic("offerloop-batches", player.poll_batches, max(0.1, s.batch_poll_seconds))

@@ -225,9 +225,16 @@ def serve(
         # the garbage collector's full passes, which otherwise stall requests as it grows
         gc.collect()
         gc.freeze()
+        pf = system.player_features
+        built = (
+            f"online features from a {pf.restore_note}"
+            if pf.restored is not None
+            else f"online features rebuilt from {pf.rebuilt_events} events"
+            + (f" ({pf.restore_note})" if pf.restore_note else "")
+        )
         err.print(
-            f"online features rebuilt from {system.player_features.rebuilt_events} events in "
-            f"{system.player_features.rebuild_seconds:.1f} s; serving on http://{host}:{port}"
+            f"{built} in {pf.rebuild_seconds:.1f} s; serving on http://{host}:{port}",
+            highlight=False,
         )
         sched = None
         if parsed is not None:

@@ -219,17 +219,33 @@ class OnlineStore(Protocol):
 
 class InMemoryOnlineStore:
     """States in a dict of this process, replaced (never changed in place) by each update,
-    so a reader on another thread always sees a whole state."""
+    so a reader on another thread always sees a whole state.
+
+    After :meth:`restore` from a snapshot, a player's state may still be the snapshot's JSON
+    (bytes): it is decoded on first use, so a restart costs the reading of one file, not the
+    decoding of every player."""
 
     def __init__(self) -> None:
-        self._states: dict[str, PlayerState] = {}
+        self._states: dict[str, PlayerState | bytes] = {}
         self._marks: set[int] = set()
         self._cursor = Cursor()
         self._lock = threading.Lock()
+        self._codec: StateCodec | None = None
+
+    def _decode(self, player_id: str, raw: bytes) -> PlayerState:
+        assert self._codec is not None
+        st = self._codec.decode(raw)
+        with self._lock:  # unless an update replaced it meanwhile
+            if self._states.get(player_id) is raw:
+                self._states[player_id] = st
+        return st
 
     def get(self, player_id: str) -> PlayerState | None:
         """The player's state (None: none yet)."""
-        return self._states.get(player_id)
+        st = self._states.get(player_id)
+        if type(st) is bytes:
+            return self._decode(player_id, st)
+        return st  # type: ignore[return-value]
 
     def update_many(self, changes: Mapping[str, Change], marks: Sequence[int] = ()) -> None:
         """Apply every change and record ``marks`` above the floor, under one lock."""
@@ -237,7 +253,10 @@ class InMemoryOnlineStore:
             floor = self._cursor.floor
             for pid, change in changes.items():
                 old = self._states.get(pid)
-                new = change(old.copy() if old is not None else None, floor)
+                if type(old) is bytes:
+                    assert self._codec is not None
+                    old = self._codec.decode(old)
+                new = change(old.copy() if old is not None else None, floor)  # type: ignore[union-attr]
                 if new is not None:
                     self._states[pid] = new
             self._marks.update(s for s in marks if s > floor)
@@ -275,6 +294,28 @@ class InMemoryOnlineStore:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def snapshot(self) -> tuple[dict[str, PlayerState | bytes], set[int], Cursor]:
+        """Every state (decoded, or still the snapshot's JSON), the marks and the cursor as of
+        one moment (states are replaced, never changed, so the copy of the dict is enough;
+        ``features._snapshot`` writes it)."""
+        with self._lock:
+            return dict(self._states), set(self._marks), self._cursor
+
+    def restore(
+        self,
+        states: dict[str, PlayerState | bytes],
+        marks: set[int],
+        cursor: Cursor,
+        codec: StateCodec,
+    ) -> None:
+        """Replace everything by a snapshot's states (JSON ones decoded by ``codec`` on first
+        use), marks and cursor."""
+        with self._lock:
+            self._codec = codec
+            self._states = states
+            self._marks = {m for m in marks if m > cursor.floor}
+            self._cursor = cursor
 
 
 @dataclass(frozen=True)
@@ -565,6 +606,10 @@ class StateCodec:
         self._keys = {v: k for k, v in self._ids.items()}
 
     def encode(self, st: PlayerState) -> bytes:
+        return json.dumps(self.doc(st), separators=(",", ":")).encode()
+
+    def doc(self, st: PlayerState) -> list[Any]:
+        """The state as JSON-able data (what :meth:`encode` writes)."""
         streams = {}
         for key, s in st.streams.items():
             m = s.summary
@@ -585,10 +630,13 @@ class StateCodec:
         doc: list[Any] = [st.newest_received, streams]
         if st.seqs:
             doc.append(sorted(st.seqs))
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return doc
 
     def decode(self, raw: bytes) -> PlayerState:
-        doc = json.loads(raw)
+        return self.from_doc(json.loads(raw))
+
+    def from_doc(self, doc: list[Any]) -> PlayerState:
+        """The state :meth:`doc` described."""
         newest, streams = doc[0], doc[1]
         st = PlayerState(newest_received=float(newest), seqs=set(doc[2]) if len(doc) > 2 else set())
         for sid, (buf, m) in streams.items():

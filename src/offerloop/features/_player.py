@@ -3,8 +3,11 @@ built from the event log on first use and kept following it, the external source
 lookups, batch files), a deliberate delay, and the defaults used when the store cannot be
 read. The decision engine calls it directly; ingest hands it the events just stored.
 
-* **Warm-up:** the online state is rebuilt from the whole event log before the first read
-  (``serve`` warms it at start; CLI commands that never read features never pay for it).
+* **Warm-up:** the online state is built before the first read (``serve`` warms it at
+  start; CLI commands that never read features never pay for it). In process, from the
+  newest snapshot (``features._snapshot``, written every ``snapshot_interval_seconds`` and
+  when the service stops) and the log after it, or, without a usable one, from the whole
+  event log.
   With Redis the state is shared: one process rebuilds under a lock while the others wait
   (at most ``REBUILD_WAIT_SECONDS``), and a state already built for these definitions is
   only caught up with the log.
@@ -21,6 +24,7 @@ read. The decision engine calls it directly; ingest hands it the events just sto
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -35,16 +39,30 @@ from offerloop.backends import Backend, EventRecord
 from offerloop.features._batch_source import BatchSources
 from offerloop.features._defs import Batch, FeatureSet, FeatureValue, Sql
 from offerloop.features._follow import LogFollower
-from offerloop.features._online import FeatureReading, OnlineFeatures
+from offerloop.features._online import (
+    FeatureReading,
+    InMemoryOnlineStore,
+    OnlineFeatures,
+    StateCodec,
+)
 from offerloop.features._reference import reference_features
+from offerloop.features._snapshot import (
+    SnapshotInfo,
+    SnapshotUnusable,
+    gc_paused,
+    read_snapshot,
+    write_snapshot,
+)
 from offerloop.features._sql_source import SqlSources
 
 if TYPE_CHECKING:  # redis-py is imported only when a redis_url is set
     from offerloop.features._redis import RedisOnlineStore
 
-__all__ = ["REBUILD_WAIT_SECONDS", "PlayerFeatures"]
+__all__ = ["REBUILD_WAIT_SECONDS", "SNAPSHOT_FILE", "PlayerFeatures"]
 
 REBUILD_WAIT_SECONDS = 600.0  # how long a process waits for another one's Redis rebuild
+SNAPSHOT_FILE = "online-state.snapshot"  # in data_dir
+_log = logging.getLogger("offerloop.features")
 
 
 class PlayerFeatures:
@@ -92,6 +110,11 @@ class PlayerFeatures:
         self.in_background = False
         self.rebuilt_events = 0
         self.rebuild_seconds = 0.0
+        # in process (no Redis): the snapshot a start restored, or why it did not
+        snapshots = self.redis is None and settings.snapshot_interval_seconds > 0
+        self.snapshot_path = settings.path / SNAPSHOT_FILE if snapshots else None
+        self.restored: SnapshotInfo | None = None
+        self.restore_note = ""
         self._ready = False
         self._lock = threading.Lock()
         self._next_follow = 0.0
@@ -128,6 +151,9 @@ class PlayerFeatures:
                 self._ready = True
                 self._catch_up()
                 return
+            if store is None and self._restore():
+                self._ready = True
+                return
             try:
                 self.rebuild()
             finally:
@@ -139,11 +165,57 @@ class PlayerFeatures:
         """Replay the whole event log into the online state (``offerloop features rebuild``);
         returns the number of events folded."""
         started = time.perf_counter()
-        self.rebuilt_events = self.follower.rebuild()
+        with gc_paused():
+            self.rebuilt_events = self.follower.rebuild()
         self.rebuild_seconds = time.perf_counter() - started
+        self.metrics.online_start.labels("log").set(self.rebuild_seconds)
         if self.redis is not None:
             self.redis.mark_built(self.rebuilt_events)
         return self.rebuilt_events
+
+    def _restore(self) -> bool:
+        """The in-process state from the snapshot and the log after it; False (and
+        ``restore_note`` says why) when there is no usable snapshot."""
+        path, store = self.snapshot_path, self._online.store
+        if path is None or not isinstance(store, InMemoryOnlineStore):
+            return False
+        started = time.perf_counter()
+        try:
+            states, marks, cursor, info = read_snapshot(
+                path, self.features.digest(), self.backend.last_event_seq()
+            )
+        except FileNotFoundError:
+            self.restore_note = "no snapshot yet"
+            return False
+        except (SnapshotUnusable, OSError) as exc:
+            self.restore_note = f"snapshot {path} not used: {exc}"
+            self.metrics.errors.labels("snapshot").inc()
+            _log.warning("%s; rebuilding the online state from the whole log", self.restore_note)
+            return False
+        store.restore(states, marks, cursor, StateCodec(self.features))
+        with gc_paused():
+            self.rebuilt_events = self.follower.catch_up()
+        self.rebuild_seconds = time.perf_counter() - started
+        self.metrics.online_start.labels("snapshot").set(self.rebuild_seconds)
+        self.restored = info
+        self.restore_note = (
+            f"snapshot of {info.players} players read in {info.seconds:.2f} s, "
+            f"{self.rebuilt_events} events after it folded"
+        )
+        return True
+
+    def save_snapshot(self) -> SnapshotInfo | None:
+        """Write a snapshot of the in-process online state (None with Redis, whose state
+        outlives the process, or before the state is built). Raises OSError when it cannot
+        be written: the previous snapshot stays."""
+        path, store = self.snapshot_path, self._online.store
+        if path is None or not self._ready or not isinstance(store, InMemoryOnlineStore):
+            return None
+        info = write_snapshot(
+            store, StateCodec(self.features), self.features.digest(), path, self.clock.now()
+        )
+        self.metrics.online_snapshot_at.set(self.clock.now())
+        return info
 
     def _catch_up(self) -> None:
         with contextlib.suppress(BackendUnavailable):  # the follower retries later
@@ -252,7 +324,14 @@ class PlayerFeatures:
         return {k: r.value for k, r in self._online.read_state(None, as_of, context).items()}
 
     def close(self) -> None:
-        """Close the SQL sources and the Redis connection."""
+        """Close the SQL sources and the Redis connection; a service (``in_background``)
+        with its state in process writes a last snapshot first."""
+        if self.in_background:
+            try:
+                self.save_snapshot()
+            except OSError as exc:
+                self.metrics.errors.labels("snapshot").inc()
+                _log.warning("the online state's snapshot could not be written: %s", exc)
         self.sql_sources.close()
         if self.redis is not None:
             self.redis.close()

@@ -59,6 +59,7 @@ class _GBT(RewardModel):
         learning_rate: float = 0.05,
         num_leaves: int = 15,
         min_data_in_leaf: int = 50,
+        feature_fraction: float = 1.0,
         ipw: bool = False,
         max_weight: float = 50.0,
         seed: int = 0,
@@ -72,6 +73,7 @@ class _GBT(RewardModel):
         self.learning_rate = float(learning_rate)
         self.num_leaves = int(num_leaves)
         self.min_data_in_leaf = int(min_data_in_leaf)
+        self.feature_fraction = float(feature_fraction)
         self.ipw = bool(ipw)
         self.max_weight = float(max_weight)
         self.seed = int(seed)
@@ -106,6 +108,7 @@ class _GBT(RewardModel):
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
             "ipw": self.ipw,
             "max_weight": self.max_weight,
             "seed": self.seed,
@@ -136,6 +139,7 @@ class _GBT(RewardModel):
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
             "seed": self.seed,
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
             "deterministic": True,
