@@ -92,6 +92,7 @@ class Offerloop:
             self.features, self.backend, self.clock, self.metrics, settings
         )
         self._background: list[Periodic] = []
+        self._closed = False
         attribution = AttributionRules(
             window_seconds=self.window_seconds,
             price_tolerance=settings.attribution_price_tolerance,
@@ -173,7 +174,7 @@ class Offerloop:
         if player.snapshot_path is not None:
 
             def snapshot() -> None:
-                info = player.save_snapshot()
+                info = player.save_snapshot(if_changed=True)
                 if info is not None:
                     _log.info(
                         "online state snapshot: %d players in %.2f s", info.players, info.seconds
@@ -201,7 +202,11 @@ class Offerloop:
         return self.decider.shadows.flush()
 
     def close(self) -> None:
-        """Stop the background tasks, commit what is journaled, close every store."""
+        """Stop the background tasks, commit what is journaled, close every store (once: a
+        second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         for task in self._background:
             task.stop()
         self._background = []

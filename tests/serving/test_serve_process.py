@@ -129,3 +129,60 @@ def test_serve_logs_each_request_with_access_log(tmp_path: Path) -> None:
     assert '"POST /v1/decide HTTP/1.1" 200' in text
     assert '"POST /v1/decide HTTP/1.1" 422' in text
     assert "Traceback" not in text
+
+
+def test_sigterm_stops_serve_gracefully_and_the_next_start_reads_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (what `kill`, systemd and Kubernetes send): the process exits 0 after its
+    cleanup, the journaled decisions are committed and the online state's snapshot is written;
+    the next start serves from that snapshot. (uvicorn raises the signal again after its
+    shutdown; with the default handler the process used to die there, skipping all of it.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFERLOOP_")}
+    data = tmp_path / "data"
+
+    def start(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+        port = _free_port()
+        argv = ["serve", "--port", str(port), "--data-dir", str(data)]
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "offerloop", *argv],
+                cwd=tmp_path,
+                env={**env, "COLUMNS": "300"},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(proc, base)
+        return proc, base
+
+    proc, base = start(tmp_path / "first.log")
+    try:
+        from offerloop import format_ts
+
+        at = format_ts(time.time() - 60)
+        events = [
+            {"event_id": f"e{i}", "player_id": f"p{i % 5}", "type": "session_start", "ts": at}
+            for i in range(20)
+        ]
+        assert httpx.post(f"{base}/v1/events", json={"events": events}, timeout=30).is_success
+        ids = [
+            httpx.post(f"{base}/v1/decide", json={"player_id": f"p{i}"}, timeout=30).json()[
+                "decision_id"
+            ]
+            for i in range(5)
+        ]
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=120)
+    assert code == 0, (tmp_path / "first.log").read_text()
+    assert (data / "online-state.snapshot").exists()
+    proc, base = start(tmp_path / "second.log")
+    try:
+        for decision_id in ids:  # committed before the first process ended
+            assert httpx.get(f"{base}/v1/decisions/{decision_id}", timeout=30).is_success
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0
+    said = (tmp_path / "second.log").read_text()
+    assert "online features from a snapshot of 5 players" in said, said

@@ -177,8 +177,6 @@ def serve(
     schedule (setting pipeline_schedule) running inside it."""
     import logging
 
-    import uvicorn
-
     logging.basicConfig(
         level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -186,7 +184,7 @@ def serve(
     from offerloop._schedule import parse_schedule
     from offerloop.pipeline import PipelineScheduler, run_pipeline
     from offerloop.serving import create_app
-    from offerloop.serving._server import server_config
+    from offerloop.serving._server import run_until_stopped, server_config
     from offerloop.serving._workers import run_workers
 
     settings = _settings(data_dir, config, clock=clock, host=host, port=port)
@@ -256,7 +254,7 @@ def serve(
                 log_level=log_level.value,
                 access_log=access_log,
             )
-            uvicorn.Server(server_config_).run()
+            run_until_stopped(server_config_)
         finally:
             if sched is not None:
                 sched.stop()

@@ -115,6 +115,7 @@ class PlayerFeatures:
         self.snapshot_path = settings.path / SNAPSHOT_FILE if snapshots else None
         self.restored: SnapshotInfo | None = None
         self.restore_note = ""
+        self._snapshot_cursor: object = None  # the cursor of the last snapshot read or written
         self._ready = False
         self._lock = threading.Lock()
         self._next_follow = 0.0
@@ -193,6 +194,7 @@ class PlayerFeatures:
             _log.warning("%s; rebuilding the online state from the whole log", self.restore_note)
             return False
         store.restore(states, marks, cursor, StateCodec(self.features))
+        self._snapshot_cursor = cursor
         with gc_paused():
             self.rebuilt_events = self.follower.catch_up()
         self.rebuild_seconds = time.perf_counter() - started
@@ -204,16 +206,20 @@ class PlayerFeatures:
         )
         return True
 
-    def save_snapshot(self) -> SnapshotInfo | None:
+    def save_snapshot(self, if_changed: bool = False) -> SnapshotInfo | None:
         """Write a snapshot of the in-process online state (None with Redis, whose state
-        outlives the process, or before the state is built). Raises OSError when it cannot
-        be written: the previous snapshot stays."""
+        outlives the process, before the state is built, or, ``if_changed``, when the log
+        cursor has not moved since the last snapshot read or written). Raises OSError when it
+        cannot be written: the previous snapshot stays."""
         path, store = self.snapshot_path, self._online.store
         if path is None or not self._ready or not isinstance(store, InMemoryOnlineStore):
+            return None
+        if if_changed and store.cursor() == self._snapshot_cursor:
             return None
         info = write_snapshot(
             store, StateCodec(self.features), self.features.digest(), path, self.clock.now()
         )
+        self._snapshot_cursor = info.cursor
         self.metrics.online_snapshot_at.set(self.clock.now())
         return info
 
@@ -326,9 +332,11 @@ class PlayerFeatures:
     def close(self) -> None:
         """Close the SQL sources and the Redis connection; a service (``in_background``)
         with its state in process writes a last snapshot first."""
-        if self.in_background:
+        if self.in_background and self.snapshot_path is not None and self._ready:
             try:
-                self.save_snapshot()
+                with contextlib.suppress(BackendUnavailable):
+                    self.follower.catch_up()  # the cursor past what ingest folded last
+                self.save_snapshot(if_changed=True)
             except OSError as exc:
                 self.metrics.errors.labels("snapshot").inc()
                 _log.warning("the online state's snapshot could not be written: %s", exc)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import signal
 import socket
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -23,7 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from offerloop._metrics import Metrics
 from offerloop.serving._deadline import HeaderDeadline, set_header_timeout
 
-__all__ = ["TimedH11", "server_config", "set_header_timeout"]
+__all__ = ["TimedH11", "run_until_stopped", "server_config", "set_header_timeout"]
 
 
 class TimedH11(HeaderDeadline, H11Protocol):
@@ -93,3 +94,23 @@ def server_config(
 def nodelay(sock: socket.socket) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def _stop(signum: int, _frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+def run_until_stopped(config: uvicorn.Config) -> None:
+    """Serve until SIGTERM or SIGINT, then return after uvicorn's graceful shutdown, so the
+    caller's cleanup runs (the journal's last batch, the online state's snapshot, the shadow
+    worker). uvicorn raises the signal again once it has shut down, with the handler that was
+    in place before it started: by default SIGTERM would then kill the process on the spot,
+    skipping every ``finally``. With this handler the signal ends the serving as a
+    ``SystemExit(0)``, caught here."""
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        uvicorn.Server(config).run()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

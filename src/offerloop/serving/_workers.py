@@ -33,10 +33,15 @@ def service_app() -> FastAPI:
     system.start_background()
     gc.collect()
     gc.freeze()  # as in single-process serve: the start-up heap stays out of full GC passes
-    atexit.register(system.close)  # the journal's last batch, the shadow worker
+    # the journal's last batch, the shadow worker: at uvicorn's graceful shutdown (after it,
+    # uvicorn raises the SIGTERM again and the process ends without running atexit), or at
+    # any other exit
+    atexit.register(system.close)
     # the connection timeouts of this process's server (serving._server)
     set_header_timeout(settings.http_header_timeout_seconds, system.metrics)
-    return create_app(system, service=True)
+    app = create_app(system, service=True)
+    app.router.on_shutdown.append(system.close)
+    return app
 
 
 def run_workers(
