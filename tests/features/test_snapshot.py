@@ -298,3 +298,37 @@ def test_snapshot_and_tail_equal_a_full_replay(
     finally:
         restored.close()
         replayed.close()
+
+
+def test_snapshots_written_at_once_by_the_schedule_and_the_stop_stay_whole(
+    tmp_path: Path,
+) -> None:
+    """The scheduled snapshot may still be writing when the service stops and writes its last
+    one: the writes take turns, and the file is always a whole snapshot."""
+    import threading
+
+    clock = ManualClock(T0)
+    data = tmp_path / "data"
+    system = _open(data, clock)
+    try:
+        system.player_features.warm()
+        system.ingest(_events(random.Random(7), 300, clock.now(), "a"))
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for _ in range(5):
+                    system.player_features.save_snapshot()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        read_snapshot(data / SNAPSHOT_FILE, system.features.digest(), 10**9)
+        assert [p.name for p in data.iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        system.close()

@@ -116,6 +116,7 @@ class PlayerFeatures:
         self.restored: SnapshotInfo | None = None
         self.restore_note = ""
         self._snapshot_cursor: object = None  # the cursor of the last snapshot read or written
+        self._snapshot_lock = threading.Lock()  # one write at a time (schedule and stop)
         self._ready = False
         self._lock = threading.Lock()
         self._next_follow = 0.0
@@ -214,12 +215,13 @@ class PlayerFeatures:
         path, store = self.snapshot_path, self._online.store
         if path is None or not self._ready or not isinstance(store, InMemoryOnlineStore):
             return None
-        if if_changed and store.cursor() == self._snapshot_cursor:
-            return None
-        info = write_snapshot(
-            store, StateCodec(self.features), self.features.digest(), path, self.clock.now()
-        )
-        self._snapshot_cursor = info.cursor
+        with self._snapshot_lock:
+            if if_changed and store.cursor() == self._snapshot_cursor:
+                return None
+            info = write_snapshot(
+                store, StateCodec(self.features), self.features.digest(), path, self.clock.now()
+            )
+            self._snapshot_cursor = info.cursor
         self.metrics.online_snapshot_at.set(self.clock.now())
         return info
 

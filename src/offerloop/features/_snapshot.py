@@ -30,6 +30,7 @@ import gc
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ def write_snapshot(
     started = time.perf_counter()
     states, marks, cursor = store.snapshot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     body = hashlib.sha256()
     size = 0
     try:
