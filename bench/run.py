@@ -13,6 +13,7 @@ BENCHES = [
     "sim_ratios.py",
     "decide_latency.py",
     "features_bench.py",
+    "restart.py",
     "feast_peer.py",
     "learners_vs_vw.py",
     "backends_bench.py",
