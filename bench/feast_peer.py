@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: bench.*
 
 from bench.features_bench import RESULTS, SPAN, T0, generate
 from offerloop.backends._sqlite import SQLiteBackend
