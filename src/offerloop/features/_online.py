@@ -606,10 +606,6 @@ class StateCodec:
         self._keys = {v: k for k, v in self._ids.items()}
 
     def encode(self, st: PlayerState) -> bytes:
-        return json.dumps(self.doc(st), separators=(",", ":")).encode()
-
-    def doc(self, st: PlayerState) -> list[Any]:
-        """The state as JSON-able data (what :meth:`encode` writes)."""
         streams = {}
         for key, s in st.streams.items():
             m = s.summary
@@ -630,13 +626,10 @@ class StateCodec:
         doc: list[Any] = [st.newest_received, streams]
         if st.seqs:
             doc.append(sorted(st.seqs))
-        return doc
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def decode(self, raw: bytes) -> PlayerState:
-        return self.from_doc(json.loads(raw))
-
-    def from_doc(self, doc: list[Any]) -> PlayerState:
-        """The state :meth:`doc` described."""
+        doc = json.loads(raw)
         newest, streams = doc[0], doc[1]
         st = PlayerState(newest_received=float(newest), seqs=set(doc[2]) if len(doc) > 2 else set())
         for sid, (buf, m) in streams.items():

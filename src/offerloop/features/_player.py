@@ -40,6 +40,7 @@ from offerloop.features._batch_source import BatchSources
 from offerloop.features._defs import Batch, FeatureSet, FeatureValue, Sql
 from offerloop.features._follow import LogFollower
 from offerloop.features._online import (
+    Cursor,
     FeatureReading,
     InMemoryOnlineStore,
     OnlineFeatures,
@@ -115,7 +116,7 @@ class PlayerFeatures:
         self.snapshot_path = settings.path / SNAPSHOT_FILE if snapshots else None
         self.restored: SnapshotInfo | None = None
         self.restore_note = ""
-        self._snapshot_cursor: object = None  # the cursor of the last snapshot read or written
+        self._snapshot_cursor: Cursor | None = None  # of the last snapshot read or written
         self._snapshot_lock = threading.Lock()  # one write at a time (schedule and stop)
         self._ready = False
         self._lock = threading.Lock()

@@ -140,10 +140,10 @@ def read_snapshot(
     raw = path.read_bytes()
     if not raw.endswith(b"\n"):
         raise SnapshotUnusable("it was cut short (no trailer)")
-    rest, _, last = raw[:-1].rpartition(b"\n")
-    body = rest + b"\n" if rest else b""
+    cut = raw.rfind(b"\n", 0, len(raw) - 1) + 1  # where the trailer starts
+    body = memoryview(raw)[:cut]  # checked and split without a copy of its own
     try:
-        header = json.loads(last)
+        header = json.loads(raw[cut:])
     except ValueError:
         raise SnapshotUnusable("its trailer is not JSON (cut short?)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -164,17 +164,16 @@ def read_snapshot(
             "(a log replaced or restored from an older backup)"
         )
     states: dict[str, PlayerState | bytes] = {}
-    with gc_paused():
-        try:
-            for line in body.splitlines():
-                pid, tab, state = line.partition(b"\t")
-                if not tab or not state.startswith(b"["):
-                    raise ValueError("a line is not <player id>\\t<state>")
-                states[json.loads(pid)] = state
-        except ValueError as exc:
-            raise SnapshotUnusable(f"a line cannot be read: {exc}") from None
-        if len(states) != header.get("players"):
-            raise SnapshotUnusable(f"{len(states)} players, not {header.get('players')}")
+    try:
+        for line in raw.splitlines()[:-1]:  # every line but the trailer
+            pid, tab, state = line.partition(b"\t")
+            if not tab or not state.startswith(b"["):
+                raise ValueError("a line is not <player id>\\t<state>")
+            states[json.loads(pid)] = state
+    except ValueError as exc:
+        raise SnapshotUnusable(f"a line cannot be read: {exc}") from None
+    if len(states) != header.get("players"):
+        raise SnapshotUnusable(f"{len(states)} players, not {header.get('players')}")
     marks = {int(m) for m in header.get("marks", [])}
     info = SnapshotInfo(path, len(states), len(body), time.perf_counter() - started, cursor)
     return states, marks, cursor, info

@@ -28,6 +28,7 @@ from offerloop.monitoring._business import (
     shadow_estimates,
 )
 from offerloop.monitoring._drift import drift_report, state_of
+from offerloop.registry import transition_doc
 from offerloop.training import Evidence, reward_bound
 
 if TYPE_CHECKING:
@@ -165,17 +166,8 @@ class Monitor:
         c = self.system.campaign(campaign)
         start, end = self._range(start, end)
         decisions, rewards, still_open = self._matured(c.id, start, end)
-        transitions = [
-            {
-                "ts": t.ts,
-                "at": format_ts(t.ts),
-                "action": t.action,
-                "version": t.version,
-                "from": t.from_mode,
-                "to": t.to_mode,
-                "actor": t.actor,
-                "reason": t.reason,
-            }
+        transitions = [  # the API's shape, with the time also as epoch seconds for charts
+            {**transition_doc(t), "ts": t.ts, "at": format_ts(t.ts)}
             for t in self.system.deployments.history(c.id)
             if start <= t.ts <= end
         ]
