@@ -269,6 +269,23 @@ class Settings(BaseSettings):
         "log after it instead of the whole log. 0: never (every start replays the log).",
         ge=0,
     )
+    offline_store: Literal["columnar", "log"] = _s(
+        "feature_store",
+        "columnar",
+        "What training sets, backfills and skew reports read events from: columnar (typed "
+        "Parquet files under data_dir/columnar, following the log: integer player keys, "
+        "one directory per day; brought up to date before each read) or log (the event log "
+        "itself: the SQLite file or the PostgreSQL table, its JSON properties parsed at "
+        "every read). Both give the same values.",
+    )
+    columnar_sync_seconds: float = _s(
+        "feature_store",
+        60.0,
+        "`offerloop serve` with offline_store columnar: append the log's new events to the "
+        "columnar store and merge its small files this often, so a training set only has "
+        "the last minutes to add. 0: only when a pipeline run reads it.",
+        ge=0,
+    )
     # [catalog]
     campaigns: Names = _s(
         "catalog",

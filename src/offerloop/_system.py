@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +33,9 @@ from offerloop.events import (
 from offerloop.events._intake import EventIntake, price_shown
 from offerloop.features import (
     Aggregate,
+    ColumnarStore,
     SinceLast,
+    columnar_properties,
     load_features,
 )
 from offerloop.features._player import PlayerFeatures
@@ -93,6 +96,8 @@ class Offerloop:
         )
         self._background: list[Periodic] = []
         self._closed = False
+        self._columnar: ColumnarStore | None = None
+        self._columnar_lock = threading.Lock()
         attribution = AttributionRules(
             window_seconds=self.window_seconds,
             price_tolerance=settings.attribution_price_tolerance,
@@ -185,6 +190,15 @@ class Offerloop:
                     "offerloop-snapshot", snapshot, s.snapshot_interval_seconds, count("snapshot")
                 )
             )
+        if s.offline_store == "columnar" and s.columnar_sync_seconds > 0:
+            self._background.append(
+                Periodic(
+                    "offerloop-columnar",
+                    self.sync_columnar,
+                    s.columnar_sync_seconds,
+                    count("columnar"),
+                )
+            )
         if player.batch_sources.sources:
             self._background.append(
                 Periodic("offerloop-batches", player.poll_batches, max(0.1, s.batch_poll_seconds))
@@ -192,14 +206,41 @@ class Offerloop:
         for task in self._background:
             task.start()
 
+    def columnar(self) -> ColumnarStore | None:
+        """The columnar event store under data_dir (``offline_store`` columnar; None with
+        ``log``), opened on first use. Callers bring it up to date with ``sync``."""
+        if self.settings.offline_store != "columnar":
+            return None
+        with self._columnar_lock:
+            if self._columnar is None:
+                self._columnar = ColumnarStore(
+                    self.settings.path / "columnar", columnar_properties(self.features), self.clock
+                )
+                if self._columnar.reset_reason:
+                    _log.warning("columnar store: %s", self._columnar.reset_reason)
+            return self._columnar
+
+    def sync_columnar(self) -> None:
+        """Append the log's new events to the columnar store and merge its small files."""
+        store = self.columnar()
+        if store is not None:
+            self.commit_journals()  # what was acknowledged is in the log, then in the store
+            store.sync(self.backend)
+            store.compact()
+
     def flush_shadows(self) -> int:
         """Commit every decision answered so far to the database (the journal commits in
         batches) and score their shadows (scored in batches after the answer); judges and
         reports call this first."""
-        with contextlib.suppress(BackendUnavailable):  # they stay journaled; retried
+        self.commit_journals()
+        return self.decider.shadows.flush()
+
+    def commit_journals(self) -> None:
+        """Commit the decisions and events journaled so far (the journals commit in batches,
+        in the background); while the database is down they stay journaled and retried."""
+        with contextlib.suppress(BackendUnavailable):
             self.journal.flush()
             self.event_journal.flush()
-        return self.decider.shadows.flush()
 
     def close(self) -> None:
         """Stop the background tasks, commit what is journaled, close every store (once: a

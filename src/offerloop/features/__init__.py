@@ -1,6 +1,7 @@
 """Features: defined once, computed online (fresh within milliseconds) and offline
 (point-in-time, in DuckDB) with the same values by construction."""
 
+from offerloop.features._columnar import ColumnarStore, SyncResult, columnar_properties
 from offerloop.features._defs import (
     AGGREGATIONS,
     Aggregate,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_FEATURES",
     "Aggregate",
     "Batch",
+    "ColumnarStore",
     "Context",
     "Encoder",
     "EventSchema",
@@ -59,8 +61,10 @@ __all__ = [
     "QueryRows",
     "SinceLast",
     "Sql",
+    "SyncResult",
     "aggregate",
     "batch",
+    "columnar_properties",
     "context",
     "load_features",
     "offer_history",

@@ -8,8 +8,13 @@ The same definitions and the same "known at t" rule as the online engine:
   stream's events and the query rows, ordered by the moment each event became known,
   ``max(ts, received_at)`` — an event counts at ``t`` exactly when that moment is ``<= t``.
 
-Events come from the embedded backend's SQLite file (through the bundled ``sqlite_scanner``
-extension) or from records in memory.
+Events come from the columnar store (``features._columnar``: typed Parquet columns, integer
+player keys), or straight from the log: the embedded backend's SQLite file (through the
+bundled ``sqlite_scanner`` extension), PostgreSQL's table, or records in memory. Either way
+the queries below read one shape, ``ev``: a player key, the event's type, times and id, and
+for each property the features read a number column ``n<j>`` and a text column ``s<j>``
+(NULL where the value is not of that kind). From the log that shape is pulled out of the JSON
+properties in one pass; the columnar store has it on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from numpy.typing import NDArray
 from offerloop._errors import BackendUnavailable
 from offerloop.backends import EventRecord
 from offerloop.campaigns import Condition
+from offerloop.features._columnar import (
+    ColumnarStore,
+    columnar_properties,
+    number_column,
+    quoted,
+    string_column,
+)
 from offerloop.features._defs import (
     _UNITS,
     Aggregate,
@@ -67,21 +79,31 @@ def _prop(name: str) -> str:
     return _sql_str(f'$."{name}"')
 
 
-def _where_sql(conds: Sequence[Condition]) -> str:
+def _where_sql(conds: Sequence[Condition], props: Sequence[str]) -> str:
     parts = []
     for c in conds:
-        p = _prop(c.feature)
+        j = props.index(c.feature)
         if isinstance(c.value, str):
-            parts.append(
-                f"(json_type(properties, {p}) = 'VARCHAR' AND "
-                f"json_extract_string(properties, {p}) {c.op} {_sql_str(c.value)})"
-            )
+            parts.append(f"s{j} {c.op} {_sql_str(c.value)}")
         else:
-            parts.append(
-                f"(json_type(properties, {p}) IN {NUMERIC} AND "
-                f"CAST(json_extract(properties, {p}) AS DOUBLE) {c.op} {float(c.value)!r})"
-            )
-    return " AND ".join(parts) if parts else "TRUE"
+            parts.append(f"n{j} {c.op} {float(c.value)!r}")
+    return " AND ".join(f"({p})" for p in parts) if parts else "TRUE"
+
+
+def _typed_sql(props: Sequence[str]) -> str:
+    """The ``n<j>``/``s<j>`` columns pulled out of JSON ``properties`` (as the store has them)."""
+    cols = []
+    for j, p in enumerate(props):
+        jp = _prop(p)
+        cols.append(
+            f"CASE WHEN json_type(properties, {jp}) IN {NUMERIC} "
+            f"THEN CAST(json_extract(properties, {jp}) AS DOUBLE) END AS n{j}"
+        )
+        cols.append(
+            f"CASE WHEN json_type(properties, {jp}) = 'VARCHAR' "
+            f"THEN json_extract_string(properties, {jp}) END AS s{j}"
+        )
+    return "".join(", " + c for c in cols)
 
 
 def _bundled_extension(name: str) -> str | None:
@@ -108,6 +130,9 @@ class OfflineEngine:
         self.con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
         self._streams: dict[StreamKey, list[str]] = {}
         self._batch_sources: list[Any] = []
+        self._columnar: ColumnarStore | None = None
+        # every property read (as a value or in a condition): column n<j>/s<j> of ``ev``
+        self._props = columnar_properties(features)
         for f in features:
             key = stream_of(f)
             if key is None:
@@ -122,6 +147,13 @@ class OfflineEngine:
         self.con.close()
 
     # -- event sources -------------------------------------------------------------------
+    def use_columnar(self, store: ColumnarStore) -> None:
+        """Read events from a columnar store (synced by the caller: it reads what is there)."""
+        missing = [p for p in self._props if p not in store.properties]
+        if missing:
+            raise ValueError(f"the columnar store has no columns for {', '.join(missing)}")
+        self._columnar = store
+
     def use_sqlite(self, path: str | Path) -> None:
         """Read events from an embedded backend's SQLite database."""
         ext = _sqlite_scanner()
@@ -183,22 +215,33 @@ class OfflineEngine:
     ) -> dict[str, NDArray[Any]]:
         """Columns of feature values (one array per feature, in row order)."""
         n = len(rows)
+        store = self._columnar
+        keys: NDArray[Any] = (
+            np.asarray(rows.player_ids, dtype=object)
+            if store is None
+            else store.player_keys(rows.player_ids)
+        )
         self.con.register(
             "_q",
             {
                 "row_id": np.arange(n, dtype=np.int64),
-                "player_id": np.asarray(rows.player_ids, dtype=object),
+                "pkey": keys,
                 "t": np.asarray(rows.ts, dtype=np.float64),
             },
         )
         self.con.execute("CREATE OR REPLACE TEMP TABLE q AS SELECT * FROM _q")
         self.con.unregister("_q")
-        # one pass over the log (SQLite scans are the slow part), only the types we read
         types = ", ".join(sorted({_sql_str(k[0]) for k in self._streams})) or "NULL"
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE ev AS SELECT player_id, type, ts, event_id, "
-            f"received_at, properties FROM events WHERE type IN ({types})"
-        )
+        if store is None:
+            # one pass over the log (its scan and the JSON are the slow part), only the
+            # types read, properties pulled out as typed columns
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE ev AS SELECT player_id AS pkey, type, ts, "
+                f"event_id, received_at{_typed_sql(self._props)} FROM events "
+                f"WHERE type IN ({types})"
+            )
+        else:
+            self._columnar_view(store, float(np.max(rows.ts)) if n else None)
         raw: dict[str, NDArray[Any]] = {}
         for i, (key, props) in enumerate(self._streams.items()):
             raw.update(self._stream_columns(i, key, props, n))
@@ -223,6 +266,28 @@ class OfflineEngine:
                 out[f.name] = np.array([f.coerce(v) for v in vals], dtype=_dtype(f))
         return out
 
+    def _columnar_view(self, store: ColumnarStore, until: float | None) -> None:
+        files = [str(p) for p in store.files(until)]
+        cols = ", ".join(
+            ["pkey", "type", "ts", "event_id", "received_at"]
+            + [
+                f"{quoted(number_column(p))} AS n{j}, {quoted(string_column(p))} AS s{j}"
+                for j, p in enumerate(self._props)
+            ]
+        )
+        if not files:
+            nulls = ", ".join(
+                ["NULL::BIGINT AS pkey", "NULL::VARCHAR AS type", "NULL::DOUBLE AS ts"]
+                + ["NULL::VARCHAR AS event_id", "NULL::DOUBLE AS received_at"]
+                + [f"NULL::DOUBLE AS n{j}, NULL::VARCHAR AS s{j}" for j in range(len(self._props))]
+            )
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {nulls} WHERE FALSE")
+            return
+        listed = ", ".join(_sql_str(f) for f in files)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {cols} FROM read_parquet([{listed}])"
+        )
+
     def _batch_columns(self, rows: QueryRows) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
         for src in self._batch_sources:
@@ -243,22 +308,13 @@ class OfflineEngine:
         self, i: int, key: StreamKey, props: list[str], n: int
     ) -> dict[str, NDArray[Any]]:
         event, where = key
-        cols = []
-        for j, p in enumerate(props):
-            jp = _prop(p)
-            cols.append(
-                f"CASE WHEN json_type(properties, {jp}) IN {NUMERIC} "
-                f"THEN CAST(json_extract(properties, {jp}) AS DOUBLE) END AS n{j}"
-            )
-            cols.append(
-                f"CASE WHEN json_type(properties, {jp}) = 'VARCHAR' "
-                f"THEN json_extract_string(properties, {jp}) END AS s{j}"
-            )
-        extra = (", " + ", ".join(cols)) if cols else ""
+        every = self._props  # _agg_sql and _running_sql name columns by their global index
+        own = [f"n{every.index(p)}, s{every.index(p)}" for p in props]
+        extra = "".join(", " + c for c in own)
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE s{i} AS SELECT player_id, ts, event_id, received_at, "
+            f"CREATE OR REPLACE TEMP TABLE s{i} AS SELECT pkey, ts, event_id, received_at, "
             f"greatest(ts, received_at) AS v{extra} FROM ev "
-            f"WHERE type = {_sql_str(event)} AND {_where_sql(where)}"
+            f"WHERE type = {_sql_str(event)} AND {_where_sql(where, self._props)}"
         )
         feats = [f for f in self.features if stream_of(f) == key]
         windowed = [f for f in feats if isinstance(f, Aggregate) and not math.isinf(f.seconds)]
@@ -267,32 +323,32 @@ class OfflineEngine:
         if windowed:
             wmax = max(f.seconds for f in windowed)
             aggs = ", ".join(
-                _agg_sql(f, props, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
+                _agg_sql(f, every, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
                 for f in windowed
             )
             sql = (
-                f"SELECT q.row_id, {aggs} FROM q JOIN s{i} s ON s.player_id = q.player_id "
+                f"SELECT q.row_id, {aggs} FROM q JOIN s{i} s ON s.pkey = q.pkey "
                 f"AND s.ts <= q.t AND s.received_at <= q.t AND s.ts >= q.t - {wmax!r} "
                 "GROUP BY q.row_id"
             )
             out.update(self._fetch(sql, windowed, n))
         if running:
             aggs = ", ".join(
-                (_agg_sql(f, props, None) if isinstance(f, Aggregate) else _running_sql(f, props))
+                (_agg_sql(f, every, None) if isinstance(f, Aggregate) else _running_sql(f, every))
                 + " OVER w AS "
                 + _col(f)
                 for f in running
             )
-            base_cols = ", ".join(["ts", "event_id"] + [f"n{j}, s{j}" for j in range(len(props))])
+            base_cols = ", ".join(["ts", "event_id", *own])
             nulls = ", ".join(
                 ["NULL AS ts", "NULL AS event_id"]
-                + [f"NULL AS n{j}, NULL AS s{j}" for j in range(len(props))]
+                + [f"NULL AS n{every.index(p)}, NULL AS s{every.index(p)}" for p in props]
             )
             sql = (
-                f"WITH u AS (SELECT player_id, v AS ord, 0 AS is_q, NULL AS row_id, {base_cols} "
-                f"FROM s{i} UNION ALL SELECT player_id, t AS ord, 1 AS is_q, row_id, {nulls} "
+                f"WITH u AS (SELECT pkey, v AS ord, 0 AS is_q, NULL AS row_id, {base_cols} "
+                f"FROM s{i} UNION ALL SELECT pkey, t AS ord, 1 AS is_q, row_id, {nulls} "
                 f"FROM q) SELECT row_id, {aggs} FROM u "
-                "WINDOW w AS (PARTITION BY player_id ORDER BY ord, is_q "
+                "WINDOW w AS (PARTITION BY pkey ORDER BY ord, is_q "
                 "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) QUALIFY is_q = 1"
             )
             out.update(self._fetch(sql, running, n))

@@ -17,11 +17,16 @@ __all__ = ["BackfillResult", "SkewReport", "backfill", "offline_engine", "skew_r
 
 
 def offline_engine(system: Offerloop) -> OfflineEngine:
-    """A DuckDB engine reading this system's event log."""
+    """A DuckDB engine reading this system's events: the columnar store brought up to date
+    (``offline_store`` columnar), or the event log itself."""
     engine = OfflineEngine(system.features)
     engine.use_batches(system.player_features.batch_sources.sources)
     b = system.backend
-    if b.name == "postgres":
+    store = system.columnar()
+    if store is not None:
+        system.sync_columnar()
+        engine.use_columnar(store)
+    elif b.name == "postgres":
         engine.use_postgres(getattr(b, "url"), getattr(b, "schema"))  # noqa: B009
     elif (path := getattr(b, "path", None)) is not None:
         engine.use_sqlite(path)
