@@ -1,19 +1,24 @@
-"""Online state in Redis: the same values as in memory, atomic per-player updates across
-clients, one round trip per read, and a clear that touches only its own prefix."""
+"""Online state in Redis, a single server and a Redis Cluster of three masters that the tests
+start themselves: the same values as in memory, atomic per-player updates across clients, one
+round trip per read, a clear that touches only its own prefix; on the cluster, a batch's
+players spread over every master and the state survives a master killed with SIGKILL."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from offerloop._errors import BackendUnavailable
 from offerloop.backends import EventRecord
 from offerloop.features import OnlineFeatures, load_features
 from offerloop.features._online import InMemoryOnlineStore, StateCodec
 from offerloop.features._redis import RedisOnlineStore
+from tests.clusters import RedisCluster, redis_cluster
 from tests.conftest import REDIS_URL, unique_name
 from tests.helpers import examples
 
@@ -23,9 +28,23 @@ FEATURES = load_features()
 NOW = 1_800_000_000.0
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as c:
+        yield c
+
+
+@pytest.fixture(params=["single", "cluster"])
+def url(request: pytest.FixtureRequest) -> str:
+    if request.param == "single":
+        return REDIS_URL
+    c: RedisCluster = request.getfixturevalue("cluster")
+    return c.url
+
+
 @pytest.fixture
-def store() -> Iterator[RedisOnlineStore]:
-    s = RedisOnlineStore(REDIS_URL, f"{unique_name('t')}:", FEATURES)
+def store(url: str) -> Iterator[RedisOnlineStore]:
+    s = RedisOnlineStore(url, f"{unique_name('t')}:", FEATURES)
     yield s
     s.clear()
     s.close()
@@ -96,10 +115,10 @@ def test_codec_round_trip_keeps_every_field() -> None:
     assert again == state
 
 
-def test_concurrent_updates_of_one_player_are_never_lost(store: RedisOnlineStore) -> None:
+def test_concurrent_updates_of_one_player_are_never_lost(store: RedisOnlineStore, url: str) -> None:
     """Four clients (own connections) fold disjoint events of the same player at once."""
     events = _events(200)
-    clients = [RedisOnlineStore(REDIS_URL, store.base[:-13], FEATURES) for _ in range(4)]
+    clients = [RedisOnlineStore(url, store.base[:-13], FEATURES) for _ in range(4)]
     assert all(c.base == store.base for c in clients)
 
     def work(i: int) -> None:
@@ -119,8 +138,8 @@ def test_concurrent_updates_of_one_player_are_never_lost(store: RedisOnlineStore
     assert OnlineFeatures(FEATURES, store).read("p1", NOW) == mem.read("p1", NOW)
 
 
-def test_clear_touches_only_its_own_prefix(store: RedisOnlineStore) -> None:
-    other = RedisOnlineStore(REDIS_URL, f"{unique_name('o')}:", FEATURES)
+def test_clear_touches_only_its_own_prefix(store: RedisOnlineStore, url: str) -> None:
+    other = RedisOnlineStore(url, f"{unique_name('o')}:", FEATURES)
     try:
         OnlineFeatures(FEATURES, store).apply(_events(5), NOW)
         OnlineFeatures(FEATURES, other).apply(_events(5), NOW)
@@ -146,3 +165,103 @@ def test_a_feature_read_is_one_round_trip(
     monkeypatch.setattr(store.reader, "execute_command", counting)
     assert store.get("p1") is not None  # answered by the real server
     assert [a[0] for a in sent] == ["GET"]
+
+
+def _players_events(players: int, per_player: int) -> list[EventRecord]:
+    out = []
+    for p in range(players):
+        out += _events(per_player, player=f"p{p}")
+    return out
+
+
+def test_a_batch_spreads_over_every_master_and_reads_like_memory(cluster: RedisCluster) -> None:
+    store = RedisOnlineStore(cluster.url, f"{unique_name('t')}:", FEATURES)
+    try:
+        assert store.cluster
+        events = _players_events(120, 6)
+        for i, e in enumerate(events):
+            events[i] = e.with_seq(i + 1)
+        mem = OnlineFeatures(FEATURES, InMemoryOnlineStore())
+        red = OnlineFeatures(FEATURES, store)
+        for k in range(0, len(events), 250):  # batches of many players, many buckets
+            mem.apply(events[k : k + 250], NOW)
+            red.apply(events[k : k + 250], NOW)
+        for p in range(120):
+            assert red.read(f"p{p}", NOW) == mem.read(f"p{p}", NOW)
+        nodes = store.client.get_primaries()
+        assert len(nodes) == 3
+        per_node = [len(store.client.keys(f"{store.base}p:*", target_nodes=n)) for n in nodes]
+        assert all(n > 0 for n in per_node), per_node  # the state is sharded
+        assert sum(per_node) == 120
+        assert store.folded(list(range(1, len(events) + 1))) == set(range(1, len(events) + 1))
+    finally:
+        store.clear()
+        store.close()
+
+
+def test_a_master_killed_and_restarted_keeps_every_acknowledged_fold(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL one of three masters: folds that touch its slots fail (the breaker opens, the
+    caller is told, the log keeps the events to fold later); folds of other buckets go on.
+    Started again from its append-only file, it has every fold it acknowledged, and folding
+    the failed batch again gives exactly the state of folding everything once."""
+    with redis_cluster(tmp_path) as c:
+        store = RedisOnlineStore(c.url, f"{unique_name('t')}:", FEATURES, write_timeout=1.0)
+        events = [e.with_seq(i + 1) for i, e in enumerate(_players_events(60, 4))]
+        red = OnlineFeatures(FEATURES, store)
+        red.apply(events[:120], NOW)
+        victim = c.ports[2]
+        c.kill(victim)
+        with pytest.raises(BackendUnavailable):
+            red.apply(events[120:], NOW)  # some of its players live on the dead master
+        c.start_node(victim)
+        c.wait_ok()
+        assert store.probe()  # what the follower does: Redis answers, the breaker closes
+        red.apply(events[120:], NOW)  # what the follower does with the log's events
+        mem = OnlineFeatures(FEATURES, InMemoryOnlineStore())
+        mem.apply(events, NOW)
+        for p in range(60):
+            assert red.read(f"p{p}", NOW) == mem.read(f"p{p}", NOW), p
+        store.close()
+
+
+def test_a_service_on_the_cluster_serves_what_it_ingests(
+    cluster: RedisCluster, tmp_path: Path
+) -> None:
+    from offerloop import ManualClock, Offerloop, format_ts, load_settings
+    from offerloop.events import EventIn
+
+    prefix = f"{unique_name('s')}:"
+    settings = load_settings(
+        env={},
+        data_dir=str(tmp_path / "data"),
+        redis_url=cluster.url,
+        redis_prefix=prefix,
+        online_read_timeout_ms=2000,
+    )
+    clock = ManualClock(NOW)
+    system = Offerloop(settings, clock)
+    try:
+        system.bootstrap(actor="test")
+        system.ingest(
+            [
+                EventIn(
+                    event_id=f"b{i}",
+                    player_id=f"p{i % 40}",
+                    type="purchase",
+                    ts=format_ts(NOW - 60),
+                    properties={"amount": 2.0},
+                )
+                for i in range(200)
+            ]
+        )
+        reading = system.player_features.online.read("p3", NOW)
+        assert reading["purchases_total"] == 5
+        assert reading["spend_total"] == 10.0
+        decision = system.decide("p3", context={"local_hour": 9})
+        assert decision.record.features["purchases_total"] == 5
+        assert not decision.record.fallback  # decided on the cluster's state, not defaults
+    finally:
+        system.close()
+        RedisOnlineStore(cluster.url, prefix, load_features()).clear()

@@ -29,7 +29,7 @@ is back and the follower catches up. ``rebuild`` is the same walk from an empty 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from offerloop._clock import Clock
@@ -99,6 +99,23 @@ class LogFollower:
         moved = new != c and store.advance(c, new)
         last = self.log.last_event_seq() if len(rows) >= self.batch else scan
         return FollowStep(len(candidates), len(todo), max(0, last - scan), 0.0, moved)
+
+    def folded_run(self, seqs: Sequence[int]) -> bool:
+        """Ingest folded these just-stored events: when they are exactly the next run of the
+        log after a cursor with no holes, and the log has no transient gaps, move the cursor
+        past them without reading them back (the next step would read them only to find
+        them folded). Otherwise, or if the cursor moved meanwhile, do nothing: the next step
+        reads them as usual. Returns whether the cursor moved."""
+        if self.log.transient_gaps or not seqs:
+            return False
+        store = self.online.store
+        c = store.cursor()
+        if c.holes or c.floor != c.scan or seqs[0] != c.scan + 1:
+            return False
+        if seqs[-1] - seqs[0] != len(seqs) - 1:  # distinct and sorted: a run without gaps
+            return False
+        last = seqs[-1]
+        return store.advance(c, Cursor(last, last, {}))
 
     def lag_of_failure(self) -> tuple[int, float]:
         """The lag while the store cannot be folded into: events after the cursor and the

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -54,7 +54,7 @@ from offerloop.features._defs import (
     stream_of,
 )
 
-__all__ = ["OfflineEngine", "QueryRows"]
+__all__ = ["DuckRunner", "OfflineEngine", "QueryRows", "SqlRunner"]
 
 NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
 
@@ -121,13 +121,83 @@ def _sqlite_scanner() -> str | None:
     return _bundled_extension("sqlite_scanner")
 
 
+class SqlRunner(Protocol):
+    """Where the engine's SQL runs (DuckDB here, Spark in ``features._spark``): the few
+    operations and the few spellings that differ; every query is written once, below."""
+
+    def execute(self, sql: str) -> None:
+        """Run a statement (``CREATE OR REPLACE TEMP VIEW/TABLE ... AS ...``)."""
+        ...
+
+    def register(self, name: str, cols: Mapping[str, NDArray[Any]]) -> None:
+        """Columns as a temporary table ``name``."""
+        ...
+
+    def fetch(self, sql: str) -> dict[str, NDArray[Any]]:
+        """A query's result as columns; NULLs masked (numpy masked arrays)."""
+        ...
+
+    def parquet(self, files: Sequence[str]) -> str:
+        """A FROM-clause source reading these Parquet files."""
+        ...
+
+    def struct(self, **fields: str) -> str:
+        """A struct value (ordered by its fields in order)."""
+        ...
+
+    def arg_max(self, value: str, key: str) -> str:
+        """The aggregate: ``value`` of the row with the greatest ``key``."""
+        ...
+
+    def temp_table(self, name: str, select: str) -> None:
+        """``select`` materialised (or cached) as ``name``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DuckRunner:
+    def __init__(self, threads: int | None = None) -> None:
+        self.con = duckdb.connect()
+        self.con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+
+    def execute(self, sql: str) -> None:
+        self.con.execute(sql)
+
+    def register(self, name: str, cols: Mapping[str, NDArray[Any]]) -> None:
+        self.con.register(f"_{name}_in", dict(cols))
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_in")
+        self.con.unregister(f"_{name}_in")
+
+    def fetch(self, sql: str) -> dict[str, NDArray[Any]]:
+        return dict(self.con.execute(sql).fetchnumpy())
+
+    def parquet(self, files: Sequence[str]) -> str:
+        return "read_parquet([" + ", ".join(_sql_str(f) for f in files) + "])"
+
+    def struct(self, **fields: str) -> str:
+        return "{" + ", ".join(f"'{k}': {v}" for k, v in fields.items()) + "}"
+
+    def arg_max(self, value: str, key: str) -> str:
+        return f"arg_max({value}, {key})"
+
+    def temp_table(self, name: str, select: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+
+    def close(self) -> None:
+        self.con.close()
+
+
 class OfflineEngine:
     """Point-in-time feature values for many rows, exactly as the online engine serves them."""
 
-    def __init__(self, features: FeatureSet, threads: int | None = None) -> None:
+    def __init__(
+        self, features: FeatureSet, threads: int | None = None, runner: SqlRunner | None = None
+    ) -> None:
         self.features = features
-        self.con = duckdb.connect()
-        self.con.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+        self.sql: SqlRunner = runner or DuckRunner(threads)
+        duck = self.sql if isinstance(self.sql, DuckRunner) else None
+        self.con = duck.con if duck is not None else None  # the log sources are DuckDB's
         self._streams: dict[StreamKey, list[str]] = {}
         self._batch_sources: list[Any] = []
         self._columnar: ColumnarStore | None = None
@@ -143,8 +213,13 @@ class OfflineEngine:
                 props.append(p)
 
     def close(self) -> None:
-        """Close the DuckDB connection; the engine is unusable afterwards."""
-        self.con.close()
+        """Close the connection (DuckDB's; a Spark session stays its owner's)."""
+        self.sql.close()
+
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            raise ValueError("this engine reads the columnar store only (use_columnar)")
+        return self.con
 
     # -- event sources -------------------------------------------------------------------
     def use_columnar(self, store: ColumnarStore) -> None:
@@ -161,8 +236,9 @@ class OfflineEngine:
             raise BackendUnavailable(
                 "DuckDB's sqlite_scanner (package duckdb-ext-sqlite) is missing"
             )
-        self.con.execute(f"LOAD {_sql_str(ext)}")
-        self.con.execute(
+        con = self._duck()
+        con.execute(f"LOAD {_sql_str(ext)}")
+        con.execute(
             "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
             f"received_at FROM sqlite_scan({_sql_str(str(path))}, 'events')"
         )
@@ -175,9 +251,10 @@ class OfflineEngine:
             raise BackendUnavailable(
                 "DuckDB's postgres_scanner (package duckdb-ext-postgres) is missing"
             )
-        self.con.execute(f"LOAD {_sql_str(ext)}")
-        self.con.execute(f"ATTACH {_sql_str(url)} AS pg (TYPE postgres, READ_ONLY)")
-        self.con.execute(
+        con = self._duck()
+        con.execute(f"LOAD {_sql_str(ext)}")
+        con.execute(f"ATTACH {_sql_str(url)} AS pg (TYPE postgres, READ_ONLY)")
+        con.execute(
             "CREATE OR REPLACE VIEW events AS SELECT event_id, player_id, type, ts, properties, "
             f'received_at FROM pg."{schema}".events'
         )
@@ -199,15 +276,16 @@ class OfflineEngine:
             "properties": np.array([json.dumps(dict(e.properties)) for e in events], dtype=object),
             "received_at": np.array([e.received_at for e in events], dtype=np.float64),
         }
+        con = self._duck()
         if not events:
-            self.con.execute(
+            con.execute(
                 "CREATE OR REPLACE TABLE events (event_id VARCHAR, player_id VARCHAR, type VARCHAR,"
                 " ts DOUBLE, properties VARCHAR, received_at DOUBLE)"
             )
             return
-        self.con.register("_events_in", cols)
-        self.con.execute("CREATE OR REPLACE TABLE events AS SELECT * FROM _events_in")
-        self.con.unregister("_events_in")
+        con.register("_events_in", cols)
+        con.execute("CREATE OR REPLACE TABLE events AS SELECT * FROM _events_in")
+        con.unregister("_events_in")
 
     # -- computation ---------------------------------------------------------------------
     def compute(
@@ -221,21 +299,19 @@ class OfflineEngine:
             if store is None
             else store.player_keys(rows.player_ids)
         )
-        self.con.register(
-            "_q",
+        self.sql.register(
+            "q",
             {
                 "row_id": np.arange(n, dtype=np.int64),
                 "pkey": keys,
                 "t": np.asarray(rows.ts, dtype=np.float64),
             },
         )
-        self.con.execute("CREATE OR REPLACE TEMP TABLE q AS SELECT * FROM _q")
-        self.con.unregister("_q")
         types = ", ".join(sorted({_sql_str(k[0]) for k in self._streams})) or "NULL"
         if store is None:
             # one pass over the log (its scan and the JSON are the slow part), only the
             # types read, properties pulled out as typed columns
-            self.con.execute(
+            self._duck().execute(
                 "CREATE OR REPLACE TEMP TABLE ev AS SELECT player_id AS pkey, type, ts, "
                 f"event_id, received_at{_typed_sql(self._props)} FROM events "
                 f"WHERE type IN ({types})"
@@ -277,15 +353,18 @@ class OfflineEngine:
         )
         if not files:
             nulls = ", ".join(
-                ["NULL::BIGINT AS pkey", "NULL::VARCHAR AS type", "NULL::DOUBLE AS ts"]
-                + ["NULL::VARCHAR AS event_id", "NULL::DOUBLE AS received_at"]
-                + [f"NULL::DOUBLE AS n{j}, NULL::VARCHAR AS s{j}" for j in range(len(self._props))]
+                ["CAST(NULL AS BIGINT) AS pkey", "CAST(NULL AS VARCHAR(1)) AS type"]
+                + ["CAST(NULL AS DOUBLE) AS ts", "CAST(NULL AS VARCHAR(1)) AS event_id"]
+                + ["CAST(NULL AS DOUBLE) AS received_at"]
+                + [
+                    f"CAST(NULL AS DOUBLE) AS n{j}, CAST(NULL AS VARCHAR(1)) AS s{j}"
+                    for j in range(len(self._props))
+                ]
             )
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {nulls} WHERE FALSE")
+            self.sql.execute(f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {nulls} WHERE 1 = 0")
             return
-        listed = ", ".join(_sql_str(f) for f in files)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {cols} FROM read_parquet([{listed}])"
+        self.sql.execute(
+            f"CREATE OR REPLACE TEMP VIEW ev AS SELECT {cols} FROM {self.sql.parquet(files)}"
         )
 
     def _batch_columns(self, rows: QueryRows) -> dict[str, list[Any]]:
@@ -311,10 +390,10 @@ class OfflineEngine:
         every = self._props  # _agg_sql and _running_sql name columns by their global index
         own = [f"n{every.index(p)}, s{every.index(p)}" for p in props]
         extra = "".join(", " + c for c in own)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE s{i} AS SELECT pkey, ts, event_id, received_at, "
-            f"greatest(ts, received_at) AS v{extra} FROM ev "
-            f"WHERE type = {_sql_str(event)} AND {_where_sql(where, self._props)}"
+        self.sql.temp_table(
+            f"s{i}",
+            f"SELECT pkey, ts, event_id, received_at, greatest(ts, received_at) AS v{extra} "
+            f"FROM ev WHERE type = {_sql_str(event)} AND {_where_sql(where, self._props)}",
         )
         feats = [f for f in self.features if stream_of(f) == key]
         windowed = [f for f in feats if isinstance(f, Aggregate) and not math.isinf(f.seconds)]
@@ -323,7 +402,7 @@ class OfflineEngine:
         if windowed:
             wmax = max(f.seconds for f in windowed)
             aggs = ", ".join(
-                _agg_sql(f, every, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
+                _agg_sql(self.sql, f, every, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
                 for f in windowed
             )
             sql = (
@@ -334,7 +413,11 @@ class OfflineEngine:
             out.update(self._fetch(sql, windowed, n))
         if running:
             aggs = ", ".join(
-                (_agg_sql(f, every, None) if isinstance(f, Aggregate) else _running_sql(f, every))
+                (
+                    _agg_sql(self.sql, f, every, None)
+                    if isinstance(f, Aggregate)
+                    else _running_sql(self.sql, f, every)
+                )
                 + " OVER w AS "
                 + _col(f)
                 for f in running
@@ -347,15 +430,15 @@ class OfflineEngine:
             sql = (
                 f"WITH u AS (SELECT pkey, v AS ord, 0 AS is_q, NULL AS row_id, {base_cols} "
                 f"FROM s{i} UNION ALL SELECT pkey, t AS ord, 1 AS is_q, row_id, {nulls} "
-                f"FROM q) SELECT row_id, {aggs} FROM u "
+                f"FROM q) SELECT * FROM (SELECT row_id, is_q, {aggs} FROM u "
                 "WINDOW w AS (PARTITION BY pkey ORDER BY ord, is_q "
-                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) QUALIFY is_q = 1"
+                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) r WHERE is_q = 1"
             )
             out.update(self._fetch(sql, running, n))
         return out
 
     def _fetch(self, sql: str, feats: Sequence[Feature], n: int) -> dict[str, NDArray[Any]]:
-        res = self.con.execute(sql).fetchnumpy()
+        res = self.sql.fetch(sql)
         idx = np.asarray(res["row_id"], dtype=np.int64)
         out: dict[str, NDArray[Any]] = {}
         for f in feats:
@@ -380,31 +463,31 @@ def _is_str(f: Feature) -> bool:
     return isinstance(f, Aggregate) and f.agg == "last" and f.type == "category"
 
 
-def _agg_sql(f: Aggregate, props: list[str], window: str | None) -> str:
+def _agg_sql(sql: SqlRunner, f: Aggregate, props: list[str], window: str | None) -> str:
     cond = window or "TRUE"
     if f.agg == "count":
         return f"count(ts) FILTER (WHERE {cond})" if window else "count(ts)"
     j = props.index(f.property or "")
     n, s = f"n{j}", f"s{j}"
     if f.agg == "distinct_count":
-        arg = f"CASE WHEN {n} IS NOT NULL OR {s} IS NOT NULL THEN {{'n': {n}, 's': {s}}} END"
+        arg = f"CASE WHEN {n} IS NOT NULL OR {s} IS NOT NULL THEN {sql.struct(n=n, s=s)} END"
         return f"count(DISTINCT {arg}) FILTER (WHERE {cond})"
     if f.agg == "last":
         col = s if f.type == "category" else n
-        key = f"CASE WHEN {col} IS NOT NULL THEN {{'ts': ts, 'id': event_id}} END"
-        return f"arg_max({col}, {key}) FILTER (WHERE {cond} AND {col} IS NOT NULL)"
+        key = f"CASE WHEN {col} IS NOT NULL THEN {sql.struct(ts='ts', id='event_id')} END"
+        return f"{sql.arg_max(col, key)} FILTER (WHERE {cond} AND {col} IS NOT NULL)"
     fn = {"sum": "sum", "mean": "avg", "min": "min", "max": "max"}[f.agg]
     return f"{fn}({n}) FILTER (WHERE {cond})"
 
 
-def _running_sql(f: Feature, props: list[str]) -> str:
+def _running_sql(sql: SqlRunner, f: Feature, props: list[str]) -> str:
     if isinstance(f, SinceLast):
         return "max(ts)"
     assert isinstance(f, Profile)
     j = props.index(f.attribute)
     col = f"s{j}" if f.type == "category" else f"n{j}"
-    key = f"CASE WHEN {col} IS NOT NULL THEN {{'ts': ts, 'id': event_id}} END"
-    return f"arg_max({col}, {key})"
+    key = f"CASE WHEN {col} IS NOT NULL THEN {sql.struct(ts='ts', id='event_id')} END"
+    return sql.arg_max(col, key)
 
 
 def _dtype(f: Feature) -> Any:

@@ -274,6 +274,8 @@ class PlayerFeatures:
         started = time.perf_counter()
         try:
             self._online.apply(records, self.clock.now())
+            seqs = sorted(r.seq for r in records if r.seq)
+            self.follower.folded_run(seqs)  # the follower need not read them back
             return True
         except BackendUnavailable:
             self.metrics.backend_errors.labels("online_store", "update").inc()
