@@ -145,6 +145,14 @@ class SqlRunner(Protocol):
         """A struct value (ordered by its fields in order)."""
         ...
 
+    def ident(self, name: str) -> str:
+        """A quoted identifier."""
+        ...
+
+    def distinct_count(self, arg: str, over: str) -> str:
+        """The number of distinct non-NULL ``arg`` as a window function over ``over``."""
+        ...
+
     def arg_max(self, value: str, key: str) -> str:
         """The aggregate: ``value`` of the row with the greatest ``key``."""
         ...
@@ -180,6 +188,12 @@ class DuckRunner:
 
     def arg_max(self, value: str, key: str) -> str:
         return f"arg_max({value}, {key})"
+
+    def ident(self, name: str) -> str:
+        return quoted(name)
+
+    def distinct_count(self, arg: str, over: str) -> str:
+        return f"count(DISTINCT {arg}){over}"
 
     def temp_table(self, name: str, select: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
@@ -347,7 +361,8 @@ class OfflineEngine:
         cols = ", ".join(
             ["pkey", "type", "ts", "event_id", "received_at"]
             + [
-                f"{quoted(number_column(p))} AS n{j}, {quoted(string_column(p))} AS s{j}"
+                f"{self.sql.ident(number_column(p))} AS n{j}, "
+                f"{self.sql.ident(string_column(p))} AS s{j}"
                 for j, p in enumerate(self._props)
             ]
         )
@@ -402,7 +417,9 @@ class OfflineEngine:
         if windowed:
             wmax = max(f.seconds for f in windowed)
             aggs = ", ".join(
-                _agg_sql(self.sql, f, every, f"s.ts >= q.t - {f.seconds!r}") + f" AS {_col(f)}"
+                _agg_sql(self.sql, f, every, f"s.ts >= q.t - {f.seconds!r}")
+                + " AS "
+                + self.sql.ident("f_" + f.name)
                 for f in windowed
             )
             sql = (
@@ -414,12 +431,12 @@ class OfflineEngine:
         if running:
             aggs = ", ".join(
                 (
-                    _agg_sql(self.sql, f, every, None)
+                    _agg_sql(self.sql, f, every, None, over=" OVER w")
                     if isinstance(f, Aggregate)
-                    else _running_sql(self.sql, f, every)
+                    else _running_sql(self.sql, f, every) + " OVER w"
                 )
-                + " OVER w AS "
-                + _col(f)
+                + " AS "
+                + self.sql.ident("f_" + f.name)
                 for f in running
             )
             base_cols = ", ".join(["ts", "event_id", *own])
@@ -453,31 +470,33 @@ class OfflineEngine:
         return out
 
 
-def _col(f: Feature) -> str:
-    return f'"f_{f.name}"'
-
-
 def _is_str(f: Feature) -> bool:
     if isinstance(f, Profile):
         return f.type == "category"
     return isinstance(f, Aggregate) and f.agg == "last" and f.type == "category"
 
 
-def _agg_sql(sql: SqlRunner, f: Aggregate, props: list[str], window: str | None) -> str:
+def _agg_sql(
+    sql: SqlRunner, f: Aggregate, props: list[str], window: str | None, over: str = ""
+) -> str:
+    """The aggregate of ``f``: over the rows of a GROUP BY (``window``: the condition of its
+    narrower window) or, with ``over``, as a running window function."""
     cond = window or "TRUE"
     if f.agg == "count":
-        return f"count(ts) FILTER (WHERE {cond})" if window else "count(ts)"
+        return (f"count(ts) FILTER (WHERE {cond})" if window else "count(ts)") + over
     j = props.index(f.property or "")
     n, s = f"n{j}", f"s{j}"
     if f.agg == "distinct_count":
         arg = f"CASE WHEN {n} IS NOT NULL OR {s} IS NOT NULL THEN {sql.struct(n=n, s=s)} END"
+        if over:
+            return sql.distinct_count(arg, over)
         return f"count(DISTINCT {arg}) FILTER (WHERE {cond})"
     if f.agg == "last":
         col = s if f.type == "category" else n
         key = f"CASE WHEN {col} IS NOT NULL THEN {sql.struct(ts='ts', id='event_id')} END"
-        return f"{sql.arg_max(col, key)} FILTER (WHERE {cond} AND {col} IS NOT NULL)"
+        return f"{sql.arg_max(col, key)} FILTER (WHERE {cond} AND {col} IS NOT NULL){over}"
     fn = {"sum": "sum", "mean": "avg", "min": "min", "max": "max"}[f.agg]
-    return f"{fn}({n}) FILTER (WHERE {cond})"
+    return f"{fn}({n}) FILTER (WHERE {cond}){over}"
 
 
 def _running_sql(sql: SqlRunner, f: Feature, props: list[str]) -> str:
