@@ -266,6 +266,13 @@ class ColumnarStore:
         get = self._players.get
         return np.fromiter((get(p, -1) for p in player_ids), np.int64, len(player_ids))
 
+    def player_ids(self) -> NDArray[Any]:
+        """Every player id the store has, at the index of its key."""
+        ids: NDArray[Any] = np.empty(len(self._players), dtype=object)
+        for pid, key in list(self._players.items()):
+            ids[key] = pid
+        return ids
+
     def __len__(self) -> int:
         with self._lock:
             return sum(f.rows for f in self._files)

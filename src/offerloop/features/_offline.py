@@ -49,7 +49,6 @@ from offerloop.features._defs import (
     FeatureValue,
     Profile,
     SinceLast,
-    StreamKey,
     property_of,
     stream_of,
 )
@@ -212,7 +211,9 @@ class OfflineEngine:
         self.sql: SqlRunner = runner or DuckRunner(threads)
         duck = self.sql if isinstance(self.sql, DuckRunner) else None
         self.con = duck.con if duck is not None else None  # the log sources are DuckDB's
-        self._streams: dict[StreamKey, list[str]] = {}
+        # per event type, the properties its features read (values and conditions): one pass
+        # over each type's events serves every feature on it, conditions as filters
+        self._types: dict[str, list[str]] = {}
         self._batch_sources: list[Any] = []
         self._columnar: ColumnarStore | None = None
         # every property read (as a value or in a condition): column n<j>/s<j> of ``ev``
@@ -221,10 +222,11 @@ class OfflineEngine:
             key = stream_of(f)
             if key is None:
                 continue
-            props = self._streams.setdefault(key, [])
+            props = self._types.setdefault(key[0], [])
             p = property_of(f)
-            if p and p not in props:
-                props.append(p)
+            for name in ([p] if p else []) + [c.feature for c in key[1]]:
+                if name not in props:
+                    props.append(name)
 
     def close(self) -> None:
         """Close the connection (DuckDB's; a Spark session stays its owner's)."""
@@ -321,7 +323,7 @@ class OfflineEngine:
                 "t": np.asarray(rows.ts, dtype=np.float64),
             },
         )
-        types = ", ".join(sorted({_sql_str(k[0]) for k in self._streams})) or "NULL"
+        types = ", ".join(sorted(_sql_str(t) for t in self._types)) or "NULL"
         if store is None:
             # one pass over the log (its scan and the JSON are the slow part), only the
             # types read, properties pulled out as typed columns
@@ -333,8 +335,8 @@ class OfflineEngine:
         else:
             self._columnar_view(store, float(np.max(rows.ts)) if n else None)
         raw: dict[str, NDArray[Any]] = {}
-        for i, (key, props) in enumerate(self._streams.items()):
-            raw.update(self._stream_columns(i, key, props, n))
+        for i, (event, props) in enumerate(self._types.items()):
+            raw.update(self._type_columns(i, event, props, n))
         batch_raw = self._batch_columns(rows)
         t = np.asarray(rows.ts, dtype=np.float64)
         out: dict[str, NDArray[Any]] = {}
@@ -398,19 +400,20 @@ class OfflineEngine:
         lists = [columns[nm].tolist() for nm in names]
         return [dict(zip(names, vals, strict=True)) for vals in zip(*lists, strict=True)]
 
-    def _stream_columns(
-        self, i: int, key: StreamKey, props: list[str], n: int
+    def _type_columns(
+        self, i: int, event: str, props: list[str], n: int
     ) -> dict[str, NDArray[Any]]:
-        event, where = key
+        """Every feature on one event type: one range join for the finite windows, one
+        running window for the rest; a feature's ``where`` is a filter of its aggregate."""
         every = self._props  # _agg_sql and _running_sql name columns by their global index
         own = [f"n{every.index(p)}, s{every.index(p)}" for p in props]
         extra = "".join(", " + c for c in own)
         self.sql.temp_table(
             f"s{i}",
             f"SELECT pkey, ts, event_id, received_at, greatest(ts, received_at) AS v{extra} "
-            f"FROM ev WHERE type = {_sql_str(event)} AND {_where_sql(where, self._props)}",
+            f"FROM ev WHERE type = {_sql_str(event)}",
         )
-        feats = [f for f in self.features if stream_of(f) == key]
+        feats = [f for f in self.features if (k := stream_of(f)) is not None and k[0] == event]
         windowed = [f for f in feats if isinstance(f, Aggregate) and not math.isinf(f.seconds)]
         running = [f for f in feats if f not in windowed]
         out: dict[str, NDArray[Any]] = {}
@@ -480,14 +483,19 @@ def _agg_sql(
     sql: SqlRunner, f: Aggregate, props: list[str], window: str | None, over: str = ""
 ) -> str:
     """The aggregate of ``f``: over the rows of a GROUP BY (``window``: the condition of its
-    narrower window) or, with ``over``, as a running window function."""
-    cond = window or "TRUE"
+    narrower window) or, with ``over``, as a running window function; the feature's
+    ``where`` conditions filter the rows it aggregates."""
+    where = _where_sql(f.where, props)
+    cond = " AND ".join(c for c in (window, where if f.where else None) if c) or "TRUE"
     if f.agg == "count":
-        return (f"count(ts) FILTER (WHERE {cond})" if window else "count(ts)") + over
+        return (f"count(ts) FILTER (WHERE {cond})" if cond != "TRUE" else "count(ts)") + over
     j = props.index(f.property or "")
     n, s = f"n{j}", f"s{j}"
     if f.agg == "distinct_count":
-        arg = f"CASE WHEN {n} IS NOT NULL OR {s} IS NOT NULL THEN {sql.struct(n=n, s=s)} END"
+        arg = (
+            f"CASE WHEN ({n} IS NOT NULL OR {s} IS NOT NULL) AND {where} "
+            f"THEN {sql.struct(n=n, s=s)} END"
+        )
         if over:
             return sql.distinct_count(arg, over)
         return f"count(DISTINCT {arg}) FILTER (WHERE {cond})"
@@ -501,7 +509,7 @@ def _agg_sql(
 
 def _running_sql(sql: SqlRunner, f: Feature, props: list[str]) -> str:
     if isinstance(f, SinceLast):
-        return "max(ts)"
+        return f"max(ts) FILTER (WHERE {_where_sql(f.where, props)})" if f.where else "max(ts)"
     assert isinstance(f, Profile)
     j = props.index(f.attribute)
     col = f"s{j}" if f.type == "category" else f"n{j}"
