@@ -130,3 +130,68 @@ def redis_cluster(root: Path) -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@dataclass
+class NatsCluster:
+    """Three NATS servers with JetStream in one cluster, each with its own store directory."""
+
+    root: Path
+    ports: list[int]
+    routes: list[int]
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
+
+    def start_node(self, i: int) -> None:
+        port = self.ports[i]
+        d = self.root / f"n{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        routes = ",".join(f"nats://127.0.0.1:{r}" for r in self.routes)
+        self.procs[port] = subprocess.Popen(
+            [
+                "nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
+                "-sd", str(d), "-n", f"node{i}",
+                "--cluster_name", "offerloop-test",
+                "--cluster", f"nats://127.0.0.1:{self.routes[i]}",
+                "--routes", routes,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait(lambda: _port_open(port), f"nats node {port}")
+
+    def kill(self, i: int) -> None:
+        """SIGKILL one server (its process id only)."""
+        proc = self.procs.pop(self.ports[i])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for i in range(len(self.ports)):
+            if self.ports[i] in self.procs:
+                self.kill(i)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def nats_cluster(root: Path) -> Iterator[NatsCluster]:
+    if shutil.which("nats-server") is None:
+        pytest.skip("nats-server not installed")
+    ports = free_ports(6)
+    cluster = NatsCluster(root, ports[:3], ports[3:])
+    try:
+        for i in range(3):
+            cluster.start_node(i)
+        yield cluster
+    finally:
+        cluster.stop()

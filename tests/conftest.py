@@ -120,6 +120,7 @@ def event(
 # The real servers every backend test talks to (never mocks); .ci/run starts them if needed.
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 def unique_name(prefix: str) -> str:
@@ -129,10 +130,11 @@ def unique_name(prefix: str) -> str:
 
 # -- the servers tests need, checked once: a clear skip (or, in CI, a clear failure) when one
 # is not answering, instead of a cascade of connection errors
-SERVICES = {"postgres": PG_URL, "redis": REDIS_URL}
+SERVICES = {"postgres": PG_URL, "redis": REDIS_URL, "nats": NATS_URL}
 _HOW = {
     "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "redis": "redis-server --daemonize yes --port 6379 --save '' --appendonly no",
+    "nats": "nats-server -js -a 127.0.0.1 -p 4222 -sd /tmp/nats &",
 }
 
 

@@ -172,6 +172,29 @@ class Settings(BaseSettings):
         "offerloop:",
         "Prefix of every Redis key offerloop writes (one prefix per deployment).",
     )
+    log_url: str = _s(
+        "storage",
+        "",
+        "NATS servers with JetStream (nats://a:4222,nats://b:4222): events and decisions are "
+        "acknowledged once this replicated log stored them (de-duplicated by id), and the "
+        "service's consumers commit them to the database from it. Empty: the database (with "
+        "the local journal) is the system of record.",
+    )
+    log_stream: str = _s(
+        "storage",
+        "OFFERLOOP",
+        "The JetStream stream of log_url (created if missing; subjects <stream>.event and "
+        "<stream>.decision).",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    )
+    log_replicas: int = _s(
+        "storage",
+        1,
+        "Replicas of a stream log_url creates (3 on a 3-node cluster: an append survives the "
+        "loss of any one node).",
+        ge=1,
+        le=5,
+    )
     # [serving]
     host: str = _s(
         "serving", "127.0.0.1", "Interface `offerloop serve` binds (0.0.0.0: every one)."
@@ -756,6 +779,15 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if value and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("log_url")
+    @classmethod
+    def _log_url(cls, value: str) -> str:
+        if value and not all(
+            u.strip().startswith(("nats://", "tls://")) for u in value.split(",") if u.strip()
+        ):
+            raise ValueError("must be nats:// URLs, separated by commas")
         return value
 
     @field_validator("redis_url")

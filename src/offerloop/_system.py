@@ -19,9 +19,11 @@ from offerloop.backends import (
     OFFER_OUTCOME,
     Backend,
     DecisionRecord,
+    EventRecord,
     open_backend,
 )
-from offerloop.backends._journal import DecisionJournal, EventJournal
+from offerloop.backends._journal import DECISIONS, EVENTS, DecisionJournal, EventJournal
+from offerloop.backends._replicated import LogJournal, ReplicatedLog
 from offerloop.campaigns import Campaign, default_campaign_path, load_campaigns
 from offerloop.decisions import Decider, Decision, WorkerSink
 from offerloop.events import (
@@ -63,28 +65,54 @@ class Offerloop:
             raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
         self.backend = backend or open_backend(settings)
         self.metrics = Metrics()
-        # decisions not yet in the database (all of them briefly, with decision_log=journal;
-        # only while the database is down otherwise), replayed by the next process on a crash
-        self.journal = DecisionJournal(
-            settings.data_dir,
-            self.backend,
-            interval=settings.decision_log_flush_ms / 1000.0,
-            sync=settings.decision_log_sync,
-            on_error=lambda exc: self.metrics.backend_errors.labels(
-                "database", "append_decisions"
-            ).inc(),
-            on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
-        )
-        # event batches acknowledged while the database cannot take them (under serve)
-        self.event_journal = EventJournal(
-            settings.data_dir,
-            self.backend,
-            interval=settings.decision_log_flush_ms / 1000.0,
-            on_error=lambda exc: self.metrics.backend_errors.labels(
-                "database", "append_events"
-            ).inc(),
-            on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
-        )
+        on_db_error = self._counter("append_decisions")
+        on_event_error = self._counter("append_events")
+        self.replicated: ReplicatedLog | None = None
+        self.journal: DecisionJournal | LogJournal[DecisionRecord]
+        self.event_journal: EventJournal | LogJournal[EventRecord]
+        if settings.log_url:
+            # the replicated log is the system of record: appended before each answer,
+            # committed to the database by this process's consumers (backends._replicated)
+            from offerloop.backends._nats import NatsLog
+
+            self.replicated = NatsLog(settings.log_url, settings.log_stream, settings.log_replicas)
+            interval = settings.decision_log_flush_ms / 1000.0
+            self.journal = LogJournal(
+                DECISIONS,
+                self.replicated,
+                self.backend,
+                interval=interval,
+                on_error=on_db_error,
+                on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
+            )
+            self.event_journal = LogJournal(
+                EVENTS,
+                self.replicated,
+                self.backend,
+                interval=interval,
+                on_error=on_event_error,
+                on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
+            )
+        else:
+            # decisions not yet in the database (all of them briefly, with
+            # decision_log=journal; only while the database is down otherwise), replayed by
+            # the next process on a crash
+            self.journal = DecisionJournal(
+                settings.data_dir,
+                self.backend,
+                interval=settings.decision_log_flush_ms / 1000.0,
+                sync=settings.decision_log_sync,
+                on_error=on_db_error,
+                on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
+            )
+            # event batches acknowledged while the database cannot take them (under serve)
+            self.event_journal = EventJournal(
+                settings.data_dir,
+                self.backend,
+                interval=settings.decision_log_flush_ms / 1000.0,
+                on_error=on_event_error,
+                on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
+            )
         self.metrics.journal_backlog.labels("decision").set_function(self.journal.backlog)
         self.metrics.journal_backlog.labels("event").set_function(self.event_journal.backlog)
         self.registry = Registry(self.backend, self.clock)
@@ -139,7 +167,7 @@ class Offerloop:
             seed=seed,
             default_features=self.player_features.defaults,
             journal=self.journal,
-            journal_first=settings.decision_log == "journal",
+            journal_first=settings.decision_log == "journal" or bool(settings.log_url),
             shadow_sink=sink,
             compile_dir=settings.path / "compiled" if settings.compile_models else None,
             compile_after=settings.compile_after_decisions,
@@ -206,6 +234,9 @@ class Offerloop:
         for task in self._background:
             task.start()
 
+    def _counter(self, operation: str) -> Callable[[Exception], None]:
+        return lambda exc: self.metrics.backend_errors.labels("database", operation).inc()
+
     def columnar(self) -> ColumnarStore | None:
         """The columnar event store under data_dir (``offline_store`` columnar; None with
         ``log``), opened on first use. Callers bring it up to date with ``sync``."""
@@ -254,6 +285,8 @@ class Offerloop:
         self.decider.shadows.close()
         self.journal.close()
         self.event_journal.close()
+        if self.replicated is not None:
+            self.replicated.close()
         self.player_features.close()
         self.backend.close()
 

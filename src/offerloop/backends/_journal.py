@@ -47,7 +47,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -57,7 +57,16 @@ from offerloop.backends._protocols import DecisionLog, EventLog, Quarantine
 from offerloop.backends._records import DecisionRecord, EventRecord, QuarantinedRecord
 from offerloop.backends._rows import decision_from_row, decision_row
 
-__all__ = ["DECISIONS", "EVENTS", "DecisionJournal", "EventJournal", "Journal", "JournalKind"]
+__all__ = [
+    "DECISIONS",
+    "EVENTS",
+    "Committer",
+    "DecisionJournal",
+    "EventJournal",
+    "Journal",
+    "JournalKind",
+    "RecordJournal",
+]
 
 _CHUNK = 1000  # records per transaction when replaying a file
 
@@ -108,6 +117,25 @@ EVENTS: JournalKind[EventRecord] = JournalKind(
 )
 
 
+class RecordJournal(Protocol[R]):
+    """Records on their way to the database, acknowledged before they get there: the local
+    journal (a file per process) or the replicated log (``backends._replicated``)."""
+
+    def append(self, record: R) -> None: ...
+
+    def append_many(self, records: Sequence[R], sync: bool = False) -> None: ...
+
+    def find(self, ids: Sequence[str]) -> Mapping[str, R]: ...
+
+    def flush(self) -> int: ...
+
+    def backlog(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Unreadable:
     """A complete journal line that is not a decision record (never acknowledged as one)."""
 
@@ -116,7 +144,53 @@ class _Unreadable:
         self.why = why
 
 
-class Journal(Generic[R]):
+class Committer(Generic[R]):
+    """Commits batches of one kind of record to the database; a batch the database refuses
+    (anything but ``BackendUnavailable``) is split until each refused record is alone, and
+    that one is quarantined. Shared by the local journal and the replicated log's consumer
+    (``backends._replicated``)."""
+
+    kind: JournalKind[R]
+    log: _Store
+    wall: Callable[[], float]
+    on_quarantine: Callable[[int], None] | None
+    quarantined: int
+
+    def _store(self, batch: list[R], rows: list[tuple[Any, ...]] | None) -> int:
+        """Commit ``batch``; a batch the database refuses (anything but ``BackendUnavailable``)
+        is split until each refused record is alone, and that one is quarantined."""
+        try:
+            stored: int = self.kind.store(self.log, batch, rows or None)
+            return stored
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                self._quarantine(
+                    [
+                        QuarantinedRecord(
+                            self.kind.name,
+                            self.kind.key(batch[0]),
+                            _payload(self.kind.row(batch[0])),
+                            f"{type(exc).__name__}: {exc}"[:500],
+                            self.wall(),
+                        )
+                    ]
+                )
+                return 0
+        half = len(batch) // 2
+        left_rows = rows[:half] if rows else None
+        right_rows = rows[half:] if rows else None
+        return self._store(batch[:half], left_rows) + self._store(batch[half:], right_rows)
+
+    def _quarantine(self, records: list[QuarantinedRecord]) -> None:
+        self.log.quarantine(records)  # BackendUnavailable: everything stays journaled
+        self.quarantined += len(records)
+        if self.on_quarantine is not None:
+            self.on_quarantine(len(records))
+
+
+class Journal(Committer[R]):
     def __init__(
         self,
         kind: JournalKind[R],
@@ -270,39 +344,6 @@ class Journal(Generic[R]):
                 os.ftruncate(self._fd, 0)  # all of it is in the database
         self.stored += stored
         return stored
-
-    def _store(self, batch: list[R], rows: list[tuple[Any, ...]] | None) -> int:
-        """Commit ``batch``; a batch the database refuses (anything but ``BackendUnavailable``)
-        is split until each refused record is alone, and that one is quarantined."""
-        try:
-            stored: int = self.kind.store(self.log, batch, rows or None)
-            return stored
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            if len(batch) == 1:
-                self._quarantine(
-                    [
-                        QuarantinedRecord(
-                            self.kind.name,
-                            self.kind.key(batch[0]),
-                            _payload(self.kind.row(batch[0])),
-                            f"{type(exc).__name__}: {exc}"[:500],
-                            self.wall(),
-                        )
-                    ]
-                )
-                return 0
-        half = len(batch) // 2
-        left_rows = rows[:half] if rows else None
-        right_rows = rows[half:] if rows else None
-        return self._store(batch[:half], left_rows) + self._store(batch[half:], right_rows)
-
-    def _quarantine(self, records: list[QuarantinedRecord]) -> None:
-        self.log.quarantine(records)  # BackendUnavailable: everything stays journaled
-        self.quarantined += len(records)
-        if self.on_quarantine is not None:
-            self.on_quarantine(len(records))
 
     def _replay(self, path: Path, size: int | None = None) -> int:
         stored = 0

@@ -21,7 +21,7 @@ from offerloop._clock import Clock
 from offerloop._errors import BackendUnavailable, Conflict, NotFound
 from offerloop._metrics import Metrics
 from offerloop.backends import Backend, DecisionRecord
-from offerloop.backends._journal import DecisionJournal
+from offerloop.backends._journal import RecordJournal
 from offerloop.campaigns import Campaign, Offer
 from offerloop.decisions._shadows import ShadowScorer, ShadowSink
 from offerloop.events import decision_token
@@ -84,7 +84,7 @@ class Decider:
         refresh_seconds: float = 0.2,
         seed: int | None = None,
         default_features: FeatureSource | None = None,
-        journal: DecisionJournal | None = None,
+        journal: RecordJournal[DecisionRecord] | None = None,
         journal_first: bool = False,
         shadow_sink: ShadowSink | None = None,
         compile_dir: Path | None = None,

@@ -22,7 +22,7 @@ from offerloop._errors import BackendUnavailable, NotFound
 from offerloop._metrics import Metrics
 from offerloop._settings import Settings
 from offerloop.backends import Backend, DecisionRecord, EventRecord
-from offerloop.backends._journal import DecisionJournal, EventJournal
+from offerloop.backends._journal import RecordJournal
 from offerloop.campaigns import Campaign
 from offerloop.events._attribution import ATTRIBUTED, AttributionRules
 from offerloop.events._ingest import IngestResult, classified, ingest, prepare, result
@@ -59,8 +59,8 @@ class EventIntake:
         clock: Clock,
         settings: Settings,
         attribution: AttributionRules,
-        journal: DecisionJournal,
-        event_journal: EventJournal,
+        journal: RecordJournal[DecisionRecord],
+        event_journal: RecordJournal[EventRecord],
         player_features: PlayerFeatures,
         metrics: Metrics,
         *,
@@ -76,12 +76,15 @@ class EventIntake:
         self.metrics = metrics
         self.offer_outcomes = offer_outcomes
         self._journal_events = settings.decision_log == "journal"
+        self._log_first = bool(settings.log_url)  # the replicated log is the system of record
         self._earliest = parse_rfc3339(settings.earliest_event_ts)
 
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:
         """Validate and store a batch (durable on return), then fold it into the online
         state. If the online store cannot take it now, the events stay stored and the state
         catches up from the log when the store is back (``online == "deferred"``)."""
+        if self._log_first:
+            return self._ingest_journaled(events, durable="log")
         found: dict[str, DecisionRecord] = {}  # the decisions the purchases name, looked up once
         s = self.settings
         try:
@@ -110,18 +113,23 @@ class EventIntake:
         self.player_features.follow_if_due()
         return replace(stored, online=online)
 
-    def _ingest_journaled(self, events: Sequence[EventIn]) -> IngestResult:
+    def _ingest_journaled(
+        self, events: Sequence[EventIn], durable: str = "journal"
+    ) -> IngestResult:
         """``offerloop serve`` with the database unavailable: the batch is validated as
         always, journaled locally and fsynced before the answer (``backends._journal``),
         committed when the database is back, and folded into the online state from the log
         then (``features._follow``). Purchases naming a decision are ``pending``: their
-        verdict is taken again when revenue is read."""
+        verdict is taken again when revenue is read. With the replicated log
+        (``durable == "log"``) every batch goes this way, appended to the log (replicated)
+        before the answer, its purchases classified against the database as usual."""
         now = self.clock.now()
         s = self.settings
         records = prepare(events, now, s.max_batch_events, s.max_future_seconds, self._earliest)
         found: dict[str, DecisionRecord] = {}
+        classify = self._classify if durable == "log" else self._classify_offline
         records, verdicts = classified(
-            records, now, lambda purchases, now: self._classify_offline(purchases, now, found)
+            records, now, lambda purchases, now: classify(purchases, now, found)
         )
         extra = self._bought(records, found) if self.offer_outcomes else []
         known = self.event_journal.find([r.event_id for r in records + extra])
@@ -132,8 +140,10 @@ class EventIntake:
                 seen.add(r.event_id)
                 new.append(r)
         self.event_journal.append_many(new, sync=True)
-        done = result(records, new, verdicts, online="deferred", durable="journal")
-        self.metrics.events.labels("journaled").inc(done.accepted)
+        done = result(records, new, verdicts, online="deferred", durable=durable)
+        self.metrics.events.labels("journaled" if durable == "journal" else "logged").inc(
+            done.accepted
+        )
         self.metrics.events.labels("duplicate").inc(done.duplicates)
         self.metrics.online_deferred.inc(len(new))
         return done
