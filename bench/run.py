@@ -14,6 +14,7 @@ BENCHES = [
     "decide_latency.py",
     "features_bench.py",
     "restart.py",
+    "scale.py",
     "feast_peer.py",
     "learners_vs_vw.py",
     "backends_bench.py",

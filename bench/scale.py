@@ -265,6 +265,52 @@ class FeastPeer:
         return time.perf_counter() - t
 
 
+def ingest_through_log(batches: int, size: int, url: str) -> dict[str, float]:
+    """Ingest acknowledged by NATS JetStream (one local server, one replica: the machine's),
+    then the consumers' commit of all of it to the embedded database."""
+    import uuid
+
+    from offerloop import Offerloop, format_ts, load_settings
+    from offerloop.backends._nats import NatsLog
+    from offerloop.events import EventIn
+
+    stream = f"BENCH-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as d:
+        clock = ManualClock(1_767_225_600.0)
+        system = Offerloop(load_settings(env={}, data_dir=d, log_url=url, log_stream=stream), clock)
+        t = time.perf_counter()
+        for b in range(batches):
+            system.ingest(
+                [
+                    EventIn(
+                        event_id=f"b{b}-{i}",
+                        player_id=f"p{(b * size + i) % 5000}",
+                        type="purchase",
+                        ts=format_ts(clock.now()),
+                        properties={"amount": 1.0},
+                    )
+                    for i in range(size)
+                ]
+            )
+            clock.advance(1.0)
+        acked = time.perf_counter() - t
+        system.commit_journals()
+        committed = time.perf_counter() - t
+        log = system.replicated
+        system.close()
+        if isinstance(log, NatsLog):
+            again = NatsLog(url, stream)
+            again.drop()
+            again.close()
+    n = batches * size
+    print(
+        f"ingest through JetStream: {n / acked:,.0f} events/s acknowledged (batches of {size}), "
+        f"{n / committed:,.0f} events/s through to the database",
+        flush=True,
+    )
+    return {"log_ingest_acked_per_s": n / acked, "log_ingest_committed_per_s": n / committed}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
@@ -273,6 +319,9 @@ def main() -> None:
     ap.add_argument("--no-feast", action="store_true", help="without the bench group's Feast")
     ap.add_argument("--no-log", action="store_true", help="skip the engine on the SQLite log")
     ap.add_argument("--ingest-batches", type=int, default=200)
+    ap.add_argument(
+        "--log-url", default="nats://127.0.0.1:4222", help="NATS JetStream ('' to skip)"
+    )
     args = ap.parse_args()
     db_dir, dec = generate(args.events, args.decisions)
     fs = features()
@@ -330,6 +379,8 @@ def main() -> None:
         engine.close()
         print(f"offerloop reading the SQLite log itself: {out['offerloop_sqlite_log_s']:.1f} s")
     out.update(bench_ingest(args.ingest_batches, 1000))
+    if args.log_url:
+        out.update(ingest_through_log(args.ingest_batches, 1000, args.log_url))
     print(json.dumps(out, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"scale_{args.events}.json").write_text(json.dumps(out, indent=2) + "\n")

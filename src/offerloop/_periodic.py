@@ -22,11 +22,13 @@ class Periodic:
         task: Callable[[], object],
         every: float,
         on_error: Callable[[Exception], None] | None = None,
+        first_after: float = 0.0,
     ) -> None:
         self.name = name
         self.task = task
         self.every = every
         self.on_error = on_error
+        self.first_after = first_after  # seconds before the first run (0: at once)
         self.runs = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -44,6 +46,8 @@ class Periodic:
         self._wake.set()
 
     def _loop(self) -> None:
+        if self.first_after > 0 and self._wake.wait(self.first_after):
+            self._wake.clear()
         while not self._stop.is_set():
             started = time.monotonic()
             try:

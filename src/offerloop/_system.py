@@ -225,6 +225,9 @@ class Offerloop:
                     self.sync_columnar,
                     s.columnar_sync_seconds,
                     count("columnar"),
+                    # not while the service starts: a first export of a long log is minutes
+                    # of work that would compete with the restore for the interpreter
+                    first_after=s.columnar_sync_seconds,
                 )
             )
         if player.batch_sources.sources:

@@ -14,6 +14,7 @@ served features. Also the lookup of one logged decision with its reward so far.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
@@ -107,9 +108,11 @@ class EventIntake:
         online = "updated" if self.player_features.fold(stored.stored) else "deferred"
         self.metrics.events.labels("accepted").inc(stored.accepted)
         self.metrics.events.labels("duplicate").inc(stored.duplicates)
-        for e in stored.stored:
-            if e.type == "purchase":
-                self.metrics.purchases.labels(e.attribution or "unattributed").inc()
+        verdicts = Counter(
+            e.attribution or "unattributed" for e in stored.stored if e.type == "purchase"
+        )
+        for verdict, n in verdicts.items():  # one counter update per verdict, not per event
+            self.metrics.purchases.labels(verdict).inc(n)
         self.player_features.follow_if_due()
         return replace(stored, online=online)
 

@@ -143,10 +143,10 @@ class PlayerState:
     seqs: set[int] = field(default_factory=set)  # folded events' seqs above the store's floor
 
     def copy(self) -> PlayerState:
-        """A copy a fold may change while readers keep the original."""
-        return PlayerState(
-            {k: s.copy() for k, s in self.streams.items()}, self.newest_received, set(self.seqs)
-        )
+        """A copy a fold may change while readers keep the original: its own dict of
+        streams and set of seqs, the streams themselves shared until the fold changes one
+        (``OnlineFeatures._fold`` copies a stream before its first change)."""
+        return PlayerState(dict(self.streams), self.newest_received, set(self.seqs))
 
 
 # new state from (old state, the store's floor), or None: nothing to change
@@ -396,6 +396,7 @@ class OnlineFeatures:
         st = st or PlayerState()
         if st.seqs and floor > 0:
             st.seqs = {s for s in st.seqs if s > floor}
+        owned: set[StreamKey] = set()  # streams this fold copied or made (the rest are shared)
         for e in new:
             if e.seq and floor >= 0:
                 st.seqs.add(e.seq)
@@ -406,6 +407,10 @@ class OnlineFeatures:
                 s = st.streams.get(plan.key)
                 if s is None:
                     s = st.streams[plan.key] = _Stream([], _Summary.empty(len(plan.properties)))
+                    owned.add(plan.key)
+                elif plan.key not in owned:
+                    s = st.streams[plan.key] = s.copy()  # readers keep the original
+                    owned.add(plan.key)
                 entry = (e.ts, e.event_id, tuple(e.properties.get(p) for p in plan.properties))
                 horizon = now - plan.retention
                 if e.ts < horizon:
