@@ -271,11 +271,14 @@ def test_the_service_keeps_the_store_current_and_the_pipeline_reads_it(tmp_path:
         system.start_background()
         store = system.columnar()
         assert store is not None
+        manifest = tmp_path / "data" / "columnar" / MANIFEST
+
+        def current() -> bool:  # the files readers see and the manifest that lists them
+            return len(store) == 200 and '"events": 200' in manifest.read_text()
+
         deadline = time.monotonic() + 120
-        while len(store) < 200 and time.monotonic() < deadline:
+        while not current() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(store) == 200
-        manifest = (tmp_path / "data" / "columnar" / MANIFEST).read_text()
-        assert '"events": 200' in manifest
+        assert current()
     finally:
         system.close()

@@ -226,6 +226,27 @@ def test_softmax_keeps_its_floor(logged: LoggedData) -> None:
     assert probs.min() >= 0.004 - 1e-12
 
 
+def test_purchase_trees_are_extremely_randomised(logged: LoggedData) -> None:
+    """purchase_gbt draws its split thresholds at random unless told otherwise (more of the
+    oracle from the loop's few purchases); gbt does not; the choice travels in the artifact."""
+    from offerloop.policies import GBTPurchase, GBTRevenue
+
+    c = campaign()
+    prices = [o.price for o in c.offers]
+    assert GBTPurchase(c.offer_ids, prices, _enc()).extra_trees
+    assert not GBTRevenue(c.offer_ids, prices, _enc()).extra_trees
+    for extra in (True, False):
+        model = GBTPurchase(c.offer_ids, prices, _enc(), n_estimators=20, extra_trees=extra)
+        policy = EpsilonGreedy(c.offer_ids, model.fit(logged), epsilon=0.1)
+        assert model.booster is not None
+        assert ("[extra_trees: 1]" in model.booster.model_to_string()) is extra
+        data = dump_policy(policy)
+        loaded = load_policy(data, sha256(data))
+        assert isinstance(loaded, EpsilonGreedy)
+        assert loaded.model.get_params()["extra_trees"] is extra
+        assert np.array_equal(loaded.act_batch(logged.features), policy.act_batch(logged.features))
+
+
 def test_inverse_gap_explores_by_gap_and_less_with_more_data(logged: LoggedData) -> None:
     from offerloop.policies import InverseGap, LinearRevenue
 

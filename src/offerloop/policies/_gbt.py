@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +49,9 @@ MEMO_BATCHES = 3  # batches of more than 8 rows whose predictions a model keeps
 
 class _GBT(RewardModel):
     objective = "regression"
+    # LightGBM's extremely randomised trees (a random threshold per feature at each split)
+    # unless the constructor says otherwise
+    default_extra_trees: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class _GBT(RewardModel):
         seed: int = 0,
         min_sum_hessian_in_leaf: float = 1e-3,  # LightGBM's own default
         half_life: float = 0.0,  # seconds; rows weigh 0.5 ** (age / half_life) (0: equal)
+        extra_trees: bool | None = None,  # None: the kind's default_extra_trees
     ) -> None:
         super().__init__(offers)
         self.prices = _prices(prices, self.offers)
@@ -79,6 +83,7 @@ class _GBT(RewardModel):
         self.seed = int(seed)
         self.min_sum_hessian_in_leaf = float(min_sum_hessian_in_leaf)
         self.half_life = float(half_life)
+        self.extra_trees = self.default_extra_trees if extra_trees is None else bool(extra_trees)
         # the last few batches scored (rows, predictions): judging several candidates and the
         # release on the same held-out rows, with checks in between, scores each batch once
         self._last: list[tuple[Sequence[FeatureRow], Matrix]] = []
@@ -113,6 +118,7 @@ class _GBT(RewardModel):
             "max_weight": self.max_weight,
             "seed": self.seed,
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
+            "extra_trees": self.extra_trees,
         } | ({"half_life": self.half_life} if self.half_life else {})
 
     def _design(self, x: Matrix, offer_idx: NDArray[np.int64]) -> Matrix:
@@ -142,6 +148,7 @@ class _GBT(RewardModel):
             "feature_fraction": self.feature_fraction,
             "seed": self.seed,
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
+            "extra_trees": self.extra_trees,
             "deterministic": True,
             "force_row_wise": True,
             # one thread: OpenMP threads spin on a busy machine (a fit took 6x longer with 2
@@ -219,10 +226,17 @@ class GBTPurchase(_GBT):
     """LightGBM purchase probability × price. (A monotone constraint "the probability falls
     as the price rises" scored +0.025 of the oracle offline on random logs after 7 days, but
     0.55 instead of 0.69 of the oracle in the 14-day online loop: the most expensive bundle
-    is the best offer for the players who matter most. Not used.)"""
+    is the best offer for the players who matter most. Not used.)
+
+    Its trees are extremely randomised (``extra_trees``): at the loop's data sizes (10k–20k
+    decisions, a few hundred to 1,500 purchases) the greedy choice of the usual trees, whose
+    thresholds fit the noise of a few rows, reached 0.78 of the oracle on the next day's
+    players, random thresholds 0.83; in the demo's 14-day loop, seeds 1–5, the median went
+    from 0.733 to 0.747 over 14 days and from 0.814 to 0.833 over the last 3."""
 
     kind = "purchase_gbt"
     objective = "binary"
+    default_extra_trees = True
 
     def _target(self, data: LoggedData) -> Matrix:
         return (np.asarray(data.rewards) > 0).astype(np.float64)
