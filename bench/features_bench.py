@@ -159,6 +159,20 @@ def bench_online(db_dir: Path, lookups: int) -> dict[str, float]:
     }
 
 
+def purchase_batch(b: int, size: int, ts: float) -> list[EventIn]:
+    """Batch ``b`` of the ingest benchmarks: ``size`` purchases of players cycling over 5,000."""
+    return [
+        EventIn(
+            event_id=f"b{b}-{i}",
+            player_id=f"p{(b * size + i) % 5000}",
+            type="purchase",
+            ts=format_ts(ts),
+            properties={"amount": 1.0},
+        )
+        for i in range(size)
+    ]
+
+
 def bench_ingest(batches: int, batch_size: int) -> dict[str, float]:
     """Durable ingest (fsync per commit) through the core; freshness = time until the
     event's features are readable, i.e. the ingest call (online state updated before it
@@ -170,16 +184,7 @@ def bench_ingest(batches: int, batch_size: int) -> dict[str, float]:
         total = 0
         t_all = time.perf_counter()
         for b in range(batches):
-            events = [
-                EventIn(
-                    event_id=f"b{b}-{i}",
-                    player_id=f"p{(b * batch_size + i) % 5000}",
-                    type="purchase",
-                    ts=format_ts(clock.now()),
-                    properties={"amount": 1.0},
-                )
-                for i in range(batch_size)
-            ]
+            events = purchase_batch(b, batch_size, clock.now())
             pid = events[-1].player_id
             before = system.player_features.online.read(pid, clock.now())["purchases_total"]
             t = time.perf_counter()

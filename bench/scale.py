@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: bench.*
 
-from bench.features_bench import RESULTS, bench_ingest, generate
+from bench.features_bench import RESULTS, bench_ingest, generate, purchase_batch
 from offerloop import ManualClock
 from offerloop.backends._sqlite import SQLiteBackend
 from offerloop.features import (
@@ -152,7 +152,7 @@ def features() -> FeatureSet:
 
 def export(db_dir: Path, fs: FeatureSet) -> tuple[ColumnarStore, dict[str, float]]:
     backend = SQLiteBackend(db_dir, durability="normal")
-    store = ColumnarStore(db_dir / "columnar", columnar_properties(fs), ManualClock(0))
+    store = ColumnarStore(db_dir / "columnar", columnar_properties(fs))
     t = time.perf_counter()
     result = store.sync(backend, batch=50_000)
     synced = time.perf_counter() - t
@@ -270,9 +270,8 @@ def ingest_through_log(batches: int, size: int, url: str) -> dict[str, float]:
     then the consumers' commit of all of it to the embedded database."""
     import uuid
 
-    from offerloop import Offerloop, format_ts, load_settings
+    from offerloop import Offerloop, load_settings
     from offerloop.backends._nats import NatsLog
-    from offerloop.events import EventIn
 
     stream = f"BENCH-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as d:
@@ -280,18 +279,7 @@ def ingest_through_log(batches: int, size: int, url: str) -> dict[str, float]:
         system = Offerloop(load_settings(env={}, data_dir=d, log_url=url, log_stream=stream), clock)
         t = time.perf_counter()
         for b in range(batches):
-            system.ingest(
-                [
-                    EventIn(
-                        event_id=f"b{b}-{i}",
-                        player_id=f"p{(b * size + i) % 5000}",
-                        type="purchase",
-                        ts=format_ts(clock.now()),
-                        properties={"amount": 1.0},
-                    )
-                    for i in range(size)
-                ]
-            )
+            system.ingest(purchase_batch(b, size, clock.now()))
             clock.advance(1.0)
         acked = time.perf_counter() - t
         system.commit_journals()

@@ -65,8 +65,11 @@ class Offerloop:
             raise NotFound(f"default_campaign {self.default_campaign!r} is not a loaded campaign")
         self.backend = backend or open_backend(settings)
         self.metrics = Metrics()
-        on_db_error = self._counter("append_decisions")
-        on_event_error = self._counter("append_events")
+        interval = settings.decision_log_flush_ms / 1000.0
+        decision_errors = self._counter("append_decisions")
+        event_errors = self._counter("append_events")
+        decisions_quarantined = self._quarantine_counter("decision")
+        events_quarantined = self._quarantine_counter("event")
         self.replicated: ReplicatedLog | None = None
         self.journal: DecisionJournal | LogJournal[DecisionRecord]
         self.event_journal: EventJournal | LogJournal[EventRecord]
@@ -75,43 +78,44 @@ class Offerloop:
             # committed to the database by this process's consumers (backends._replicated)
             from offerloop.backends._nats import NatsLog
 
-            self.replicated = NatsLog(settings.log_url, settings.log_stream, settings.log_replicas)
-            interval = settings.decision_log_flush_ms / 1000.0
+            log = self.replicated = NatsLog(
+                settings.log_url, settings.log_stream, settings.log_replicas
+            )
             self.journal = LogJournal(
                 DECISIONS,
-                self.replicated,
+                log,
                 self.backend,
                 interval=interval,
-                on_error=on_db_error,
-                on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
+                on_error=decision_errors,
+                on_quarantine=decisions_quarantined,
             )
             self.event_journal = LogJournal(
                 EVENTS,
-                self.replicated,
+                log,
                 self.backend,
                 interval=interval,
-                on_error=on_event_error,
-                on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
+                on_error=event_errors,
+                on_quarantine=events_quarantined,
             )
         else:
             # decisions not yet in the database (all of them briefly, with
             # decision_log=journal; only while the database is down otherwise), replayed by
-            # the next process on a crash
+            # the next process on a crash; event batches acknowledged while the database
+            # cannot take them (under serve)
             self.journal = DecisionJournal(
                 settings.data_dir,
                 self.backend,
-                interval=settings.decision_log_flush_ms / 1000.0,
+                interval=interval,
                 sync=settings.decision_log_sync,
-                on_error=on_db_error,
-                on_quarantine=lambda n: self.metrics.quarantined.labels("decision").inc(n),
+                on_error=decision_errors,
+                on_quarantine=decisions_quarantined,
             )
-            # event batches acknowledged while the database cannot take them (under serve)
             self.event_journal = EventJournal(
                 settings.data_dir,
                 self.backend,
-                interval=settings.decision_log_flush_ms / 1000.0,
-                on_error=on_event_error,
-                on_quarantine=lambda n: self.metrics.quarantined.labels("event").inc(n),
+                interval=interval,
+                on_error=event_errors,
+                on_quarantine=events_quarantined,
             )
         self.metrics.journal_backlog.labels("decision").set_function(self.journal.backlog)
         self.metrics.journal_backlog.labels("event").set_function(self.event_journal.backlog)
@@ -240,6 +244,9 @@ class Offerloop:
     def _counter(self, operation: str) -> Callable[[Exception], None]:
         return lambda exc: self.metrics.backend_errors.labels("database", operation).inc()
 
+    def _quarantine_counter(self, kind: str) -> Callable[[int], None]:
+        return lambda n: self.metrics.quarantined.labels(kind).inc(n)
+
     def columnar(self) -> ColumnarStore | None:
         """The columnar event store under data_dir (``offline_store`` columnar; None with
         ``log``), opened on first use. Callers bring it up to date with ``sync``."""
@@ -248,7 +255,7 @@ class Offerloop:
         with self._columnar_lock:
             if self._columnar is None:
                 self._columnar = ColumnarStore(
-                    self.settings.path / "columnar", columnar_properties(self.features), self.clock
+                    self.settings.path / "columnar", columnar_properties(self.features)
                 )
                 if self._columnar.reset_reason:
                     _log.warning("columnar store: %s", self._columnar.reset_reason)

@@ -111,7 +111,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 def test_the_store_follows_the_log_and_gives_the_logs_values(log: Any, tmp_path: Path) -> None:
     rng = random.Random(3)
-    store = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
+    store = ColumnarStore(tmp_path / "col", PROPS)
     for k in range(3):
         log.append_events(_events(rng, 400, f"b{k}-"))
         log.append_events(_events(rng, 5, f"b{k}-"))  # ids seen already: skipped by the log
@@ -119,7 +119,7 @@ def test_the_store_follows_the_log_and_gives_the_logs_values(log: Any, tmp_path:
         assert result.events == 400
     assert [e for _, e in _stored(store)] == [e.event_id for e in log.iter_events()]
     # a second handle on the directory sees the same store; nothing new to add
-    again = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
+    again = ColumnarStore(tmp_path / "col", PROPS)
     assert again.sync(log).events == 0
     assert len(again) == 1200
 
@@ -165,7 +165,7 @@ def test_a_gap_that_fills_later_is_added_once_and_given_up_after_the_horizon(
     late = _LateLog(log)
     late.hidden = {5, 6, 30}
     clock = ManualClock(T0)
-    store = ColumnarStore(tmp_path / "col", PROPS, clock, horizon=600)
+    store = ColumnarStore(tmp_path / "col", PROPS, wall=clock.now, horizon=600)
     assert store.sync(late).holes == 3  # type: ignore[arg-type]
     assert len(store) == 47
     late.hidden = {30}  # 5 and 6 commit
@@ -182,7 +182,7 @@ def test_a_sync_that_dies_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     log = SQLiteBackend(tmp_path / "log", durability="normal")
     log.append_events(_events(random.Random(2), 300, "e"))
     late = _LateLog(log)
-    store = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
+    store = ColumnarStore(tmp_path / "col", PROPS)
     late.fail_after_reads = 2
     with pytest.raises(OSError, match="connection lost"):
         store.sync(late, batch=100)  # type: ignore[arg-type]
@@ -193,7 +193,7 @@ def test_a_sync_that_dies_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     stray = tmp_path / "col" / "events" / "day=20260101" / "part-x.parquet"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"PAR1")
-    store = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
+    store = ColumnarStore(tmp_path / "col", PROPS)
     assert not stray.exists()
     late.fail_after_reads = -1
     assert store.sync(late, batch=100).events == 300  # type: ignore[arg-type]
@@ -204,20 +204,22 @@ def test_a_sync_that_dies_leaves_the_store_as_it_was(tmp_path: Path) -> None:
 def test_a_feature_reading_a_new_property_rebuilds_the_store(tmp_path: Path) -> None:
     log = SQLiteBackend(tmp_path / "log", durability="normal")
     log.append_events(_events(random.Random(4), 100, "e"))
-    ColumnarStore(tmp_path / "col", ["amount"], ManualClock(T0)).sync(log)
-    store = ColumnarStore(tmp_path / "col", ["amount", "level"], ManualClock(T0))
+    ColumnarStore(tmp_path / "col", ["amount"]).sync(log)
+    store = ColumnarStore(tmp_path / "col", ["amount", "level"])
     assert "level" in store.reset_reason
     assert len(store) == 0
     assert store.sync(log).events == 100
     with pytest.raises(ValueError, match="no columns for"):
-        OfflineEngine(FS).use_columnar(ColumnarStore(tmp_path / "c2", ["amount"], ManualClock(T0)))
+        OfflineEngine(FS).use_columnar(ColumnarStore(tmp_path / "c2", ["amount"]))
     log.close()
 
 
 def test_compaction_merges_a_days_files_and_deletes_them_only_later(tmp_path: Path) -> None:
     log = SQLiteBackend(tmp_path / "log", durability="normal")
     clock = ManualClock(T0)
-    store = ColumnarStore(tmp_path / "col", PROPS, clock, compact_files=4, retire_seconds=3600)
+    store = ColumnarStore(
+        tmp_path / "col", PROPS, wall=clock.now, compact_files=4, retire_seconds=3600
+    )
     rng = random.Random(5)
     for k in range(6):
         log.append_events(_events(rng, 60, f"b{k}-"))
@@ -248,8 +250,8 @@ def test_two_writers_on_one_directory_store_each_event_once_under_one_key(
     tmp_path: Path,
 ) -> None:
     log = SQLiteBackend(tmp_path / "log", durability="normal")
-    a = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
-    b = ColumnarStore(tmp_path / "col", PROPS, ManualClock(T0))
+    a = ColumnarStore(tmp_path / "col", PROPS)
+    b = ColumnarStore(tmp_path / "col", PROPS)
     rng = random.Random(6)
     for k in range(6):
         log.append_events(_events(rng, 80, f"b{k}-"))
@@ -263,7 +265,7 @@ def test_two_writers_on_one_directory_store_each_event_once_under_one_key(
 
 def test_the_service_keeps_the_store_current_and_the_pipeline_reads_it(tmp_path: Path) -> None:
     settings = load_settings(env={}, data_dir=str(tmp_path / "data"), columnar_sync_seconds=0.05)
-    system = Offerloop(settings, ManualClock(T0))
+    system = Offerloop(settings)
     try:
         system.bootstrap(actor="test")
         records = _events(random.Random(7), 200, "e", start=T0 - 3 * DAY)

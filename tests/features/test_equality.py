@@ -13,7 +13,6 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offerloop import ManualClock
 from offerloop.backends import EventRecord
 from offerloop.backends._sqlite import SQLiteBackend
 from offerloop.features import (
@@ -181,9 +180,7 @@ def _columnar_rows(log: list[EventRecord], queries: list[tuple[str, float]]) -> 
     two syncs' files and player keys meet in one query) and compacted."""
     with tempfile.TemporaryDirectory() as d:
         backend = SQLiteBackend(Path(d) / "log", durability="normal")
-        store = ColumnarStore(
-            Path(d) / "columnar", columnar_properties(FS), ManualClock(T0), compact_files=2
-        )
+        store = ColumnarStore(Path(d) / "columnar", columnar_properties(FS), compact_files=2)
         half = len(log) // 2
         backend.append_events(log[:half])
         store.sync(backend, batch=7)

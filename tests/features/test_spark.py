@@ -5,7 +5,6 @@ the wrong type, players without events."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from offerloop import ManualClock
 from offerloop.backends import EventRecord
 from offerloop.backends._sqlite import SQLiteBackend
 from offerloop.features import (
@@ -24,7 +22,7 @@ from offerloop.features import (
     columnar_properties,
     reference_features,
 )
-from tests.features.test_equality import FS, GRID, HOUR, T0
+from tests.features.test_equality import FS, GRID, HOUR, T0, _same
 
 pytestmark = pytest.mark.slow  # a Spark session takes tens of seconds to start here
 
@@ -59,23 +57,13 @@ def _log(rng: random.Random, n: int) -> list[EventRecord]:
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return (
-            isinstance(a, int | float)
-            and isinstance(b, int | float)
-            and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-        )
-    return bool(a == b and type(a) is type(b))
-
-
 def test_spark_and_duckdb_give_the_same_training_set(spark: Any, tmp_path: Path) -> None:
     from offerloop.features._spark import SparkRunner
 
     rng = random.Random(11)
     backend = SQLiteBackend(tmp_path / "log", durability="normal")
     backend.append_events(_log(rng, 1500))
-    store = ColumnarStore(tmp_path / "columnar", columnar_properties(FS), ManualClock(T0))
+    store = ColumnarStore(tmp_path / "columnar", columnar_properties(FS))
     store.sync(backend, batch=400)
     log = list(backend.iter_events())
     backend.close()

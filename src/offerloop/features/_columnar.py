@@ -41,7 +41,8 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,9 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
-from offerloop._clock import Clock
 from offerloop.backends import EventLog, EventRecord
-from offerloop.features._defs import FeatureSet, property_of, stream_of
+from offerloop.features._defs import FeatureSet, properties_read
+from offerloop.features._follow import next_holes
 
 __all__ = ["ColumnarStore", "SyncResult", "columnar_properties"]
 
@@ -61,21 +62,11 @@ VERSION = 1
 MANIFEST = "manifest.json"
 DAY = 86400.0
 FLUSH_ROWS = 1_000_000  # events gathered before they are written out
-MAX_HOLES = 10_000
 
 
 def columnar_properties(features: FeatureSet) -> list[str]:
     """Every event property the features read, as a value or in a condition, in order."""
-    props: list[str] = []
-    for f in features:
-        key = stream_of(f)
-        if key is None:
-            continue
-        p = property_of(f)
-        for name in ([p] if p else []) + [c.feature for c in key[1]]:
-            if name not in props:
-                props.append(name)
-    return props
+    return list(dict.fromkeys(p for f in features for p in properties_read(f)))
 
 
 def number_column(prop: str) -> str:
@@ -115,14 +106,16 @@ class ColumnarStore:
         self,
         root: str | Path,
         properties: Sequence[str],
-        clock: Clock,
         *,
+        wall: Callable[[], float] = time.time,
         horizon: float = 600.0,
         compact_files: int = 8,
         retire_seconds: float = 3600.0,
     ) -> None:
         self.root = Path(root)
-        self.clock = clock
+        # real time, whatever a service's injected clock says: transactions in flight and
+        # queries reading a replaced file last real seconds (as in features._follow)
+        self.wall = wall
         self.horizon = horizon
         self.compact_files = compact_files
         self.retire_seconds = retire_seconds
@@ -284,26 +277,21 @@ class ColumnarStore:
             return self._sync(log, batch)
 
     def _sync(self, log: EventLog, batch: int) -> SyncResult:
-        now = self.clock.now()
+        now = self.wall()
         chunk = _Chunk(self.properties)
         written: list[_File] = []
         new_players: dict[str, int] = {}
-        scan, holes = self.scan, dict(self.holes)
+        scan, holes = self.scan, self.holes
         try:
             if holes:
                 found = log.events_at(sorted(holes))
-                for e in found:
-                    holes.pop(e.seq, None)
+                holes = next_holes(holes, found, scan, [], now, self.horizon, False)
                 self._add(chunk, found, new_players)
             while True:
                 events = log.events_after(scan, batch)
                 if not events:
                     break
-                if log.transient_gaps:
-                    expected = scan + 1
-                    for e in events:
-                        holes.update(dict.fromkeys(range(expected, e.seq), now))
-                        expected = e.seq + 1
+                holes = next_holes(holes, [], scan, events, now, self.horizon, log.transient_gaps)
                 scan = events[-1].seq
                 self._add(chunk, events, new_players)
                 if len(chunk) >= FLUSH_ROWS:
@@ -317,9 +305,6 @@ class ColumnarStore:
             for p in new_players:
                 self._players.pop(p, None)
             raise
-        holes = {s: t for s, t in holes.items() if now - t < self.horizon}
-        if len(holes) > MAX_HOLES:
-            holes = dict(sorted(holes.items())[-MAX_HOLES:])
         moved = scan != self.scan or holes != self.holes
         self.scan, self.holes = scan, holes
         with self._lock:
@@ -387,7 +372,7 @@ class ColumnarStore:
         """Merge the days that have ``compact_files`` files or more into one file each, and
         delete files replaced more than ``retire_seconds`` ago. Returns the files merged."""
         with self._locked():
-            now = self.clock.now()
+            now = self.wall()
             by_day: dict[int, list[_File]] = {}
             for f in self._files:
                 by_day.setdefault(f.day, []).append(f)

@@ -258,6 +258,15 @@ def property_of(f: Feature) -> str | None:
     return None
 
 
+def properties_read(f: Feature) -> list[str]:
+    """Every event property a feature reads: its value's, then its conditions'."""
+    key = stream_of(f)
+    if key is None:
+        return []
+    p = property_of(f)
+    return ([p] if p else []) + [c.feature for c in key[1]]
+
+
 def _default_for(type_: str, default: FeatureValue | None) -> FeatureValue:
     if default is not None:
         return default

@@ -29,14 +29,14 @@ is back and the follower catches up. ``rebuild`` is the same walk from an empty 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from offerloop._clock import Clock
-from offerloop.backends import EventLog
+from offerloop.backends import EventLog, EventRecord
 from offerloop.features._online import Cursor, OnlineFeatures
 
-__all__ = ["FollowStep", "LogFollower"]
+__all__ = ["FollowStep", "LogFollower", "next_holes"]
 
 MAX_HOLES = 10_000  # beyond this many open gaps, the oldest are taken as final
 
@@ -48,6 +48,34 @@ class FollowStep:
     lag_events: int  # events stored after the cursor's scan position
     lag_seconds: float  # how long the oldest event not yet folded has waited (0: none)
     moved: bool  # the cursor moved
+
+
+def next_holes(
+    holes: Mapping[int, float],
+    filled: Sequence[EventRecord],
+    after: int,
+    rows: Sequence[EventRecord],
+    now: float,
+    horizon: float,
+    transient: bool,
+) -> dict[int, float]:
+    """The gaps in sequence numbers still awaited (seq -> when first seen, wall time) after
+    reading ``filled`` (events that filled some of ``holes``) and ``rows`` (the events after
+    ``after``): a gap a transaction in flight may still fill (``transient``: the log's
+    ``transient_gaps``) is kept until ``horizon`` seconds after it was first seen; at most
+    ``MAX_HOLES``, the oldest taken as final. Shared by every reader that follows the log by
+    sequence number (the follower, the columnar store)."""
+    seen = {e.seq for e in filled}
+    out = {s: t for s, t in holes.items() if s not in seen and now - t < horizon}
+    prev = after
+    for e in rows:
+        if transient and e.seq - prev > 1:
+            for s in range(max(prev + 1, e.seq - MAX_HOLES), e.seq):
+                out[s] = now
+        prev = e.seq
+    if len(out) > MAX_HOLES:
+        out = dict(sorted(out.items())[-MAX_HOLES:])
+    return out
 
 
 class LogFollower:
@@ -83,17 +111,9 @@ class LogFollower:
         if todo:
             self.online.apply(todo, now)
             self.folded_total += len(todo)
-        wall = self.wall()
-        seen = {e.seq for e in filled}
-        holes = {s: t for s, t in c.holes.items() if s not in seen and wall - t < self.horizon}
-        prev = c.scan
-        for e in rows:
-            if self.log.transient_gaps and e.seq - prev > 1:
-                for s in range(max(prev + 1, e.seq - MAX_HOLES), e.seq):
-                    holes[s] = wall
-            prev = e.seq
-        if len(holes) > MAX_HOLES:
-            holes = dict(sorted(holes.items())[-MAX_HOLES:])
+        holes = next_holes(
+            c.holes, filled, c.scan, rows, self.wall(), self.horizon, self.log.transient_gaps
+        )
         scan = rows[-1].seq if rows else c.scan
         new = Cursor(min(holes) - 1 if holes else scan, scan, holes)
         moved = new != c and store.advance(c, new)

@@ -49,7 +49,7 @@ from offerloop.features._defs import (
     FeatureValue,
     Profile,
     SinceLast,
-    property_of,
+    properties_read,
     stream_of,
 )
 
@@ -209,24 +209,19 @@ class OfflineEngine:
     ) -> None:
         self.features = features
         self.sql: SqlRunner = runner or DuckRunner(threads)
-        duck = self.sql if isinstance(self.sql, DuckRunner) else None
-        self.con = duck.con if duck is not None else None  # the log sources are DuckDB's
-        # per event type, the properties its features read (values and conditions): one pass
-        # over each type's events serves every feature on it, conditions as filters
-        self._types: dict[str, list[str]] = {}
+        # the log sources are DuckDB's
+        self.con = self.sql.con if isinstance(self.sql, DuckRunner) else None
         self._batch_sources: list[Any] = []
         self._columnar: ColumnarStore | None = None
         # every property read (as a value or in a condition): column n<j>/s<j> of ``ev``
         self._props = columnar_properties(features)
+        # per event type, the properties its features read: one pass over each type's
+        # events serves every feature on it, conditions as filters
+        by_type: dict[str, dict[str, None]] = {}
         for f in features:
-            key = stream_of(f)
-            if key is None:
-                continue
-            props = self._types.setdefault(key[0], [])
-            p = property_of(f)
-            for name in ([p] if p else []) + [c.feature for c in key[1]]:
-                if name not in props:
-                    props.append(name)
+            if (key := stream_of(f)) is not None:
+                by_type.setdefault(key[0], {}).update(dict.fromkeys(properties_read(f)))
+        self._types = {event: list(props) for event, props in by_type.items()}
 
     def close(self) -> None:
         """Close the connection (DuckDB's; a Spark session stays its owner's)."""

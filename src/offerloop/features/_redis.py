@@ -67,15 +67,20 @@ def bucket_of(player_id: str) -> int:
     return zlib.crc32(player_id.encode()) % BUCKETS
 
 
-def _connect(url: str, **options: Any) -> Any:
-    """A client for ``url``: redis-py's cluster client when the node is part of a cluster."""
+def _is_cluster(url: str, **options: Any) -> bool:
+    """Whether the node at ``url`` is part of a Redis Cluster (``INFO cluster``)."""
     probe = redis.Redis.from_url(url, **options)
     try:
-        if probe.info("cluster").get("cluster_enabled") != 1:
-            return probe
+        return bool(probe.info("cluster").get("cluster_enabled") == 1)
     finally:
         probe.close()
-    return redis.cluster.RedisCluster.from_url(url, **options)
+
+
+def _connect(url: str, cluster: bool, **options: Any) -> Any:
+    """A client for ``url``: redis-py's cluster client for a cluster's node."""
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
 
 
 class RedisOnlineStore:
@@ -93,12 +98,15 @@ class RedisOnlineStore:
         self._folded_key = f"{self.base}{{meta}}:folded"
         self.breaker = Breaker("Redis", cooldown=1.0)
         try:
-            self.client = _connect(
-                url, socket_timeout=write_timeout, socket_connect_timeout=min(write_timeout, 2.0)
-            )
-            self.cluster = isinstance(self.client, redis.cluster.RedisCluster)
+            options = {
+                "socket_timeout": write_timeout,
+                "socket_connect_timeout": min(write_timeout, 2.0),
+            }
+            self.cluster = _is_cluster(url, **options)
+            self.client = _connect(url, self.cluster, **options)
             self.reader = _connect(
                 url,
+                self.cluster,
                 socket_timeout=read_timeout,
                 socket_connect_timeout=max(read_timeout, 0.5 if self.cluster else 0.0),
                 retry_on_timeout=False,
