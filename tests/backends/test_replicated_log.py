@@ -68,6 +68,9 @@ def test_events_and_decisions_are_acknowledged_by_the_log_and_stored_once(
         system.commit_journals()  # the consumers commit what the log holds
         system.ingest(_batch("a", 30))  # a retry after the commit: the log keeps one copy
         system.commit_journals()
+        # ... and nothing waits for it: the log will not deliver it again (before, such a
+        # retry stayed pending here for minutes, and the kill test timed out on it)
+        assert system.event_journal.backlog() == 0
         ids = [e.event_id for e in system.backend.iter_events() if e.type == "purchase"]
         assert sorted(ids) == sorted(f"a-{i}" for i in range(30))
         assert decision.record.decision_id in system.backend.get_decisions(
@@ -101,76 +104,79 @@ def test_a_node_killed_under_load_loses_and_duplicates_nothing(tmp_path: Path) -
     with nats_cluster(tmp_path / "nats") as cluster:
         settings = _settings(tmp_path, cluster.url, "LOADTEST", replicas=3)
         system = _open(settings, time.monotonic() + 120)
-        system.bootstrap(actor="test")
-        acked_events: set[str] = set()
-        acked_decisions: set[str] = set()
-        failures = {"events": 0, "decisions": 0}
-        lock = threading.Lock()
-        stop = threading.Event()
+        try:
+            system.bootstrap(actor="test")
+            acked_events: set[str] = set()
+            acked_decisions: set[str] = set()
+            failures = {"events": 0, "decisions": 0}
+            lock = threading.Lock()
+            stop = threading.Event()
 
-        def send_events(worker: int) -> None:
-            k = 0
-            while not stop.is_set():
-                batch = _batch(f"w{worker}-b{k}", 25, players=50)
-                while True:  # a client retries the same batch until it is acknowledged
-                    try:
-                        system.ingest(batch)
+            def send_events(worker: int) -> None:
+                k = 0
+                while not stop.is_set():
+                    batch = _batch(f"w{worker}-b{k}", 25, players=50)
+                    while not stop.is_set():  # a client retries a batch until it is acknowledged
+                        try:
+                            system.ingest(batch)
+                        except BackendUnavailable:
+                            with lock:
+                                failures["events"] += 1
+                            time.sleep(0.05)
+                            continue
+                        with lock:
+                            acked_events.update(e.event_id for e in batch)
                         break
+                    k += 1
+
+            def decide(worker: int) -> None:
+                k = 0
+                while not stop.is_set():
+                    try:
+                        d = system.decide(f"p{(worker * 7 + k) % 50}", context={"local_hour": 9})
+                        with lock:
+                            acked_decisions.add(d.record.decision_id)
                     except BackendUnavailable:
                         with lock:
-                            failures["events"] += 1
+                            failures["decisions"] += 1
                         time.sleep(0.05)
-                with lock:
-                    acked_events.update(e.event_id for e in batch)
-                k += 1
+                    k += 1
 
-        def decide(worker: int) -> None:
-            k = 0
-            while not stop.is_set():
-                try:
-                    d = system.decide(f"p{(worker * 7 + k) % 50}", context={"local_hour": 9})
-                    with lock:
-                        acked_decisions.add(d.record.decision_id)
-                except BackendUnavailable:
-                    with lock:
-                        failures["decisions"] += 1
-                    time.sleep(0.05)
-                k += 1
-
-        threads = [threading.Thread(target=send_events, args=(i,)) for i in range(3)]
-        threads += [threading.Thread(target=decide, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        try:
-            _until(lambda: len(acked_events) >= 500, "load before the kill")
-            log = system.replicated
-            assert isinstance(log, NatsLog)
-            leader = log.leader()
-            assert leader.startswith("node")
-            cluster.kill(int(leader[4:]))  # SIGKILL the node leading the stream
-            before = len(acked_events)
-            _until(lambda: len(acked_events) >= before + 500, "load after the kill")
-        finally:
-            stop.set()
+            threads = [threading.Thread(target=send_events, args=(i,)) for i in range(3)]
+            threads += [threading.Thread(target=decide, args=(i,)) for i in range(2)]
             for t in threads:
-                t.join(120)
-        _until(lambda: _drained(system), "the consumers to commit everything")
-        # a message no caller was told is stored (a decision's offer_outcome whose append was
-        # refused while failing over, though the log kept it) is not among what _drained
-        # waits for: give the consumers time to commit it too before counting the stream
-        _settle(lambda: _drained(system) and log.messages("event") == _all_events(system))
-        stored = [e.event_id for e in system.backend.iter_events() if e.type == "purchase"]
-        assert len(stored) == len(set(stored))
-        assert set(stored) == acked_events  # every acknowledged event, nothing else
-        found = system.backend.get_decisions(sorted(acked_decisions))
-        assert set(found) == acked_decisions
-        # retries after the kill did not store any event twice in the log either
-        assert log.messages("event") == len(acked_events) + _outcomes(system)
-        print(
-            f"acknowledged {len(acked_events)} events, {len(acked_decisions)} decisions; "
-            f"refused while failing over: {failures}"
-        )
-        system.close()
+                t.start()
+            try:
+                _until(lambda: len(acked_events) >= 500, "load before the kill")
+                log = system.replicated
+                assert isinstance(log, NatsLog)
+                leader = log.leader()
+                assert leader.startswith("node")
+                cluster.kill(int(leader[4:]))  # SIGKILL the node leading the stream
+                before = len(acked_events)
+                _until(lambda: len(acked_events) >= before + 500, "load after the kill")
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(120)
+            _until(lambda: _drained(system), "the consumers to commit everything")
+            # a message no caller was told is stored (a decision's offer_outcome whose append was
+            # refused while failing over, though the log kept it) is not among what _drained
+            # waits for: give the consumers time to commit it too before counting the stream
+            _settle(lambda: _drained(system) and log.messages("event") == _all_events(system))
+            stored = [e.event_id for e in system.backend.iter_events() if e.type == "purchase"]
+            assert len(stored) == len(set(stored))
+            assert set(stored) == acked_events  # every acknowledged event, nothing else
+            found = system.backend.get_decisions(sorted(acked_decisions))
+            assert set(found) == acked_decisions
+            # retries after the kill did not store any event twice in the log either
+            assert log.messages("event") == len(acked_events) + _outcomes(system)
+            print(
+                f"acknowledged {len(acked_events)} events, {len(acked_decisions)} decisions; "
+                f"refused while failing over: {failures}"
+            )
+        finally:
+            system.close()  # also when an assertion failed: no thread outlives the test
 
 
 def _drained(system: Offerloop) -> bool:

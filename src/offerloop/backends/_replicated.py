@@ -28,6 +28,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -39,6 +40,10 @@ __all__ = ["Delivery", "LogJournal", "ReplicatedLog"]
 
 R = TypeVar("R")
 FORGET_AFTER = 300.0  # seconds a record appended here stays findable if another process stores it
+# keys this process committed lately: an append that returns after its record was committed
+# (the consumer was quicker than the caller, or a retry of a record an earlier attempt stored)
+# must not leave it pending for ever; a bounded memory, oldest forgotten first
+COMMITTED_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class LogJournal(Committer[R], Generic[R]):
         self.stored = 0
         self.recovered = 0
         self._pending: dict[str, tuple[R, float]] = {}
+        self._committed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,7 +118,9 @@ class LogJournal(Committer[R], Generic[R]):
         now = self.wall()
         with self._lock:
             for r in records:
-                self._pending[key(r)] = (r, now)
+                k = key(r)
+                if k not in self._committed:
+                    self._pending[k] = (r, now)
         if self._thread is None:
             self.start()
 
@@ -173,6 +181,10 @@ class LogJournal(Committer[R], Generic[R]):
         with self._lock:
             for d in got:
                 self._pending.pop(d.key, None)
+                self._committed[d.key] = None
+                self._committed.move_to_end(d.key)
+            while len(self._committed) > COMMITTED_KEPT:
+                self._committed.popitem(last=False)
         return n
 
     def _forget(self) -> None:
