@@ -191,6 +191,7 @@ SUBPACKAGES: dict[str, list[str]] = {
     "policies": [
         "BucketBeta",
         "CalibratedThompson",
+        "ELIGIBLE",
         "EpsilonGreedy",
         "FeatureRow",
         "FixedPolicy",
@@ -210,6 +211,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "WRAPPERS",
         "dump_policy",
         "load_policy",
+        "restrict_one",
         "sha256",
     ],
     "registry": [

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Collection, Iterable
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from offerloop._clock import parse_rfc3339
 from offerloop._errors import CampaignInvalid, Problem
 from offerloop.campaigns._model import (
     OPERATORS,
@@ -107,17 +109,24 @@ class _Validator:
         return items
 
     def campaign(self, data: dict[str, Any], features: Collection[str] | None) -> Campaign | None:
-        self.unknown_keys(data, {"id", "name", "bundles", "messages", "rules", "default_offer"}, "")
+        self.unknown_keys(
+            data,
+            {"id", "name", "bundles", "messages", "rules", "default_offer", "start", "end"},
+            "",
+        )
         cid = self.ident(data, "id", "")
+        start, end = self.moment(data, "start"), self.moment(data, "end")
+        if start is not None and end is not None and end <= start:
+            self.bad("end", "must be after start")
         name = data.get("name", cid or "")
         if not isinstance(name, str):
             self.bad("name", "must be a string")
         bundles = self.unique(
-            [self.bundle(b, i) for i, b in enumerate(self.table_list(data, "bundles"))],
+            [self.bundle(b, i, features) for i, b in enumerate(self.table_list(data, "bundles"))],
             "bundles",
         )
         messages = self.unique(
-            [self.message(m, i) for i, m in enumerate(self.table_list(data, "messages"))],
+            [self.message(m, i, features) for i, m in enumerate(self.table_list(data, "messages"))],
             "messages",
         )
         if not bundles and "bundles" in data:
@@ -144,7 +153,44 @@ class _Validator:
             messages=tuple(messages),
             rules=tuple(r for r in rules if r is not None),
             default_offer=default,
+            start=start,
+            end=end,
         )
+
+    def moment(self, data: dict[str, Any], key: str) -> float | None:
+        """``start``/``end``: a TOML date-time with an offset (``2026-03-02T09:00:00+01:00``)
+        or the same as an RFC 3339 string; a time zone is required."""
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                self.bad(key, "needs a time zone (e.g. 2026-03-02T09:00:00+01:00 or ...Z)")
+                return None
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return parse_rfc3339(value)
+            except ValueError as exc:
+                self.bad(key, str(exc))
+                return None
+        self.bad(key, "must be a date-time with a time zone")
+        return None
+
+    def conditions(
+        self, data: dict[str, Any], key: str, loc: str, features: Collection[str] | None
+    ) -> tuple[Condition, ...] | None:
+        """A condition string or a list of them (all must hold); None if one is invalid."""
+        when = data.get(key, [])
+        if isinstance(when, str):
+            when = [when]
+        if not isinstance(when, list):
+            self.bad(f"{loc}{key}", "must be a condition string or a list of them")
+            return None
+        conds = [self.condition(text, f"{loc}{key}[{j}]", features) for j, text in enumerate(when)]
+        if any(c is None for c in conds):
+            return None
+        return tuple(c for c in conds if c is not None)
 
     def unique(self, items: list[Any], key: str) -> list[Any]:
         seen: set[str] = set()
@@ -159,13 +205,14 @@ class _Validator:
             out.append(item)
         return out
 
-    def bundle(self, b: Any, i: int) -> Bundle | None:
+    def bundle(self, b: Any, i: int, features: Collection[str] | None) -> Bundle | None:
         loc = f"bundles[{i}]."
         if not isinstance(b, dict):
             self.bad(f"bundles[{i}]", "must be a table")
             return None
-        self.unknown_keys(b, {"id", "products", "price"}, loc)
+        self.unknown_keys(b, {"id", "products", "price", "eligible"}, loc)
         bid = self.ident(b, "id", loc)
+        eligible = self.conditions(b, "eligible", loc, features)
         price = b.get("price")
         ok = True
         if price is None:
@@ -186,24 +233,25 @@ class _Validator:
                 if isinstance(q, bool) or not isinstance(q, int) or q <= 0:
                     self.bad(f"{loc}products.{k}", "quantity must be a positive integer")
                     ok = False
-        if not ok or bid is None:
+        if not ok or bid is None or eligible is None:
             return None
         assert isinstance(products, dict)
         assert isinstance(price, int | float)
-        return Bundle(bid, dict(products), float(price))
+        return Bundle(bid, dict(products), float(price), eligible)
 
-    def message(self, m: Any, i: int) -> Message | None:
+    def message(self, m: Any, i: int, features: Collection[str] | None) -> Message | None:
         loc = f"messages[{i}]."
         if not isinstance(m, dict):
             self.bad(f"messages[{i}]", "must be a table")
             return None
-        self.unknown_keys(m, {"id", "text"}, loc)
+        self.unknown_keys(m, {"id", "text", "eligible"}, loc)
         mid = self.ident(m, "id", loc)
+        eligible = self.conditions(m, "eligible", loc, features)
         text = m.get("text")
         if not isinstance(text, str) or not text.strip():
             self.bad(f"{loc}text", "must be a non-empty string")
             return None
-        return Message(mid, text) if mid else None
+        return Message(mid, text, eligible) if mid and eligible is not None else None
 
     def rule(
         self, r: Any, i: int, offer_ids: set[str], features: Collection[str] | None
@@ -218,20 +266,8 @@ class _Validator:
         if not isinstance(offer, str) or (offer_ids and offer not in offer_ids):
             self.bad(f"{loc}offer", f"{offer!r} is not an offer of this campaign")
             ok = False
-        when = r.get("when", [])
-        if isinstance(when, str):
-            when = [when]
-        if not isinstance(when, list):
-            self.bad(f"{loc}when", "must be a condition string or a list of them")
-            return None
-        conds = []
-        for j, text in enumerate(when):
-            cond = self.condition(text, f"{loc}when[{j}]", features)
-            if cond is None:
-                ok = False
-            else:
-                conds.append(cond)
-        return Rule(str(offer), tuple(conds)) if ok else None
+        conds = self.conditions(r, "when", loc, features)
+        return Rule(str(offer), conds) if ok and conds is not None else None
 
     def condition(self, text: Any, loc: str, features: Collection[str] | None) -> Condition | None:
         m = _COND.match(text) if isinstance(text, str) else None

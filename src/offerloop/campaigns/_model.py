@@ -1,9 +1,11 @@
-"""What a campaign is: bundles × messages = offers, plus the rules of the rule-based policy."""
+"""What a campaign is: bundles × messages = offers, plus the rules of the rule-based policy,
+who may see each offer (eligibility conditions on bundles and messages) and when the campaign
+runs (start and end)."""
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,42 +19,6 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-
-
-@dataclass(frozen=True)
-class Bundle:
-    id: str
-    products: Mapping[str, int]
-    price: float
-
-
-@dataclass(frozen=True)
-class Message:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Offer:
-    id: str
-    bundle: Bundle
-    message: Message
-
-    @property
-    def price(self) -> float:
-        """The bundle's price: what a purchase of this offer is worth."""
-        return self.bundle.price
-
-    def doc(self) -> dict[str, Any]:
-        """The offer as ``GET /v1/campaigns/{id}`` and ``check-campaign --json`` show it."""
-        return {
-            "offer_id": self.id,
-            "bundle_id": self.bundle.id,
-            "message_id": self.message.id,
-            "price": self.price,
-            "products": dict(self.bundle.products),
-            "message": self.message.text,
-        }
 
 
 @dataclass(frozen=True)
@@ -79,6 +45,46 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Bundle:
+    id: str
+    products: Mapping[str, int]
+    price: float
+    # who may be offered it: every condition must hold for the request's feature row
+    eligible: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    text: str
+    eligible: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    bundle: Bundle
+    message: Message
+
+    @property
+    def price(self) -> float:
+        """The bundle's price: what a purchase of this offer is worth."""
+        return self.bundle.price
+
+    def doc(self) -> dict[str, Any]:
+        """The offer as ``GET /v1/campaigns/{id}`` and ``check-campaign --json`` show it."""
+        return {
+            "offer_id": self.id,
+            "bundle_id": self.bundle.id,
+            "message_id": self.message.id,
+            "price": self.price,
+            "products": dict(self.bundle.products),
+            "message": self.message.text,
+            "eligible": [str(c) for c in (*self.bundle.eligible, *self.message.eligible)],
+        }
+
+
+@dataclass(frozen=True)
 class Rule:
     """Show ``offer`` when every condition holds; rules are tried in file order."""
 
@@ -98,6 +104,8 @@ class Campaign:
     messages: tuple[Message, ...]
     rules: tuple[Rule, ...]
     default_offer: str
+    start: float | None = None  # epoch seconds; offers are shown from here on (None: always)
+    end: float | None = None  # and before here
     offers: tuple[Offer, ...] = field(init=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -107,6 +115,38 @@ class Campaign:
         )
         object.__setattr__(self, "offers", offers)
         object.__setattr__(self, "_index", {o.id: i for i, o in enumerate(offers)})
+
+    @property
+    def restricted(self) -> bool:
+        """Whether some offer may be withheld (eligibility conditions or a schedule)."""
+        return (
+            self.start is not None
+            or self.end is not None
+            or any(b.eligible for b in self.bundles)
+            or any(m.eligible for m in self.messages)
+        )
+
+    def running(self, now: float) -> bool:
+        """Whether ``now`` is within the campaign's schedule."""
+        return (self.start is None or now >= self.start) and (self.end is None or now < self.end)
+
+    def eligible(self, features: Mapping[str, Any], now: float) -> list[str] | None:
+        """The offers this feature row may be shown at ``now``, in campaign order; None when
+        every offer may (the common case, decided without looking at the row). Outside the
+        schedule no offer is eligible. An offer is eligible when its bundle's and its
+        message's conditions all hold."""
+        if not self.restricted:
+            return None
+        if not self.running(now):
+            return []
+        bundles = {b.id for b in self.bundles if all(c.holds(features) for c in b.eligible)}
+        messages = {m.id for m in self.messages if all(c.holds(features) for c in m.eligible)}
+        return [o.id for o in self.offers if o.bundle.id in bundles and o.message.id in messages]
+
+    def shown_among(self, eligible: Sequence[str]) -> list[str]:
+        """What may be shown given the eligible offers: those, or the campaign's default offer
+        when there are none (the documented answer to a request no offer fits)."""
+        return list(eligible) if eligible else [self.default_offer]
 
     @property
     def offer_ids(self) -> list[str]:

@@ -26,7 +26,7 @@ from offerloop.campaigns import Campaign, Offer
 from offerloop.decisions._shadows import ShadowScorer, ShadowSink
 from offerloop.events import decision_token
 from offerloop.features import FeatureValue
-from offerloop.policies import Policy
+from offerloop.policies import ELIGIBLE, Policy, restrict_one
 from offerloop.policies._compiled import Unsupported
 from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
 
@@ -295,6 +295,7 @@ class Decider:
         now = self.clock.now()
         t0 = time.perf_counter()
         notes: list[str] = []
+        row: dict[str, Any]  # the feature values, and the eligible offers when restricted
         try:
             row = self.features(player_id, now, context)
         except BackendUnavailable as exc:
@@ -334,6 +335,19 @@ class Decider:
                 self.metrics.fallbacks.labels(campaign.id, "release").inc()
                 p = np.full(len(campaign.offers), 1.0 / len(campaign.offers))
         score_ms = (time.thread_time() - t0) * 1000.0
+        eligible = campaign.eligible(row, now)
+        if eligible is not None:
+            # only these may be shown: the draw and the logged propensity are among them, and
+            # the row keeps them so that every evaluation restricts a policy the same way
+            if not eligible:
+                self.metrics.fallbacks.labels(campaign.id, "no_eligible_offer").inc()
+                notes.append(
+                    "no eligible offer: the default"
+                    if campaign.running(now)
+                    else "campaign not running: the default"
+                )
+            row = {**row, ELIGIBLE: campaign.shown_among(eligible)}
+            p = restrict_one(p, row, campaign.offer_ids)
         self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
         idx = self._draw(p)
         if p[idx] < p.max():

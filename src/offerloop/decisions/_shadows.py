@@ -31,7 +31,7 @@ import numpy as np
 from offerloop._errors import BackendUnavailable
 from offerloop._metrics import Metrics
 from offerloop.backends import DecisionLog, ShadowChoice
-from offerloop.policies import Policy
+from offerloop.policies import Policy, restrict_one
 
 __all__ = ["ShadowScorer", "ShadowSink", "score_shadows"]
 
@@ -106,7 +106,7 @@ def _score(
 ) -> list[Floats | None]:
     k = len(group[0][4])
     try:
-        p = np.asarray(policy.act_batch([it[2] for it in group]), dtype=np.float64)
+        p = np.asarray(policy.act_eligible([it[2] for it in group]), dtype=np.float64)
         if p.shape == (len(group), k) and np.isfinite(p).all() and (p >= 0).all():
             sums = p.sum(axis=1)
             if np.allclose(sums, 1.0, atol=1e-6):
@@ -116,7 +116,7 @@ def _score(
     out: list[Floats | None] = []
     for it in group:
         try:
-            q = np.asarray(policy.act(it[2]), dtype=np.float64)
+            q = restrict_one(np.asarray(policy.act(it[2]), dtype=np.float64), it[2], it[4])
             out.append(q / q.sum() if _valid(q, k) else None)
         except Exception:
             out.append(None)

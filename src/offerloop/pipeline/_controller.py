@@ -245,7 +245,7 @@ class _Log:
         """``version``'s probabilities of every offer on :meth:`live`'s rows."""
         if version not in self._probs:
             policy = self.system.registry.load(version)
-            self._probs[version] = _scored(_SCORES, policy, self.live().rows, policy.act_batch)
+            self._probs[version] = _scored(_SCORES, policy, self.live().rows, policy.act_eligible)
         return self._probs[version]
 
     def judge(self, since: float) -> tuple[RewardModel, float] | None:

@@ -105,7 +105,7 @@ def _source(system: Offerloop, logs: str, campaign: str | None) -> _Log:
 
 
 def _act(model: Any, part: LoggedData) -> Floats:
-    out: Floats = model.act_batch(part.features)
+    out: Floats = model.act_eligible(part.features)
     return out
 
 
@@ -150,7 +150,7 @@ def _probabilities(
     if spec.startswith("file:"):
         return _file_probabilities(Path(spec[5:]), log)
     if spec == "random":
-        return RandomPolicy(log.actions).act_batch(log.data.features), None
+        return RandomPolicy(log.actions).act_eligible(log.data.features), None
     if spec in LEARNERS:
         notes.append(
             f"{spec} cross-fitted over {len(blocks)} time blocks in {s.exploration} exploration"
@@ -165,7 +165,7 @@ def _probabilities(
     policy: Policy = system.registry.load(spec)
     if list(policy.offers) != list(log.actions):
         raise InvalidInput(f"{spec} chooses among other offers than the log")
-    return policy.act_batch(log.data.features), None
+    return policy.act_eligible(log.data.features), None
 
 
 def evaluate_offline(

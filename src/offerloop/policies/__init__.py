@@ -10,6 +10,7 @@ from offerloop.policies._artifact import (
 )
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
 from offerloop.policies._calibration import CalibratedThompson
+from offerloop.policies._eligible import ELIGIBLE, restrict_one
 from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
@@ -17,6 +18,7 @@ from offerloop.policies._simple import FixedPolicy, RandomPolicy, RulesPolicy
 from offerloop.policies._thompson import BucketBeta, ThompsonSampling
 
 __all__ = [
+    "ELIGIBLE",
     "POLICIES",
     "REWARD_MODELS",
     "WRAPPERS",
@@ -38,5 +40,6 @@ __all__ = [
     "ThompsonSampling",
     "dump_policy",
     "load_policy",
+    "restrict_one",
     "sha256",
 ]

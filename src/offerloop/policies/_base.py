@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from offerloop.campaigns import offer_keys
 from offerloop.features import Encoder, load_features
+from offerloop.policies._eligible import restrict
 
 __all__ = ["FeatureRow", "LoggedData", "Policy", "RewardModel", "log_loss", "recency_weights"]
 
@@ -102,6 +103,12 @@ class Policy:
         if not rows:
             return np.zeros((0, len(self.offers)))
         return np.vstack([self.act(r) for r in rows])
+
+    def act_eligible(self, rows: Sequence[FeatureRow]) -> NDArray[np.float64]:
+        """What a decision on each row draws from: :meth:`act_batch` restricted to the row's
+        eligible offers (``policies._eligible``). Every evaluation of a policy on logged rows
+        uses this, so it scores the policy as it would have served."""
+        return restrict(self.act_batch(rows), rows, self.offers)
 
     def state(self) -> dict[str, Any]:
         """The fitted state as JSON-able data (``{}``: nothing fitted)."""

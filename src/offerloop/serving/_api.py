@@ -96,6 +96,12 @@ class OfferOut(BaseModel):
     price: float
     products: dict[str, int] = Field(description="What the bundle holds: product → quantity.")
     message: str = Field(description="The message's text, as a decision returns it.")
+    eligible: list[str] = Field(
+        default_factory=list,
+        description="Who may be shown it: conditions on the request's features that must "
+        "all hold (its bundle's and its message's); empty: everyone.",
+        examples=[["level >= 20"]],
+    )
 
 
 class CampaignOut(BaseModel):
@@ -105,7 +111,12 @@ class CampaignOut(BaseModel):
     name: str
     default: bool = Field(description="Whether requests without a campaign get this one.")
     offers: list[OfferOut]
-    default_offer: str
+    default_offer: str = Field(
+        description="What a request gets when no offer is eligible or the campaign is not "
+        "running (propensity 1)."
+    )
+    start: str | None = Field(default=None, description="Offers are shown from (RFC 3339).")
+    end: str | None = Field(default=None, description="... and until (RFC 3339).")
     rules: int = Field(description="How many rules the day-one rules policy has.")
     released: str | None
     canary: str | None

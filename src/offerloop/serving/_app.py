@@ -233,6 +233,8 @@ def create_app(
             default=c.id == system.default_campaign,
             offers=[OfferOut(**o.doc()) for o in c.offers],
             default_offer=c.default_offer,
+            start=None if c.start is None else format_ts(c.start),
+            end=None if c.end is None else format_ts(c.end),
             rules=len(c.rules),
             released=st.released,
             canary=st.canary,

@@ -21,6 +21,7 @@ import numpy as np
 
 from offerloop.campaigns import Campaign
 from offerloop.policies import (
+    ELIGIBLE,
     POLICIES,
     REWARD_MODELS,
     WRAPPERS,
@@ -141,6 +142,31 @@ class PolicyConformance:
         assert (probs >= 0).all()
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
         np.testing.assert_allclose(policy.act(logged.features[0]), probs[0], atol=1e-12)
+
+    def test_eligible_offers_only_and_in_proportion(
+        self, policy: Policy, logged: LoggedData
+    ) -> None:
+        """On a row that may show only some offers, the probabilities a decision draws from
+        (``act_eligible``) are the policy's own among them, renormalised; rows without the
+        restriction are unchanged."""
+        policy.fit(logged)
+        rows = list(logged.features[:20])
+        allowed = policy.offers[::3]  # every third offer
+        marked = [{**r, ELIGIBLE: allowed} if i % 2 else r for i, r in enumerate(rows)]
+        plain = policy.act_batch(rows)
+        got = policy.act_eligible(marked)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
+        mask = np.array([o in allowed for o in policy.offers])
+        for i in range(len(rows)):
+            if i % 2 == 0:
+                np.testing.assert_allclose(got[i], plain[i], atol=1e-12)
+                continue
+            assert (got[i][~mask] == 0).all()
+            inside = plain[i][mask]
+            want = (
+                inside / inside.sum() if inside.sum() > 0 else np.full(mask.sum(), 1 / mask.sum())
+            )
+            np.testing.assert_allclose(got[i][mask], want, atol=1e-9)
 
     def test_clone_is_unfitted_with_same_params(self, policy: Policy, logged: LoggedData) -> None:
         """A fitted policy's clone has its type and parameters and refits to the same answers."""

@@ -107,7 +107,7 @@ def offer_columns(offers: Sequence[str], logged: Sequence[str]) -> NDArray[np.in
 
 def target_probabilities(policy: Policy, data: LoggedData) -> Floats:
     """The policy's probability of each logged offer."""
-    probs = policy.act_batch(data.features)
+    probs = policy.act_eligible(data.features)
     cols = offer_columns(policy.offers, list(data.offers))
     out: Floats = probs[np.arange(len(cols)), cols]
     return out
@@ -224,7 +224,7 @@ def _model(
     var = model.reward_variance(data.features)
     idx = np.arange(len(cols))
     return _arrays(
-        policy.act_batch(data.features),
+        policy.act_eligible(data.features),
         model.predict_batch(data.features),
         cols,
         data.propensities,
