@@ -48,6 +48,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "ArtifactStore",
         "BACKENDS",
         "Backend",
+        "CapLedger",
         "DecisionLog",
         "DecisionRecord",
         "DeploymentRecord",
@@ -69,6 +70,7 @@ SUBPACKAGES: dict[str, list[str]] = {
     "campaigns": [
         "Bundle",
         "Campaign",
+        "Cap",
         "Condition",
         "Message",
         "Offer",

@@ -6,6 +6,8 @@ RFC 3339 and converts at the boundary (:func:`parse_rfc3339`, :func:`format_ts`)
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 import threading
 import time
@@ -13,14 +15,32 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 __all__ = [
+    "DURATION_UNITS",
+    "LIFETIME",
     "Clock",
     "ManualClock",
     "SystemClock",
     "clock_of",
     "format_ts",
+    "parse_duration",
     "parse_rfc3339",
     "parse_time",
 ]
+
+LIFETIME = math.inf
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+
+
+@functools.cache  # pure, and read on every online lookup of a windowed feature
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"2w"`` → seconds; ``"lifetime"`` → inf."""
+    if text == "lifetime":
+        return LIFETIME
+    m = _DURATION.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 1h, 24h, 7d, 30d or lifetime")
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
 class Clock(Protocol):

@@ -129,7 +129,8 @@ class Metrics:
             "offerloop_fallback_decisions",
             "Decisions served by a fallback, by reason: features (online store down: default "
             "values), canary or release (failed to score), log_journaled (database down: "
-            "journaled locally until it is back).",
+            "journaled locally until it is back), no_eligible_offer (the campaign's default "
+            "answered), caps (the database could not apply the frequency caps).",
             ["campaign", "reason"],
             registry=r,
         )

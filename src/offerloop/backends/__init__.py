@@ -14,6 +14,7 @@ from offerloop._settings import Settings
 from offerloop.backends._protocols import (
     ArtifactStore,
     Backend,
+    CapLedger,
     DecisionLog,
     DeploymentStore,
     EventLog,
@@ -38,6 +39,7 @@ __all__ = [
     "OFFER_OUTCOME",
     "ArtifactStore",
     "Backend",
+    "CapLedger",
     "DecisionLog",
     "DecisionRecord",
     "DeploymentRecord",

@@ -133,6 +133,14 @@ _MIGRATIONS = (
     );
     """,
     "CREATE INDEX IF NOT EXISTS events_received ON events (received_at);",
+    """
+    CREATE TABLE shows (
+        player_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX shows_player ON shows (player_id, ts);
+    """,
 )
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"\?")
@@ -254,6 +262,12 @@ class PostgresDialect:
     def insert_events(self, cur: Cursor, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
         cur.execute(_INSERT_EVENTS, [list(col) for col in zip(*rows, strict=True)])
         return {r[0]: int(r[1]) for r in cur.fetchall()}
+
+    def serialize(self, cur: Cursor, key: str) -> None:
+        """A transaction-level advisory lock on the key (in this schema), released at commit."""
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"offerloop:{self.schema}:{key}",)
+        )
 
     @contextmanager
     def run_lock(self, name: str) -> Iterator[None]:

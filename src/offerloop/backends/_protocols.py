@@ -25,6 +25,7 @@ from offerloop.backends._records import (
 __all__ = [
     "ArtifactStore",
     "Backend",
+    "CapLedger",
     "DecisionLog",
     "DeploymentStore",
     "EventLog",
@@ -232,7 +233,27 @@ class RunLog(Protocol):
         ...
 
 
+class CapLedger(Protocol):
+    """What each player was shown, for frequency caps (``campaigns.Cap``): shows under keys
+    (an offer, a bundle, a message or a campaign, as the caller names them) at times.
+    :meth:`take` is the one write, and it is atomic per player across every process using
+    the store: of concurrent takes that would together pass a cap, only as many succeed as
+    the cap allows."""
+
+    def shows(self, player_id: str, since: float) -> list[tuple[str, float]]:
+        """The player's shows ``(key, ts)`` with ``ts > since``."""
+        ...
+
+    def take(self, player_id: str, checks: Sequence[tuple[str, int, float]], now: float) -> bool:
+        """If for every ``(key, limit, window)`` the player has fewer than ``limit`` shows of
+        ``key`` with ``ts > now - window``, record one show of each key at ``now`` and return
+        True; otherwise record nothing and return False. Shows older than the longest window
+        asked may be forgotten."""
+        ...
+
+
 class Backend(
+    CapLedger,
     EventLog,
     DecisionLog,
     ModelStore,

@@ -107,6 +107,11 @@ class Dialect(Protocol):
         ``Conflict`` at once if another holder has it. Released if the holder dies."""
         ...
 
+    def serialize(self, cur: Cursor, key: str) -> None:
+        """Inside a write transaction: until it ends, no other transaction that serializes
+        on ``key`` runs (SQLite: its write transactions already exclude each other)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -156,6 +161,38 @@ class SqlBackend:
         for cond, vals in self.dialect.any_of(column, list(dict.fromkeys(values))):
             out.extend(self.dialect.read(self.dialect.sql(query.format(cond=cond)), [*vals, *args]))
         return out
+
+    # -- frequency caps --------------------------------------------------------------------
+    def shows(self, player_id: str, since: float) -> list[tuple[str, float]]:
+        rows = self.dialect.read(
+            self.dialect.sql("SELECT key, ts FROM shows WHERE player_id = ? AND ts > ?"),
+            [player_id, since],
+        )
+        return [(str(k), float(t)) for k, t in rows]
+
+    def take(self, player_id: str, checks: Sequence[tuple[str, int, float]], now: float) -> bool:
+        if not checks:
+            return True
+        d = self.dialect
+        oldest = now - max(w for _, _, w in checks)
+        with d.write() as cur:
+            d.serialize(cur, f"shows:{player_id}")
+            cur.execute(
+                d.sql("SELECT key, ts FROM shows WHERE player_id = ? AND ts > ?"),
+                [player_id, oldest],
+            )
+            seen = [(str(k), float(t)) for k, t in cur.fetchall()]
+            for key, limit, window in checks:
+                if sum(1 for k, t in seen if k == key and t > now - window) >= limit:
+                    return False
+            cur.execute(
+                d.sql("DELETE FROM shows WHERE player_id = ? AND ts <= ?"), [player_id, oldest]
+            )
+            cur.executemany(
+                d.sql("INSERT INTO shows (player_id, key, ts) VALUES (?, ?, ?)"),
+                [(player_id, key, now) for key in dict.fromkeys(k for k, _, _ in checks)],
+            )
+        return True
 
     # -- events --------------------------------------------------------------------------
     def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:

@@ -106,6 +106,8 @@ _MIGRATIONS = (
     "CREATE TABLE pipeline_runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
     "campaign TEXT NOT NULL, status TEXT NOT NULL, doc TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
+    "CREATE TABLE shows (player_id TEXT NOT NULL, key TEXT NOT NULL, ts REAL NOT NULL);"
+    "CREATE INDEX shows_player ON shows (player_id, ts)",
 )
 
 
@@ -256,6 +258,9 @@ class SQLiteDialect:
             new,
         )
         return {r[0]: top + i for i, r in enumerate(new, start=1)}
+
+    def serialize(self, cur: Cursor, key: str) -> None:
+        """Nothing to do: a write transaction (BEGIN IMMEDIATE) holds the file's write lock."""
 
     @contextmanager
     def run_lock(self, name: str) -> Iterator[None]:

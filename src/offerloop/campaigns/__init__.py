@@ -9,6 +9,7 @@ from offerloop.campaigns._load import (
 from offerloop.campaigns._model import (
     Bundle,
     Campaign,
+    Cap,
     Condition,
     Message,
     Offer,
@@ -19,6 +20,7 @@ from offerloop.campaigns._model import (
 __all__ = [
     "Bundle",
     "Campaign",
+    "Cap",
     "Condition",
     "Message",
     "Offer",

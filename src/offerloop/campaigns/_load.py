@@ -10,12 +10,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from offerloop._clock import parse_rfc3339
+from offerloop._clock import LIFETIME, parse_duration, parse_rfc3339
 from offerloop._errors import CampaignInvalid, Problem
 from offerloop.campaigns._model import (
+    CAP_SCOPES,
     OPERATORS,
     Bundle,
     Campaign,
+    Cap,
     Condition,
     Message,
     Rule,
@@ -100,7 +102,7 @@ class _Validator:
     def table_list(self, data: dict[str, Any], key: str) -> list[Any]:
         items = data.get(key)
         if items is None:
-            if key != "rules":
+            if key not in ("rules", "caps"):
                 self.bad(key, "is required (a list of tables)")
             return []
         if not isinstance(items, list):
@@ -111,7 +113,7 @@ class _Validator:
     def campaign(self, data: dict[str, Any], features: Collection[str] | None) -> Campaign | None:
         self.unknown_keys(
             data,
-            {"id", "name", "bundles", "messages", "rules", "default_offer", "start", "end"},
+            {"id", "name", "bundles", "messages", "rules", "default_offer", "start", "end", "caps"},
             "",
         )
         cid = self.ident(data, "id", "")
@@ -138,6 +140,7 @@ class _Validator:
             self.rule(r, i, offer_ids, features)
             for i, r in enumerate(self.table_list(data, "rules"))
         ]
+        caps = [self.cap(c, i) for i, c in enumerate(self.table_list(data, "caps"))]
         default = data.get("default_offer")
         if default is None and bundles and messages:
             default = offer_id(bundles[0].id, messages[0].id)
@@ -155,7 +158,39 @@ class _Validator:
             default_offer=default,
             start=start,
             end=end,
+            caps=tuple(c for c in caps if c is not None),
         )
+
+    def cap(self, c: Any, i: int) -> Cap | None:
+        """``per`` (offer, bundle, message or campaign), ``max`` shows, ``within`` a duration."""
+        loc = f"caps[{i}]."
+        if not isinstance(c, dict):
+            self.bad(f"caps[{i}]", "must be a table")
+            return None
+        self.unknown_keys(c, {"per", "max", "within"}, loc)
+        per, limit, within = c.get("per"), c.get("max"), c.get("within")
+        ok = True
+        if per not in CAP_SCOPES:
+            self.bad(f"{loc}per", f"must be one of {', '.join(CAP_SCOPES)}, not {per!r}")
+            ok = False
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            self.bad(f"{loc}max", f"must be a whole number of shows >= 1, not {limit!r}")
+            ok = False
+        seconds = 0.0
+        try:
+            seconds = parse_duration(within) if isinstance(within, str) else 0.0
+        except ValueError as exc:
+            self.bad(f"{loc}within", str(exc))
+            ok = False
+        else:
+            if not 0 < seconds < LIFETIME:
+                self.bad(f"{loc}within", "must be a duration like 30m, 6h or 7d")
+                ok = False
+        if not ok:
+            return None
+        assert isinstance(per, str)
+        assert isinstance(limit, int)
+        return Cap(per, limit, seconds)
 
     def moment(self, data: dict[str, Any], key: str) -> float | None:
         """``start``/``end``: a TOML date-time with an offset (``2026-03-02T09:00:00+01:00``)

@@ -9,7 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Bundle", "Campaign", "Condition", "Message", "Offer", "Rule", "offer_keys"]
+__all__ = ["Bundle", "Campaign", "Cap", "Condition", "Message", "Offer", "Rule", "offer_keys"]
+
+CAP_SCOPES = ("offer", "bundle", "message", "campaign")
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -85,6 +87,27 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """At most ``limit`` shows per player of the same ``per`` (``offer``, ``bundle``,
+    ``message``, or the whole ``campaign``) within ``within`` seconds."""
+
+    per: str
+    limit: int
+    within: float
+
+    def key(self, campaign: str, offer: Offer) -> str:
+        """The ledger key one show of ``offer`` counts under for this cap."""
+        if self.per == "campaign":
+            return f"{campaign}|campaign"
+        part = {"offer": offer.id, "bundle": offer.bundle.id, "message": offer.message.id}
+        return f"{campaign}|{self.per}|{part[self.per]}"
+
+    def doc(self) -> dict[str, Any]:
+        """The cap as ``GET /v1/campaigns`` and ``check-campaign --json`` show it."""
+        return {"per": self.per, "max": self.limit, "within_seconds": self.within}
+
+
+@dataclass(frozen=True)
 class Rule:
     """Show ``offer`` when every condition holds; rules are tried in file order."""
 
@@ -106,6 +129,7 @@ class Campaign:
     default_offer: str
     start: float | None = None  # epoch seconds; offers are shown from here on (None: always)
     end: float | None = None  # and before here
+    caps: tuple[Cap, ...] = ()  # frequency caps per player
     offers: tuple[Offer, ...] = field(init=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -122,6 +146,7 @@ class Campaign:
         return (
             self.start is not None
             or self.end is not None
+            or bool(self.caps)
             or any(b.eligible for b in self.bundles)
             or any(m.eligible for m in self.messages)
         )
@@ -130,18 +155,43 @@ class Campaign:
         """Whether ``now`` is within the campaign's schedule."""
         return (self.start is None or now >= self.start) and (self.end is None or now < self.end)
 
-    def eligible(self, features: Mapping[str, Any], now: float) -> list[str] | None:
+    def eligible(
+        self,
+        features: Mapping[str, Any],
+        now: float,
+        shows: Sequence[tuple[str, float]] = (),
+    ) -> list[str] | None:
         """The offers this feature row may be shown at ``now``, in campaign order; None when
         every offer may (the common case, decided without looking at the row). Outside the
         schedule no offer is eligible. An offer is eligible when its bundle's and its
-        message's conditions all hold."""
+        message's conditions all hold and no cap is reached by the player's ``shows``
+        (``(key, ts)``, as :meth:`Cap.key` names them)."""
         if not self.restricted:
             return None
         if not self.running(now):
             return []
         bundles = {b.id for b in self.bundles if all(c.holds(features) for c in b.eligible)}
         messages = {m.id for m in self.messages if all(c.holds(features) for c in m.eligible)}
-        return [o.id for o in self.offers if o.bundle.id in bundles and o.message.id in messages]
+        out = [o for o in self.offers if o.bundle.id in bundles and o.message.id in messages]
+        if self.caps and shows:
+            out = [o for o in out if all(self._under(cap, o, shows, now) for cap in self.caps)]
+        return [o.id for o in out]
+
+    def _under(
+        self, cap: Cap, offer: Offer, shows: Sequence[tuple[str, float]], now: float
+    ) -> bool:
+        key = cap.key(self.id, offer)
+        return sum(1 for k, t in shows if k == key and t > now - cap.within) < cap.limit
+
+    def cap_checks(self, offer: str) -> list[tuple[str, int, float]]:
+        """What showing ``offer`` takes from the player's caps: ``(key, limit, window)``."""
+        o = self.offers[self.index(offer)]
+        return [(cap.key(self.id, o), cap.limit, cap.within) for cap in self.caps]
+
+    @property
+    def longest_cap(self) -> float:
+        """The longest window of the caps (0 without caps)."""
+        return max((c.within for c in self.caps), default=0.0)
 
     def shown_among(self, eligible: Sequence[str]) -> list[str]:
         """What may be shown given the eligible offers: those, or the campaign's default offer

@@ -1255,6 +1255,7 @@ def check_campaign(
                 "valid": True,
                 "offers": [o.doc() for o in c.offers],
                 "rules": len(c.rules),
+                "caps": [cap.doc() for cap in c.caps],
             }
         )
         return

@@ -32,6 +32,8 @@ from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
 
 __all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
 
+CAP_RETRIES = 3  # draws a decision may lose to concurrent requests of the same player
+
 FeatureSource = Callable[[str, float, Mapping[str, Any]], dict[str, FeatureValue]]
 
 
@@ -285,6 +287,63 @@ class Decider:
         i = int(np.searchsorted(np.cumsum(p), u * float(p.sum()), side="right"))
         return min(i, len(p) - 1)
 
+    def _shows(
+        self, campaign: Campaign, player_id: str, now: float, notes: list[str]
+    ) -> list[tuple[str, float]] | None:
+        """The player's recent shows when the campaign has caps (None: no caps, or the store
+        cannot say; then the caps are not applied, and the record says so)."""
+        if not campaign.caps:
+            return None
+        try:
+            return self.backend.shows(player_id, now - campaign.longest_cap)
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels("database", "caps").inc()
+            self.metrics.fallbacks.labels(campaign.id, "caps").inc()
+            notes.append(f"caps: not applied ({exc.message})"[:200])
+            return None
+
+    def _take(
+        self, campaign: Campaign, player_id: str, idx: int, now: float, notes: list[str]
+    ) -> bool:
+        """Count the show against the player's caps, atomically; False if a cap is reached
+        (a concurrent request was first). A store that cannot say lets the show through."""
+        try:
+            return self.backend.take(player_id, campaign.cap_checks(campaign.offer_ids[idx]), now)
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.labels("database", "caps").inc()
+            self.metrics.fallbacks.labels(campaign.id, "caps").inc()
+            notes.append(f"caps: not counted ({exc.message})"[:200])
+            return True
+
+    def _restrict_and_draw(
+        self,
+        campaign: Campaign,
+        row: Mapping[str, Any],
+        p: np.ndarray[Any, np.dtype[np.float64]],
+        now: float,
+        shows: Sequence[tuple[str, float]] | None,
+        notes: list[str],
+        *,
+        none: bool = False,
+    ) -> tuple[list[str] | None, bool, np.ndarray[Any, np.dtype[np.float64]], int]:
+        """Restrict the served probabilities to the offers this row may be shown (eligibility,
+        schedule, caps; the default offer when there are none, or with ``none``) and draw
+        one. Returns what may be shown (None: every offer), whether the default stands in
+        for want of any (not counted against caps), the probabilities and the index."""
+        eligible = [] if none else campaign.eligible(row, now, shows or ())
+        if eligible is None:
+            return None, False, p, self._draw(p)
+        if not eligible and not none:
+            self.metrics.fallbacks.labels(campaign.id, "no_eligible_offer").inc()
+            notes.append(
+                "no eligible offer: the default"
+                if campaign.running(now)
+                else "campaign not running: the default"
+            )
+        allowed = campaign.shown_among(eligible)
+        q = restrict_one(p, {ELIGIBLE: allowed}, campaign.offer_ids)
+        return allowed, not eligible, q, self._draw(q)
+
     def decide(
         self, player_id: str, campaign_id: str, context: Mapping[str, Any] | None = None
     ) -> Decision:
@@ -335,21 +394,28 @@ class Decider:
                 self.metrics.fallbacks.labels(campaign.id, "release").inc()
                 p = np.full(len(campaign.offers), 1.0 / len(campaign.offers))
         score_ms = (time.thread_time() - t0) * 1000.0
-        eligible = campaign.eligible(row, now)
-        if eligible is not None:
-            # only these may be shown: the draw and the logged propensity are among them, and
-            # the row keeps them so that every evaluation restricts a policy the same way
-            if not eligible:
-                self.metrics.fallbacks.labels(campaign.id, "no_eligible_offer").inc()
-                notes.append(
-                    "no eligible offer: the default"
-                    if campaign.running(now)
-                    else "campaign not running: the default"
-                )
-            row = {**row, ELIGIBLE: campaign.shown_among(eligible)}
-            p = restrict_one(p, row, campaign.offer_ids)
         self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
-        idx = self._draw(p)
+        p_served = p
+        shows = self._shows(campaign, player_id, now, notes)
+        shown, fallback, p, idx = self._restrict_and_draw(campaign, row, p, now, shows, notes)
+        for _ in range(CAP_RETRIES if shows is not None else 0):
+            if fallback or self._take(campaign, player_id, idx, now, notes):
+                break
+            # a concurrent request took what this one drew first: read again, draw again
+            shows = self._shows(campaign, player_id, now, notes)
+            if shows is None:
+                break
+            shown, fallback, p, idx = self._restrict_and_draw(
+                campaign, row, p_served, now, shows, notes
+            )
+        else:
+            if shows is not None and not fallback:
+                notes.append("caps: every draw lost to concurrent requests; the default")
+                shown, fallback, p, idx = self._restrict_and_draw(
+                    campaign, row, p_served, now, None, notes, none=True
+                )
+        if shown is not None:
+            row = {**row, ELIGIBLE: shown}
         if p[idx] < p.max():
             self.metrics.exploration.labels(campaign.id, version).inc()
         offer = campaign.offers[idx]

@@ -22,13 +22,13 @@ offline both follow this rule, which is why they agree even when events arrive l
 from __future__ import annotations
 
 import builtins
-import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from offerloop._clock import DURATION_UNITS, parse_duration
 from offerloop._errors import InvalidInput, Problem
 from offerloop.backends import OFFER_OUTCOME
 from offerloop.campaigns import Condition
@@ -58,23 +58,10 @@ __all__ = [
 
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last", "distinct_count")
 TYPES = ("int", "float", "category")
-LIFETIME = math.inf
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
 FeatureValue = float | int | str
-
-
-@functools.cache  # pure, and read on every online lookup of a windowed feature
-def parse_duration(text: str) -> float:
-    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"2w"`` → seconds; ``"lifetime"`` → inf."""
-    if text == "lifetime":
-        return LIFETIME
-    m = _DURATION.match(text.strip())
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration like 1h, 24h, 7d, 30d or lifetime")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+_UNITS = DURATION_UNITS  # since_last's units
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,12 @@ class CampaignOut(BaseModel):
     )
     start: str | None = Field(default=None, description="Offers are shown from (RFC 3339).")
     end: str | None = Field(default=None, description="... and until (RFC 3339).")
+    caps: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Frequency caps per player: at most `max` shows of the same `per` (offer, "
+        "bundle, message or campaign) within `within_seconds`.",
+        examples=[[{"per": "bundle", "max": 1, "within_seconds": 86400.0}]],
+    )
     rules: int = Field(description="How many rules the day-one rules policy has.")
     released: str | None
     canary: str | None

@@ -235,6 +235,7 @@ def create_app(
             default_offer=c.default_offer,
             start=None if c.start is None else format_ts(c.start),
             end=None if c.end is None else format_ts(c.end),
+            caps=[cap.doc() for cap in c.caps],
             rules=len(c.rules),
             released=st.released,
             canary=st.canary,

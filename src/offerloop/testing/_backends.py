@@ -209,6 +209,45 @@ class BackendConformance:
             t.join()
         assert len(set(got)) == 80
 
+    def test_caps_count_shows_within_their_windows(self, backend: Backend) -> None:
+        """A take records one show of each key when every cap allows it, and nothing when
+        one does not; shows older than a window no longer count."""
+        day = 86400.0
+        both = [("c|offer|a:x", 1, 3600.0), ("c|campaign", 2, day)]
+        assert backend.take("p1", both, 1000.0)
+        assert not backend.take("p1", both, 1000.0 + 60)  # the offer's cap: 1 per hour
+        assert backend.take("p1", [("c|offer|a:y", 1, 3600.0), ("c|campaign", 2, day)], 1100.0)
+        # the campaign's cap (2 a day) is reached: nothing is recorded for a:z either
+        assert not backend.take("p1", [("c|offer|a:z", 1, 3600.0), ("c|campaign", 2, day)], 1200.0)
+        assert sorted(k for k, _ in backend.shows("p1", 0.0)) == [
+            "c|campaign",
+            "c|campaign",
+            "c|offer|a:x",
+            "c|offer|a:y",
+        ]
+        assert backend.take("p1", both, 1000.0 + day + 1)  # a day later: allowed again
+        assert backend.shows("p2", 0.0) == []
+        assert backend.take("p2", [], 0.0)  # no caps: nothing to take
+
+    def test_caps_hold_under_concurrent_takes(self, backend: Backend) -> None:
+        """Of many concurrent takes of a cap of 3, exactly 3 succeed, per player."""
+        won: list[tuple[str, bool]] = []
+        lock = threading.Lock()
+
+        def take(player: str) -> None:
+            ok = backend.take(player, [("c|campaign", 3, 3600.0)], 5000.0)
+            with lock:
+                won.append((player, ok))
+
+        threads = [threading.Thread(target=take, args=(f"p{i % 2}",)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(ok for p, ok in won if p == "p0") == 3
+        assert sum(ok for p, ok in won if p == "p1") == 3
+        assert len(backend.shows("p0", 0.0)) == 3
+
     def test_artifacts(self, backend: Backend) -> None:
         """An artifact is None until put, and putting it again replaces its bytes."""
         assert backend.get_artifact("a.json") is None

@@ -1,0 +1,169 @@
+"""Frequency caps hold under concurrent requests: on both backends with threads, and through
+two `offerloop serve` processes sharing PostgreSQL. A decision that would pass a cap draws
+again among what is still allowed; when nothing is, the campaign's default answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from offerloop import ManualClock, Offerloop, Settings, load_settings
+from offerloop._errors import CampaignInvalid
+from offerloop.campaigns import default_campaign_path, parse_campaign
+from offerloop.decisions import Decision
+from offerloop.policies import ELIGIBLE
+from tests.conftest import (
+    BACKENDS,
+    PG_URL,
+    REDIS_URL,
+    T0,
+    _drop,
+    open_system,
+    service_env,
+    unique_name,
+)
+from tests.helpers import wait_healthy
+from tests.serving.test_serve_process import _free_port
+
+CAPS = """
+[[caps]]
+per = "campaign"
+max = 3
+within = "1h"
+
+[[caps]]
+per = "bundle"
+max = 1
+within = "1d"
+"""
+
+
+def _campaign(tmp_path: Path) -> Path:
+    path = tmp_path / "campaign.toml"
+    path.write_text(default_campaign_path().read_text() + CAPS)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cap", "message"),
+    [
+        ('per = "player"\nmax = 1\nwithin = "1h"', "caps\\[0\\].per: must be one of"),
+        ('per = "offer"\nmax = 0\nwithin = "1h"', "caps\\[0\\].max: must be a whole number"),
+        ('per = "offer"\nmax = 1\nwithin = "soon"', "caps\\[0\\].within: 'soon' is not a"),
+        ('per = "offer"\nmax = 1\nwithin = "lifetime"', "caps\\[0\\].within: must be a dur"),
+        ('per = "offer"\nmax = 1\nwithin = "1h"\nmin = 2', "caps\\[0\\].*unknown key"),
+    ],
+)
+def test_bad_caps_are_refused_with_their_place(cap: str, message: str) -> None:
+    text = default_campaign_path().read_text() + "\n[[caps]]\n" + cap + "\n"
+    with pytest.raises(CampaignInvalid, match=message):
+        parse_campaign(text)
+
+
+@pytest.fixture(params=BACKENDS)
+def capped(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> Iterator[Offerloop]:
+    settings = settings.replace(campaigns=(str(_campaign(tmp_path)),))
+    with open_system(request.param, settings, ManualClock(T0)) as system:
+        yield system
+
+
+def _capped(d: Decision) -> bool:
+    return "the default" in d.record.fallback
+
+
+def test_caps_hold_under_concurrent_decisions(capped: Offerloop) -> None:
+    system = capped
+    c = system.campaign(None)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: system.decide("p1", context={"local_hour": 9}), range(40)))
+    shown = [d for d in got if not _capped(d)]
+    assert len(shown) == 3  # the campaign's cap: 3 an hour
+    bundles = [d.offer.bundle.id for d in shown]
+    assert len(set(bundles)) == 3  # and one show per bundle a day
+    for d in got:
+        allowed = d.record.features[ELIGIBLE]
+        assert d.record.offer_id in allowed
+        # the release is uniform random: the probability among what was allowed
+        assert d.record.propensity == pytest.approx(1.0 / len(allowed))
+    assert all(d.record.offer_id == c.default_offer for d in got if _capped(d))
+    # an hour later the campaign's cap allows more, but not the bundles shown today
+    clock = system.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(3601)
+    later = [system.decide("p1", context={"local_hour": 9}) for _ in range(5)]
+    fresh = [d for d in later if not _capped(d)]
+    assert len(fresh) == 3
+    assert not {d.offer.bundle.id for d in fresh} & set(bundles)
+    other = system.decide("p2", context={"local_hour": 9})  # caps are per player
+    assert not _capped(other)
+
+
+@pytest.mark.needs("postgres", "redis")
+@pytest.mark.slow
+def test_caps_hold_across_two_service_processes(tmp_path: Path) -> None:
+    name = unique_name("caps")
+    env = service_env(name)
+    env.update(
+        OFFERLOOP_DATA_DIR=str(tmp_path / "local"),
+        OFFERLOOP_CAMPAIGNS=str(_campaign(tmp_path)),
+    )
+    procs, bases = [], []
+    try:
+        for _ in range(2):
+            port = _free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "offerloop", "serve", "--port", str(port)],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+            wait_healthy(procs[-1], bases[-1])  # the first creates the schema
+        answers: list[dict[str, object]] = []
+        lock = threading.Lock()
+
+        def ask(i: int) -> None:
+            with httpx.Client(base_url=bases[i % 2], timeout=60) as client:
+                for _ in range(5):
+                    r = client.post("/v1/decide", json={"player_id": "p7"})
+                    assert r.status_code == 200, r.text
+                    with lock:
+                        answers.append(r.json())
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(answers) == 40
+        default = parse_campaign(default_campaign_path().read_text()).default_offer
+        offered = [a for a in answers if a["offer_id"] != default or a["propensity"] != 1.0]
+        # at most 3 an hour for this player, whichever process answered
+        assert len(offered) == 3
+        assert len({a["bundle_id"] for a in offered}) == len(offered)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)
+        _drop(
+            load_settings(
+                env={},
+                database_url=PG_URL,
+                database_schema=name,
+                redis_url=REDIS_URL,
+                redis_prefix=f"{name}:",
+            )
+        )
