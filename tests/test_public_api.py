@@ -86,6 +86,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "main",
     ],
     "decisions": [
+        "CONTROL",
         "Decider",
         "Decision",
         "FeatureSource",
@@ -93,6 +94,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "ShadowSink",
         "WorkerSink",
         "canary_bucket",
+        "control_bucket",
         "new_decision_id",
         "score_shadows",
     ],

@@ -14,6 +14,7 @@ from offerloop._clock import LIFETIME, parse_duration, parse_rfc3339
 from offerloop._errors import CampaignInvalid, Problem
 from offerloop.campaigns._model import (
     CAP_SCOPES,
+    CONTROLS,
     OPERATORS,
     Bundle,
     Campaign,
@@ -113,7 +114,10 @@ class _Validator:
     def campaign(self, data: dict[str, Any], features: Collection[str] | None) -> Campaign | None:
         self.unknown_keys(
             data,
-            {"id", "name", "bundles", "messages", "rules", "default_offer", "start", "end", "caps"},
+            {
+                *("id", "name", "bundles", "messages", "rules", "default_offer"),
+                *("start", "end", "caps", "control_share", "control"),
+            },
             "",
         )
         cid = self.ident(data, "id", "")
@@ -141,6 +145,13 @@ class _Validator:
             for i, r in enumerate(self.table_list(data, "rules"))
         ]
         caps = [self.cap(c, i) for i, c in enumerate(self.table_list(data, "caps"))]
+        share = data.get("control_share", 0.0)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 0.5:
+            self.bad("control_share", f"must be a share from 0 to 0.5, not {share!r}")
+            share = 0.0
+        control = data.get("control", "random")
+        if control not in CONTROLS:
+            self.bad("control", f"must be one of {', '.join(CONTROLS)}, not {control!r}")
         default = data.get("default_offer")
         if default is None and bundles and messages:
             default = offer_id(bundles[0].id, messages[0].id)
@@ -159,6 +170,8 @@ class _Validator:
             start=start,
             end=end,
             caps=tuple(c for c in caps if c is not None),
+            control_share=float(share),
+            control=str(control),
         )
 
     def cap(self, c: Any, i: int) -> Cap | None:

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = ["Bundle", "Campaign", "Cap", "Condition", "Message", "Offer", "Rule", "offer_keys"]
 
 CAP_SCOPES = ("offer", "bundle", "message", "campaign")
+CONTROLS = ("random", "default")  # what a campaign's control group is shown
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -130,6 +131,10 @@ class Campaign:
     start: float | None = None  # epoch seconds; offers are shown from here on (None: always)
     end: float | None = None  # and before here
     caps: tuple[Cap, ...] = ()  # frequency caps per player
+    # a share of players (a stable hash) kept out of personalisation, to measure its lift:
+    # shown uniform random offers ("random") or the default offer ("default")
+    control_share: float = 0.0
+    control: str = "random"
     offers: tuple[Offer, ...] = field(init=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 

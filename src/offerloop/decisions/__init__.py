@@ -5,16 +5,19 @@ Below the façade and the HTTP layer: it is given its collaborators (backend, fe
 registry, deployments, clock, metrics) and never reaches back up for them."""
 
 from offerloop.decisions._decide import (
+    CONTROL,
     Decider,
     Decision,
     FeatureSource,
     canary_bucket,
+    control_bucket,
     new_decision_id,
 )
 from offerloop.decisions._shadow_worker import WorkerSink
 from offerloop.decisions._shadows import ShadowScorer, ShadowSink, score_shadows
 
 __all__ = [
+    "CONTROL",
     "Decider",
     "Decision",
     "FeatureSource",
@@ -22,6 +25,7 @@ __all__ = [
     "ShadowSink",
     "WorkerSink",
     "canary_bucket",
+    "control_bucket",
     "new_decision_id",
     "score_shadows",
 ]

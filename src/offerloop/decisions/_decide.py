@@ -30,7 +30,17 @@ from offerloop.policies import ELIGIBLE, Policy, restrict_one
 from offerloop.policies._compiled import Unsupported
 from offerloop.registry import CANARY, RELEASED, SHADOW, Deployments, Registry
 
-__all__ = ["Decider", "Decision", "FeatureSource", "canary_bucket", "new_decision_id"]
+__all__ = [
+    "CONTROL",
+    "Decider",
+    "Decision",
+    "FeatureSource",
+    "canary_bucket",
+    "control_bucket",
+    "new_decision_id",
+]
+
+CONTROL = "control"  # the mode and version of a decision for a player in the control group
 
 CAP_RETRIES = 3  # draws a decision may lose to concurrent requests of the same player
 
@@ -58,6 +68,14 @@ def canary_bucket(player_id: str, campaign: str) -> float:
     its share, so a player keeps the same arm while the share is unchanged (and a player in
     a 10 % canary stays in it when the share grows to 20 %)."""
     digest = hashlib.sha256(f"{campaign}\x00{player_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def control_bucket(player_id: str, campaign: str) -> float:
+    """A player's stable position in [0, 1) for a campaign's control group: players below the
+    campaign's ``control_share`` are in it. Independent of :func:`canary_bucket` (another
+    salt), so a control group is a random sample of every arm's players."""
+    digest = hashlib.sha256(f"control\x00{campaign}\x00{player_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
@@ -375,7 +393,17 @@ class Decider:
         # costs, whatever else the host runs (wall time on a busy host measures the host, and
         # rolled a canary back against a random release's 0.2 ms; see docs/architecture.md)
         t0 = time.thread_time()
-        if live.canary is not None and canary_bucket(player_id, campaign.id) < live.canary[2]:
+        if campaign.control_share > 0 and control_bucket(player_id, campaign.id) < (
+            campaign.control_share
+        ):
+            # kept out of personalisation: the lift of everything else is measured against it
+            version, mode = CONTROL, CONTROL
+            k = len(campaign.offers)
+            p = np.full(k, 1.0 / k)
+            if campaign.control == "default":
+                p = np.zeros(k)
+                p[campaign.index(campaign.default_offer)] = 1.0
+        elif live.canary is not None and canary_bucket(player_id, campaign.id) < live.canary[2]:
             # a failing canary must not fail the player: the release serves, the log says why
             try:
                 p = _checked(live.canary[1].act(row), len(campaign.offers), live.canary[0])
@@ -394,7 +422,8 @@ class Decider:
                 self.metrics.fallbacks.labels(campaign.id, "release").inc()
                 p = np.full(len(campaign.offers), 1.0 / len(campaign.offers))
         score_ms = (time.thread_time() - t0) * 1000.0
-        self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
+        if mode != CONTROL:
+            self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
         p_served = p
         shows = self._shows(campaign, player_id, now, notes)
         shown, fallback, p, idx = self._restrict_and_draw(campaign, row, p, now, shows, notes)

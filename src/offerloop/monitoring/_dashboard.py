@@ -240,6 +240,48 @@ def _lines_chart(
     return "".join(parts) + f'<div class="legends">{" ".join(legend)}{note}</div>'
 
 
+def _lift(doc: dict[str, Any] | None, x0: float, x1: float) -> str:
+    """Treated and control revenue per decision by day, and the overall lift per decision and
+    per player with its interval (``Monitor.lift``)."""
+    if doc is None:
+        return '<p class="empty">No control group (campaign setting control_share).</p>'
+    series: dict[str, list[tuple[float, float]]] = {"treated": [], "control": []}
+    for b in doc["series"]:
+        half = doc["bucket_seconds"] / 2
+        for arm in ("treated", "control"):
+            if b["decisions"][arm]:
+                series[arm].append((b["bucket_start"] + half, b["per_decision"][arm]))
+    o = doc["overall"]
+
+    def interval(x: dict[str, Any]) -> str:
+        if x["lower"] is None:
+            return "thin: fewer than two in an arm"
+        return f"{_num(x['lower'])} to {_num(x['upper'])}"
+
+    rows = [
+        (
+            unit,
+            _num(o[key]["treated"]),
+            _num(o[key]["control"]),
+            _num(o[key]["lift"]),
+            interval(o[key]),
+            "-" if o[key]["relative"] is None else f"{o[key]['relative']:+.0%}",
+        )
+        for unit, key in (("per decision", "per_decision"), ("per player", "per_player"))
+    ]
+    table = _table(
+        ("revenue", "treated", "control", "lift", f"{doc['confidence']:.0%} interval", "relative"),
+        rows,
+        "lift-table",
+    )
+    note = (
+        f'<p class="status">control: {doc["control_share"]:.0%} of players, shown '
+        f"{_e(doc['control'])} offers · {o['decisions']['control']} control and "
+        f"{o['decisions']['treated']} treated matured decisions</p>"
+    )
+    return _lines_chart("lift-chart", series, x0, x1, unit=" per decision") + table + note
+
+
 def _drift_over_time(doc: dict[str, Any], x0: float, x1: float) -> str:
     half = doc["bucket_seconds"] / 2
     series: dict[str, list[tuple[float, float]]] = {}
@@ -437,6 +479,7 @@ def render_dashboard(
     fresh = monitor.freshness()
     runs = monitor.runs()
     conv = monitor.conversion(c.id, start, end)
+    lift = monitor.lift(c.id, start, end) if c.control_share > 0 else None
     cal = monitor.calibration(c.id, start, end)
     shadows = monitor.shadows(c.id, start, end)
     st = s.deployments.state(c.id)
@@ -475,6 +518,8 @@ def render_dashboard(
         _range_form(c.id, start, end, moved, refresh, form),
         "<h2>Realised revenue per decision, by version and day</h2>",
         _revenue_chart(rev, runs["runs"]),
+        "<h2>Lift over the control group (revenue per decision by day)</h2>",
+        _lift(lift, start, end),
         "<h2>Scoring time per decision (ms, p99 by version and day, from the decision log)</h2>",
         _lines_chart(
             "scoring-chart",

@@ -20,9 +20,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from offerloop._clock import format_ts
+from offerloop.decisions import CONTROL
 from offerloop.monitoring._business import (
     calibration,
     conversion_by_offer,
+    lift,
     matured_rewards,
     revenue_by_version,
     shadow_estimates,
@@ -181,6 +183,29 @@ class Monitor:
             "transitions": transitions,
         }
 
+    def lift(
+        self,
+        campaign: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        bucket_seconds: float = DAY,
+    ) -> dict[str, Any]:
+        """The campaign's revenue over its control group (``monitoring._business.lift``) on
+        the matured decisions of the range (default: the last 14 days)."""
+        c = self.system.campaign(campaign)
+        start, end = self._range(start, end)
+        decisions, rewards, still_open = self._matured(c.id, start, end)
+        return {
+            "campaign": c.id,
+            "control_share": c.control_share,
+            "control": c.control,
+            "start": format_ts(start),
+            "end": format_ts(end),
+            "bucket_seconds": bucket_seconds,
+            "open_decisions": still_open,
+            **lift(decisions, rewards, CONTROL, bucket_seconds),
+        }
+
     def conversion(
         self, campaign: str | None = None, start: float | None = None, end: float | None = None
     ) -> dict[str, Any]:
@@ -205,7 +230,8 @@ class Monitor:
         decisions, rewards, _ = self._matured(c.id, start, end)
         by_version: dict[str, list[Any]] = {}
         for d in decisions:
-            by_version.setdefault(d.model_version, []).append(d)
+            if d.mode != CONTROL:  # the control group is served by no registered version
+                by_version.setdefault(d.model_version, []).append(d)
         versions = []
         for version, rows in by_version.items():
             cal = calibration(self.system.registry.load(version), c.offer_ids, rows, rewards)

@@ -117,6 +117,10 @@ class CampaignOut(BaseModel):
     )
     start: str | None = Field(default=None, description="Offers are shown from (RFC 3339).")
     end: str | None = Field(default=None, description="... and until (RFC 3339).")
+    control_share: float = Field(
+        default=0.0, description="Share of players kept out of personalisation (a stable hash)."
+    )
+    control: str = Field(default="random", description="What they are shown: random, default.")
     caps: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Frequency caps per player: at most `max` shows of the same `per` (offer, "

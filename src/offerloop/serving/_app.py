@@ -236,6 +236,8 @@ def create_app(
             start=None if c.start is None else format_ts(c.start),
             end=None if c.end is None else format_ts(c.end),
             caps=[cap.doc() for cap in c.caps],
+            control_share=c.control_share,
+            control=c.control,
             rules=len(c.rules),
             released=st.released,
             canary=st.canary,

@@ -71,6 +71,19 @@ def monitoring_router(m: Monitor, pools: WorkPools) -> APIRouter:
         t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
         return await slow("slow", m.revenue, campaign, t0, t1, b)
 
+    @router.get(f"{prefix}/lift")
+    async def lift(
+        campaign: str | None = None,
+        start: str | None = Query(default=None, description=_TS),
+        end: str | None = Query(default=None, description="RFC 3339 time; default: now."),
+        bucket: str = Query(default="1d", description="Bucket width: 1h, 6h, 1d, ..."),
+    ) -> Any:
+        """Revenue per decision and per player of the campaign over its control group
+        (campaign setting ``control_share``), treated minus control with a 95 % interval,
+        overall and per time bucket (matured decisions)."""
+        t0, t1, b = _time("start", start), _time("end", end), _bucket(bucket)
+        return await slow("slow", m.lift, campaign, t0, t1, b)
+
     @router.get(f"{prefix}/conversion")
     async def conversion(
         campaign: str | None = None, start: str | None = None, end: str | None = None
