@@ -247,8 +247,8 @@ class CapLedger(Protocol):
     def take(self, player_id: str, checks: Sequence[tuple[str, int, float]], now: float) -> bool:
         """If for every ``(key, limit, window)`` the player has fewer than ``limit`` shows of
         ``key`` with ``ts > now - window``, record one show of each key at ``now`` and return
-        True; otherwise record nothing and return False. Shows older than the longest window
-        asked may be forgotten."""
+        True; otherwise record nothing and return False. Shows of these keys older than their
+        window may be forgotten; shows of other keys are kept."""
         ...
 
 

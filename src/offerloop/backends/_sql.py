@@ -185,9 +185,12 @@ class SqlBackend:
             for key, limit, window in checks:
                 if sum(1 for k, t in seen if k == key and t > now - window) >= limit:
                     return False
-            cur.execute(
-                d.sql("DELETE FROM shows WHERE player_id = ? AND ts <= ?"), [player_id, oldest]
-            )
+            # forget what no cap of these keys can count any more (other keys keep theirs)
+            for key, _, window in checks:
+                cur.execute(
+                    d.sql("DELETE FROM shows WHERE player_id = ? AND key = ? AND ts <= ?"),
+                    [player_id, key, now - window],
+                )
             cur.executemany(
                 d.sql("INSERT INTO shows (player_id, key, ts) VALUES (?, ?, ?)"),
                 [(player_id, key, now) for key in dict.fromkeys(k for k, _, _ in checks)],

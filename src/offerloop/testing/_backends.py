@@ -225,6 +225,9 @@ class BackendConformance:
             "c|offer|a:x",
             "c|offer|a:y",
         ]
+        # a key with a short window does not forget another key's longer-lived shows
+        assert backend.take("p1", [("other|campaign", 5, 60.0)], 1000.0 + 2 * 3600)
+        assert len([k for k, _ in backend.shows("p1", 0.0) if k == "c|campaign"]) == 2
         assert backend.take("p1", both, 1000.0 + day + 1)  # a day later: allowed again
         assert backend.shows("p2", 0.0) == []
         assert backend.take("p2", [], 0.0)  # no caps: nothing to take
