@@ -137,6 +137,7 @@ class Campaign:
     control: str = "random"
     offers: tuple[Offer, ...] = field(init=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _restricted: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offers = tuple(
@@ -144,17 +145,19 @@ class Campaign:
         )
         object.__setattr__(self, "offers", offers)
         object.__setattr__(self, "_index", {o.id: i for i, o in enumerate(offers)})
-
-    @property
-    def restricted(self) -> bool:
-        """Whether some offer may be withheld (eligibility conditions or a schedule)."""
-        return (
+        restricted = (
             self.start is not None
             or self.end is not None
             or bool(self.caps)
             or any(b.eligible for b in self.bundles)
             or any(m.eligible for m in self.messages)
         )
+        object.__setattr__(self, "_restricted", restricted)
+
+    @property
+    def restricted(self) -> bool:
+        """Whether some offer may be withheld (eligibility conditions, a schedule, caps)."""
+        return self._restricted
 
     def running(self, now: float) -> bool:
         """Whether ``now`` is within the campaign's schedule."""
