@@ -190,3 +190,25 @@ def test_caps_hold_across_two_service_processes(tmp_path: Path) -> None:
                 redis_prefix=f"{name}:",
             )
         )
+
+
+def test_capped_decisions_through_http_run_off_the_event_loop(capped: Offerloop) -> None:
+    """The HTTP routes (the hot one and the full application's) answer a capped campaign's
+    decisions from the write pool, with the same caps."""
+    from fastapi.testclient import TestClient
+
+    from offerloop.serving import create_app
+
+    with TestClient(create_app(capped)) as client:
+        hot = [client.post("/v1/decide", json={"player_id": "h1"}) for _ in range(4)]
+        # a JSON media type the hot route leaves to the full application
+        full = client.post(
+            "/v1/decide",
+            content=b'{"player_id": "h1"}',
+            headers={"content-type": "application/vnd.offerloop+json"},
+        )
+    assert [r.status_code for r in hot] == [200] * 4
+    offered = [r.json() for r in hot if r.json()["propensity"] != 1.0]
+    assert len(offered) == 3
+    assert full.status_code == 200, full.text
+    assert full.json()["propensity"] == 1.0  # the caps hold there too: the default

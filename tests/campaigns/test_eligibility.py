@@ -148,14 +148,13 @@ def test_decisions_draw_only_among_eligible_offers_with_exact_propensities(
     assert all(r.training_row[ELIGIBLE] == c.eligible(r.features, T0) for r in logged)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_campaign_out_of_its_schedule_answers_its_default_offer(
-    settings: Settings, tmp_path: Path
+    backend: str, settings: Settings, tmp_path: Path
 ) -> None:
     path = tmp_path / "campaign.toml"
     path.write_text(_campaign_text('start = "2026-03-05T00:00:00Z"\n'))
-    with open_system(
-        "embedded", settings.replace(campaigns=(str(path),)), ManualClock(T0)
-    ) as system:
+    with open_system(backend, settings.replace(campaigns=(str(path),)), ManualClock(T0)) as system:
         d = system.decide("anyone", context={"local_hour": 9})
         c = system.campaign(None)
         assert d.record.offer_id == c.default_offer

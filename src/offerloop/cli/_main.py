@@ -1256,12 +1256,19 @@ def check_campaign(
                 "offers": [o.doc() for o in c.offers],
                 "rules": len(c.rules),
                 "caps": [cap.doc() for cap in c.caps],
+                "control_share": c.control_share,
+                "control": c.control,
+                "start": None if c.start is None else format_ts(c.start),
+                "end": None if c.end is None else format_ts(c.end),
             }
         )
         return
+    restricted = sum(1 for o in c.offers if o.doc()["eligible"])
     out.print(
         f"{path}: campaign {c.id} is valid: {len(c.bundles)} bundles × "
-        f"{len(c.messages)} messages = {len(c.offers)} offers, {len(c.rules)} rules"
+        f"{len(c.messages)} messages = {len(c.offers)} offers, {len(c.rules)} rules, "
+        f"{restricted} offers with eligibility conditions, {len(c.caps)} caps"
+        + (f", control group {c.control_share:.0%} ({c.control})" if c.control_share else "")
     )
 
 

@@ -42,7 +42,7 @@ from offerloop.serving._api import (
 )
 from offerloop.serving._edge import Edge
 from offerloop.serving._errors import install_error_handlers
-from offerloop.serving._hot import HotDecide
+from offerloop.serving._hot import HotDecide, decide
 from offerloop.serving._monitoring import monitoring_router
 from offerloop.serving._pools import POOLS, LoopLag, WorkPools
 from offerloop.serving._routing import StrictJSONRoute
@@ -118,7 +118,7 @@ def create_app(
     install_error_handlers(app, system.metrics)
     app.add_middleware(_Observe, metrics=system.metrics)
     # well-formed decide requests skip the framework (serving._hot)
-    app.add_middleware(HotDecide, system=system)
+    app.add_middleware(HotDecide, system=system, pools=pools)
     # outermost: body limits and load shedding (serving._edge)
     if not (service and s.load_shed_ms > 0):
         lag = None
@@ -166,7 +166,7 @@ def create_app(
     async def post_decide(body: DecideIn) -> dict[str, Any]:
         """Choose an offer for a player; the decision is logged with its propensity."""
         # well-formed JSON requests are answered by serving._hot; this serves the rest
-        return decide_body(system.decide(body.player_id, body.campaign, body.context))
+        return decide_body(await decide(system, pools, body.player_id, body.campaign, body.context))
 
     @app.get(
         "/v1/decisions/{decision_id}",

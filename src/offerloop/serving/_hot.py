@@ -14,14 +14,17 @@ answer still comes from one place and the OpenAPI document still describes the r
 The decision itself runs on the event loop: it never blocks on a store (features have a
 short timeout and a breaker; the journal append is a ``write(2)``; deployments are re-read
 by a background thread under ``offerloop serve``), and a thread hop would cost more than
-the whole decision.
+the whole decision. The one exception is a campaign with frequency caps, whose decision
+reads and writes the database (``backends.CapLedger``): it runs in the ``write`` work pool
+with that pool's deadline (``serving._pools``), so a slow database never stalls the loop.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,19 +32,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from offerloop.serving._api import DecideIn, decide_body
 from offerloop.serving._edge import BODY_KEY
 from offerloop.serving._errors import error_answer
+from offerloop.serving._pools import WorkPools
 
 if TYPE_CHECKING:
     from offerloop._system import Offerloop
+    from offerloop.decisions import Decision
 
-__all__ = ["HotDecide"]
+__all__ = ["HotDecide", "decide"]
 
 _PATH = "/v1/decide"
 
 
 class HotDecide:
-    def __init__(self, app: ASGIApp, system: Offerloop) -> None:
+    def __init__(self, app: ASGIApp, system: Offerloop, pools: WorkPools) -> None:
         self.app = app
         self.system = system
+        self.pools = pools
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = scope.get(BODY_KEY)  # read (and size-checked) by serving._edge
@@ -63,7 +69,7 @@ class HotDecide:
         metrics = self.system.metrics
         headers: dict[str, str] | None = None
         try:
-            d = self.system.decide(req.player_id, req.campaign, req.context)
+            d = await decide(self.system, self.pools, req.player_id, req.campaign, req.context)
         except Exception as exc:
             status, headers, doc = error_answer(exc, metrics)
         else:
@@ -78,6 +84,21 @@ class HotDecide:
         await send({"type": "http.response.body", "body": payload})
         metrics.http_requests.labels(_PATH, "POST", str(status)).inc()
         metrics.http_duration.labels(_PATH, "POST").observe(time.perf_counter() - started)
+
+
+async def decide(
+    system: Offerloop,
+    pools: WorkPools,
+    player_id: str,
+    campaign: str | None,
+    context: Mapping[str, Any],
+) -> Decision:
+    """One decision: on the event loop, or in the ``write`` pool when the campaign has caps
+    (its decision waits on the database)."""
+    c = system.campaign(campaign)
+    if c.caps:
+        return await pools.run("write", system.decide, player_id, campaign, context)
+    return system.decide(player_id, campaign, context)
 
 
 def _json(scope: Scope) -> bool:
