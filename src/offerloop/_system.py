@@ -149,6 +149,7 @@ class Offerloop:
             # offer-history features read the offer_outcome events written there
             offer_outcomes=OFFER_OUTCOME
             in {f.event for f in self.features.of_kind(Aggregate, SinceLast)},
+            campaigns=self.campaigns,
         )
         for journal in (self.event_journal, self.journal):
             try:  # what a crashed process left journaled goes to the database first

@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offerloop import ManualClock, Offerloop, Settings, load_settings
+from offerloop import ManualClock, Offerloop, Settings, format_ts, load_settings
 from offerloop._errors import CampaignInvalid
 from offerloop.backends._postgres import PostgresBackend
 from offerloop.campaigns import default_campaign_path, parse_campaign
 from offerloop.decisions import Decision
+from offerloop.events import EventIn
 from offerloop.policies import ELIGIBLE
 from tests.conftest import (
     BACKENDS,
@@ -212,3 +213,56 @@ def test_capped_decisions_through_http_run_off_the_event_loop(capped: Offerloop)
     assert len(offered) == 3
     assert full.status_code == 200, full.text
     assert full.json()["propensity"] == 1.0  # the caps hold there too: the default
+
+
+PURCHASE_CAPS = """
+[[caps]]
+per = "bundle"
+max = 2
+within = "7d"
+counts = "purchases"
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_purchase_limits_hide_a_bundle_after_its_purchases(
+    backend: str, settings: Settings, tmp_path: Path
+) -> None:
+    """At most 2 purchases of a bundle a week: after two attributed purchases its offers are
+    not shown; a client's retry of the same purchase counts once."""
+    path = tmp_path / "campaign.toml"
+    path.write_text(default_campaign_path().read_text() + PURCHASE_CAPS)
+    clock = ManualClock(T0)
+    with open_system(backend, settings.replace(campaigns=(str(path),)), clock) as system:
+
+        def buy(i: int) -> str:
+            d = system.decide("p1", context={"local_hour": 9})
+            clock.advance(60)
+            purchase = EventIn(
+                event_id=f"buy-{i}",
+                player_id="p1",
+                type="purchase",
+                ts=format_ts(clock.now()),
+                properties={"amount": d.offer.price, "decision_id": d.record.decision_id},
+            )
+            for _ in range(2):  # the client retries: stored and counted once
+                system.ingest([purchase])
+            return d.offer.bundle.id
+
+        first = buy(0)
+        # one purchase (sent twice) is one: the bundle is still offered
+        still = [system.decide("p1", context={"local_hour": 9}) for _ in range(60)]
+        assert any(d.offer.bundle.id == first for d in still)
+        for i in range(1, 500):  # until a second purchase of the same bundle
+            if buy(i) == first:
+                break
+        else:
+            pytest.fail(f"{first} was not offered again")
+        later = [system.decide("p1", context={"local_hour": 9}) for _ in range(60)]
+        assert all(d.offer.bundle.id != first for d in later)
+        assert all(d.record.offer_id in d.record.features[ELIGIBLE] for d in later)
+        other = [system.decide("p2", context={"local_hour": 9}) for _ in range(60)]
+        assert any(d.offer.bundle.id == first for d in other)  # limits are per player
+        clock.advance(7 * 86400)  # a week later the bundle is back
+        back = [system.decide("p1", context={"local_hour": 9}) for _ in range(60)]
+        assert any(d.offer.bundle.id == first for d in back)

@@ -13,6 +13,7 @@ from typing import Any
 from offerloop._clock import LIFETIME, parse_duration, parse_rfc3339
 from offerloop._errors import CampaignInvalid, Problem
 from offerloop.campaigns._model import (
+    CAP_COUNTS,
     CAP_SCOPES,
     CONTROLS,
     OPERATORS,
@@ -180,9 +181,13 @@ class _Validator:
         if not isinstance(c, dict):
             self.bad(f"caps[{i}]", "must be a table")
             return None
-        self.unknown_keys(c, {"per", "max", "within"}, loc)
+        self.unknown_keys(c, {"per", "max", "within", "counts"}, loc)
         per, limit, within = c.get("per"), c.get("max"), c.get("within")
+        counts = c.get("counts", "shows")
         ok = True
+        if counts not in CAP_COUNTS:
+            self.bad(f"{loc}counts", f"must be one of {', '.join(CAP_COUNTS)}, not {counts!r}")
+            ok = False
         if per not in CAP_SCOPES:
             self.bad(f"{loc}per", f"must be one of {', '.join(CAP_SCOPES)}, not {per!r}")
             ok = False
@@ -197,13 +202,13 @@ class _Validator:
             ok = False
         else:
             if not 0 < seconds < LIFETIME:
-                self.bad(f"{loc}within", "must be a duration like 30m, 6h or 7d")
+                self.bad(f"{loc}within", "must be a duration like 30m, 6h, 7d or 52w")
                 ok = False
         if not ok:
             return None
         assert isinstance(per, str)
         assert isinstance(limit, int)
-        return Cap(per, limit, seconds)
+        return Cap(per, limit, seconds, str(counts))
 
     def moment(self, data: dict[str, Any], key: str) -> float | None:
         """``start``/``end``: a TOML date-time with an offset (``2026-03-02T09:00:00+01:00``)

@@ -13,6 +13,7 @@ __all__ = ["Bundle", "Campaign", "Cap", "Condition", "Message", "Offer", "Rule",
 
 CAP_SCOPES = ("offer", "bundle", "message", "campaign")
 CONTROLS = ("random", "default")  # what a campaign's control group is shown
+CAP_COUNTS = ("shows", "purchases")  # what a cap counts
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -89,23 +90,32 @@ class Offer:
 
 @dataclass(frozen=True)
 class Cap:
-    """At most ``limit`` shows per player of the same ``per`` (``offer``, ``bundle``,
-    ``message``, or the whole ``campaign``) within ``within`` seconds."""
+    """At most ``limit`` shows (``counts == "shows"``) or attributed purchases (``counts ==
+    "purchases"``: purchase limits, and cooldowns after a purchase) per player of the same
+    ``per`` (``offer``, ``bundle``, ``message``, or the whole ``campaign``) within ``within``
+    seconds."""
 
     per: str
     limit: int
     within: float
+    counts: str = "shows"
 
     def key(self, campaign: str, offer: Offer) -> str:
-        """The ledger key one show of ``offer`` counts under for this cap."""
+        """The ledger key one show (or purchase) of ``offer`` counts under for this cap."""
+        kind = "" if self.counts == "shows" else "bought|"
         if self.per == "campaign":
-            return f"{campaign}|campaign"
+            return f"{campaign}|{kind}campaign"
         part = {"offer": offer.id, "bundle": offer.bundle.id, "message": offer.message.id}
-        return f"{campaign}|{self.per}|{part[self.per]}"
+        return f"{campaign}|{kind}{self.per}|{part[self.per]}"
 
     def doc(self) -> dict[str, Any]:
         """The cap as ``GET /v1/campaigns`` and ``check-campaign --json`` show it."""
-        return {"per": self.per, "max": self.limit, "within_seconds": self.within}
+        return {
+            "per": self.per,
+            "max": self.limit,
+            "within_seconds": self.within,
+            "counts": self.counts,
+        }
 
 
 @dataclass(frozen=True)
@@ -191,10 +201,15 @@ class Campaign:
         key = cap.key(self.id, offer)
         return sum(1 for k, t in shows if k == key and t > now - cap.within) < cap.limit
 
-    def cap_checks(self, offer: str) -> list[tuple[str, int, float]]:
-        """What showing ``offer`` takes from the player's caps: ``(key, limit, window)``."""
+    def cap_checks(self, offer: str, counts: str = "shows") -> list[tuple[str, int, float]]:
+        """What showing (``counts == "shows"``) or selling (``"purchases"``) ``offer`` takes
+        from the player's caps of that kind: ``(key, limit, window)``."""
         o = self.offers[self.index(offer)]
-        return [(cap.key(self.id, o), cap.limit, cap.within) for cap in self.caps]
+        return [
+            (cap.key(self.id, o), cap.limit, cap.within)
+            for cap in self.caps
+            if cap.counts == counts
+        ]
 
     @property
     def longest_cap(self) -> float:

@@ -32,6 +32,8 @@ from offerloop.events._rewards import Reward, attribute
 from offerloop.events._schema import EventIn
 from offerloop.features import PlayerFeatures
 
+NO_LIMIT = 1 << 30  # a purchase is recorded, never refused: limits apply to the next decision
+
 __all__ = ["EventIntake", "price_shown"]
 
 
@@ -66,8 +68,10 @@ class EventIntake:
         metrics: Metrics,
         *,
         offer_outcomes: bool,
+        campaigns: Mapping[str, Campaign] | None = None,
     ) -> None:
         self.backend = backend
+        self.campaigns = dict(campaigns or {})  # for purchase caps
         self.clock = clock
         self.settings = settings
         self.attribution = attribution
@@ -105,6 +109,7 @@ class EventIntake:
             if not self._journal_events:
                 raise
             return self._ingest_journaled(events)
+        self._sold(stored.stored, found)
         online = "updated" if self.player_features.fold(stored.stored) else "deferred"
         self.metrics.events.labels("accepted").inc(stored.accepted)
         self.metrics.events.labels("duplicate").inc(stored.duplicates)
@@ -150,6 +155,24 @@ class EventIntake:
         self.metrics.events.labels("duplicate").inc(done.duplicates)
         self.metrics.online_deferred.inc(len(new))
         return done
+
+    def _sold(self, records: Sequence[EventRecord], found: Mapping[str, DecisionRecord]) -> None:
+        """Count the attributed purchases against their campaigns' purchase caps (purchase
+        limits, cooldowns after a purchase; ``campaigns.Cap``). The purchases are stored
+        already: if the database cannot take the count now, it is counted as a fault and the
+        caps miss it."""
+        for r in records:
+            d = found.get(r.decision_id or "") if r.attribution == ATTRIBUTED else None
+            c = self.campaigns.get(d.campaign) if d is not None else None
+            if d is None or c is None or not c.has_offer(d.offer_id):
+                continue
+            checks = [(k, NO_LIMIT, w) for k, _, w in c.cap_checks(d.offer_id, "purchases")]
+            if not checks:
+                continue
+            try:
+                self.backend.take(r.player_id, checks, r.ts)
+            except BackendUnavailable:
+                self.metrics.backend_errors.labels("database", "caps").inc()
 
     @staticmethod
     def _bought(
