@@ -96,6 +96,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "canary_bucket",
         "control_bucket",
         "new_decision_id",
+        "ordinary",
         "score_shadows",
     ],
     "events": [
@@ -215,6 +216,7 @@ SUBPACKAGES: dict[str, list[str]] = {
         "WRAPPERS",
         "dump_policy",
         "load_policy",
+        "restrict",
         "restrict_one",
         "sha256",
     ],

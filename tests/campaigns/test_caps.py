@@ -193,9 +193,9 @@ def test_caps_hold_across_two_service_processes(tmp_path: Path) -> None:
         )
 
 
-def test_capped_decisions_through_http_run_off_the_event_loop(capped: Offerloop) -> None:
-    """The HTTP routes (the hot one and the full application's) answer a capped campaign's
-    decisions from the write pool, with the same caps."""
+def test_capped_decisions_through_both_http_routes(capped: Offerloop) -> None:
+    """The HTTP routes (the hot one and the full application's) apply a capped campaign's
+    caps (both decide in the ``decide`` work pool: ``serving._hot.decide``)."""
     from fastapi.testclient import TestClient
 
     from offerloop.serving import create_app

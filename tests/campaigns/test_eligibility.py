@@ -203,3 +203,15 @@ def test_the_documented_example_is_a_valid_campaign() -> None:
     assert c.restricted
     assert c.eligible({"purchases_total": 0, "level": 12}, c.start or 0.0) == ["starter:progress"]
     assert c.eligible({"purchases_total": 0, "level": 5}, c.start or 0.0) == []
+
+
+def test_routine_notes_are_ordinary_decisions_and_faults_are_not() -> None:
+    """What the controller compares arms on: eligibility, schedule and caps shape every arm
+    alike; a failed model or default features do not."""
+    from offerloop.decisions import ordinary
+
+    assert ordinary("")
+    assert ordinary("no eligible offer: the default")
+    assert ordinary("caps: not applied (down); campaign not running: the default")
+    assert not ordinary("features: defaults (Redis down)")
+    assert not ordinary("no eligible offer: the default; release r-1 failed: boom")

@@ -62,6 +62,30 @@ def test_work_that_outlives_its_deadline_answers_503_and_keeps_its_slot() -> Non
     pools.close()
 
 
+def test_work_still_queued_at_its_deadline_is_never_started() -> None:
+    """A request answered 503 while its work waited for a worker: the work is dropped, not
+    done later for nobody (a decision logged, a show counted that no client received)."""
+    pools = WorkPools(Metrics(), {"decide": (1, 8, 0.2)})
+    gate = threading.Event()
+    ran: list[int] = []
+
+    async def scenario() -> None:
+        from offerloop import BackendUnavailable
+
+        first = asyncio.ensure_future(pools.run("decide", gate.wait, 60))  # holds the worker
+        await asyncio.sleep(0.01)
+        with pytest.raises(BackendUnavailable):
+            await pools.run("decide", ran.append, 1)  # queued behind it until its deadline
+        gate.set()
+        with pytest.raises(BackendUnavailable):
+            await first
+        assert await pools.run("decide", ran.append, 2) is None  # the worker is free again
+
+    asyncio.run(scenario())
+    pools.close()
+    assert ran == [2]
+
+
 class _Late(LoopLag):
     """A loop monitor that reports the delay the test sets."""
 

@@ -8,7 +8,7 @@ computed in the layers above, once, for every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -234,21 +234,29 @@ class RunLog(Protocol):
 
 
 class CapLedger(Protocol):
-    """What each player was shown, for frequency caps (``campaigns.Cap``): shows under keys
-    (an offer, a bundle, a message or a campaign, as the caller names them) at times.
-    :meth:`take` is the one write, and it is atomic per player across every process using
-    the store: of concurrent takes that would together pass a cap, only as many succeed as
-    the cap allows."""
+    """What each player was shown (and bought), for frequency caps and purchase limits
+    (``campaigns.Cap``): entries under keys (an offer, a bundle, a message or a campaign, as
+    the caller names them) at times. :meth:`take` is the one write, and it is atomic per
+    player across every process using the store: what ``choose`` sees cannot change before
+    what it picked is recorded, so concurrent requests of one player are served one after
+    another and a cap can never be passed."""
 
     def shows(self, player_id: str, since: float) -> list[tuple[str, float]]:
-        """The player's shows ``(key, ts)`` with ``ts > since``."""
+        """The player's entries ``(key, ts)`` with ``ts > since``."""
         ...
 
-    def take(self, player_id: str, checks: Sequence[tuple[str, int, float]], now: float) -> bool:
-        """If for every ``(key, limit, window)`` the player has fewer than ``limit`` shows of
-        ``key`` with ``ts > now - window``, record one show of each key at ``now`` and return
-        True; otherwise record nothing and return False. Shows of these keys older than their
-        window may be forgotten; shows of other keys are kept."""
+    def take(
+        self,
+        player_id: str,
+        since: float,
+        choose: Callable[[list[tuple[str, float]]], Sequence[tuple[str, float]]],
+        now: float,
+    ) -> list[tuple[str, float]]:
+        """Atomically for the player: read its entries with ``ts > since``, call ``choose``
+        with them (once), record one entry at ``now`` for each ``(key, window)`` it returns,
+        and return those. Entries of a key older than the longest window named for it may be
+        forgotten; other keys' entries are kept. An exception from ``choose`` records
+        nothing."""
         ...
 
 

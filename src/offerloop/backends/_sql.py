@@ -29,7 +29,7 @@ both engines; an object with a repeated key decodes to its last value, which is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -170,32 +170,36 @@ class SqlBackend:
         )
         return [(str(k), float(t)) for k, t in rows]
 
-    def take(self, player_id: str, checks: Sequence[tuple[str, int, float]], now: float) -> bool:
-        if not checks:
-            return True
+    def take(
+        self,
+        player_id: str,
+        since: float,
+        choose: Callable[[list[tuple[str, float]]], Sequence[tuple[str, float]]],
+        now: float,
+    ) -> list[tuple[str, float]]:
         d = self.dialect
-        oldest = now - max(w for _, _, w in checks)
         with d.write() as cur:
             d.serialize(cur, f"shows:{player_id}")
             cur.execute(
                 d.sql("SELECT key, ts FROM shows WHERE player_id = ? AND ts > ?"),
-                [player_id, oldest],
+                [player_id, since],
             )
-            seen = [(str(k), float(t)) for k, t in cur.fetchall()]
-            for key, limit, window in checks:
-                if sum(1 for k, t in seen if k == key and t > now - window) >= limit:
-                    return False
+            picked = list(choose([(str(k), float(t)) for k, t in cur.fetchall()]))
+            windows: dict[str, float] = {}
+            for key, window in picked:
+                windows[key] = max(windows.get(key, 0.0), window)
             # forget what no cap of these keys can count any more (other keys keep theirs)
-            for key, _, window in checks:
+            for key, window in windows.items():
                 cur.execute(
                     d.sql("DELETE FROM shows WHERE player_id = ? AND key = ? AND ts <= ?"),
                     [player_id, key, now - window],
                 )
-            cur.executemany(
-                d.sql("INSERT INTO shows (player_id, key, ts) VALUES (?, ?, ?)"),
-                [(player_id, key, now) for key in dict.fromkeys(k for k, _, _ in checks)],
-            )
-        return True
+            if windows:
+                cur.executemany(
+                    d.sql("INSERT INTO shows (player_id, key, ts) VALUES (?, ?, ?)"),
+                    [(player_id, key, now) for key in windows],
+                )
+        return picked
 
     # -- events --------------------------------------------------------------------------
     def append_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:

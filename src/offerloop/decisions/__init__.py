@@ -12,6 +12,7 @@ from offerloop.decisions._decide import (
     canary_bucket,
     control_bucket,
     new_decision_id,
+    ordinary,
 )
 from offerloop.decisions._shadow_worker import WorkerSink
 from offerloop.decisions._shadows import ShadowScorer, ShadowSink, score_shadows
@@ -27,5 +28,6 @@ __all__ = [
     "canary_bucket",
     "control_bucket",
     "new_decision_id",
+    "ordinary",
     "score_shadows",
 ]

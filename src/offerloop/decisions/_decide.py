@@ -38,11 +38,20 @@ __all__ = [
     "canary_bucket",
     "control_bucket",
     "new_decision_id",
+    "ordinary",
 ]
 
 CONTROL = "control"  # the mode and version of a decision for a player in the control group
+# notes of a decision served as designed (what the campaign allowed), not of a fault
+_ROUTINE = ("no eligible offer", "campaign not running", "caps:")
 
-CAP_RETRIES = 3  # draws a decision may lose to concurrent requests of the same player
+
+def ordinary(fallback: str) -> bool:
+    """Whether a decision with this ``fallback`` note was served as its version would serve:
+    no note, or only the campaign's eligibility, schedule and caps at work (the same for every
+    arm), not a fault (a failed model, default features)."""
+    return all(part.startswith(_ROUTINE) for part in fallback.split("; ") if part)
+
 
 FeatureSource = Callable[[str, float, Mapping[str, Any]], dict[str, FeatureValue]]
 
@@ -305,33 +314,40 @@ class Decider:
         i = int(np.searchsorted(np.cumsum(p), u * float(p.sum()), side="right"))
         return min(i, len(p) - 1)
 
-    def _shows(
-        self, campaign: Campaign, player_id: str, now: float, notes: list[str]
-    ) -> list[tuple[str, float]] | None:
-        """The player's recent shows when the campaign has caps (None: no caps, or the store
-        cannot say; then the caps are not applied, and the record says so)."""
-        if not campaign.caps:
-            return None
+    def _capped_draw(
+        self,
+        campaign: Campaign,
+        player_id: str,
+        row: Mapping[str, Any],
+        p: np.ndarray[Any, np.dtype[np.float64]],
+        now: float,
+        notes: list[str],
+    ) -> tuple[list[str] | None, bool, np.ndarray[Any, np.dtype[np.float64]], int]:
+        """:meth:`_restrict_and_draw` with the campaign's caps: the player's shows are read,
+        the offer drawn among what they still allow and its show recorded in one step,
+        atomic per player (``backends.CapLedger.take``), so the logged eligible offers and
+        propensity are exactly those of the draw. When the store cannot do it, the caps are
+        not applied (availability first), counted and noted."""
+        drawn: list[tuple[list[str] | None, bool, np.ndarray[Any, np.dtype[np.float64]], int]] = []
+        kept = len(notes)
+
+        def choose(shows: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            del notes[kept:]  # a store that retried the transaction: one draw counts
+            drawn[:] = [self._restrict_and_draw(campaign, row, p, now, shows, notes)]
+            _, fallback, _, idx = drawn[0]
+            if fallback:  # the default stands in for want of any offer: not counted
+                return []
+            return [(k, w) for k, _, w in campaign.cap_checks(campaign.offer_ids[idx])]
+
         try:
-            return self.backend.shows(player_id, now - campaign.longest_cap)
+            self.backend.take(player_id, now - campaign.longest_cap, choose, now)
         except BackendUnavailable as exc:
+            del notes[kept:]
             self.metrics.backend_errors.labels("database", "caps").inc()
             self.metrics.fallbacks.labels(campaign.id, "caps").inc()
             notes.append(f"caps: not applied ({exc.message})"[:200])
-            return None
-
-    def _take(
-        self, campaign: Campaign, player_id: str, idx: int, now: float, notes: list[str]
-    ) -> bool:
-        """Count the show against the player's caps, atomically; False if a cap is reached
-        (a concurrent request was first). A store that cannot say lets the show through."""
-        try:
-            return self.backend.take(player_id, campaign.cap_checks(campaign.offer_ids[idx]), now)
-        except BackendUnavailable as exc:
-            self.metrics.backend_errors.labels("database", "caps").inc()
-            self.metrics.fallbacks.labels(campaign.id, "caps").inc()
-            notes.append(f"caps: not counted ({exc.message})"[:200])
-            return True
+            return self._restrict_and_draw(campaign, row, p, now, None, notes)
+        return drawn[0]
 
     def _restrict_and_draw(
         self,
@@ -424,25 +440,10 @@ class Decider:
         score_ms = (time.thread_time() - t0) * 1000.0
         if mode != CONTROL:
             self._served(live.canary[1] if mode == CANARY and live.canary is not None else policy)
-        p_served = p
-        shows = self._shows(campaign, player_id, now, notes)
-        shown, fallback, p, idx = self._restrict_and_draw(campaign, row, p, now, shows, notes)
-        for _ in range(CAP_RETRIES if shows is not None else 0):
-            if fallback or self._take(campaign, player_id, idx, now, notes):
-                break
-            # a concurrent request took what this one drew first: read again, draw again
-            shows = self._shows(campaign, player_id, now, notes)
-            if shows is None:
-                break
-            shown, fallback, p, idx = self._restrict_and_draw(
-                campaign, row, p_served, now, shows, notes
-            )
+        if campaign.caps:
+            shown, _, p, idx = self._capped_draw(campaign, player_id, row, p, now, notes)
         else:
-            if shows is not None and not fallback:
-                notes.append("caps: every draw lost to concurrent requests; the default")
-                shown, fallback, p, idx = self._restrict_and_draw(
-                    campaign, row, p_served, now, None, notes, none=True
-                )
+            shown, _, p, idx = self._restrict_and_draw(campaign, row, p, now, None, notes)
         if shown is not None:
             row = {**row, ELIGIBLE: shown}
         if p[idx] < p.max():

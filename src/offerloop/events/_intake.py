@@ -32,8 +32,6 @@ from offerloop.events._rewards import Reward, attribute
 from offerloop.events._schema import EventIn
 from offerloop.features import PlayerFeatures
 
-NO_LIMIT = 1 << 30  # a purchase is recorded, never refused: limits apply to the next decision
-
 __all__ = ["EventIntake", "price_shown"]
 
 
@@ -166,11 +164,11 @@ class EventIntake:
             c = self.campaigns.get(d.campaign) if d is not None else None
             if d is None or c is None or not c.has_offer(d.offer_id):
                 continue
-            checks = [(k, NO_LIMIT, w) for k, _, w in c.cap_checks(d.offer_id, "purchases")]
-            if not checks:
+            sold = [(k, w) for k, _, w in c.cap_checks(d.offer_id, "purchases")]
+            if not sold:
                 continue
-            try:
-                self.backend.take(r.player_id, checks, r.ts)
+            try:  # a purchase is recorded, never refused: limits apply to the next decision
+                self.backend.take(r.player_id, r.ts, _always(sold), r.ts)
             except BackendUnavailable:
                 self.metrics.backend_errors.labels("database", "caps").inc()
 
@@ -232,3 +230,10 @@ class EventIntake:
             raise NotFound(f"decision {decision_id!r} does not exist")
         reward = attribute(self.backend, [record], self.attribution, self.clock.now())
         return record, reward[decision_id]
+
+
+def _always(
+    entries: list[tuple[str, float]],
+) -> Callable[[list[tuple[str, float]]], list[tuple[str, float]]]:
+    """A ``CapLedger.take`` choice that records ``entries`` whatever was recorded before."""
+    return lambda _shows: entries

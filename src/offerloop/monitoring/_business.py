@@ -84,13 +84,30 @@ def revenue_by_version(
     return out
 
 
-def _difference(treated: Sequence[float], control: Sequence[float], z: float) -> dict[str, Any]:
-    """Treated minus control (means), with a normal interval from the two standard errors."""
-    mt, st = _mean_se(treated)
-    mc, sc = _mean_se(control)
-    thin = len(treated) < 2 or len(control) < 2
+def _ratio(sums: Sequence[float], counts: Sequence[int]) -> tuple[float, float]:
+    """Revenue per decision over players (sum of revenue / sum of decisions) and its standard
+    error with the players as the independent units (a player's decisions are not independent
+    of each other: the same tastes and budget; delta method for a ratio of sums)."""
+    n = len(sums)
+    total = float(sum(counts))
+    if n == 0 or total == 0:
+        return 0.0, 0.0
+    r = float(sum(sums)) / total
+    if n < 2:
+        return r, 0.0
+    mean_count = total / n
+    resid = np.asarray(sums, dtype=np.float64) - r * np.asarray(counts, dtype=np.float64)
+    se = math.sqrt(float(np.sum(resid**2)) / (n * (n - 1))) / mean_count
+    return r, se
+
+
+def _difference(
+    treated: tuple[float, float], control: tuple[float, float], thin: bool, z: float
+) -> dict[str, Any]:
+    """Treated minus control (estimates with their standard errors), with a normal interval."""
+    (mt, st), (mc, sc) = treated, control
     se = math.hypot(st, sc)
-    out: dict[str, Any] = {
+    return {
         "treated": mt,
         "control": mc,
         "lift": mt - mc,
@@ -99,7 +116,6 @@ def _difference(treated: Sequence[float], control: Sequence[float], z: float) ->
         "upper": None if thin else mt - mc + z * se,
         "relative": (mt - mc) / mc if mc > 0 else None,
     }
-    return out
 
 
 def lift(
@@ -111,32 +127,47 @@ def lift(
 ) -> dict[str, Any]:
     """What the campaign earns over its control group (decisions of ``control_mode``): revenue
     per decision and per player, treated minus control, with a normal interval at
-    ``confidence`` (None while an arm has fewer than two), overall and per time bucket.
+    ``confidence`` (None while an arm has fewer than two players), overall and per time
+    bucket.
 
     Players are split by a stable hash before anything is decided, so the two arms are
     random samples of the same players, and the difference of their means is an unbiased
-    estimate of the lift. Per player: the revenue of a player's matured decisions in the
-    range, over the players with at least one; this counts what the personalisation earns
-    per player, including its effect on how often they are shown something they buy."""
+    estimate of the lift. The player is the unit of randomisation, so both standard errors
+    treat players, not decisions, as independent (a player's decisions share its tastes).
+    Per player: the revenue of a player's matured decisions in the range, over the players
+    with at least one; this counts what the personalisation earns per player, including its
+    effect on how often they are shown something they buy."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
 
     def split(rows: Sequence[DecisionRecord]) -> dict[str, Any]:
-        per_decision: dict[bool, list[float]] = {True: [], False: []}
-        per_player: dict[bool, dict[str, float]] = {
+        revenue: dict[bool, dict[str, float]] = {
             True: defaultdict(float),
             False: defaultdict(float),
         }
+        count: dict[bool, dict[str, int]] = {True: defaultdict(int), False: defaultdict(int)}
         for d in rows:
             arm = d.mode == control_mode
-            r = rewards[d.decision_id]
-            per_decision[arm].append(r)
-            per_player[arm][d.player_id] += r
+            revenue[arm][d.player_id] += rewards[d.decision_id]
+            count[arm][d.player_id] += 1
+        players = {arm: list(revenue[arm]) for arm in (True, False)}
+        thin = len(players[True]) < 2 or len(players[False]) < 2
+
+        def per_decision(arm: bool) -> tuple[float, float]:
+            ps = players[arm]
+            return _ratio([revenue[arm][p] for p in ps], [count[arm][p] for p in ps])
+
         return {
-            "decisions": {"treated": len(per_decision[False]), "control": len(per_decision[True])},
-            "players": {"treated": len(per_player[False]), "control": len(per_player[True])},
-            "per_decision": _difference(per_decision[False], per_decision[True], z),
+            "decisions": {
+                "treated": sum(count[False].values()),
+                "control": sum(count[True].values()),
+            },
+            "players": {"treated": len(players[False]), "control": len(players[True])},
+            "per_decision": _difference(per_decision(False), per_decision(True), thin, z),
             "per_player": _difference(
-                list(per_player[False].values()), list(per_player[True].values()), z
+                _mean_se(list(revenue[False].values())),
+                _mean_se(list(revenue[True].values())),
+                thin,
+                z,
             ),
         }
 

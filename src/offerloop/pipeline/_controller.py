@@ -47,6 +47,7 @@ import numpy as np
 
 from offerloop._system import Offerloop
 from offerloop.backends import DecisionRecord
+from offerloop.decisions import ordinary
 from offerloop.events import attribute
 from offerloop.pipeline._judge import live_judge
 from offerloop.pipeline._traffic import share_for, share_of
@@ -174,8 +175,8 @@ LOG_ROWS = 12000  # a controller step reads at most the newest this many decisio
 
 @dataclass(frozen=True)
 class _LiveRows:
-    """The matured, non-fallback decisions of one controller step, as the arrays every live
-    judgment of that step shares."""
+    """The matured, ordinary (``decisions.ordinary``) decisions of one controller step, as
+    the arrays every live judgment of that step shares."""
 
     rows: list[DecisionRecord]
     ts: np.ndarray
@@ -225,11 +226,12 @@ class _Log:
         return {d.decision_id: self._rewards[d.decision_id] for d in decisions}
 
     def live(self) -> _LiveRows:
-        """The newest ``LIVE_ROWS`` matured, non-fallback decisions read so far, as arrays
+        """The newest ``LIVE_ROWS`` matured, ordinary decisions read so far, as arrays
         (built once; every live judgment reads at most the newest ``LIVE_ROWS`` of them, so
         policies and judges score no older row)."""
         if self._live is None:
-            every = [d for d in _matured(self.system, self._rows) if not d.fallback][-LIVE_ROWS:]
+            every = [d for d in _matured(self.system, self._rows) if ordinary(d.fallback)]
+            every = every[-LIVE_ROWS:]
             rewards = self.rewards(every)
             offers = self.system.campaign(self.campaign).offer_ids
             self._live = _LiveRows(
@@ -459,7 +461,8 @@ def _judge_canary(
     served = _served(decisions, canary, "canary")
     failed = sum(1 for d in decisions if f"canary {canary} failed" in d.fallback)
     # the other arm: whatever release served meanwhile (refreshes replace its fit)
-    reference = [d for d in decisions if d.mode == RELEASED and not d.fallback]
+    # (decisions the campaign's eligibility, schedule or caps shaped count in both arms)
+    reference = [d for d in decisions if d.mode == RELEASED and ordinary(d.fallback)]
     if broken := _guardrails(system, canary, served, failed, reference):
         return ControlStep("rollback", canary, f"canary breaks a guardrail: {broken}")
     arm_c = _matured(system, served)

@@ -30,7 +30,7 @@ from offerloop._system import Offerloop
 from offerloop.features import Encoder
 from offerloop.pipeline._judge import judge_kind
 from offerloop.pipeline._learners import LEARNERS, model_for, policy_for
-from offerloop.policies import LoggedData, Policy, RandomPolicy
+from offerloop.policies import LoggedData, Policy, RandomPolicy, restrict
 from offerloop.training import (
     Estimate,
     Evidence,
@@ -123,7 +123,8 @@ def _file_probabilities(path: Path, log: _Log) -> tuple[Floats | None, Floats | 
         probs = np.column_stack([np.asarray(table[a], dtype=np.float64) for a in log.actions])
         if len(probs) != n:
             raise InvalidInput(f"{path}: {len(probs)} rows, the log has {n} decisions")
-        return probs, None
+        # restricted to each logged row's eligible offers, like every policy evaluated here
+        return restrict(probs, log.data.features, log.actions), None
     if "probability" in table:
         target = np.asarray(table["probability"], dtype=np.float64)
         if len(target) != n or not np.all((target >= 0) & (target <= 1)):

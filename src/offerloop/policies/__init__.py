@@ -10,7 +10,7 @@ from offerloop.policies._artifact import (
 )
 from offerloop.policies._base import FeatureRow, LoggedData, Policy, RewardModel
 from offerloop.policies._calibration import CalibratedThompson
-from offerloop.policies._eligible import ELIGIBLE, restrict_one
+from offerloop.policies._eligible import ELIGIBLE, restrict, restrict_one
 from offerloop.policies._explore import EpsilonGreedy, InverseGap, Softmax
 from offerloop.policies._gbt import GBTPurchase, GBTRevenue
 from offerloop.policies._linear import LinearRevenue
@@ -40,6 +40,7 @@ __all__ = [
     "ThompsonSampling",
     "dump_policy",
     "load_policy",
+    "restrict",
     "restrict_one",
     "sha256",
 ]

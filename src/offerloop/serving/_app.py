@@ -101,7 +101,7 @@ def create_app(
     pools = WorkPools(
         system.metrics,
         {
-            k: (threads, most, timeout if k in ("read", "write") else fixed)
+            k: (threads, most, timeout if k in ("read", "write", "decide") else fixed)
             for k, (threads, most, fixed) in POOLS.items()
         },
     )

@@ -15,7 +15,7 @@ The decision itself runs on the event loop: it never blocks on a store (features
 short timeout and a breaker; the journal append is a ``write(2)``; deployments are re-read
 by a background thread under ``offerloop serve``), and a thread hop would cost more than
 the whole decision. The one exception is a campaign with frequency caps, whose decision
-reads and writes the database (``backends.CapLedger``): it runs in the ``write`` work pool
+reads and writes the database (``backends.CapLedger``): it runs in the ``decide`` work pool
 with that pool's deadline (``serving._pools``), so a slow database never stalls the loop.
 """
 
@@ -93,11 +93,11 @@ async def decide(
     campaign: str | None,
     context: Mapping[str, Any],
 ) -> Decision:
-    """One decision: on the event loop, or in the ``write`` pool when the campaign has caps
+    """One decision: on the event loop, or in the ``decide`` pool when the campaign has caps
     (its decision waits on the database)."""
     c = system.campaign(campaign)
     if c.caps:
-        return await pools.run("write", system.decide, player_id, campaign, context)
+        return await pools.run("decide", system.decide, player_id, campaign, context)
     return system.decide(player_id, campaign, context)
 
 

@@ -46,6 +46,7 @@ T = TypeVar("T")
 
 # class -> (threads, most in flight, seconds before the request is answered 503)
 POOLS: dict[str, tuple[int, int, float]] = {
+    "decide": (4, 64, 5.0),  # decisions that wait on the database (campaigns with caps)
     "write": (4, 64, 5.0),
     "read": (4, 64, 5.0),
     "slow": (1, 4, 30.0),
@@ -81,7 +82,8 @@ class WorkPools:
         try:
             # the work's store calls give up in time for this request to answer (and, for
             # events, to fall back to the journal): 60 % of the request's deadline
-            fut: Future[T] = self._executors[kind].submit(_within, 0.6 * timeout, fn, *args)
+            end = time.monotonic() + 0.6 * timeout
+            fut: Future[T] = self._executors[kind].submit(_within, end, fn, *args)
         except BaseException:
             self._release(kind)
             raise
@@ -104,8 +106,14 @@ class WorkPools:
             ex.shutdown(wait=False, cancel_futures=True)
 
 
-def _within(seconds: float, fn: Callable[..., T], *args: Any) -> T:
-    with deadline(seconds):
+def _within(end: float, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with its store calls ending by ``end`` (monotonic); not started at all
+    when the work waited in the queue until then: its request is being answered 503, and work
+    done now (a decision logged, a show counted) would be for nobody."""
+    left = end - time.monotonic()
+    if left <= 0:
+        raise BackendUnavailable("the request waited too long for a worker; not started")
+    with deadline(left):
         return fn(*args)
 
 

@@ -11,6 +11,7 @@ yields a fresh, empty backend::
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -210,35 +211,60 @@ class BackendConformance:
         assert len(set(got)) == 80
 
     def test_caps_count_shows_within_their_windows(self, backend: Backend) -> None:
-        """A take records one show of each key when every cap allows it, and nothing when
-        one does not; shows older than a window no longer count."""
-        day = 86400.0
-        both = [("c|offer|a:x", 1, 3600.0), ("c|campaign", 2, day)]
-        assert backend.take("p1", both, 1000.0)
-        assert not backend.take("p1", both, 1000.0 + 60)  # the offer's cap: 1 per hour
-        assert backend.take("p1", [("c|offer|a:y", 1, 3600.0), ("c|campaign", 2, day)], 1100.0)
-        # the campaign's cap (2 a day) is reached: nothing is recorded for a:z either
-        assert not backend.take("p1", [("c|offer|a:z", 1, 3600.0), ("c|campaign", 2, day)], 1200.0)
-        assert sorted(k for k, _ in backend.shows("p1", 0.0)) == [
-            "c|campaign",
-            "c|campaign",
-            "c|offer|a:x",
-            "c|offer|a:y",
+        """``take`` shows ``choose`` the player's entries since a time and records what it
+        picks; nothing when it picks nothing (or raises); a key's entries are kept for the
+        longest window named for it, and other keys' for theirs."""
+        day = 3600.0 * 24
+
+        def under(limits: dict[str, tuple[int, float]], now: float) -> Any:
+            def choose(seen: list[tuple[str, float]]) -> list[tuple[str, float]]:
+                for key, (limit, window) in limits.items():
+                    if sum(1 for k, t in seen if k == key and t > now - window) >= limit:
+                        return []
+                return [(key, window) for key, (_, window) in limits.items()]
+
+            return choose
+
+        # 1 an hour and 2 a day under one key ("3 an hour, 10 a day" per campaign)
+        twice = {"c|campaign": (1, 3600.0)}
+        daily = {"c|campaign": (2, day)}
+
+        def both(now: float) -> Any:
+            a, b = under(twice, now), under(daily, now)
+            return lambda seen: (
+                a(seen) and b(seen) and [("c|campaign", 3600.0), ("c|campaign", day)]
+            )
+
+        got = [
+            bool(backend.take("p1", t - day, both(t), t)) for t in (0.0, 1800.0, 7200.0, 14400.0)
         ]
-        # a key with a short window does not forget another key's longer-lived shows
-        assert backend.take("p1", [("other|campaign", 5, 60.0)], 1000.0 + 2 * 3600)
-        assert len([k for k, _ in backend.shows("p1", 0.0) if k == "c|campaign"]) == 2
-        assert backend.take("p1", both, 1000.0 + day + 1)  # a day later: allowed again
-        assert backend.shows("p2", 0.0) == []
-        assert backend.take("p2", [], 0.0)  # no caps: nothing to take
+        assert got == [True, False, True, False]  # the daily limit holds: the hourly key kept
+        assert len(backend.shows("p1", -1.0)) == 2
+        # another key with a short window does not forget these
+        assert backend.take("p1", 0.0, under({"other": (5, 60.0)}, 20000.0), 20000.0)
+        assert len([k for k, _ in backend.shows("p1", -1.0) if k == "c|campaign"]) == 2
+        assert backend.take("p1", day, both(day + 7201.0), day + 7201.0)  # a day later: again
+
+        def broken(seen: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            raise ValueError("a bug in the caller")
+
+        with pytest.raises(ValueError, match="a bug"):
+            backend.take("p2", 0.0, broken, 10.0)
+        assert backend.shows("p2", -1.0) == []
+        assert backend.take("p2", 0.0, lambda seen: [], 10.0) == []
+        assert backend.shows("p2", -1.0) == []
 
     def test_caps_hold_under_concurrent_takes(self, backend: Backend) -> None:
-        """Of many concurrent takes of a cap of 3, exactly 3 succeed, per player."""
+        """Of many concurrent takes of a cap of 3, exactly 3 record, per player: what each
+        ``choose`` sees cannot change before its pick is recorded."""
         won: list[tuple[str, bool]] = []
         lock = threading.Lock()
 
+        def choose(seen: list[tuple[str, float]]) -> list[tuple[str, float]]:
+            return [] if len(seen) >= 3 else [("c|campaign", 3600.0)]
+
         def take(player: str) -> None:
-            ok = backend.take(player, [("c|campaign", 3, 3600.0)], 5000.0)
+            ok = bool(backend.take(player, 5000.0 - 3600.0, choose, 5000.0))
             with lock:
                 won.append((player, ok))
 
