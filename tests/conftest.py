@@ -88,6 +88,20 @@ def service_env(name: str) -> dict[str, str]:
     return env
 
 
+def drop_service(name: str) -> None:
+    """Drop the schema and keys of the `offerloop serve` processes started with
+    :func:`service_env` ``(name)``."""
+    _drop(
+        load_settings(
+            env={},
+            database_url=PG_URL,
+            database_schema=name,
+            redis_url=REDIS_URL,
+            redis_prefix=f"{name}:",
+        )
+    )
+
+
 def _drop(settings: Settings) -> None:
     import psycopg
     import redis

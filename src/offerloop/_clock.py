@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 __all__ = [
+    "DURATION",
     "DURATION_UNITS",
     "LIFETIME",
     "Clock",
@@ -29,7 +30,7 @@ __all__ = [
 
 LIFETIME = math.inf
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")  # a number and a unit
 
 
 @functools.cache  # pure, and read on every online lookup of a windowed feature
@@ -37,7 +38,7 @@ def parse_duration(text: str) -> float:
     """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"2w"`` → seconds; ``"lifetime"`` → inf."""
     if text == "lifetime":
         return LIFETIME
-    m = _DURATION.match(text.strip())
+    m = DURATION.match(text.strip())
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration like 1h, 24h, 7d, 30d or lifetime")
     return float(m.group(1)) * DURATION_UNITS[m.group(2)]

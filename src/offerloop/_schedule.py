@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from offerloop._clock import DURATION, DURATION_UNITS
 from offerloop._errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Cron", "Interval", "Schedule", "parse_schedule", "parse_timezone"]
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
@@ -118,8 +117,8 @@ def parse_schedule(text: str, timezone: str = "UTC") -> Schedule:
 
     s = text.strip()
     s = s[len("every ") :].strip() if s.startswith("every ") else s
-    if m := _DURATION.match(s):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if m := DURATION.match(s):
+        seconds = float(m.group(1)) * DURATION_UNITS[m.group(2)]
         if seconds < 1:
             raise InvalidInput(f"schedule {text!r}: an interval must be at least 1s")
         return Interval(seconds, text)

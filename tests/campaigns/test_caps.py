@@ -5,7 +5,6 @@ again among what is still allowed; when nothing is, the campaign's default answe
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offerloop import ManualClock, Offerloop, Settings, format_ts, load_settings
+from offerloop import ManualClock, Offerloop, Settings, format_ts
 from offerloop._errors import CampaignInvalid
 from offerloop.backends._postgres import PostgresBackend
 from offerloop.campaigns import default_campaign_path, parse_campaign
@@ -25,15 +24,14 @@ from offerloop.policies import ELIGIBLE
 from tests.conftest import (
     BACKENDS,
     PG_URL,
-    REDIS_URL,
     T0,
-    _drop,
+    drop_service,
     open_system,
     service_env,
     unique_name,
 )
 from tests.helpers import wait_healthy
-from tests.serving.test_serve_process import _free_port
+from tests.serving.test_two_processes import _start
 
 CAPS = """
 [[caps]]
@@ -120,21 +118,14 @@ def test_caps_hold_across_two_service_processes(tmp_path: Path) -> None:
         OFFERLOOP_CAMPAIGNS=str(_campaign(tmp_path)),
         OFFERLOOP_LOAD_SHED_MS="0",  # values, not timeouts, are under test
     )
-    procs, bases = [], []
+    procs: list[subprocess.Popen[str]] = []
+    bases: list[str] = []
     try:
         for _ in range(2):
-            port = _free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "offerloop", "serve", "--port", str(port)],
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-            wait_healthy(procs[-1], bases[-1])  # the first creates the schema
+            proc, base = _start(tmp_path, env)
+            procs.append(proc)
+            bases.append(base)
+            wait_healthy(proc, base)  # the first creates the schema
         answers: list[dict[str, object]] = []
         lock = threading.Lock()
 
@@ -182,15 +173,7 @@ def test_caps_hold_across_two_service_processes(tmp_path: Path) -> None:
             p.terminate()
         for p in procs:
             p.wait(timeout=20)
-        _drop(
-            load_settings(
-                env={},
-                database_url=PG_URL,
-                database_schema=name,
-                redis_url=REDIS_URL,
-                redis_prefix=f"{name}:",
-            )
-        )
+        drop_service(name)
 
 
 def test_capped_decisions_through_both_http_routes(capped: Offerloop) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offerloop import load_settings
-from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
+from tests.conftest import drop_service, service_env, unique_name
 from tests.helpers import wait_healthy
 from tests.serving.test_serve_process import _free_port
 
@@ -51,15 +50,7 @@ def two(tmp_path: Path) -> Iterator[tuple[str, str]]:
             p.terminate()
         for p in (a, b):
             p.wait(timeout=20)
-        _drop(
-            load_settings(
-                env={},
-                database_url=PG_URL,
-                database_schema=name,
-                redis_url=REDIS_URL,
-                redis_prefix=f"{name}:",
-            )
-        )
+        drop_service(name)
 
 
 def test_two_processes_share_features_releases_canary_and_ids(two: tuple[str, str]) -> None:

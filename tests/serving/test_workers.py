@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from offerloop import Offerloop, load_settings
-from tests.conftest import PG_URL, REDIS_URL, _drop, service_env, unique_name
+from tests.conftest import PG_URL, REDIS_URL, _drop, drop_service, service_env, unique_name
 from tests.helpers import wait_healthy
 from tests.serving.test_serve_process import _free_port
 
@@ -113,12 +113,4 @@ def test_workers_start_on_a_loaded_machine_without_a_bytecode_cache(tmp_path: Pa
             b.wait()
         proc.terminate()
         proc.wait(timeout=120)
-        _drop(
-            load_settings(
-                env={},
-                database_url=PG_URL,
-                database_schema=name,
-                redis_url=REDIS_URL,
-                redis_prefix=f"{name}:",
-            )
-        )
+        drop_service(name)

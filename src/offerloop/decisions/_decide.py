@@ -357,17 +357,15 @@ class Decider:
         now: float,
         shows: Sequence[tuple[str, float]] | None,
         notes: list[str],
-        *,
-        none: bool = False,
     ) -> tuple[list[str] | None, bool, np.ndarray[Any, np.dtype[np.float64]], int]:
         """Restrict the served probabilities to the offers this row may be shown (eligibility,
-        schedule, caps; the default offer when there are none, or with ``none``) and draw
-        one. Returns what may be shown (None: every offer), whether the default stands in
-        for want of any (not counted against caps), the probabilities and the index."""
-        eligible = [] if none else campaign.eligible(row, now, shows or ())
+        schedule, caps; the default offer when there are none) and draw one. Returns what may
+        be shown (None: every offer), whether the default stands in for want of any (not
+        counted against caps), the probabilities and the index."""
+        eligible = campaign.eligible(row, now, shows or ())
         if eligible is None:
             return None, False, p, self._draw(p)
-        if not eligible and not none:
+        if not eligible:
             self.metrics.fallbacks.labels(campaign.id, "no_eligible_offer").inc()
             notes.append(
                 "no eligible offer: the default"

@@ -23,24 +23,18 @@ Floats = NDArray[np.float64]
 FeatureRow = Mapping[str, Any]
 
 
-def _mask(eligible: object, offers: Sequence[str]) -> NDArray[np.bool_]:
+def _listed(eligible: object) -> tuple[str, ...]:
+    """The logged eligible offers as a tuple (ValueError when they are not a list)."""
     if not isinstance(eligible, list | tuple):
         raise ValueError(f"{ELIGIBLE} must be a list of offer ids, not {eligible!r}")
-    allowed = set(eligible)
-    return np.array([o in allowed for o in offers], dtype=bool)
+    return tuple(eligible)
 
 
 def restrict_one(p: Floats, row: FeatureRow, offers: Sequence[str]) -> Floats:
     """One row's probabilities restricted to its eligible offers (unchanged without them)."""
-    eligible = row.get(ELIGIBLE)
-    if eligible is None:
+    if row.get(ELIGIBLE) is None:
         return p
-    mask = _mask(eligible, offers)
-    if not mask.any():  # none of the logged offers is in this campaign version
-        return p
-    q = np.where(mask, p, 0.0)
-    total = float(q.sum())
-    out: Floats = q / total if total > 0 else mask / float(mask.sum())
+    out: Floats = restrict(np.asarray(p, dtype=np.float64)[None, :], [row], offers)[0]
     return out
 
 
@@ -51,15 +45,14 @@ def restrict(probs: Floats, rows: Sequence[FeatureRow], offers: Sequence[str]) -
     for i, r in enumerate(rows):
         eligible = r.get(ELIGIBLE)
         if eligible is not None:
-            if not isinstance(eligible, list | tuple):
-                raise ValueError(f"{ELIGIBLE} must be a list of offer ids, not {eligible!r}")
-            groups.setdefault(tuple(eligible), []).append(i)
+            groups.setdefault(_listed(eligible), []).append(i)
     if not groups:
         return probs
     out = np.array(probs, dtype=np.float64, copy=True)
     for eligible, idx in groups.items():
-        mask = _mask(list(eligible), offers)
-        if not mask.any():
+        allowed = set(eligible)
+        mask = np.array([o in allowed for o in offers], dtype=bool)
+        if not mask.any():  # none of the logged offers is in this campaign version
             continue
         q = np.where(mask[None, :], out[idx], 0.0)
         total = q.sum(axis=1, keepdims=True)
